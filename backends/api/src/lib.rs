@@ -1,0 +1,241 @@
+//! The contract between cf-allowlist's core and its firewall backends.
+//!
+//! A backend answers three questions and nothing more: what of ours does the firewall hold
+//! ([`Backend::observe`]), bring it to this target in one transaction ([`Backend::apply`]), and
+//! remove every trace of us ([`Backend::purge`]). Deciding *what* to change is not a backend's
+//! job: [`Change::between`] computes it from an observation and a target, so the same rules
+//! (and the same safety guards in the core) hold for every firewall.
+//!
+//! The [`conformance`] module holds the behaviours every backend must show; each backend runs it
+//! from the integration tests.
+
+pub mod conformance;
+pub mod tool;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The comment, tag or description every backend writes on what it creates, so that its own
+/// rules can be told from everyone else's.
+pub const OWNER_TAG: &str = "cf-allowlist";
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// Both families, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The family of a network.
+    pub fn of(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// A set of networks, ordered (IPv4 before IPv6, then by address and prefix) and free of exact
+/// duplicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ranges(BTreeSet<IpNet>);
+
+impl Ranges {
+    /// An empty set.
+    pub fn new() -> Ranges {
+        Ranges::default()
+    }
+
+    /// Adds a network; returns false if it was already there.
+    pub fn insert(&mut self, net: IpNet) -> bool {
+        self.0.insert(net)
+    }
+
+    /// Whether the network is in the set (exactly, not by containment).
+    pub fn contains(&self, net: &IpNet) -> bool {
+        self.0.contains(net)
+    }
+
+    /// Every network, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &IpNet> + '_ {
+        self.0.iter()
+    }
+
+    /// The networks of one family, in order.
+    pub fn family(&self, family: Family) -> impl Iterator<Item = &IpNet> + '_ {
+        self.0.iter().filter(move |net| Family::of(net) == family)
+    }
+
+    /// How many networks of one family the set holds.
+    pub fn count(&self, family: Family) -> usize {
+        self.family(family).count()
+    }
+
+    /// How many networks the set holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The networks in `self` that are not in `other`.
+    pub fn difference(&self, other: &Ranges) -> Ranges {
+        Ranges(self.0.difference(&other.0).copied().collect())
+    }
+
+    /// The networks in both sets.
+    pub fn intersection(&self, other: &Ranges) -> Ranges {
+        Ranges(self.0.intersection(&other.0).copied().collect())
+    }
+
+    /// The networks as strings, in order (for messages and JSON).
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
+
+impl FromIterator<IpNet> for Ranges {
+    fn from_iter<I: IntoIterator<Item = IpNet>>(iter: I) -> Ranges {
+        Ranges(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Ranges {
+    type Item = &'a IpNet;
+    type IntoIter = std::collections::btree_set::Iter<'a, IpNet>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// What a backend found of ours in the live firewall.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The ranges our rules or sets currently allow.
+    pub ranges: Ranges,
+    /// Structural drift: each entry names a part of ours that is missing, duplicated or altered
+    /// (for example "the IPv4 accept rule is missing"). Empty only when the structure is intact;
+    /// before the first apply it says what will be created.
+    pub repairs: Vec<String>,
+    /// Facts about the firewall the user should know but that the backend will not change (for
+    /// example another table whose drop would win over our accept).
+    pub warnings: Vec<String>,
+}
+
+/// What one backend must do to go from what it holds to a target: the per-backend part of the
+/// plan. Computed by [`Change::between`]; backends only execute it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Every range the firewall must allow once the change is applied.
+    pub target: Ranges,
+    /// Ranges to add.
+    pub add: Ranges,
+    /// Ranges to remove.
+    pub remove: Ranges,
+    /// Ranges already in place.
+    pub unchanged: Ranges,
+    /// Structural repairs the apply will make (copied from the observation).
+    pub repairs: Vec<String>,
+}
+
+impl Change {
+    /// The change that brings `observed` to `target`.
+    pub fn between(observed: &Observed, target: &Ranges) -> Change {
+        Change {
+            target: target.clone(),
+            add: target.difference(&observed.ranges),
+            remove: observed.ranges.difference(target),
+            unchanged: target.intersection(&observed.ranges),
+            repairs: observed.repairs.clone(),
+        }
+    }
+
+    /// Whether applying the change would write anything at all.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty() && self.repairs.is_empty()
+    }
+}
+
+/// Which traffic the allow rules match, shared by every backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Policy {
+    /// The TCP destination ports opened to the ranges, sorted and without duplicates.
+    pub ports: Vec<u16>,
+    /// Whether every other source is dropped on those ports.
+    pub restrict: bool,
+}
+
+/// A failure inside a backend: which step failed and why. Each backend keeps its own detailed
+/// error type and wraps it here so the core can handle every backend alike.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend} backend could not {step}")]
+pub struct BackendError {
+    /// The backend's label.
+    pub backend: String,
+    /// The step that failed, as a phrase that completes "could not …".
+    pub step: &'static str,
+    /// The cause.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl BackendError {
+    /// Wraps a backend's own error.
+    pub fn new(
+        backend: impl Into<String>,
+        step: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> BackendError {
+        BackendError {
+            backend: backend.into(),
+            step,
+            source: source.into(),
+        }
+    }
+}
+
+/// A firewall cf-allowlist can keep open to a set of ranges.
+pub trait Backend {
+    /// A short label for messages and JSON output, such as `nftables`.
+    fn label(&self) -> String;
+
+    /// Reads what the firewall holds of ours, and what is structurally missing or duplicated.
+    fn observe(&self) -> Result<Observed, BackendError>;
+
+    /// Applies `change` in one transaction: afterwards the firewall allows exactly
+    /// `change.target` through exactly one copy of each of our rules, and nothing else of the
+    /// firewall has changed. An empty change must write nothing.
+    fn apply(&self, change: &Change) -> Result<(), BackendError>;
+
+    /// Removes everything this backend created, and nothing else.
+    fn purge(&self) -> Result<(), BackendError>;
+}
+
+impl Extend<IpNet> for Ranges {
+    fn extend<I: IntoIterator<Item = IpNet>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}

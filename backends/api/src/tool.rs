@@ -1,0 +1,98 @@
+//! Running a firewall's own command-line tool, shared by the backends that drive one.
+//!
+//! Cron and systemd start jobs with a short `PATH` (often `/usr/bin:/bin`), while `nft`,
+//! `iptables` and `ufw` live in `/usr/sbin`; so a tool is looked up in `PATH` and then in the
+//! usual sbin folders rather than failing with "not found" only when run from cron.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Why running a tool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The tool is not installed, or not where we looked.
+    #[error("`{name}` was not found in PATH, /usr/sbin or /sbin")]
+    NotFound {
+        /// The tool's name.
+        name: String,
+    },
+    /// The process could not be started or talked to.
+    #[error("could not run `{command}`")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tool ran and reported failure.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr, trimmed.
+        stderr: String,
+    },
+}
+
+/// Finds `name` in `PATH`, then in `/usr/sbin`, `/sbin`, `/usr/bin` and `/bin`.
+pub fn locate(name: &str) -> Result<PathBuf, ToolError> {
+    let path_dirs = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    path_dirs
+        .into_iter()
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| ToolError::NotFound {
+            name: name.to_owned(),
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Runs `program args…` with `input` on stdin; returns stdout if it exits successfully.
+pub fn run(program: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, ToolError> {
+    let command = std::iter::once(program.display().to_string())
+        .chain(args.iter().map(|arg| (*arg).to_owned()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let spawn_error = |source| ToolError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    if let Some(input) = input {
+        // Dropping stdin after writing closes it, which tells the tool the input is complete.
+        let mut stdin = child.stdin.take().expect("stdin was piped");
+        stdin.write_all(input).map_err(spawn_error)?;
+    }
+    let output = child.wait_with_output().map_err(spawn_error)?;
+    if !output.status.success() {
+        return Err(ToolError::Failed {
+            command,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(output.stdout)
+}

@@ -1,0 +1,359 @@
+//! Reading `nft -j list ruleset` into the few facts the backend needs: our table, chain, sets
+//! and rules (with handles, to delete them), and other chains whose drop would defeat ours.
+//!
+//! nft's JSON is parsed as a loose `serde_json::Value` rather than typed structs: the schema
+//! has many object kinds we do not care about, and anything we do not recognise in *our* rules
+//! must read as "altered", not as a parse error.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::names;
+
+/// One of our rules as read back, reduced to what we compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleShape {
+    /// The rule's comment (ours all start with [`names::OWNER_TAG`]).
+    pub comment: String,
+    /// `@set` the source address must be in, if any.
+    pub source_set: Option<String>,
+    /// The address family of the source match (`ip` or `ip6`).
+    pub source_protocol: Option<String>,
+    /// TCP destination ports matched.
+    pub ports: Vec<u16>,
+    /// Whether the rule excludes loopback (`iifname != "lo"`).
+    pub not_loopback: bool,
+    /// `accept` or `drop`.
+    pub verdict: Option<String>,
+    /// Whether the rule holds anything else we did not write.
+    pub unrecognised: bool,
+}
+
+/// One of our rules in the live ruleset.
+#[derive(Debug, Clone)]
+pub struct LiveRule {
+    /// nft's handle, to delete it by.
+    pub handle: u64,
+    /// What it does.
+    pub shape: RuleShape,
+}
+
+/// One of our sets in the live ruleset.
+#[derive(Debug, Clone)]
+pub struct LiveSet {
+    /// `ipv4_addr` or `ipv6_addr`.
+    pub element_type: String,
+    /// Whether it has the interval flag (needed for prefixes).
+    pub interval: bool,
+    /// Its elements as networks.
+    pub elements: Vec<IpNet>,
+    /// Elements that are not prefixes (ranges written by someone else).
+    pub odd_elements: usize,
+}
+
+/// What the ruleset holds that concerns us.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// Whether our table exists.
+    pub table_exists: bool,
+    /// Whether our chain exists.
+    pub chain_exists: bool,
+    /// Whether our chain is a base chain on the input hook.
+    pub chain_is_input_base: bool,
+    /// Our sets, by name.
+    pub sets: BTreeMap<String, LiveSet>,
+    /// Our rules, in chain order.
+    pub rules: Vec<LiveRule>,
+    /// How many rules in our chain are not ours.
+    pub foreign_rules_in_chain: usize,
+    /// Chains and sets in our table that are not ours.
+    pub foreign_objects_in_table: usize,
+    /// Other base chains on the input hook whose policy is drop, as `family table chain`.
+    pub other_dropping_chains: Vec<String>,
+}
+
+/// Why nft's output could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON at all.
+    #[error("nft printed something that is not JSON")]
+    NotJson(#[from] serde_json::Error),
+    /// JSON without the `nftables` array.
+    #[error("nft's JSON has no `nftables` array")]
+    NoList,
+    /// An element of one of our sets that is not an address.
+    #[error("set {set} holds an element nft printed as {element}, which is not an address")]
+    BadElement {
+        /// The set.
+        set: String,
+        /// The element as JSON.
+        element: String,
+    },
+}
+
+/// Parses `nft -j list ruleset` for the table and chain we manage.
+pub fn parse(json: &[u8], table: &str, chain: &str) -> Result<Live, ParseError> {
+    let root: Value = serde_json::from_slice(json)?;
+    let list = root
+        .get("nftables")
+        .and_then(Value::as_array)
+        .ok_or(ParseError::NoList)?;
+    let mut live = Live::default();
+    let ours = |object: &Value| {
+        object.get("family").and_then(Value::as_str) == Some(names::FAMILY)
+            && object.get("table").and_then(Value::as_str) == Some(table)
+    };
+    for entry in list {
+        if let Some(object) = entry.get("table") {
+            if object.get("family").and_then(Value::as_str) == Some(names::FAMILY)
+                && object.get("name").and_then(Value::as_str) == Some(table)
+            {
+                live.table_exists = true;
+            }
+        } else if let Some(object) = entry.get("chain") {
+            let name = object.get("name").and_then(Value::as_str).unwrap_or("");
+            let is_input_base = object.get("hook").and_then(Value::as_str) == Some("input");
+            if ours(object) && name == chain {
+                live.chain_exists = true;
+                live.chain_is_input_base = is_input_base;
+            } else {
+                if ours(object) {
+                    live.foreign_objects_in_table += 1;
+                }
+                if is_input_base && object.get("policy").and_then(Value::as_str) == Some("drop") {
+                    live.other_dropping_chains.push(format!(
+                        "{} {} {name}",
+                        object.get("family").and_then(Value::as_str).unwrap_or("?"),
+                        object.get("table").and_then(Value::as_str).unwrap_or("?"),
+                    ));
+                }
+            }
+        } else if let Some(object) = entry.get("set").or_else(|| entry.get("map")) {
+            if !ours(object) {
+                continue;
+            }
+            let name = object.get("name").and_then(Value::as_str).unwrap_or("");
+            if entry.get("set").is_some() && names::SETS.contains(&name) {
+                live.sets.insert(name.to_owned(), parse_set(name, object)?);
+            } else {
+                live.foreign_objects_in_table += 1;
+            }
+        } else if let Some(object) = entry.get("rule") {
+            if !ours(object) || object.get("chain").and_then(Value::as_str) != Some(chain) {
+                continue;
+            }
+            let comment = object.get("comment").and_then(Value::as_str).unwrap_or("");
+            if comment.starts_with(names::OWNER_TAG) {
+                live.rules.push(LiveRule {
+                    handle: object.get("handle").and_then(Value::as_u64).unwrap_or(0),
+                    shape: parse_rule(comment, object.get("expr")),
+                });
+            } else {
+                live.foreign_rules_in_chain += 1;
+            }
+        } else if [
+            "flowtable",
+            "counter",
+            "quota",
+            "ct helper",
+            "limit",
+            "secmark",
+        ]
+        .iter()
+        .any(|kind| entry.get(*kind).is_some_and(&ours))
+        {
+            live.foreign_objects_in_table += 1;
+        }
+    }
+    Ok(live)
+}
+
+fn parse_set(name: &str, object: &Value) -> Result<LiveSet, ParseError> {
+    let element_type = object
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let interval = object
+        .get("flags")
+        .and_then(Value::as_array)
+        .is_some_and(|flags| flags.iter().any(|flag| flag.as_str() == Some("interval")));
+    let mut elements = Vec::new();
+    let mut odd_elements = 0;
+    for element in object
+        .get("elem")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        // An element may be wrapped as {"elem": {"val": …}} when it carries a comment or timeout.
+        let value = element
+            .get("elem")
+            .and_then(|inner| inner.get("val"))
+            .unwrap_or(element);
+        let bad = || ParseError::BadElement {
+            set: name.to_owned(),
+            element: value.to_string(),
+        };
+        if let Some(address) = value.as_str() {
+            let address: IpAddr = address.parse().map_err(|_| bad())?;
+            elements.push(IpNet::from(address));
+        } else if let Some(prefix) = value.get("prefix") {
+            let address: IpAddr = prefix
+                .get("addr")
+                .and_then(Value::as_str)
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(bad)?;
+            let length = prefix
+                .get("len")
+                .and_then(Value::as_u64)
+                .and_then(|length| u8::try_from(length).ok())
+                .ok_or_else(bad)?;
+            elements.push(IpNet::new(address, length).map_err(|_| bad())?);
+        } else {
+            odd_elements += 1;
+        }
+    }
+    Ok(LiveSet {
+        element_type,
+        interval,
+        elements,
+        odd_elements,
+    })
+}
+
+fn parse_rule(comment: &str, expressions: Option<&Value>) -> RuleShape {
+    let mut shape = RuleShape {
+        comment: comment.to_owned(),
+        source_set: None,
+        source_protocol: None,
+        ports: Vec::new(),
+        not_loopback: false,
+        verdict: None,
+        unrecognised: false,
+    };
+    for expression in expressions.and_then(Value::as_array).into_iter().flatten() {
+        if let Some(matched) = expression.get("match") {
+            let operator = matched.get("op").and_then(Value::as_str);
+            let left = matched.get("left");
+            let right = matched.get("right");
+            let payload = left.and_then(|left| left.get("payload"));
+            let field = payload.and_then(|p| p.get("field")).and_then(Value::as_str);
+            let protocol = payload
+                .and_then(|p| p.get("protocol"))
+                .and_then(Value::as_str);
+            let meta_key = left
+                .and_then(|left| left.get("meta"))
+                .and_then(|meta| meta.get("key"))
+                .and_then(Value::as_str);
+            match (operator, protocol, field, meta_key) {
+                (Some("=="), Some(family @ ("ip" | "ip6")), Some("saddr"), None) => {
+                    match right
+                        .and_then(Value::as_str)
+                        .and_then(|r| r.strip_prefix('@'))
+                    {
+                        Some(set) => {
+                            shape.source_set = Some(set.to_owned());
+                            shape.source_protocol = Some(family.to_owned());
+                        }
+                        None => shape.unrecognised = true,
+                    }
+                }
+                (Some("=="), Some("tcp"), Some("dport"), None) => match parse_ports(right) {
+                    Some(ports) => shape.ports = ports,
+                    None => shape.unrecognised = true,
+                },
+                (Some("!="), None, None, Some("iifname"))
+                    if right.and_then(Value::as_str) == Some("lo") =>
+                {
+                    shape.not_loopback = true;
+                }
+                _ => shape.unrecognised = true,
+            }
+        } else if expression.get("accept").is_some() {
+            shape.verdict = Some("accept".to_owned());
+        } else if expression.get("drop").is_some() {
+            shape.verdict = Some("drop".to_owned());
+        } else {
+            shape.unrecognised = true;
+        }
+    }
+    shape
+}
+
+fn parse_ports(right: Option<&Value>) -> Option<Vec<u16>> {
+    let port = |value: &Value| value.as_u64().and_then(|port| u16::try_from(port).ok());
+    let right = right?;
+    let mut ports = match right.get("set") {
+        Some(set) => set
+            .as_array()?
+            .iter()
+            .map(port)
+            .collect::<Option<Vec<_>>>()?,
+        None => vec![port(right)?],
+    };
+    ports.sort_unstable();
+    Some(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+      {"table": {"family": "inet", "name": "filter", "handle": 1}},
+      {"table": {"family": "ip", "name": "other", "handle": 2}},
+      {"set": {"family": "inet", "name": "cf_allowlist_v4", "table": "filter", "type": "ipv4_addr", "handle": 2, "flags": ["interval"],
+        "elem": ["192.0.2.1", {"prefix": {"addr": "198.51.100.0", "len": 24}}, {"range": ["203.0.113.1", "203.0.113.9"]}]}},
+      {"chain": {"family": "inet", "table": "filter", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}},
+      {"chain": {"family": "ip", "table": "other", "name": "INPUT", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}},
+      {"rule": {"family": "inet", "table": "filter", "chain": "input", "handle": 6, "comment": "cf-allowlist ipv4",
+        "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@cf_allowlist_v4"}},
+                 {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": {"set": [443, 80]}}},
+                 {"accept": null}]}},
+      {"rule": {"family": "inet", "table": "filter", "chain": "input", "handle": 7, "comment": "ssh",
+        "expr": [{"accept": null}]}}]}"#;
+
+    #[test]
+    fn reads_our_parts_and_counts_the_rest() {
+        let live = parse(SAMPLE.as_bytes(), "filter", "input").unwrap();
+        assert!(live.table_exists && live.chain_exists && live.chain_is_input_base);
+        let set = &live.sets["cf_allowlist_v4"];
+        assert_eq!(
+            set.elements,
+            vec![
+                "192.0.2.1/32".parse::<IpNet>().unwrap(),
+                "198.51.100.0/24".parse().unwrap()
+            ]
+        );
+        assert_eq!(set.odd_elements, 1);
+        assert_eq!(live.rules.len(), 1);
+        let shape = &live.rules[0].shape;
+        assert_eq!(shape.ports, vec![80, 443]);
+        assert_eq!(shape.source_set.as_deref(), Some("cf_allowlist_v4"));
+        assert_eq!(shape.verdict.as_deref(), Some("accept"));
+        assert!(!shape.unrecognised);
+        assert_eq!(live.foreign_rules_in_chain, 1);
+        assert_eq!(live.other_dropping_chains, vec!["ip other INPUT"]);
+    }
+
+    #[test]
+    fn an_empty_ruleset_has_nothing_of_ours() {
+        let live = parse(br#"{"nftables": [{"metainfo": {}}]}"#, "filter", "input").unwrap();
+        assert!(!live.table_exists && !live.chain_exists && live.rules.is_empty());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(parse(b"<html>", "filter", "input").is_err());
+        assert!(parse(b"{}", "filter", "input").is_err());
+        let bad = br#"{"nftables": [{"set": {"family": "inet", "table": "filter", "name": "cf_allowlist_v4", "elem": ["nonsense"]}}]}"#;
+        assert!(matches!(
+            parse(bad, "filter", "input"),
+            Err(ParseError::BadElement { .. })
+        ));
+    }
+}

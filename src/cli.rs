@@ -1,0 +1,119 @@
+//! What the user typed: clap's types and nothing more. [`crate::settings`] turns these, the
+//! config file and the defaults into the resolved settings every command takes.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keep a server's firewall open to Cloudflare's published ranges, and to nothing it shouldn't
+/// be.
+#[derive(Debug, Parser)]
+#[command(name = "cf-allowlist", version, about, long_about = None)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 error, 2 changes pending (sync --dry-run \
+--detailed-exitcode), 3 refused by a safety guard (see --force), 4 another run holds the lock"
+)]
+pub struct Cli {
+    /// Config file (TOML); a missing file at the default path is fine.
+    #[arg(long, global = true, value_name = "FILE", env = "CF_ALLOWLIST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where snapshots, generations and the lock live.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "CF_ALLOWLIST_STATE_DIR"
+    )]
+    pub state_dir: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also say what was checked when nothing changed.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How stdout is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Readable lines.
+    Text,
+    /// One JSON object per command.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch the ranges, and bring every backend to them.
+    Sync(SyncArgs),
+    /// Last sync, generation, counts per family, and drift per backend.
+    Status(BackendArgs),
+    /// The saved generations.
+    History,
+    /// Apply an earlier generation (default: the one before the current) and pin it.
+    Rollback(RollbackArgs),
+    /// Stop pinning: the next sync follows upstream again.
+    Unpin,
+    /// Remove everything the tool created in the firewall, and nothing else.
+    Purge(BackendArgs),
+}
+
+/// Options of `sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: exit 2 when changes are pending.
+    #[arg(long, requires = "dry_run")]
+    pub detailed_exitcode: bool,
+    /// Apply even when a safety guard refuses the change.
+    #[arg(long)]
+    pub force: bool,
+    /// A source of ranges: an https:// or http:// URL (text list or Cloudflare's JSON API), a
+    /// file path, a file:// URL, or `builtin`. Repeatable; replaces the configured sources.
+    #[arg(long = "source", value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// Backends to keep open. Repeatable; replaces the configured backends.
+    #[arg(long = "backend", value_enum, value_name = "KIND")]
+    pub backends: Vec<BackendKind>,
+    /// TCP ports to open, comma separated (default 80,443).
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub ports: Option<Vec<u16>>,
+    /// Also drop every other source on the managed ports.
+    #[arg(long)]
+    pub restrict: bool,
+}
+
+/// `--backend` for the commands that act on backends of the last sync by default.
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// Backends to act on (default: those of the last sync).
+    #[arg(long = "backend", value_enum, value_name = "KIND")]
+    pub backends: Vec<BackendKind>,
+}
+
+/// Options of `rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The generation to go back to (default: the one before the current).
+    #[arg(long, value_name = "GENERATION")]
+    pub to: Option<u64>,
+}
+
+/// The kinds of backend.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// nftables, through `nft`.
+    Nftables,
+}

@@ -1,0 +1,193 @@
+//! `sync`: fetch, validate, compare with the snapshot and with each backend, then preview or
+//! apply, read back, and record a new generation only once every backend has succeeded.
+
+use cf_allowlist_backend::Ranges;
+
+use crate::commands::{apply_plans, plan_backends, print_warnings};
+use crate::error::{Error, ExitStatus};
+use crate::plan::{Plan, UpstreamChange, shrink_refusals};
+use crate::printer::Printer;
+use crate::settings::Settings;
+use crate::sources::{self, SourceError};
+use crate::state::{Generation, LastSync, StateDir, now_rfc3339};
+use crate::validate::{self, counts};
+
+/// Flags of `sync` that are not settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncOptions {
+    /// Preview only.
+    pub dry_run: bool,
+    /// Exit 2 when a preview finds changes.
+    pub detailed_exitcode: bool,
+    /// Override the safety guards.
+    pub force: bool,
+}
+
+/// Fetches and validates every source; the first failure fails the whole run.
+pub fn fetch_all(settings: &Settings, printer: &Printer) -> Result<Ranges, Error> {
+    let mut networks = Vec::new();
+    for source in &settings.sources {
+        let fetched = sources::load(source, &settings.fetch)?;
+        if let Some(warning) = &fetched.warning {
+            printer.warn(warning);
+        }
+        // Validate per source so that the error names the source that sent the bad range.
+        validate::validate(&fetched.networks, &settings.limits)
+            .map_err(|refused| SourceError::new(source, refused.to_string()))?;
+        printer.note(&format!("{source}: {} ranges", fetched.networks.len()));
+        networks.extend(fetched.networks);
+    }
+    let validated = validate::validate(&networks, &settings.limits)
+        .map_err(|refused| SourceError::new("(all sources)", refused.to_string()))?;
+    for (covered, cover) in &validated.covered {
+        printer.note(&format!(
+            "{covered} is inside {cover}: only {cover} is kept"
+        ));
+    }
+    Ok(validated.ranges)
+}
+
+/// Runs one sync.
+pub fn run(
+    settings: &Settings,
+    options: SyncOptions,
+    printer: &Printer,
+) -> Result<ExitStatus, Error> {
+    let state_dir = StateDir::new(&settings.state_dir);
+    // A preview takes no lock and writes nothing, so it works without a state directory.
+    let lock = if options.dry_run {
+        None
+    } else {
+        if settings.backends.is_empty() {
+            return Err(Error::NoBackend);
+        }
+        Some(state_dir.lock(settings.lock_timeout)?)
+    };
+    if let Some(lock) = lock.as_ref().filter(|lock| lock.waited.as_millis() > 100) {
+        printer.note(&format!(
+            "waited {:.1}s for another run to finish",
+            lock.waited.as_secs_f64()
+        ));
+    }
+    let mut state = state_dir.read_state()?;
+    let current = state
+        .current_generation
+        .map(|number| state_dir.read_generation(number))
+        .transpose()?;
+
+    let mut refusals = Vec::new();
+    let (target, sources, upstream) = match &state.pinned {
+        Some(pin) => {
+            printer.warn(&format!(
+                "pinned to generation {} since {}: upstream is not consulted (`cf-allowlist unpin` to follow it again)",
+                pin.generation, pin.since
+            ));
+            let generation = state_dir.read_generation(pin.generation)?;
+            (generation.ranges, generation.sources, None)
+        }
+        None => {
+            let target = fetch_all(settings, printer)?;
+            let upstream = UpstreamChange::between(
+                current
+                    .as_ref()
+                    .map(|generation| (generation.generation, &generation.ranges)),
+                &target,
+            );
+            if let Some(current) = &current {
+                refusals.extend(shrink_refusals(
+                    &format!("the new list (against generation {})", current.generation),
+                    &current.ranges,
+                    &target,
+                ));
+            }
+            let sources = settings.sources.iter().map(ToString::to_string).collect();
+            (target, sources, Some(upstream))
+        }
+    };
+    printer.note(&format!("{} ranges ({})", target.len(), counts(&target)));
+
+    let backends = plan_backends(&settings.backends, &target, true, &mut refusals)?;
+    if options.force && !refusals.is_empty() {
+        for reason in &refusals {
+            printer.warn(&format!("--force overrides: {reason}"));
+        }
+        refusals.clear();
+    }
+    let plan = Plan {
+        dry_run: options.dry_run,
+        sources,
+        target,
+        upstream,
+        pinned: state.pinned.clone(),
+        backends,
+        refusals,
+    };
+    print_warnings(&plan.backends, printer);
+
+    let no_backend = plan.backends.is_empty();
+    if options.dry_run || !plan.refusals.is_empty() {
+        printer.json(&plan.to_json(None));
+        if plan.has_news() || no_backend || printer.is_verbose() || options.dry_run {
+            printer.text(&plan.render_text(no_backend));
+        }
+        if !plan.refusals.is_empty() {
+            return Err(Error::Refused(plan.refusals));
+        }
+        if options.dry_run {
+            printer.text(if plan.changes_firewall() {
+                "dry run: nothing was changed\n"
+            } else if no_backend {
+                "dry run: no backend configured, so nothing would be applied\n"
+            } else {
+                "dry run: nothing to change\n"
+            });
+        }
+        let pending = plan.changes_firewall() || (no_backend && plan.has_news());
+        return Ok(if options.detailed_exitcode && pending {
+            ExitStatus::ChangesPending
+        } else {
+            ExitStatus::Success
+        });
+    }
+
+    apply_plans(&plan.backends, printer)?;
+
+    // Every backend holds the target: now, and only now, record it.
+    let generation = match (&state.pinned, &current) {
+        (Some(pin), _) => pin.generation,
+        (None, Some(current)) if current.sha256 == crate::state::digest(&plan.target) => {
+            current.generation
+        }
+        (None, _) => {
+            let number = state_dir.generations()?.last().copied().unwrap_or(0) + 1;
+            state_dir.write_generation(&Generation::new(
+                number,
+                plan.sources.clone(),
+                plan.target.clone(),
+            ))?;
+            number
+        }
+    };
+    state.current_generation = Some(generation);
+    state.last_sync = Some(LastSync {
+        time: now_rfc3339(),
+        backends: settings.backends.clone(),
+    });
+    state_dir.write_state(&state)?;
+
+    printer.json(&plan.to_json(Some(generation)));
+    if plan.has_news() || printer.is_verbose() {
+        let mut text = plan.render_text(false);
+        text.push_str(&format!(
+            "{} generation {generation} ({})\n",
+            if plan.changes_firewall() {
+                "applied"
+            } else {
+                "recorded"
+            },
+            counts(&plan.target)
+        ));
+        printer.text(&text);
+    }
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,129 @@
+//! The errors a command can end with, and the one place that maps them to exit codes and hints.
+
+use std::path::PathBuf;
+
+use cf_allowlist_backend::BackendError;
+
+use crate::sources::SourceError;
+use crate::state::StateError;
+
+/// How the process exits. These numbers are a documented contract (README, `--help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: success (applied, or nothing to do).
+    Success,
+    /// 1: an error; nothing was changed unless the message says so.
+    Failure,
+    /// 2: `sync --dry-run --detailed-exitcode` found changes to make.
+    ChangesPending,
+    /// 3: a safety guard refused the change (override with `--force`).
+    Refused,
+    /// 4: another run held the lock for longer than the lock timeout.
+    LockBusy,
+}
+
+impl ExitStatus {
+    /// The process exit code.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::ChangesPending => 2,
+            ExitStatus::Refused => 3,
+            ExitStatus::LockBusy => 4,
+        }
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("could not read config file {path}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("config file {path} is invalid")]
+    ConfigParse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A setting that makes no sense.
+    #[error("invalid setting: {0}")]
+    Setting(String),
+    /// A source failed; nothing was changed.
+    #[error("{0}; nothing was changed")]
+    Source(#[from] SourceError),
+    /// `sync` without a backend.
+    #[error("no backend is configured")]
+    NoBackend,
+    /// The state directory failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// After apply, the firewall does not hold what was planned.
+    #[error("{backend} does not hold the planned ranges after apply: {detail}")]
+    ReadBack {
+        /// The backend.
+        backend: String,
+        /// What differs.
+        detail: String,
+    },
+    /// A safety guard refused the change; nothing was changed.
+    #[error("refused to apply: {}; nothing was changed", .0.join("; "))]
+    Refused(Vec<String>),
+    /// Nothing to roll back to.
+    #[error("cannot roll back: {0}")]
+    Rollback(String),
+}
+
+impl Error {
+    /// The exit status this error ends the process with.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Error::Refused(_) => ExitStatus::Refused,
+            Error::State(StateError::LockBusy { .. }) => ExitStatus::LockBusy,
+            _ => ExitStatus::Failure,
+        }
+    }
+
+    /// What the user can do about it, if anything.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::NoBackend => Some(
+                "choose one with `--backend nftables`, or add a [[backend]] table to the config \
+                 file; `sync --dry-run` works without one"
+                    .to_owned(),
+            ),
+            Error::Refused(_) => Some(
+                "check the source; if the change is intended, run again with --force".to_owned(),
+            ),
+            Error::State(StateError::LockBusy { .. }) => Some(
+                "wait for the other run to finish, or raise lock_timeout_secs".to_owned(),
+            ),
+            Error::State(StateError::Corrupt { path, .. }) => Some(format!(
+                "move {} aside; the next sync writes a fresh one",
+                path.display()
+            )),
+            Error::Source(error) if error.reason.contains("request failed") => Some(
+                "on a host without access to Cloudflare, use `--source builtin` or a local file"
+                    .to_owned(),
+            ),
+            Error::Backend(_) | Error::ReadBack { .. } => Some(
+                "run `cf-allowlist status` to see what the firewall holds; the state was not updated"
+                    .to_owned(),
+            ),
+            _ => None,
+        }
+    }
+}

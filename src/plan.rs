@@ -1,0 +1,251 @@
+//! The plan: what a sync (or rollback) will do, as a value. Dry-run prints it, apply executes
+//! exactly it, JSON output serialises it; nothing decides twice.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use cf_allowlist_backend::{Change, Family, Ranges};
+
+use crate::settings::BackendSpec;
+use crate::state::Pin;
+use crate::validate::counts;
+
+/// How the list differs from the saved snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamChange {
+    /// The generation compared against; `None` on a first run.
+    pub previous_generation: Option<u64>,
+    /// Ranges new upstream.
+    pub added: Ranges,
+    /// Ranges gone upstream.
+    pub removed: Ranges,
+}
+
+impl UpstreamChange {
+    /// The change from `previous` (generation number and ranges) to `ranges`.
+    pub fn between(previous: Option<(u64, &Ranges)>, ranges: &Ranges) -> UpstreamChange {
+        let empty = Ranges::new();
+        let before = previous.map_or(&empty, |(_, ranges)| ranges);
+        UpstreamChange {
+            previous_generation: previous.map(|(number, _)| number),
+            added: ranges.difference(before),
+            removed: before.difference(ranges),
+        }
+    }
+}
+
+/// One backend's part of the plan.
+#[derive(Debug, Clone)]
+pub struct BackendPlan {
+    /// The backend.
+    pub spec: BackendSpec,
+    /// What it must do.
+    pub change: Change,
+    /// What the backend wants the user to know.
+    pub warnings: Vec<String>,
+}
+
+/// Everything one run will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Whether this is a preview.
+    pub dry_run: bool,
+    /// Where the ranges came from.
+    pub sources: Vec<String>,
+    /// The ranges every backend is brought to.
+    pub target: Ranges,
+    /// The change against the snapshot (absent when pinned or rolling back).
+    pub upstream: Option<UpstreamChange>,
+    /// The pin in force, if any.
+    pub pinned: Option<Pin>,
+    /// Per backend.
+    pub backends: Vec<BackendPlan>,
+    /// Reasons a safety guard gives against the plan (empty when it passes or with --force).
+    pub refusals: Vec<String>,
+}
+
+impl Plan {
+    /// Whether any backend has something to write.
+    pub fn changes_firewall(&self) -> bool {
+        self.backends
+            .iter()
+            .any(|backend| !backend.change.is_empty())
+    }
+
+    /// Whether the plan has anything to report: firewall writes or an upstream change.
+    pub fn has_news(&self) -> bool {
+        self.changes_firewall()
+            || self
+                .upstream
+                .as_ref()
+                .is_some_and(|up| !up.added.is_empty() || !up.removed.is_empty())
+    }
+
+    /// The plan as readable lines: `+`/`-` per range, `~` per structural repair.
+    pub fn render_text(&self, list_ranges: bool) -> String {
+        let mut out = String::new();
+        if let Some(upstream) = &self.upstream {
+            match upstream.previous_generation {
+                Some(generation) if !upstream.added.is_empty() || !upstream.removed.is_empty() => {
+                    let _ = writeln!(
+                        out,
+                        "upstream changed since generation {generation}: {} added, {} removed",
+                        upstream.added.len(),
+                        upstream.removed.len()
+                    );
+                    push_ranges(&mut out, '+', &upstream.added);
+                    push_ranges(&mut out, '-', &upstream.removed);
+                }
+                Some(_) => {}
+                None => {
+                    let _ = writeln!(out, "first run: no snapshot yet");
+                }
+            }
+        }
+        if list_ranges {
+            let _ = writeln!(
+                out,
+                "{} ranges ({}) from {}:",
+                self.target.len(),
+                counts(&self.target),
+                self.sources.join(", ")
+            );
+            push_ranges(&mut out, ' ', &self.target);
+        }
+        for backend in &self.backends {
+            let change = &backend.change;
+            if change.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{}: in sync ({} ranges)",
+                    backend.spec.describe(),
+                    change.unchanged.len()
+                );
+                continue;
+            }
+            let _ = writeln!(out, "{}:", backend.spec.describe());
+            for repair in &change.repairs {
+                let _ = writeln!(out, "  ~ {repair}");
+            }
+            push_ranges(&mut out, '+', &change.add);
+            push_ranges(&mut out, '-', &change.remove);
+            let _ = writeln!(out, "  = {} unchanged", change.unchanged.len());
+        }
+        out
+    }
+
+    /// The plan as JSON; `generation` is the generation applied, if any.
+    pub fn to_json(&self, generation: Option<u64>) -> Value {
+        let backends: Vec<Value> = self
+            .backends
+            .iter()
+            .map(|backend| {
+                json!({
+                    "backend": backend.spec.kind,
+                    "description": backend.spec.describe(),
+                    "changed": !backend.change.is_empty(),
+                    "added": backend.change.add.to_strings(),
+                    "removed": backend.change.remove.to_strings(),
+                    "unchanged": backend.change.unchanged.len(),
+                    "repairs": backend.change.repairs,
+                    "warnings": backend.warnings,
+                })
+            })
+            .collect();
+        json!({
+            "changed": self.changes_firewall(),
+            "dry_run": self.dry_run,
+            "generation": generation,
+            "pinned": self.pinned.as_ref().map(|pin| json!({"generation": pin.generation, "since": pin.since})),
+            "sources": self.sources,
+            "ranges": {
+                "ipv4": self.target.count(Family::V4),
+                "ipv6": self.target.count(Family::V6),
+                "list": self.target.to_strings(),
+            },
+            "upstream": self.upstream.as_ref().map(|up| json!({
+                "previous_generation": up.previous_generation,
+                "added": up.added.to_strings(),
+                "removed": up.removed.to_strings(),
+            })),
+            "backends": backends,
+            "refused": self.refusals,
+        })
+    }
+}
+
+fn push_ranges(out: &mut String, marker: char, ranges: &Ranges) {
+    for range in ranges {
+        let _ = writeln!(out, "  {marker} {range}");
+    }
+}
+
+/// The safety guard: reasons to refuse going from `before` to `after`, for each family that
+/// would lose more than half of its ranges or become empty. `what` names the comparison.
+pub fn shrink_refusals(what: &str, before: &Ranges, after: &Ranges) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for family in Family::ALL {
+        let had = before.count(family);
+        if had == 0 {
+            continue;
+        }
+        let removed = before
+            .family(family)
+            .filter(|net| !after.contains(net))
+            .count();
+        if after.count(family) == 0 {
+            reasons.push(format!(
+                "{what} would leave no {family} ranges (it has {had})"
+            ));
+        } else if removed * 2 > had {
+            reasons.push(format!(
+                "{what} would remove {removed} of its {had} {family} ranges (more than half)"
+            ));
+        }
+    }
+    reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(list: &[&str]) -> Ranges {
+        list.iter().map(|text| text.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_guard_allows_small_changes_and_refuses_big_shrinks() {
+        let before = ranges(&[
+            "192.0.2.0/24",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "2001:db8::/32",
+        ]);
+        assert!(shrink_refusals("x", &before, &before).is_empty());
+        let one_less = ranges(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]);
+        assert!(shrink_refusals("x", &before, &one_less).is_empty());
+        let two_less = ranges(&["192.0.2.0/24", "2001:db8::/32"]);
+        assert_eq!(
+            shrink_refusals("the list", &before, &two_less),
+            vec!["the list would remove 2 of its 3 IPv4 ranges (more than half)"]
+        );
+        let no_v6 = ranges(&["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]);
+        assert_eq!(
+            shrink_refusals("the list", &before, &no_v6),
+            vec!["the list would leave no IPv6 ranges (it has 1)"]
+        );
+        assert!(shrink_refusals("x", &Ranges::new(), &no_v6).is_empty());
+    }
+
+    #[test]
+    fn the_upstream_change_is_the_difference_with_the_snapshot() {
+        let before = ranges(&["192.0.2.0/24", "198.51.100.0/24"]);
+        let after = ranges(&["198.51.100.0/24", "203.0.113.0/24"]);
+        let change = UpstreamChange::between(Some((3, &before)), &after);
+        assert_eq!(change.previous_generation, Some(3));
+        assert_eq!(change.added, ranges(&["203.0.113.0/24"]));
+        assert_eq!(change.removed, ranges(&["192.0.2.0/24"]));
+    }
+}

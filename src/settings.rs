@@ -1,0 +1,380 @@
+//! Resolving what the user typed, the config file and the defaults into the settings the
+//! commands take. Flags win over the config file, which wins over the defaults. Nothing here
+//! touches the network or a firewall.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use cf_allowlist_backend::{Backend, Policy};
+use cf_allowlist_nftables::{NftablesBackend, NftablesOptions};
+
+use crate::cli::{BackendKind, Cli, OutputFormat};
+use crate::error::Error;
+use crate::printer::{Printer, Verbosity};
+use crate::sources::{DEFAULT_SOURCES, FetchSettings, Source};
+use crate::state::DEFAULT_STATE_DIR;
+use crate::validate::Limits;
+
+/// The config file read when `--config` is not given; its absence is fine.
+pub const DEFAULT_CONFIG: &str = "/etc/cf-allowlist/config.toml";
+/// The ports opened when none are configured.
+pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
+
+/// The config file, as written. Unknown keys are errors, so a typo cannot silently fall back to
+/// a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Sources of ranges.
+    pub sources: Option<Vec<String>>,
+    /// Default TCP ports for every backend.
+    pub ports: Option<Vec<u16>>,
+    /// Default restrict mode for every backend.
+    pub restrict: Option<bool>,
+    /// The state directory.
+    pub state_dir: Option<PathBuf>,
+    /// Seconds to wait for another run's lock.
+    pub lock_timeout_secs: Option<u64>,
+    /// Refuse ranges broader than these prefix lengths.
+    pub broadest_prefix_v4: Option<u8>,
+    /// Refuse ranges broader than these prefix lengths.
+    pub broadest_prefix_v6: Option<u8>,
+    /// Seconds to connect to a source.
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds for a whole request to a source.
+    pub request_timeout_secs: Option<u64>,
+    /// The largest answer accepted from a source, in bytes.
+    pub max_body_bytes: Option<u64>,
+    /// The backends to keep open.
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendEntry>,
+}
+
+/// One `[[backend]]` table of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendEntry {
+    /// Which backend.
+    pub kind: BackendKind,
+    /// TCP ports for this backend.
+    pub ports: Option<Vec<u16>>,
+    /// Restrict mode for this backend.
+    pub restrict: Option<bool>,
+    /// nftables: the inet table.
+    pub table: Option<String>,
+    /// nftables: the chain.
+    pub chain: Option<String>,
+}
+
+/// A fully resolved backend: what to build, and what was recorded in the state so that later
+/// commands act on the same firewall parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSpec {
+    /// Which backend.
+    pub kind: BackendKind,
+    /// Ports and restrict mode.
+    pub policy: Policy,
+    /// nftables options, for the nftables backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nftables: Option<NftablesOptions>,
+}
+
+impl BackendSpec {
+    /// Builds the backend.
+    pub fn build(&self) -> Box<dyn Backend> {
+        match self.kind {
+            BackendKind::Nftables => Box::new(NftablesBackend::new(
+                self.nftables.clone().unwrap_or_default(),
+                self.policy.clone(),
+            )),
+        }
+    }
+
+    /// A short description for plans: `nftables inet filter input, tcp 80,443`.
+    pub fn describe(&self) -> String {
+        let ports: Vec<String> = self.policy.ports.iter().map(u16::to_string).collect();
+        let restrict = if self.policy.restrict {
+            ", restrict"
+        } else {
+            ""
+        };
+        match self.kind {
+            BackendKind::Nftables => {
+                let options = self.nftables.clone().unwrap_or_default();
+                format!(
+                    "nftables (inet {} {}, tcp {}{restrict})",
+                    options.table,
+                    options.chain,
+                    ports.join(",")
+                )
+            }
+        }
+    }
+}
+
+/// Settings shared by every command.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the state lives.
+    pub state_dir: PathBuf,
+    /// Where ranges come from.
+    pub sources: Vec<Source>,
+    /// The backends configured (or chosen with `--backend`), empty if none.
+    pub backends: Vec<BackendSpec>,
+    /// Range rules.
+    pub limits: Limits,
+    /// Fetch limits.
+    pub fetch: FetchSettings,
+    /// How long to wait for another run.
+    pub lock_timeout: Duration,
+}
+
+/// What the command line overrides for backends.
+#[derive(Debug, Default)]
+pub struct BackendOverrides<'a> {
+    /// `--source`.
+    pub sources: &'a [String],
+    /// `--backend`.
+    pub kinds: &'a [BackendKind],
+    /// `--ports`.
+    pub ports: Option<&'a [u16]>,
+    /// `--restrict`.
+    pub restrict: bool,
+}
+
+/// The printer the flags ask for.
+pub fn printer(cli: &Cli) -> Printer {
+    let verbosity = if cli.quiet {
+        Verbosity::Quiet
+    } else if cli.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    Printer::new(cli.output.unwrap_or(OutputFormat::Text), verbosity)
+}
+
+/// Reads the config file: the one named (which must exist), else the default if present.
+pub fn read_config(named: Option<&Path>) -> Result<ConfigFile, Error> {
+    let (path, must_exist) = match named {
+        Some(path) => (path.to_owned(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            return Ok(ConfigFile::default());
+        }
+        Err(source) => {
+            return Err(Error::ConfigRead { path, source });
+        }
+    };
+    toml::from_str(&text).map_err(|source| Error::ConfigParse {
+        path,
+        source: Box::new(source),
+    })
+}
+
+/// Resolves the settings from the flags, the config file and the defaults.
+pub fn resolve(
+    cli: &Cli,
+    config: &ConfigFile,
+    overrides: &BackendOverrides<'_>,
+) -> Result<Settings, Error> {
+    let source_texts: Vec<String> = if !overrides.sources.is_empty() {
+        overrides.sources.to_vec()
+    } else if let Some(sources) = &config.sources {
+        sources.clone()
+    } else {
+        DEFAULT_SOURCES.iter().map(|s| (*s).to_owned()).collect()
+    };
+    if source_texts.is_empty() {
+        return Err(Error::Setting(
+            "`sources` is empty: name at least one source".into(),
+        ));
+    }
+    let sources = source_texts
+        .iter()
+        .map(|text| Source::parse(text))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let default_policy = Policy {
+        ports: normalise_ports(
+            overrides
+                .ports
+                .map(<[u16]>::to_vec)
+                .or_else(|| config.ports.clone())
+                .unwrap_or_else(|| DEFAULT_PORTS.to_vec()),
+        )?,
+        restrict: overrides.restrict || config.restrict.unwrap_or(false),
+    };
+    let entries: Vec<BackendEntry> = if overrides.kinds.is_empty() {
+        config.backends.clone()
+    } else {
+        overrides
+            .kinds
+            .iter()
+            .map(|kind| {
+                config
+                    .backends
+                    .iter()
+                    .find(|entry| entry.kind == *kind)
+                    .cloned()
+                    .unwrap_or(BackendEntry {
+                        kind: *kind,
+                        ports: None,
+                        restrict: None,
+                        table: None,
+                        chain: None,
+                    })
+            })
+            .collect()
+    };
+    let mut backends = Vec::new();
+    for entry in entries {
+        let ports = match (overrides.ports, &entry.ports) {
+            (Some(ports), _) => normalise_ports(ports.to_vec())?,
+            (None, Some(ports)) => normalise_ports(ports.clone())?,
+            (None, None) => default_policy.ports.clone(),
+        };
+        let restrict = overrides.restrict || entry.restrict.unwrap_or(default_policy.restrict);
+        let policy = Policy { ports, restrict };
+        let spec = match entry.kind {
+            BackendKind::Nftables => {
+                let defaults = NftablesOptions::default();
+                BackendSpec {
+                    kind: entry.kind,
+                    policy,
+                    nftables: Some(NftablesOptions {
+                        table: entry.table.unwrap_or(defaults.table),
+                        chain: entry.chain.unwrap_or(defaults.chain),
+                    }),
+                }
+            }
+        };
+        if backends.contains(&spec) {
+            return Err(Error::Setting(format!(
+                "backend {} is configured twice",
+                spec.describe()
+            )));
+        }
+        backends.push(spec);
+    }
+
+    let defaults = Limits::default();
+    let limits = Limits {
+        broadest_v4: config.broadest_prefix_v4.unwrap_or(defaults.broadest_v4),
+        broadest_v6: config.broadest_prefix_v6.unwrap_or(defaults.broadest_v6),
+    };
+    if limits.broadest_v4 > 32 || limits.broadest_v6 > 128 {
+        return Err(Error::Setting(
+            "broadest_prefix_v4 must be at most 32 and broadest_prefix_v6 at most 128".into(),
+        ));
+    }
+    let fetch_defaults = FetchSettings::default();
+    let seconds =
+        |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+    Ok(Settings {
+        state_dir: cli
+            .state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        sources,
+        backends,
+        limits,
+        fetch: FetchSettings {
+            connect_timeout: seconds(config.connect_timeout_secs, fetch_defaults.connect_timeout),
+            total_timeout: seconds(config.request_timeout_secs, fetch_defaults.total_timeout),
+            max_body_bytes: config
+                .max_body_bytes
+                .unwrap_or(fetch_defaults.max_body_bytes),
+        },
+        lock_timeout: seconds(config.lock_timeout_secs, Duration::from_secs(60)),
+    })
+}
+
+fn normalise_ports(mut ports: Vec<u16>) -> Result<Vec<u16>, Error> {
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() || ports.contains(&0) {
+        return Err(Error::Setting(
+            "ports must be a non-empty list of TCP ports from 1 to 65535".into(),
+        ));
+    }
+    Ok(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("cf-allowlist").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let config: ConfigFile = toml::from_str(
+            r#"
+            sources = ["builtin"]
+            ports = [8443]
+            [[backend]]
+            kind = "nftables"
+            table = "fw"
+            restrict = true
+            "#,
+        )
+        .unwrap();
+        let settings = resolve(&cli(&["sync"]), &config, &BackendOverrides::default()).unwrap();
+        assert_eq!(settings.sources, vec![Source::Builtin]);
+        assert_eq!(settings.backends.len(), 1);
+        assert_eq!(settings.backends[0].policy.ports, vec![8443]);
+        assert!(settings.backends[0].policy.restrict);
+        assert_eq!(settings.backends[0].nftables.as_ref().unwrap().table, "fw");
+
+        let ports = [443, 80, 443];
+        let overrides = BackendOverrides {
+            sources: &["file:///tmp/list".to_owned()],
+            kinds: &[BackendKind::Nftables],
+            ports: Some(&ports),
+            restrict: false,
+        };
+        let settings = resolve(&cli(&["sync"]), &config, &overrides).unwrap();
+        assert_eq!(settings.sources, vec![Source::File("/tmp/list".into())]);
+        assert_eq!(settings.backends[0].policy.ports, vec![80, 443]);
+        assert_eq!(settings.backends[0].nftables.as_ref().unwrap().table, "fw");
+    }
+
+    #[test]
+    fn defaults_apply_without_a_config() {
+        let settings = resolve(
+            &cli(&["sync"]),
+            &ConfigFile::default(),
+            &BackendOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(settings.sources.len(), 2);
+        assert!(settings.backends.is_empty());
+        assert_eq!(settings.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn typos_in_the_config_are_errors() {
+        assert!(toml::from_str::<ConfigFile>("port = [80]").is_err());
+        assert!(toml::from_str::<ConfigFile>("[[backend]]\nkind = \"pf\"").is_err());
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        let ports = [0];
+        let overrides = BackendOverrides {
+            ports: Some(&ports),
+            ..BackendOverrides::default()
+        };
+        assert!(resolve(&cli(&["sync"]), &ConfigFile::default(), &overrides).is_err());
+    }
+}

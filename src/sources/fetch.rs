@@ -1,0 +1,147 @@
+//! Getting a source's body: over HTTP(S) with timeouts on connect and on the whole request, a
+//! cap on the body size, and redirects followed only on the same host (Cloudflare's own moved
+//! `/ips-v4` to `/ips-v4/` once; a redirect elsewhere is not Cloudflare's list).
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+/// Limits for fetching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// Time to set up the connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Time for the whole request, body included, redirects included.
+    pub total_timeout: Duration,
+    /// The largest body accepted; real lists are well under 1 KiB.
+    pub max_body_bytes: u64,
+}
+
+impl Default for FetchSettings {
+    fn default() -> FetchSettings {
+        FetchSettings {
+            connect_timeout: Duration::from_secs(10),
+            total_timeout: Duration::from_secs(30),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+const MAX_REDIRECTS: usize = 5;
+
+/// GETs `url`; returns the body of a 200 answer or a reason.
+pub fn get(url: &str, settings: &FetchSettings) -> Result<Vec<u8>, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(settings.connect_timeout))
+        .timeout_global(Some(settings.total_timeout))
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .http_status_as_error(false)
+        .user_agent(concat!("cf-allowlist/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let mut current = url.to_owned();
+    for _ in 0..=MAX_REDIRECTS {
+        let mut response = agent
+            .get(&current)
+            .call()
+            .map_err(|error| format!("request failed: {error}"))?;
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|value| value.to_str().ok())
+                .ok_or_else(|| format!("HTTP {} without a Location", status.as_u16()))?;
+            current = same_host_redirect(&current, location)?;
+            continue;
+        }
+        if status != 200 {
+            return Err(format!(
+                "HTTP {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_owned());
+        }
+        return response
+            .body_mut()
+            .with_config()
+            .limit(settings.max_body_bytes)
+            .read_to_vec()
+            .map_err(|error| match error {
+                ureq::Error::BodyExceedsLimit(limit) => {
+                    format!("the answer is larger than {limit} bytes")
+                }
+                other => format!("reading the answer failed: {other}"),
+            });
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+/// Resolves a redirect's Location against `from`, refusing another host or a downgrade to http.
+fn same_host_redirect(from: &str, location: &str) -> Result<String, String> {
+    let (from_scheme, from_authority, _) = split_url(from).ok_or("malformed URL")?;
+    let target = if location.starts_with('/') && !location.starts_with("//") {
+        format!("{from_scheme}://{from_authority}{location}")
+    } else {
+        location.to_owned()
+    };
+    let (scheme, authority, _) =
+        split_url(&target).ok_or_else(|| format!("redirect to unusable location {location:?}"))?;
+    if !authority.eq_ignore_ascii_case(from_authority) {
+        return Err(format!(
+            "redirected to another host ({authority}); only same-host redirects are followed"
+        ));
+    }
+    if from_scheme == "https" && scheme != "https" {
+        return Err("redirected from https to plain http".to_owned());
+    }
+    Ok(target)
+}
+
+fn split_url(url: &str) -> Option<(String, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    (!authority.is_empty()).then(|| (scheme.to_ascii_lowercase(), authority, path))
+}
+
+/// Reads a local file, refusing one larger than `limit` without reading it all.
+pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|error| format!("cannot open: {error}"))?;
+    let mut body = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut body)
+        .map_err(|error| format!("cannot read: {error}"))?;
+    if body.len() as u64 > limit {
+        return Err(format!("the file is larger than {limit} bytes"));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_on_the_same_host() {
+        assert_eq!(
+            same_host_redirect("https://www.cloudflare.com/ips-v4", "/ips-v4/").unwrap(),
+            "https://www.cloudflare.com/ips-v4/"
+        );
+        assert_eq!(
+            same_host_redirect("http://127.0.0.1:8080/a", "http://127.0.0.1:8080/b").unwrap(),
+            "http://127.0.0.1:8080/b"
+        );
+        assert!(
+            same_host_redirect("https://www.cloudflare.com/ips-v4", "https://evil.test/x").is_err()
+        );
+        assert!(same_host_redirect("https://a.test/x", "//b.test/x").is_err());
+        assert!(same_host_redirect("https://a.test/x", "http://a.test/x").is_err());
+        assert!(same_host_redirect("http://127.0.0.1:8080/a", "http://127.0.0.1:9090/a").is_err());
+    }
+}

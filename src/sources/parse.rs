@@ -1,0 +1,267 @@
+//! Reading a body into networks, strictly: one line that is not a CIDR rejects the whole
+//! answer, because a half-read list is how the scripts this tool replaces wiped firewalls (an
+//! HTML challenge page, two lines glued into one, a truncated download).
+//!
+//! Tolerated, because real lists have them: a UTF-8 byte order mark, CRLF line ends, spaces
+//! around a line, blank lines, `#` comment lines, and no final newline. A body whose first
+//! character is `{` is read as Cloudflare's JSON API answer.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+/// Why a body is not a list of ranges.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not UTF-8 text.
+    #[error("the answer is not UTF-8 text")]
+    NotText,
+    /// No ranges at all.
+    #[error("the answer holds no ranges")]
+    Empty,
+    /// A line that is not a CIDR.
+    #[error("line {line} is not a CIDR range: {text}")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// The line, quoted and shortened.
+        text: String,
+    },
+    /// A CIDR whose address has bits set beyond the prefix.
+    #[error("line {line}: {text} has host bits set (the network is {network})")]
+    HostBits {
+        /// 1-based line number, or 0 in JSON.
+        line: usize,
+        /// The range as written.
+        text: String,
+        /// What it would be with the host bits cleared.
+        network: IpNet,
+    },
+    /// The body looks like JSON but is not the API's answer.
+    #[error("the JSON answer is unusable: {0}")]
+    Json(String),
+}
+
+/// Parses a text list or a JSON API answer.
+pub fn parse_body(body: &[u8]) -> Result<Vec<IpNet>, ParseError> {
+    let text = std::str::from_utf8(body).map_err(|_| ParseError::NotText)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim_start().starts_with('{') {
+        parse_json(text)
+    } else {
+        parse_list(text)
+    }
+}
+
+/// Parses a text list, one CIDR per line.
+pub fn parse_list(text: &str) -> Result<Vec<IpNet>, ParseError> {
+    let mut networks = Vec::new();
+    for (index, line) in text.split('\n').enumerate() {
+        let line = line.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        networks.push(parse_cidr(line, index + 1)?);
+    }
+    if networks.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    Ok(networks)
+}
+
+/// Parses one CIDR. A bare address is not a CIDR; neither is one with host bits set.
+pub fn parse_cidr(text: &str, line: usize) -> Result<IpNet, ParseError> {
+    let bad = || ParseError::BadLine {
+        line,
+        text: quote(text),
+    };
+    let (address, length) = text.split_once('/').ok_or_else(bad)?;
+    if length.is_empty()
+        || length.len() > 3
+        || (length.len() > 1 && length.starts_with('0'))
+        || !length.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let address: IpAddr = address.parse().map_err(|_| bad())?;
+    let length: u8 = length.parse().map_err(|_| bad())?;
+    let network = IpNet::new(address, length).map_err(|_| bad())?;
+    if network.trunc() != network {
+        return Err(ParseError::HostBits {
+            line,
+            text: text.to_owned(),
+            network: network.trunc(),
+        });
+    }
+    Ok(network)
+}
+
+/// Quotes a line for an error message: escaped, and cut at 60 characters.
+fn quote(text: &str) -> String {
+    let escaped: String = text.chars().flat_map(char::escape_debug).collect();
+    let mut short: String = escaped.chars().take(60).collect();
+    if escaped.chars().count() > 60 {
+        short.push('…');
+    }
+    format!("\"{short}\"")
+}
+
+/// Parses Cloudflare's `/client/v4/ips` answer: `success` must be true and the CIDR arrays must
+/// hold strings of their own family.
+pub fn parse_json(text: &str) -> Result<Vec<IpNet>, ParseError> {
+    let json = |reason: &str| ParseError::Json(reason.to_owned());
+    let root: Value = serde_json::from_str(text)
+        .map_err(|error| ParseError::Json(format!("not valid JSON ({error})")))?;
+    match root.get("success") {
+        Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            let errors = root.get("errors").map(Value::to_string).unwrap_or_default();
+            return Err(ParseError::Json(
+                format!("success is false {errors}").trim_end().to_owned(),
+            ));
+        }
+        _ => return Err(json("no boolean `success`")),
+    }
+    let result = root
+        .get("result")
+        .and_then(Value::as_object)
+        .ok_or_else(|| json("no `result` object"))?;
+    let mut networks = Vec::new();
+    let mut any_array = false;
+    for (key, want_v4) in [("ipv4_cidrs", true), ("ipv6_cidrs", false)] {
+        let Some(value) = result.get(key) else {
+            continue;
+        };
+        let array = value
+            .as_array()
+            .ok_or_else(|| ParseError::Json(format!("`{key}` is not an array")))?;
+        any_array = true;
+        for (index, item) in array.iter().enumerate() {
+            let text = item
+                .as_str()
+                .ok_or_else(|| ParseError::Json(format!("`{key}[{index}]` is not a string")))?;
+            let network = parse_cidr(text.trim(), 0)
+                .map_err(|error| ParseError::Json(format!("`{key}[{index}]`: {error}")))?;
+            if matches!(network, IpNet::V4(_)) != want_v4 {
+                return Err(ParseError::Json(format!(
+                    "`{key}[{index}]` is {network}, of the other address family"
+                )));
+            }
+            networks.push(network);
+        }
+    }
+    if !any_array {
+        return Err(json("no `ipv4_cidrs` or `ipv6_cidrs` array"));
+    }
+    if networks.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    Ok(networks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|text| text.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn benign_quirks_are_accepted() {
+        let body = "\u{feff}  198.51.100.0/24 \r\n\r\n# comment\n\t2001:db8::/32";
+        assert_eq!(
+            parse_body(body.as_bytes()).unwrap(),
+            nets(&["198.51.100.0/24", "2001:db8::/32"])
+        );
+    }
+
+    #[test]
+    fn merged_lines_are_rejected() {
+        let error = parse_body(b"103.21.244.0/22\n131.0.72.0/222400:cb00::/32").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "line 2 is not a CIDR range: \"131.0.72.0/222400:cb00::/32\""
+        );
+    }
+
+    #[test]
+    fn html_is_rejected() {
+        let error =
+            parse_body(b"<!DOCTYPE html>\n<html><title>Just a moment...</title>").unwrap_err();
+        assert!(
+            matches!(error, ParseError::BadLine { line: 1, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn empty_and_blank_bodies_are_rejected() {
+        assert_eq!(parse_body(b"").unwrap_err(), ParseError::Empty);
+        assert_eq!(parse_body(b" \n\r\n ").unwrap_err(), ParseError::Empty);
+    }
+
+    #[test]
+    fn truncated_and_odd_lines_are_rejected() {
+        for body in [
+            "198.51.100.0/2x",
+            "198.51.100.0/",
+            "198.51.100",
+            "198.51.100.0",
+            "198.51.100.0/33",
+            "2001:db8::/129",
+            "198.51.100.0/24 extra",
+            "198.51.100.0/024",
+            "198.51.100.0/24\0",
+        ] {
+            assert!(
+                parse_body(body.as_bytes()).is_err(),
+                "{body:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn host_bits_are_rejected_with_the_network_named() {
+        let error = parse_body(b"198.51.100.7/24").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "line 1: 198.51.100.7/24 has host bits set (the network is 198.51.100.0/24)"
+        );
+    }
+
+    #[test]
+    fn not_utf8_is_rejected() {
+        assert_eq!(
+            parse_body(&[0xff, 0xfe, 0x00]).unwrap_err(),
+            ParseError::NotText
+        );
+    }
+
+    #[test]
+    fn the_json_api_is_read() {
+        let body = r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"],"ipv6_cidrs":["2001:db8::/32"],"etag":"x"},"success":true,"errors":[],"messages":[]}"#;
+        assert_eq!(
+            parse_body(body.as_bytes()).unwrap(),
+            nets(&["198.51.100.0/24", "2001:db8::/32"])
+        );
+    }
+
+    #[test]
+    fn broken_json_answers_are_rejected() {
+        for body in [
+            r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"]},"success":false,"errors":[{"code":10000}]}"#,
+            r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"]}}"#,
+            r#"{"result":{"ipv4_cidrs":[],"ipv6_cidrs":[]},"success":true}"#,
+            r#"{"result":{"ipv4_cidrs":"198.51.100.0/24"},"success":true}"#,
+            r#"{"result":{"ipv4_cidrs":[24]},"success":true}"#,
+            r#"{"result":{"ipv4_cidrs":["2001:db8::/32"]},"success":true}"#,
+            r#"{"result":{},"success":true}"#,
+            r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"#,
+            r#"{"success":"true","result":{"ipv4_cidrs":["198.51.100.0/24"]}}"#,
+        ] {
+            assert!(parse_body(body.as_bytes()).is_err(), "{body} was accepted");
+        }
+    }
+}

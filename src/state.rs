@@ -1,0 +1,405 @@
+//! The state directory: numbered generations of the applied list, a small `state.json`
+//! pointing at the current one (plus pin and last sync), and a lock file.
+//!
+//! Every file is replaced atomically (temporary file, fsync, rename, fsync of the directory) so
+//! that a crash leaves either the old or the new file, never half of one. A file that does not
+//! parse is an error, never "no state": treating it as empty would look like a huge change.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+
+use cf_allowlist_backend::Ranges;
+
+use crate::settings::BackendSpec;
+
+/// The default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cf-allowlist";
+const STATE_FILE: &str = "state.json";
+const GENERATIONS_DIR: &str = "generations";
+const LOCK_FILE: &str = "lock";
+/// How many generations are kept; older ones are deleted after a new one is written.
+pub const KEEP_GENERATIONS: usize = 50;
+const FORMAT_VERSION: u32 = 1;
+
+/// What went wrong with the state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file or folder could not be read or written.
+    #[error("could not {action} {path}")]
+    Io {
+        /// What we tried, as a verb phrase.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that exists but does not parse.
+    #[error("{path} is corrupt")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another run held the lock for longer than we wait.
+    #[error("another cf-allowlist run has held the lock on {path} for over {waited:?}")]
+    LockBusy {
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A generation that does not exist.
+    #[error("there is no generation {0}")]
+    NoSuchGeneration(u64),
+}
+
+/// The pointer file: which generation is applied, whether it is pinned, the last sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The file format.
+    pub version: u32,
+    /// The generation the backends were last brought to.
+    pub current_generation: Option<u64>,
+    /// Set by rollback: sync keeps this generation until `unpin`.
+    pub pinned: Option<Pin>,
+    /// The last successful sync.
+    pub last_sync: Option<LastSync>,
+}
+
+/// A pinned generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    /// The generation.
+    pub generation: u64,
+    /// When it was pinned (RFC 3339).
+    pub since: String,
+}
+
+/// What the last successful sync (or rollback) did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSync {
+    /// When (RFC 3339).
+    pub time: String,
+    /// The backends it kept, so that status, rollback and purge can act on them.
+    pub backends: Vec<BackendSpec>,
+}
+
+/// One saved version of the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Its number, counting from 1.
+    pub generation: u64,
+    /// When it was first applied (RFC 3339).
+    pub time: String,
+    /// The sources it came from.
+    pub sources: Vec<String>,
+    /// sha256 of the ranges, one per line in order, each followed by a newline.
+    pub sha256: String,
+    /// The ranges.
+    pub ranges: Ranges,
+}
+
+impl Generation {
+    /// A new generation of `ranges`.
+    pub fn new(generation: u64, sources: Vec<String>, ranges: Ranges) -> Generation {
+        Generation {
+            generation,
+            time: now_rfc3339(),
+            sources,
+            sha256: digest(&ranges),
+            ranges,
+        }
+    }
+}
+
+/// The content digest of a list of ranges.
+pub fn digest(ranges: &Ranges) -> String {
+    let mut hasher = Sha256::new();
+    for range in ranges {
+        hasher.update(range.to_string().as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The current time as RFC 3339, to the second.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+/// Held while a run may change the firewall or the state; released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+    /// How long we waited for it.
+    pub waited: Duration,
+}
+
+impl StateDir {
+    /// The state directory at `path` (which may not exist yet).
+    pub fn new(path: impl Into<PathBuf>) -> StateDir {
+        StateDir { path: path.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+        let path = path.to_owned();
+        move |source| StateError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// Creates the directory (mode 0700) if needed and takes the exclusive lock, waiting at
+    /// most `timeout` for another run to finish.
+    pub fn lock(&self, timeout: Duration) -> Result<Lock, StateError> {
+        self.create()?;
+        let path = self.path.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(Self::io("open", &path))?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    return Ok(Lock {
+                        _file: file,
+                        waited: started.elapsed(),
+                    });
+                }
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < timeout => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StateError::LockBusy {
+                        path,
+                        waited: timeout,
+                    });
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(StateError::Io {
+                        action: "lock",
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    fn create(&self) -> Result<(), StateError> {
+        let generations = self.path.join(GENERATIONS_DIR);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&generations)
+            .map_err(Self::io("create", &generations))
+    }
+
+    /// Reads `state.json`; a missing file is the empty state.
+    pub fn read_state(&self) -> Result<State, StateError> {
+        Ok(read_json(&self.path.join(STATE_FILE))?.unwrap_or(State {
+            version: FORMAT_VERSION,
+            ..State::default()
+        }))
+    }
+
+    /// Replaces `state.json`.
+    pub fn write_state(&self, state: &State) -> Result<(), StateError> {
+        write_json(&self.path.join(STATE_FILE), state)
+    }
+
+    fn generation_path(&self, generation: u64) -> PathBuf {
+        self.path
+            .join(GENERATIONS_DIR)
+            .join(format!("{generation:08}.json"))
+    }
+
+    /// Reads one generation.
+    pub fn read_generation(&self, generation: u64) -> Result<Generation, StateError> {
+        read_json(&self.generation_path(generation))?
+            .ok_or(StateError::NoSuchGeneration(generation))
+    }
+
+    /// Writes a generation, then deletes all but the newest [`KEEP_GENERATIONS`].
+    pub fn write_generation(&self, generation: &Generation) -> Result<(), StateError> {
+        self.create()?;
+        write_json(&self.generation_path(generation.generation), generation)?;
+        let numbers = self.generations()?;
+        if numbers.len() > KEEP_GENERATIONS {
+            for old in &numbers[..numbers.len() - KEEP_GENERATIONS] {
+                let path = self.generation_path(*old);
+                fs::remove_file(&path).map_err(Self::io("remove", &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The numbers of the saved generations, oldest first.
+    pub fn generations(&self) -> Result<Vec<u64>, StateError> {
+        let dir = self.path.join(GENERATIONS_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(Self::io("read", &dir)(error)),
+        };
+        let mut numbers = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Self::io("read", &dir))?;
+            let name = entry.file_name();
+            if let Some(number) = name
+                .to_str()
+                .and_then(|name| name.strip_suffix(".json"))
+                .and_then(|stem| stem.parse::<u64>().ok())
+            {
+                numbers.push(number);
+            }
+        }
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(StateDir::io("read", path)(error)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StateError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Writes `value` as JSON to `path` atomically: a temporary file in the same directory (mode
+/// 0600), fsync, rename over the target, fsync of the directory.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let dir = path.parent().expect("state files live in a directory");
+    let mut json = serde_json::to_vec_pretty(value).expect("state serialises");
+    json.push(b'\n');
+    let temporary = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(StateDir::io("create", &temporary))?;
+        file.write_all(&json)
+            .and_then(|()| file.sync_all())
+            .map_err(StateDir::io("write", &temporary))?;
+        fs::rename(&temporary, path).map_err(StateDir::io("replace", path))?;
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(StateDir::io("sync", dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn ranges(list: &[&str]) -> Ranges {
+        list.iter().map(|text| text.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn generations_round_trip_and_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path().join("state"));
+        let _lock = state_dir.lock(Duration::from_secs(1)).unwrap();
+        let generation = Generation::new(1, vec!["builtin".into()], ranges(&["192.0.2.0/24"]));
+        state_dir.write_generation(&generation).unwrap();
+        assert_eq!(state_dir.read_generation(1).unwrap(), generation);
+        assert_eq!(state_dir.generations().unwrap(), vec![1]);
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(state_dir.path()), 0o700);
+        assert_eq!(mode(&state_dir.generation_path(1)), 0o600);
+    }
+
+    #[test]
+    fn a_missing_state_is_empty_but_a_corrupt_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        assert_eq!(state_dir.read_state().unwrap().current_generation, None);
+        fs::write(dir.path().join(STATE_FILE), b"{\"version\": 1, \"curr").unwrap();
+        assert!(matches!(
+            state_dir.read_state(),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn old_generations_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        for number in 1..=(KEEP_GENERATIONS as u64 + 3) {
+            state_dir
+                .write_generation(&Generation::new(number, vec![], Ranges::new()))
+                .unwrap();
+        }
+        let numbers = state_dir.generations().unwrap();
+        assert_eq!(numbers.len(), KEEP_GENERATIONS);
+        assert_eq!(numbers[0], 4);
+    }
+
+    #[test]
+    fn a_second_lock_waits_then_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        let _held = state_dir.lock(Duration::from_secs(1)).unwrap();
+        let error = state_dir.lock(Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(error, StateError::LockBusy { .. }), "{error}");
+    }
+
+    #[test]
+    fn the_digest_is_of_the_ordered_lines() {
+        // printf '192.0.2.0/24\n2001:db8::/32\n' | sha256sum
+        assert_eq!(
+            digest(&ranges(&["2001:db8::/32", "192.0.2.0/24"])),
+            "2869f46ecda9c71c548bfd15408876ac4337d51ac42a093d67736fcd038bc777"
+        );
+    }
+}

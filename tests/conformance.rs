@@ -1,0 +1,33 @@
+//! The conformance suite (`cf_allowlist_backend::conformance`) against every backend.
+
+mod memory {
+    cf_allowlist_backend::conformance_tests!(cf_allowlist_memory::MemoryHarness::default());
+}
+
+/// nftables in a fresh namespace per test, holding a Debian-like ruleset with policy drop.
+mod nftables_debian_ruleset {
+    use crate::support::{netns::unshare_thread_netns, require_root};
+    use cf_allowlist_nftables::harness::NftablesHarness;
+
+    fn harness() -> NftablesHarness {
+        require_root();
+        unshare_thread_netns();
+        NftablesHarness::with_base_ruleset()
+    }
+
+    cf_allowlist_backend::conformance_tests!(harness());
+}
+
+/// nftables in a fresh namespace with an empty ruleset: the backend creates table and chain.
+mod nftables_empty_ruleset {
+    use crate::support::{netns::unshare_thread_netns, require_root};
+    use cf_allowlist_nftables::harness::NftablesHarness;
+
+    fn harness() -> NftablesHarness {
+        require_root();
+        unshare_thread_netns();
+        NftablesHarness::empty()
+    }
+
+    cf_allowlist_backend::conformance_tests!(harness());
+}

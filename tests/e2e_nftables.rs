@@ -1,0 +1,1 @@
+//! nftables end to end.

@@ -1,0 +1,118 @@
+//! A small builder for running `cf-allowlist` and checking what it printed and how it exited.
+
+use std::path::Path;
+use std::process::Command;
+
+/// A command line to run.
+pub struct Run {
+    command: Command,
+    display: String,
+}
+
+/// `cf-allowlist ARGS…` (optionally inside a namespace, see [`Run::in_netns`]).
+pub fn cf(args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cf-allowlist"));
+    command.args(args);
+    command.env_remove("CF_ALLOWLIST_CONFIG");
+    command.env_remove("CF_ALLOWLIST_STATE_DIR");
+    Run {
+        command,
+        display: format!("cf-allowlist {}", args.join(" ")),
+    }
+}
+
+/// What a run printed and how it exited.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The command, for messages.
+    pub command: String,
+    /// Exit code.
+    pub code: i32,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Runs the same arguments inside network namespace `netns` (`ip netns exec`).
+    pub fn in_netns(self, netns: &str) -> Run {
+        let program = self.command.get_program().to_owned();
+        let args: Vec<_> = self.command.get_args().map(ToOwned::to_owned).collect();
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns])
+            .arg(program)
+            .args(args);
+        command.env_remove("CF_ALLOWLIST_CONFIG");
+        command.env_remove("CF_ALLOWLIST_STATE_DIR");
+        Run {
+            command,
+            display: format!("(in {netns}) {}", self.display),
+        }
+    }
+
+    /// Adds `--state-dir DIR` (a global flag, so it may follow the subcommand).
+    pub fn state(mut self, dir: &Path) -> Run {
+        self.command.arg("--state-dir").arg(dir);
+        self
+    }
+
+    /// Runs it.
+    pub fn run(mut self) -> Outcome {
+        let output = self.command.output().expect("spawn cf-allowlist");
+        Outcome {
+            command: self.display,
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Outcome {
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Outcome {
+        assert_eq!(self.code, expected, "unexpected exit code\n{self}");
+        self
+    }
+
+    /// Asserts stdout contains `text`.
+    #[track_caller]
+    pub fn stdout_has(&self, text: &str) -> &Outcome {
+        assert!(self.stdout.contains(text), "stdout lacks {text:?}\n{self}");
+        self
+    }
+
+    /// Asserts stderr contains `text`.
+    #[track_caller]
+    pub fn stderr_has(&self, text: &str) -> &Outcome {
+        assert!(self.stderr.contains(text), "stderr lacks {text:?}\n{self}");
+        self
+    }
+
+    /// Asserts stdout is empty.
+    #[track_caller]
+    pub fn silent(&self) -> &Outcome {
+        assert!(self.stdout.is_empty(), "stdout is not empty\n{self}");
+        self
+    }
+
+    /// stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("stdout is not JSON ({error})\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "$ {}\nexit {}\n--- stdout\n{}--- stderr\n{}",
+            self.command, self.code, self.stdout, self.stderr
+        )
+    }
+}

@@ -1,0 +1,222 @@
+//! Network namespaces made by the tests (and deleted on drop), threads that enter them, and a
+//! two-host lab: an "origin" with a firewall and listeners, and an "edge" that connects from
+//! chosen source addresses, joined by a veth pair. Only documentation addresses are used.
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `program args…` and panics with its output if it fails.
+#[track_caller]
+pub fn must(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+    assert!(
+        output.status.success(),
+        "{program} {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Moves the calling thread into a new, empty network namespace (freed when the thread ends).
+pub fn unshare_thread_netns() {
+    // SAFETY: unshare only changes the calling thread's namespaces; it takes no pointers.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        result,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Moves the calling thread into the named namespace.
+pub fn enter_named(name: &str) {
+    let file = File::open(format!("/run/netns/{name}")).expect("open netns");
+    // SAFETY: setns takes a valid open descriptor and changes only the calling thread.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(result, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    /// Its name under /run/netns.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with a unique name and its loopback up.
+    pub fn new(role: &str) -> Netns {
+        let name = format!(
+            "cfa-{role}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        must("ip", &["netns", "add", &name]);
+        let netns = Netns { name };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// `ip -n NAME ARGS…`.
+    #[track_caller]
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        must("ip", &full)
+    }
+
+    /// Runs `program args…` inside the namespace and panics if it fails.
+    #[track_caller]
+    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.name, program];
+        full.extend_from_slice(args);
+        must("ip", &full)
+    }
+
+    /// Runs `nft -f -` with `batch` inside the namespace.
+    #[track_caller]
+    pub fn nft_batch(&self, batch: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(batch.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "nft batch failed: {}\n{batch}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `nft -a list ruleset` inside the namespace: with handles, so a rewrite shows.
+    pub fn ruleset(&self) -> String {
+        self.exec("nft", &["-a", "list", "ruleset"])
+    }
+
+    /// Moves the calling thread into this namespace.
+    pub fn enter_thread(&self) {
+        enter_named(&self.name);
+    }
+
+    /// Runs `work` on a new thread inside this namespace and waits for its result.
+    pub fn run_inside<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            enter_named(&name);
+            work()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// TCP listeners that accept and close connections, on a thread inside a namespace; stopped
+/// on drop.
+pub struct Listeners {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listeners {
+    /// Listens on `[::]:port` (IPv4 and IPv6) for each port, inside `netns`.
+    pub fn start(netns: &Netns, ports: &[u16]) -> Listeners {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready, bound) = mpsc::channel();
+        let name = netns.name.clone();
+        let ports = ports.to_vec();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            enter_named(&name);
+            let listeners: Vec<TcpListener> = ports
+                .iter()
+                .map(|port| {
+                    let listener = TcpListener::bind(("::", *port)).expect("bind listener");
+                    listener.set_nonblocking(true).unwrap();
+                    listener
+                })
+                .collect();
+            ready.send(()).unwrap();
+            while !flag.load(Ordering::SeqCst) {
+                for listener in &listeners {
+                    while let Ok((stream, _)) = listener.accept() {
+                        drop(stream);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        bound
+            .recv_timeout(Duration::from_secs(5))
+            .expect("listeners bound");
+        Listeners {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Tries a TCP connection from `source` to `destination:port` inside `netns`; true if it was
+/// accepted within the timeout (a drop shows as a timeout, a reject as a refusal).
+pub fn connects(netns: &Netns, source: IpAddr, destination: IpAddr, port: u16) -> bool {
+    netns.run_inside(move || {
+        let domain = if source.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let socket = Socket::new(domain, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .unwrap_or_else(|error| panic!("bind {source}: {error}"));
+        socket
+            .connect_timeout(
+                &SocketAddr::new(destination, port).into(),
+                Duration::from_millis(400),
+            )
+            .is_ok()
+    })
+}

@@ -1,0 +1,7 @@
+//! The integration tests, in one binary: the conformance suite against every backend, the CLI
+//! contract, and end-to-end runs with real packets through real netfilter in namespaces.
+
+mod cli;
+mod conformance;
+mod e2e_nftables;
+mod support;
