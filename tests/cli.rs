@@ -1,1 +1,221 @@
-//! CLI contract tests.
+//! The command-line contract that needs no firewall: sources, validation errors, exit codes,
+//! output formats and the state directory. Sources are local files or a fixture server on the
+//! host's loopback.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::cmd::cf;
+use crate::support::fixture::{FixtureServer, Reply};
+
+fn write(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn dry_run_on_the_builtin_list_needs_no_network_and_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    cf(&["sync", "--dry-run", "--source", "builtin"])
+        .state(&state)
+        .run()
+        .code(0)
+        .stdout_has("22 ranges (15 IPv4, 7 IPv6) from builtin")
+        .stdout_has("104.16.0.0/13")
+        .stderr_has("warning: using the builtin list of Cloudflare's ranges from 2026-10-01");
+    assert!(!state.exists());
+}
+
+#[test]
+fn dry_run_with_detailed_exitcode_reports_pending_news_without_a_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    cf(&[
+        "sync",
+        "--dry-run",
+        "--detailed-exitcode",
+        "--source",
+        "builtin",
+        "-q",
+    ])
+    .state(&dir.path().join("state"))
+    .run()
+    .code(2)
+    .silent();
+}
+
+#[test]
+fn sync_without_a_backend_says_how_to_choose_one() {
+    let dir = tempfile::tempdir().unwrap();
+    cf(&["sync", "--source", "builtin"])
+        .state(&dir.path().join("state"))
+        .run()
+        .code(1)
+        .stderr_has("error: no backend is configured")
+        .stderr_has("hint: choose one with `--backend nftables`");
+}
+
+#[test]
+fn an_html_challenge_page_is_refused_naming_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = write(
+        dir.path(),
+        "page",
+        "<!DOCTYPE html>\n<html><head><title>Just a moment...</title></head></html>\n",
+    );
+    cf(&["sync", "--dry-run", "--source", &page])
+        .state(&dir.path().join("state"))
+        .run()
+        .code(1)
+        .stderr_has(&format!("error: source {page}: line 1 is not a CIDR range"))
+        .stderr_has("nothing was changed");
+}
+
+#[test]
+fn a_private_range_in_a_list_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write(dir.path(), "list", "198.51.100.0/24\n10.0.0.0/8\n");
+    cf(&["sync", "--dry-run", "--source", &list])
+        .state(&dir.path().join("state"))
+        .run()
+        .code(1)
+        .stderr_has("10.0.0.0/8 is refused: it overlaps private (RFC 1918) space");
+}
+
+#[test]
+fn the_json_api_and_text_lists_combine_and_dedupe() {
+    let server = FixtureServer::start(None);
+    server.set(
+        "/client/v4/ips",
+        Reply::ok(
+            r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"],"ipv6_cidrs":["2001:db8::/32"],"etag":"e"},"success":true,"errors":[],"messages":[]}"#,
+        ),
+    );
+    server.set("/ips-v4", Reply::ok("198.51.100.0/24\r\n203.0.113.0/24"));
+    server.set(
+        "/moved",
+        Reply::status(301, "").header("Location", "/ips-v4"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let json = cf(&[
+        "sync",
+        "--dry-run",
+        "--output",
+        "json",
+        "--source",
+        &server.url("/client/v4/ips"),
+        "--source",
+        &server.url("/moved"),
+    ])
+    .state(&dir.path().join("state"))
+    .run()
+    .code(0)
+    .stderr_has("is plain http")
+    .json();
+    assert_eq!(
+        json["ranges"]["list"],
+        serde_json::json!(["198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"])
+    );
+    assert_eq!(json["dry_run"], true);
+    assert_eq!(json["changed"], false);
+}
+
+#[test]
+fn an_http_error_and_a_redirect_to_another_host_are_refused() {
+    let server = FixtureServer::start(None);
+    server.set("/gone", Reply::status(403, "<html>Access denied</html>"));
+    server.set(
+        "/elsewhere",
+        Reply::status(302, "").header("Location", "http://203.0.113.9/ips-v4"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    cf(&["sync", "--dry-run", "--source", &server.url("/gone")])
+        .state(&dir.path().join("state"))
+        .run()
+        .code(1)
+        .stderr_has("HTTP 403");
+    cf(&["sync", "--dry-run", "--source", &server.url("/elsewhere")])
+        .state(&dir.path().join("state"))
+        .run()
+        .code(1)
+        .stderr_has("redirected to another host");
+}
+
+#[test]
+fn a_config_file_with_a_typo_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config.toml", "source = [\"builtin\"]\n");
+    cf(&["--config", &config, "sync", "--dry-run"])
+        .run()
+        .code(1)
+        .stderr_has("is invalid")
+        .stderr_has("unknown field `source`");
+}
+
+#[test]
+fn the_config_file_sets_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write(dir.path(), "list", "203.0.113.0/24\n");
+    let config = write(
+        dir.path(),
+        "config.toml",
+        &format!("sources = [\"file://{list}\"]\nports = [8443]\n"),
+    );
+    cf(&["--config", &config, "sync", "--dry-run"])
+        .state(&dir.path().join("state"))
+        .run()
+        .code(0)
+        .stdout_has("1 ranges (1 IPv4, 0 IPv6)");
+}
+
+#[test]
+fn detailed_exitcode_requires_dry_run() {
+    cf(&["sync", "--detailed-exitcode"]).run().code(1);
+}
+
+#[test]
+fn status_and_history_on_a_fresh_state_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    cf(&["status"])
+        .state(&state)
+        .run()
+        .code(0)
+        .stdout_has("no sync yet");
+    cf(&["history"])
+        .state(&state)
+        .run()
+        .code(0)
+        .stdout_has("no generations yet");
+    cf(&["rollback"])
+        .state(&state)
+        .run()
+        .code(1)
+        .stderr_has("cannot roll back: no sync has been recorded yet");
+}
+
+#[test]
+fn a_corrupt_state_file_is_reported_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.json"), "{\"version\": 1, \"curr").unwrap();
+    cf(&["status"])
+        .state(dir.path())
+        .run()
+        .code(1)
+        .stderr_has("state.json is corrupt")
+        .stderr_has("hint: move");
+}
+
+#[test]
+fn a_run_that_cannot_get_the_lock_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = cf_allowlist::state::StateDir::new(dir.path());
+    let _held = state.lock(Duration::from_secs(1)).unwrap();
+    let config = write(dir.path(), "config.toml", "lock_timeout_secs = 1\n");
+    cf(&["--config", &config, "unpin"])
+        .state(dir.path())
+        .run()
+        .code(4)
+        .stderr_has("another cf-allowlist run has held the lock");
+}

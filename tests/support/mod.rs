@@ -6,6 +6,7 @@
 
 pub mod cmd;
 pub mod fixture;
+pub mod lab;
 pub mod netns;
 
 /// Fails loudly, never skips, when a test that needs root runs without it.

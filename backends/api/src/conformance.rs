@@ -2,7 +2,7 @@
 //! (the in-memory one included), in the manner of object_store's `integration.rs`.
 //!
 //! A backend is exercised through a [`Harness`], which knows how to look at and disturb the real
-//! firewall behind it. Each behaviour is a plain function; [`conformance_tests!`] turns the
+//! firewall behind it. Each behaviour is a plain function; [`conformance_tests!`](crate::conformance_tests) turns the
 //! whole list into one `#[test]` each, run on a fresh thread so that a harness may confine
 //! itself to that thread (for example in a network namespace made with `unshare`).
 

@@ -1,0 +1,248 @@
+//! The two-host lab for end-to-end tests. The origin runs a default-drop firewall with a
+//! foreign admin rule, TCP listeners on 22, 80, 443 and 8080, and the fixture server (standing
+//! in for Cloudflare) on its loopback. The edge holds several source addresses, some inside the
+//! served ranges and some outside, and connects from each to each port.
+//!
+//! ```text
+//!  edge ── veth ── origin (192.0.2.1, 2001:db8:1::1)
+//!  192.0.2.2 (admin), 198.51.100.10, 198.51.100.200, 203.0.113.10, 203.0.113.200,
+//!  2001:db8:1::2, 2001:db8:cf::10, 2001:db8:bad::10
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use super::cmd::{Outcome, cf};
+use super::fixture::{FixtureServer, Reply};
+use super::netns::{Listeners, Netns, connects};
+use super::require_root;
+
+/// The origin's addresses.
+pub const ORIGIN_V4: &str = "192.0.2.1";
+/// The origin's IPv6 address.
+pub const ORIGIN_V6: &str = "2001:db8:1::1";
+/// The admin's address (allowed to port 22 by the foreign rule).
+pub const ADMIN: &str = "192.0.2.2";
+const ORIGIN_MAC: &str = "02:00:00:00:00:01";
+const EDGE_MAC: &str = "02:00:00:00:00:02";
+
+/// Every source address on the edge.
+pub const SOURCES: [&str; 7] = [
+    ADMIN,
+    "198.51.100.10",
+    "198.51.100.200",
+    "203.0.113.10",
+    "203.0.113.200",
+    "2001:db8:cf::10",
+    "2001:db8:bad::10",
+];
+/// Every port the origin listens on.
+pub const PORTS: [u16; 4] = [22, 80, 443, 8080];
+
+/// The served IPv4 list at first (no final newline, as Cloudflare serves it).
+pub const LIST_V4: &str = "198.51.100.0/25\n198.51.100.128/25\n203.0.113.0/25";
+/// The served IPv6 list.
+pub const LIST_V6: &str = "2001:db8:cf::/48\n";
+
+/// The origin's own ruleset, as an admin would keep it in /etc/nftables.conf: policy drop,
+/// ssh from the admin range, and an explicit drop for the web ports that our accepts must beat.
+pub const ORIGIN_NFT_RULESET: &str = "flush ruleset
+table inet filter {
+  chain input {
+    type filter hook input priority filter; policy drop;
+    ct state established,related accept
+    iif lo accept
+    meta l4proto ipv6-icmp accept
+    ip saddr 192.0.2.0/24 tcp dport 22 accept comment \"admin ssh\"
+    tcp dport { 80, 443 } drop
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+  }
+}
+";
+
+/// The lab; everything is torn down on drop.
+pub struct Lab {
+    /// Fixture server (drop first: it lives in the origin namespace).
+    pub fixture: FixtureServer,
+    _listeners: Listeners,
+    /// The host being protected.
+    pub origin: Netns,
+    /// Where connections come from.
+    pub edge: Netns,
+    /// The state directory for cf-allowlist.
+    pub state: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Builds the lab; the origin's firewall is left empty (see [`Lab::load_nft_ruleset`]).
+    pub fn new() -> Lab {
+        require_root();
+        let origin = Netns::new("origin");
+        let edge = Netns::new("edge");
+        origin.ip(&[
+            "link", "add", "vo", "type", "veth", "peer", "name", "ve", "netns", &edge.name,
+        ]);
+        // Fixed MACs and permanent neighbour entries: no ARP or neighbour discovery races (a
+        // first SYN-ACK waiting on neighbour discovery can outlast a probe's timeout).
+        origin.ip(&["link", "set", "vo", "address", ORIGIN_MAC]);
+        edge.ip(&["link", "set", "ve", "address", EDGE_MAC]);
+        for netns in [&origin, &edge] {
+            netns.exec("sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"]);
+            netns.exec("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
+        }
+        origin.ip(&["addr", "add", "192.0.2.1/24", "dev", "vo"]);
+        origin.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "vo",
+            "nodad",
+        ]);
+        origin.ip(&["link", "set", "vo", "up"]);
+        for route in ["198.51.100.0/24", "203.0.113.0/24"] {
+            origin.ip(&["route", "add", route, "dev", "vo"]);
+        }
+        for route in ["2001:db8:cf::/48", "2001:db8:bad::/48"] {
+            origin.ip(&["-6", "route", "add", route, "dev", "vo"]);
+        }
+        edge.ip(&["addr", "add", "192.0.2.2/24", "dev", "ve"]);
+        for address in [
+            "198.51.100.10/32",
+            "198.51.100.200/32",
+            "203.0.113.10/32",
+            "203.0.113.200/32",
+        ] {
+            edge.ip(&["addr", "add", address, "dev", "ve"]);
+        }
+        for address in [
+            "2001:db8:1::2/64",
+            "2001:db8:cf::10/128",
+            "2001:db8:bad::10/128",
+        ] {
+            edge.ip(&["-6", "addr", "add", address, "dev", "ve", "nodad"]);
+        }
+        edge.ip(&["link", "set", "ve", "up"]);
+        for source in SOURCES {
+            origin.ip(&[
+                "neigh",
+                "replace",
+                source,
+                "lladdr",
+                EDGE_MAC,
+                "dev",
+                "vo",
+                "nud",
+                "permanent",
+            ]);
+        }
+        for destination in [ORIGIN_V4, ORIGIN_V6] {
+            edge.ip(&[
+                "neigh",
+                "replace",
+                destination,
+                "lladdr",
+                ORIGIN_MAC,
+                "dev",
+                "ve",
+                "nud",
+                "permanent",
+            ]);
+        }
+        let listeners = Listeners::start(&origin, &PORTS);
+        let fixture = FixtureServer::start(Some(&origin.name));
+        fixture.set("/ips-v4", Reply::ok(LIST_V4));
+        fixture.set("/ips-v6", Reply::ok(LIST_V6));
+        Lab {
+            fixture,
+            _listeners: listeners,
+            origin,
+            edge,
+            state: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Loads [`ORIGIN_NFT_RULESET`] (flushing whatever was there, like a firewall reload).
+    pub fn load_nft_ruleset(&self) {
+        self.origin.nft_batch(ORIGIN_NFT_RULESET);
+    }
+
+    /// The sources as `--source` arguments.
+    pub fn source_args(&self) -> Vec<String> {
+        vec![
+            "--source".to_owned(),
+            self.fixture.url("/ips-v4"),
+            "--source".to_owned(),
+            self.fixture.url("/ips-v6"),
+        ]
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state.path().join("state")
+    }
+
+    /// Runs `cf-allowlist ARGS… --state-dir STATE` inside the origin.
+    pub fn cf(&self, args: &[&str]) -> Outcome {
+        cf(args)
+            .state(&self.state_dir())
+            .in_netns(&self.origin.name)
+            .run()
+    }
+
+    /// `cf-allowlist sync --backend KIND --source … ARGS…` inside the origin.
+    pub fn sync(&self, backend: &str, extra: &[&str]) -> Outcome {
+        let sources = self.source_args();
+        let mut args = vec!["sync", "--backend", backend];
+        args.extend(sources.iter().map(String::as_str));
+        args.extend_from_slice(extra);
+        self.cf(&args)
+    }
+
+    /// Every `source port` pair, over [`SOURCES`] and [`PORTS`], that completes a TCP connect to
+    /// the origin. Probes run in parallel; a dropped SYN costs one 400 ms timeout.
+    pub fn open(&self) -> BTreeSet<String> {
+        let mut open = BTreeSet::new();
+        std::thread::scope(|scope| {
+            let probes: Vec<_> = SOURCES
+                .iter()
+                .flat_map(|source| PORTS.iter().map(move |port| (*source, *port)))
+                .map(|(source, port)| {
+                    let source_address: IpAddr = source.parse().unwrap();
+                    let destination: IpAddr = if source_address.is_ipv4() {
+                        ORIGIN_V4.parse().unwrap()
+                    } else {
+                        ORIGIN_V6.parse().unwrap()
+                    };
+                    let edge = &self.edge;
+                    (
+                        source,
+                        port,
+                        scope.spawn(move || connects(edge, source_address, destination, port)),
+                    )
+                })
+                .collect();
+            for (source, port, probe) in probes {
+                if probe.join().expect("probe thread") {
+                    open.insert(format!("{source} {port}"));
+                }
+            }
+        });
+        open
+    }
+}
+
+/// The expected open pairs: the admin's ssh, plus 80 and 443 for each of `allowed`.
+pub fn expect_open(allowed: &[&str]) -> BTreeSet<String> {
+    let mut open = BTreeSet::from([format!("{ADMIN} 22")]);
+    for source in allowed {
+        for port in [80, 443] {
+            open.insert(format!("{source} {port}"));
+        }
+    }
+    open
+}
