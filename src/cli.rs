@@ -116,4 +116,6 @@ pub struct RollbackArgs {
 pub enum BackendKind {
     /// nftables, through `nft`.
     Nftables,
+    /// iptables and ip6tables (nf_tables or legacy), optionally with ipset.
+    Iptables,
 }

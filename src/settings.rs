@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use cf_allowlist_backend::{Backend, Policy};
+use cf_allowlist_iptables::{IptablesBackend, IptablesOptions, Mode, Variant};
 use cf_allowlist_nftables::{NftablesBackend, NftablesOptions};
 
 use crate::cli::{BackendKind, Cli, OutputFormat};
@@ -66,6 +67,10 @@ pub struct BackendEntry {
     pub table: Option<String>,
     /// nftables: the chain.
     pub chain: Option<String>,
+    /// iptables: `auto`, `nft` or `legacy`.
+    pub variant: Option<Variant>,
+    /// iptables: `auto`, `rules` or `ipset`.
+    pub mode: Option<Mode>,
 }
 
 /// A fully resolved backend: what to build, and what was recorded in the state so that later
@@ -79,6 +84,9 @@ pub struct BackendSpec {
     /// nftables options, for the nftables backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nftables: Option<NftablesOptions>,
+    /// iptables options, for the iptables backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iptables: Option<IptablesOptions>,
 }
 
 impl BackendSpec {
@@ -87,6 +95,10 @@ impl BackendSpec {
         match self.kind {
             BackendKind::Nftables => Box::new(NftablesBackend::new(
                 self.nftables.clone().unwrap_or_default(),
+                self.policy.clone(),
+            )),
+            BackendKind::Iptables => Box::new(IptablesBackend::new(
+                self.iptables.clone().unwrap_or_default(),
                 self.policy.clone(),
             )),
         }
@@ -107,6 +119,16 @@ impl BackendSpec {
                     "nftables (inet {} {}, tcp {}{restrict})",
                     options.table,
                     options.chain,
+                    ports.join(",")
+                )
+            }
+            BackendKind::Iptables => {
+                let options = self.iptables.clone().unwrap_or_default();
+                let name = |text: String| text.trim_matches('"').to_owned();
+                format!(
+                    "iptables ({} variant, {} mode, tcp {}{restrict})",
+                    name(serde_json::to_string(&options.variant).unwrap_or_default()),
+                    name(serde_json::to_string(&options.mode).unwrap_or_default()),
                     ports.join(",")
                 )
             }
@@ -228,6 +250,8 @@ pub fn resolve(
                         restrict: None,
                         table: None,
                         chain: None,
+                        variant: None,
+                        mode: None,
                     })
             })
             .collect()
@@ -241,8 +265,17 @@ pub fn resolve(
         };
         let restrict = overrides.restrict || entry.restrict.unwrap_or(default_policy.restrict);
         let policy = Policy { ports, restrict };
+        let misplaced = |what: &str| {
+            Error::Setting(format!(
+                "`{what}` is not an option of the {:?} backend",
+                entry.kind
+            ))
+        };
         let spec = match entry.kind {
             BackendKind::Nftables => {
+                if entry.variant.is_some() || entry.mode.is_some() {
+                    return Err(misplaced("variant/mode"));
+                }
                 let defaults = NftablesOptions::default();
                 BackendSpec {
                     kind: entry.kind,
@@ -250,6 +283,21 @@ pub fn resolve(
                     nftables: Some(NftablesOptions {
                         table: entry.table.unwrap_or(defaults.table),
                         chain: entry.chain.unwrap_or(defaults.chain),
+                    }),
+                    iptables: None,
+                }
+            }
+            BackendKind::Iptables => {
+                if entry.table.is_some() || entry.chain.is_some() {
+                    return Err(misplaced("table/chain"));
+                }
+                BackendSpec {
+                    kind: entry.kind,
+                    policy,
+                    nftables: None,
+                    iptables: Some(IptablesOptions {
+                        variant: entry.variant.unwrap_or_default(),
+                        mode: entry.mode.unwrap_or_default(),
                     }),
                 }
             }

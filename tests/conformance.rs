@@ -31,3 +31,28 @@ mod nftables_empty_ruleset {
 
     cf_allowlist_backend::conformance_tests!(harness());
 }
+
+/// iptables in each variant and mode, in a fresh namespace per test with a policy-DROP ruleset.
+mod iptables {
+    macro_rules! variant_and_mode {
+        ($name:ident, $variant:ident, $mode:ident) => {
+            mod $name {
+                use crate::support::{netns::unshare_thread_netns, require_root};
+                use cf_allowlist_iptables::harness::IptablesHarness;
+                use cf_allowlist_iptables::{Concrete, Mode};
+
+                fn harness() -> IptablesHarness {
+                    require_root();
+                    unshare_thread_netns();
+                    IptablesHarness::new(Concrete::$variant, Mode::$mode)
+                }
+
+                cf_allowlist_backend::conformance_tests!(harness());
+            }
+        };
+    }
+    variant_and_mode!(nft_rules, Nft, Rules);
+    variant_and_mode!(nft_ipset, Nft, Ipset);
+    variant_and_mode!(legacy_rules, Legacy, Rules);
+    variant_and_mode!(legacy_ipset, Legacy, Ipset);
+}

@@ -3,5 +3,7 @@
 
 mod cli;
 mod conformance;
+mod e2e_iptables;
 mod e2e_nftables;
+mod iptables_modes;
 mod support;

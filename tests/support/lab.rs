@@ -246,3 +246,54 @@ pub fn expect_open(allowed: &[&str]) -> BTreeSet<String> {
     }
     open
 }
+
+/// The origin's iptables rules for one family: policy DROP, established, loopback and ICMPv6
+/// accepted, ssh from the admin range, and a DROP for the web ports our jump must beat.
+pub fn origin_iptables_rules(v6: bool) -> String {
+    let (admin, icmp) = if v6 {
+        ("2001:db8:1::/64", "-A INPUT -p ipv6-icmp -j ACCEPT\n")
+    } else {
+        ("192.0.2.0/24", "")
+    };
+    format!(
+        "*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+{icmp}-A INPUT -s {admin} -p tcp -m tcp --dport 22 -m comment --comment \"admin ssh\" -j ACCEPT
+-A INPUT -p tcp -m multiport --dports 80,443 -j DROP
+COMMIT
+"
+    )
+}
+
+impl Lab {
+    /// Loads [`origin_iptables_rules`] into `variant` (`nft` or `legacy`), replacing the filter
+    /// tables as a reload of the saved rules would.
+    pub fn load_iptables_rules(&self, variant: &str) {
+        for (tool, v6) in [("iptables", false), ("ip6tables", true)] {
+            self.origin.exec_with_input(
+                &format!("{tool}-{variant}-restore"),
+                &[],
+                &origin_iptables_rules(v6),
+            );
+        }
+    }
+
+    /// Both families' `iptables-save -t filter` in `variant`, plus `ipset save`, without what
+    /// changes on its own (timestamps, counters, ipset's initval, member order).
+    pub fn iptables_state(&self, variant: &str) -> String {
+        let mut text = String::new();
+        for tool in ["iptables", "ip6tables"] {
+            text.push_str(
+                &self
+                    .origin
+                    .exec(&format!("{tool}-{variant}-save"), &["-t", "filter"]),
+            );
+        }
+        text.push_str(&self.origin.exec("ipset", &["save"]));
+        cf_allowlist_iptables::harness::normalise(&text)
+    }
+}

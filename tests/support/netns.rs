@@ -91,28 +91,35 @@ impl Netns {
         must("ip", &full)
     }
 
-    /// Runs `nft -f -` with `batch` inside the namespace.
+    /// Runs `program args…` inside the namespace with `input` on stdin; panics if it fails.
     #[track_caller]
-    pub fn nft_batch(&self, batch: &str) {
+    pub fn exec_with_input(&self, program: &str, args: &[&str], input: &str) {
         use std::io::Write;
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
             .stdin(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("spawn nft");
+            .unwrap_or_else(|error| panic!("spawn {program}: {error}"));
         child
             .stdin
             .take()
             .unwrap()
-            .write_all(batch.as_bytes())
+            .write_all(input.as_bytes())
             .unwrap();
         let output = child.wait_with_output().unwrap();
         assert!(
             output.status.success(),
-            "nft batch failed: {}\n{batch}",
+            "{program} failed: {}\n{input}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+
+    /// Runs `nft -f -` with `batch` inside the namespace.
+    #[track_caller]
+    pub fn nft_batch(&self, batch: &str) {
+        self.exec_with_input("nft", &["-f", "-"], batch);
     }
 
     /// `nft -a list ruleset` inside the namespace: with handles, so a rewrite shows.

@@ -1,0 +1,155 @@
+//! iptables and ip6tables end to end, in both variants and both modes, proven by TCP connects
+//! from the edge through real netfilter.
+
+use crate::support::fixture::Reply;
+use crate::support::lab::{Lab, expect_open};
+
+const IN_FIRST_LIST: [&str; 4] = [
+    "198.51.100.10",
+    "198.51.100.200",
+    "203.0.113.10",
+    "2001:db8:cf::10",
+];
+const IN_SECOND_LIST: [&str; 4] = [
+    "198.51.100.10",
+    "198.51.100.200",
+    "203.0.113.200",
+    "2001:db8:cf::10",
+];
+
+fn write_config(lab: &Lab, variant: &str, mode: &str) -> String {
+    let path = lab.state.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!("[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"{mode}\"\n"),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn sync(lab: &Lab, config: &str, extra: &[&str]) -> crate::support::cmd::Outcome {
+    let sources = lab.source_args();
+    let mut args = vec!["--config", config, "sync"];
+    args.extend(sources.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    lab.cf(&args)
+}
+
+fn scenario(variant: &str, mode: &str) {
+    let lab = Lab::new();
+    lab.load_iptables_rules(variant);
+    let config = write_config(&lab, variant, mode);
+    let base = lab.iptables_state(variant);
+    assert_eq!(
+        lab.open(),
+        expect_open(&[]),
+        "before any sync only the admin's ssh is open"
+    );
+
+    sync(&lab, &config, &["--dry-run"])
+        .code(0)
+        .stdout_has("+ 198.51.100.0/25");
+    assert_eq!(
+        lab.iptables_state(variant),
+        base,
+        "dry run changed the rules"
+    );
+
+    sync(&lab, &config, &[])
+        .code(0)
+        .stdout_has("applied generation 1");
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+    let applied = lab.iptables_state(variant);
+    if mode == "ipset" {
+        assert!(
+            applied.contains("--match-set cf-allowlist-v4 src"),
+            "{applied}"
+        );
+    } else {
+        assert!(
+            applied.contains("-A CF-ALLOWLIST -s 198.51.100.0/25"),
+            "{applied}"
+        );
+    }
+
+    sync(&lab, &config, &[]).code(0).silent();
+    assert_eq!(
+        lab.iptables_state(variant),
+        applied,
+        "a no-op sync rewrote the rules"
+    );
+
+    lab.fixture.set(
+        "/ips-v4",
+        Reply::ok("198.51.100.0/25\n198.51.100.128/25\n203.0.113.128/25\n"),
+    );
+    sync(&lab, &config, &[])
+        .code(0)
+        .stdout_has("+ 203.0.113.128/25")
+        .stdout_has("- 203.0.113.0/25");
+    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+
+    // A reload of the saved rules drops our chain and jump; the next sync restores one of each.
+    lab.load_iptables_rules(variant);
+    assert_eq!(lab.open(), expect_open(&[]));
+    sync(&lab, &config, &[])
+        .code(0)
+        .stdout_has("~ insert the jump from INPUT");
+    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+    let repaired = lab.iptables_state(variant);
+    assert_eq!(
+        repaired
+            .matches("-A INPUT -m comment --comment cf-allowlist -j CF-ALLOWLIST")
+            .count(),
+        2,
+        "one jump per family:\n{repaired}"
+    );
+
+    lab.cf(&["purge"]).code(0).stdout_has("purged iptables");
+    assert_eq!(lab.iptables_state(variant), base, "purge left a trace");
+    assert_eq!(lab.open(), expect_open(&[]));
+}
+
+#[test]
+fn iptables_nft_rules_mode_end_to_end() {
+    scenario("nft", "rules");
+}
+
+#[test]
+fn iptables_nft_ipset_mode_end_to_end() {
+    scenario("nft", "ipset");
+}
+
+#[test]
+fn iptables_legacy_rules_mode_end_to_end() {
+    scenario("legacy", "rules");
+}
+
+#[test]
+fn iptables_legacy_ipset_mode_end_to_end() {
+    scenario("legacy", "ipset");
+}
+
+#[test]
+fn iptables_auto_variant_writes_where_the_rules_are_and_warns_when_both_hold_rules() {
+    let lab = Lab::new();
+    lab.load_iptables_rules("legacy");
+    let config = lab.state.path().join("config.toml");
+    std::fs::write(&config, "[[backend]]\nkind = \"iptables\"\n").unwrap();
+    let config = config.display().to_string();
+    sync(&lab, &config, &[]).code(0);
+    assert!(lab.iptables_state("legacy").contains(":CF-ALLOWLIST"));
+    assert!(!lab.iptables_state("nft").contains("CF-ALLOWLIST"));
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+
+    // Somebody adds rules with iptables-nft as well: both are evaluated, so say so.
+    lab.origin.exec(
+        "iptables-nft",
+        &["-A", "INPUT", "-s", "203.0.113.99", "-j", "DROP"],
+    );
+    sync(&lab, &config, &["-v"])
+        .code(0)
+        .stderr_has("rules exist in both iptables-nft and iptables-legacy");
+    lab.cf(&["purge"]).code(0);
+    assert!(!lab.iptables_state("legacy").contains("CF-ALLOWLIST"));
+}

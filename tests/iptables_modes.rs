@@ -1,0 +1,60 @@
+//! The iptables backend's automatic choice between rules and an ipset, and the switch between
+//! them, driven through the backend API in a namespace of the test thread's own.
+
+use cf_allowlist_backend::Ranges;
+use cf_allowlist_backend::conformance::{Harness, default_policy, sync};
+use cf_allowlist_iptables::harness::IptablesHarness;
+use cf_allowlist_iptables::{AUTO_IPSET_ABOVE, Concrete, Mode};
+
+use crate::support::netns::{must, unshare_thread_netns};
+use crate::support::require_root;
+
+/// `count` IPv6 /64s from the documentation prefix.
+fn many_v6(count: usize) -> Ranges {
+    (0..count)
+        .map(|index| format!("2001:db8:0:{index:x}::/64").parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn auto_mode_switches_to_an_ipset_above_the_threshold_and_back() {
+    require_root();
+    std::thread::spawn(|| {
+        unshare_thread_netns();
+        for variant in [Concrete::Nft, Concrete::Legacy] {
+            let harness = IptablesHarness::new(variant, Mode::Auto);
+            let backend = harness.backend(&default_policy());
+
+            let big = many_v6(AUTO_IPSET_ABOVE + 1);
+            sync(backend.as_ref(), &big);
+            let observed = backend.observe().unwrap();
+            assert_eq!(observed.ranges, big);
+            assert!(observed.repairs.is_empty(), "{:?}", observed.repairs);
+            let sets = must("ipset", &["save", "cf-allowlist-v6"]);
+            assert_eq!(
+                sets.matches("\nadd cf-allowlist-v6 ").count(),
+                AUTO_IPSET_ABOVE + 1
+            );
+            let rules = must(&variant.tool(cf_allowlist_backend::Family::V6, "save"), &[]);
+            assert_eq!(rules.matches("-A CF-ALLOWLIST").count(), 1, "{rules}");
+
+            let small = many_v6(3);
+            sync(backend.as_ref(), &small);
+            let observed = backend.observe().unwrap();
+            assert_eq!(observed.ranges, small);
+            assert!(observed.repairs.is_empty(), "{:?}", observed.repairs);
+            assert!(!must("ipset", &["list", "-n"]).contains("cf-allowlist-v6"));
+            let rules = must(&variant.tool(cf_allowlist_backend::Family::V6, "save"), &[]);
+            assert_eq!(
+                rules.matches("-A CF-ALLOWLIST -s 2001:db8:").count(),
+                3,
+                "{rules}"
+            );
+
+            backend.purge().unwrap();
+            assert!(backend.observe().unwrap().ranges.is_empty());
+        }
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
