@@ -59,6 +59,9 @@ pub enum Command {
     History,
     /// Apply an earlier generation (default: the one before the current) and pin it.
     Rollback(RollbackArgs),
+    /// Re-apply the current generation without touching the network (at boot, or after a
+    /// firewall reload wiped runtime rules).
+    Restore(BackendArgs),
     /// Stop pinning: the next sync follows upstream again.
     Unpin,
     /// Remove everything the tool created in the firewall, and nothing else.

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod failpoint;
 pub mod plan;
 pub mod printer;
 pub mod settings;
@@ -86,6 +87,17 @@ fn execute(cli: &Cli, printer: &Printer) -> Result<ExitStatus, Error> {
         Command::History => {
             let settings = settings::resolve(cli, &config, &no_overrides)?;
             commands::history::run(&StateDir::new(&settings.state_dir), printer)
+        }
+        Command::Restore(args) => {
+            let overrides = BackendOverrides {
+                kinds: &args.backends,
+                ..BackendOverrides::default()
+            };
+            let mut settings = settings::resolve(cli, &config, &overrides)?;
+            if args.backends.is_empty() {
+                settings.backends.clear();
+            }
+            commands::rollback::restore(&settings, printer)
         }
         Command::Rollback(args) => {
             let settings = settings::resolve(cli, &config, &no_overrides)?;

@@ -5,6 +5,7 @@
 //! that a crash leaves either the old or the new file, never half of one. A file that does not
 //! parse is an error, never "no state": treating it as empty would look like a huge change.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -17,10 +18,12 @@ use sha2::{Digest, Sha256};
 use cf_allowlist_backend::Ranges;
 
 use crate::settings::BackendSpec;
+use crate::sources::CachedSource;
 
 /// The default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cf-allowlist";
 const STATE_FILE: &str = "state.json";
+const SOURCES_FILE: &str = "sources.json";
 const GENERATIONS_DIR: &str = "generations";
 const LOCK_FILE: &str = "lock";
 /// How many generations are kept; older ones are deleted after a new one is written.
@@ -141,6 +144,17 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// The state as a run starts from, and what had to be recovered to get it.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The pointer file (rebuilt if it was corrupt).
+    pub state: State,
+    /// The current generation: the snapshot upstream is compared with.
+    pub current: Option<Generation>,
+    /// One message per file that was unreadable and what was used instead.
+    pub recovered: Vec<String>,
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -231,6 +245,90 @@ impl StateDir {
             version: FORMAT_VERSION,
             ..State::default()
         }))
+    }
+
+    /// Loads the state for a run. A corrupt `state.json` is rebuilt from the newest readable
+    /// generation (the pin and the record of the last sync's backends are lost, and said so);
+    /// an unreadable current generation is replaced by the newest readable one before it.
+    /// Either way the run is told, never handed an empty state that would look like a huge
+    /// change.
+    pub fn load(&self) -> Result<Loaded, StateError> {
+        let mut recovered = Vec::new();
+        let mut state = match self.read_state() {
+            Ok(state) => state,
+            Err(StateError::Corrupt { path, source }) => {
+                let newest = self.newest_readable(None)?;
+                recovered.push(format!(
+                    "{} is corrupt ({source}); rebuilt it from {} (a pin and the record of the last sync's backends were lost)",
+                    path.display(),
+                    newest.as_ref().map_or("nothing".to_owned(), |generation| format!("generation {}", generation.generation)),
+                ));
+                State {
+                    version: FORMAT_VERSION,
+                    current_generation: newest.map(|generation| generation.generation),
+                    ..State::default()
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        let current =
+            match state.current_generation {
+                None => None,
+                Some(number) => match self.read_generation(number) {
+                    Ok(generation) => Some(generation),
+                    Err(error @ (StateError::Corrupt { .. } | StateError::NoSuchGeneration(_))) => {
+                        let previous = self.newest_readable(Some(number))?;
+                        recovered.push(format!(
+                            "generation {number} is unreadable ({error}); using {} as the snapshot",
+                            previous.as_ref().map_or(
+                                "no snapshot".to_owned(),
+                                |generation| format!("generation {}", generation.generation)
+                            ),
+                        ));
+                        state.current_generation =
+                            previous.as_ref().map(|generation| generation.generation);
+                        previous
+                    }
+                    Err(error) => return Err(error),
+                },
+            };
+        Ok(Loaded {
+            state,
+            current,
+            recovered,
+        })
+    }
+
+    /// The newest generation that reads cleanly, below `below` if given.
+    fn newest_readable(&self, below: Option<u64>) -> Result<Option<Generation>, StateError> {
+        for number in self.generations()?.into_iter().rev() {
+            if below.is_some_and(|limit| number >= limit) {
+                continue;
+            }
+            match self.read_generation(number) {
+                Ok(generation) => return Ok(Some(generation)),
+                Err(StateError::Corrupt { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The cache of source answers (for conditional requests). A missing or unreadable cache
+    /// is empty: the worst it costs is one unconditional request per source.
+    pub fn read_source_cache(&self) -> BTreeMap<String, CachedSource> {
+        read_json(&self.path.join(SOURCES_FILE))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Replaces the cache of source answers.
+    pub fn write_source_cache(
+        &self,
+        cache: &BTreeMap<String, CachedSource>,
+    ) -> Result<(), StateError> {
+        write_json(&self.path.join(SOURCES_FILE), cache)
     }
 
     /// Replaces `state.json`.
@@ -369,6 +467,49 @@ mod tests {
             state_dir.read_state(),
             Err(StateError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_falls_back_to_the_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        for number in 1..=2 {
+            let list = if number == 1 {
+                "192.0.2.0/24"
+            } else {
+                "198.51.100.0/24"
+            };
+            state_dir
+                .write_generation(&Generation::new(number, vec![], ranges(&[list])))
+                .unwrap();
+        }
+        state_dir
+            .write_state(&State {
+                version: FORMAT_VERSION,
+                current_generation: Some(2),
+                ..State::default()
+            })
+            .unwrap();
+        let path = state_dir.generation_path(2);
+        let text = fs::read(&path).unwrap();
+        fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let loaded = state_dir.load().unwrap();
+        assert_eq!(loaded.current.unwrap().generation, 1);
+        assert_eq!(loaded.state.current_generation, Some(1));
+        assert!(
+            loaded.recovered[0].contains("generation 2 is unreadable"),
+            "{:?}",
+            loaded.recovered
+        );
+
+        fs::write(dir.path().join(STATE_FILE), b"\0\0\0").unwrap();
+        let loaded = state_dir.load().unwrap();
+        assert_eq!(loaded.current.unwrap().generation, 1);
+        assert!(
+            loaded.recovered[0].contains("state.json is corrupt"),
+            "{:?}",
+            loaded.recovered
+        );
     }
 
     #[test]

@@ -196,15 +196,15 @@ fn status_and_history_on_a_fresh_state_say_so() {
 }
 
 #[test]
-fn a_corrupt_state_file_is_reported_not_ignored() {
+fn a_corrupt_state_file_is_reported_and_rebuilt_not_ignored() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("state.json"), "{\"version\": 1, \"curr").unwrap();
     cf(&["status"])
         .state(dir.path())
         .run()
-        .code(1)
+        .code(0)
         .stderr_has("state.json is corrupt")
-        .stderr_has("hint: move");
+        .stderr_has("rebuilt it from nothing");
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! `rollback` and `unpin`. Rolling back applies an earlier generation to the backends of the
-//! last sync and pins it, so the next cron sync does not undo the rollback; `unpin` lets sync
-//! follow upstream again.
+//! `rollback`, `restore` and `unpin`: the commands that apply a saved generation instead of
+//! fetching. Rolling back applies an earlier generation and pins it, so the next cron sync does
+//! not undo the rollback; restoring re-applies the current one without touching the network
+//! (at boot, or after a reload of the firewall's saved configuration wiped runtime rules);
+//! `unpin` lets sync follow upstream again.
 
 use serde_json::json;
 
@@ -8,23 +10,57 @@ use crate::commands::{apply_plans, plan_backends, print_warnings};
 use crate::error::{Error, ExitStatus};
 use crate::plan::Plan;
 use crate::printer::Printer;
-use crate::settings::Settings;
-use crate::state::{LastSync, Pin, StateDir, now_rfc3339};
+use crate::settings::{BackendSpec, Settings};
+use crate::state::{Generation, LastSync, Pin, StateDir, now_rfc3339};
 use crate::validate::counts;
+
+/// Brings `backends` to `generation` (no shrink guard: the generation was applied before, and
+/// asking for it is explicit) and returns the plan that was applied.
+fn apply_generation(
+    generation: &Generation,
+    backends: &[BackendSpec],
+    pinned: Option<Pin>,
+    printer: &Printer,
+) -> Result<Plan, Error> {
+    let plans = plan_backends(backends, &generation.ranges, false, &mut Vec::new())?;
+    let plan = Plan {
+        dry_run: false,
+        sources: generation.sources.clone(),
+        target: generation.ranges.clone(),
+        upstream: None,
+        pinned,
+        backends: plans,
+        refusals: Vec::new(),
+    };
+    print_warnings(&plan.backends, printer);
+    apply_plans(&plan.backends, printer)?;
+    Ok(plan)
+}
+
+/// The backends to act on: those chosen with `--backend`, else those of the last sync.
+fn chosen_backends(settings: &Settings, last_sync: Option<&LastSync>) -> Vec<BackendSpec> {
+    if settings.backends.is_empty() {
+        last_sync
+            .map(|last| last.backends.clone())
+            .unwrap_or_default()
+    } else {
+        settings.backends.clone()
+    }
+}
 
 /// Applies generation `to` (default: the one before the current) and pins it.
 pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<ExitStatus, Error> {
     let state_dir = StateDir::new(&settings.state_dir);
     let _lock = state_dir.lock(settings.lock_timeout)?;
-    let mut state = state_dir.read_state()?;
-    let Some(last_sync) = state.last_sync.clone() else {
+    let loaded = state_dir.load()?;
+    for message in &loaded.recovered {
+        printer.warn(message);
+    }
+    let mut state = loaded.state;
+    if state.last_sync.is_none() && settings.backends.is_empty() {
         return Err(Error::Rollback("no sync has been recorded yet".to_owned()));
-    };
-    let backends = if settings.backends.is_empty() {
-        last_sync.backends.clone()
-    } else {
-        settings.backends.clone()
-    };
+    }
+    let backends = chosen_backends(settings, state.last_sync.as_ref());
     let number = match (to, state.current_generation) {
         (Some(number), _) => number,
         (None, Some(current)) => state_dir
@@ -37,23 +73,11 @@ pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<Ex
         (None, None) => return Err(Error::Rollback("no generation is current".to_owned())),
     };
     let generation = state_dir.read_generation(number)?;
-    // A rollback is an explicit request for this exact list, so the shrink guard does not apply.
-    let plans = plan_backends(&backends, &generation.ranges, false, &mut Vec::new())?;
     let pin = Pin {
         generation: number,
         since: now_rfc3339(),
     };
-    let plan = Plan {
-        dry_run: false,
-        sources: generation.sources.clone(),
-        target: generation.ranges.clone(),
-        upstream: None,
-        pinned: Some(pin.clone()),
-        backends: plans,
-        refusals: Vec::new(),
-    };
-    print_warnings(&plan.backends, printer);
-    apply_plans(&plan.backends, printer)?;
+    let plan = apply_generation(&generation, &backends, Some(pin.clone()), printer)?;
     state.current_generation = Some(number);
     state.pinned = Some(pin);
     state.last_sync = Some(LastSync {
@@ -68,6 +92,40 @@ pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<Ex
         counts(&generation.ranges)
     ));
     printer.text(&text);
+    Ok(ExitStatus::Success)
+}
+
+/// Re-applies the current generation (the pinned one, while pinned) to the backends of the last
+/// sync, without fetching anything. With nothing saved yet it warns and succeeds, so that a
+/// boot-time unit does not fail on a host that has never synced.
+pub fn restore(settings: &Settings, printer: &Printer) -> Result<ExitStatus, Error> {
+    let state_dir = StateDir::new(&settings.state_dir);
+    let _lock = state_dir.lock(settings.lock_timeout)?;
+    let loaded = state_dir.load()?;
+    for message in &loaded.recovered {
+        printer.warn(message);
+    }
+    let backends = chosen_backends(settings, loaded.state.last_sync.as_ref());
+    let Some(generation) = loaded.current else {
+        printer
+            .warn("nothing to restore: no generation has been saved yet (run `cf-allowlist sync`)");
+        printer.json(&json!({ "restored": null }));
+        return Ok(ExitStatus::Success);
+    };
+    if backends.is_empty() {
+        return Err(Error::NoBackend);
+    }
+    let plan = apply_generation(&generation, &backends, loaded.state.pinned.clone(), printer)?;
+    printer.json(&plan.to_json(Some(generation.generation)));
+    if plan.changes_firewall() || printer.is_verbose() {
+        let mut text = plan.render_text(false);
+        text.push_str(&format!(
+            "restored generation {} ({})\n",
+            generation.generation,
+            counts(&generation.ranges)
+        ));
+        printer.text(&text);
+    }
     Ok(ExitStatus::Success)
 }
 

@@ -18,11 +18,11 @@ pub fn run(
     backends: Option<Vec<BackendSpec>>,
     printer: &Printer,
 ) -> Result<ExitStatus, Error> {
-    let state = state_dir.read_state()?;
-    let generation = state
-        .current_generation
-        .map(|number| state_dir.read_generation(number))
-        .transpose()?;
+    let loaded = state_dir.load()?;
+    for message in &loaded.recovered {
+        printer.warn(message);
+    }
+    let (state, generation) = (loaded.state, loaded.current);
     let backends = backends
         .or_else(|| state.last_sync.as_ref().map(|last| last.backends.clone()))
         .unwrap_or_default();

@@ -1,14 +1,17 @@
 //! `sync`: fetch, validate, compare with the snapshot and with each backend, then preview or
 //! apply, read back, and record a new generation only once every backend has succeeded.
 
+use std::collections::BTreeMap;
+
 use cf_allowlist_backend::Ranges;
 
 use crate::commands::{apply_plans, plan_backends, print_warnings};
 use crate::error::{Error, ExitStatus};
+use crate::failpoint;
 use crate::plan::{Plan, UpstreamChange, shrink_refusals};
 use crate::printer::Printer;
 use crate::settings::Settings;
-use crate::sources::{self, SourceError};
+use crate::sources::{self, CachedSource, SourceError};
 use crate::state::{Generation, LastSync, StateDir, now_rfc3339};
 use crate::validate::{self, counts};
 
@@ -23,19 +26,37 @@ pub struct SyncOptions {
     pub force: bool,
 }
 
-/// Fetches and validates every source; the first failure fails the whole run.
-pub fn fetch_all(settings: &Settings, printer: &Printer) -> Result<Ranges, Error> {
+/// Fetches and validates every source; the first failure fails the whole run. Returns the
+/// ranges and what to remember of each source for the next conditional request.
+pub fn fetch_all(
+    settings: &Settings,
+    cache: &BTreeMap<String, CachedSource>,
+    printer: &Printer,
+) -> Result<(Ranges, BTreeMap<String, CachedSource>), Error> {
     let mut networks = Vec::new();
+    let mut new_cache = BTreeMap::new();
     for source in &settings.sources {
-        let fetched = sources::load(source, &settings.fetch)?;
+        let key = source.to_string();
+        let fetched = sources::load(source, &settings.fetch, cache.get(&key))?;
         if let Some(warning) = &fetched.warning {
             printer.warn(warning);
         }
         // Validate per source so that the error names the source that sent the bad range.
         validate::validate(&fetched.networks, &settings.limits)
             .map_err(|refused| SourceError::new(source, refused.to_string()))?;
-        printer.note(&format!("{source}: {} ranges", fetched.networks.len()));
+        printer.note(&format!(
+            "{source}: {} ranges{}",
+            fetched.networks.len(),
+            if fetched.not_modified {
+                " (not modified since the last fetch)"
+            } else {
+                ""
+            }
+        ));
         networks.extend(fetched.networks);
+        if let Some(cached) = fetched.cache {
+            new_cache.insert(key, cached);
+        }
     }
     let validated = validate::validate(&networks, &settings.limits)
         .map_err(|refused| SourceError::new("(all sources)", refused.to_string()))?;
@@ -44,7 +65,7 @@ pub fn fetch_all(settings: &Settings, printer: &Printer) -> Result<Ranges, Error
             "{covered} is inside {cover}: only {cover} is kept"
         ));
     }
-    Ok(validated.ranges)
+    Ok((validated.ranges, new_cache))
 }
 
 /// Runs one sync.
@@ -63,19 +84,14 @@ pub fn run(
         }
         Some(state_dir.lock(settings.lock_timeout)?)
     };
-    if let Some(lock) = lock.as_ref().filter(|lock| lock.waited.as_millis() > 100) {
-        printer.note(&format!(
-            "waited {:.1}s for another run to finish",
-            lock.waited.as_secs_f64()
-        ));
+    let loaded = state_dir.load()?;
+    for message in &loaded.recovered {
+        printer.warn(message);
     }
-    let mut state = state_dir.read_state()?;
-    let current = state
-        .current_generation
-        .map(|number| state_dir.read_generation(number))
-        .transpose()?;
+    let (mut state, current) = (loaded.state, loaded.current);
 
     let mut refusals = Vec::new();
+    let mut source_cache = None;
     let (target, sources, upstream) = match &state.pinned {
         Some(pin) => {
             printer.warn(&format!(
@@ -86,7 +102,8 @@ pub fn run(
             (generation.ranges, generation.sources, None)
         }
         None => {
-            let target = fetch_all(settings, printer)?;
+            let (target, cache) = fetch_all(settings, &state_dir.read_source_cache(), printer)?;
+            source_cache = Some(cache);
             let upstream = UpstreamChange::between(
                 current
                     .as_ref()
@@ -94,8 +111,13 @@ pub fn run(
                 &target,
             );
             if let Some(current) = &current {
+                let names: Vec<String> = settings.sources.iter().map(ToString::to_string).collect();
                 refusals.extend(shrink_refusals(
-                    &format!("the new list (against generation {})", current.generation),
+                    &format!(
+                        "the list from {} (against generation {})",
+                        names.join(", "),
+                        current.generation
+                    ),
                     &current.ranges,
                     &target,
                 ));
@@ -150,7 +172,9 @@ pub fn run(
         });
     }
 
+    failpoint::pause_point("before-apply");
     apply_plans(&plan.backends, printer)?;
+    failpoint::pause_point("after-apply");
 
     // Every backend holds the target: now, and only now, record it.
     let generation = match (&state.pinned, &current) {
@@ -165,6 +189,7 @@ pub fn run(
                 plan.sources.clone(),
                 plan.target.clone(),
             ))?;
+            failpoint::pause_point("after-generation-write");
             number
         }
     };
@@ -173,9 +198,20 @@ pub fn run(
         time: now_rfc3339(),
         backends: settings.backends.clone(),
     });
+    if let Some(cache) = &source_cache {
+        state_dir.write_source_cache(cache)?;
+    }
     state_dir.write_state(&state)?;
 
     printer.json(&plan.to_json(Some(generation)));
+    if let Some(lock) = lock.as_ref().filter(|lock| lock.waited.as_millis() > 100) {
+        if !plan.has_news() {
+            printer.warn(&format!(
+                "waited {:.1}s for another run to finish; nothing left to change",
+                lock.waited.as_secs_f64()
+            ));
+        }
+    }
     if plan.has_news() || printer.is_verbose() {
         let mut text = plan.render_text(false);
         text.push_str(&format!(

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Limits for fetching.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +28,82 @@ impl Default for FetchSettings {
 }
 
 const MAX_REDIRECTS: usize = 5;
+/// Attempts per source on connection errors and 5xx answers.
+pub const ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
-/// GETs `url`; returns the body of a 200 answer or a reason.
-pub fn get(url: &str, settings: &FetchSettings) -> Result<Vec<u8>, String> {
+/// What a source's server said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A 200 with its body and cache validators.
+    Fresh {
+        /// The body.
+        body: Vec<u8>,
+        /// The `ETag` header.
+        etag: Option<String>,
+        /// The `Last-Modified` header.
+        last_modified: Option<String>,
+    },
+    /// A 304: unchanged since the validators we sent.
+    NotModified,
+}
+
+/// Validators from an earlier answer, sent as `If-None-Match` / `If-Modified-Since`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// The earlier `ETag`.
+    pub etag: Option<String>,
+    /// The earlier `Last-Modified`.
+    pub last_modified: Option<String>,
+}
+
+/// Why one attempt failed, and whether another may succeed.
+struct Failure {
+    reason: String,
+    retry: bool,
+}
+
+/// GETs `url`; retries connection errors and 5xx answers (at most [`ATTEMPTS`] tries, with
+/// backoff, within the whole-request deadline); returns the answer or a reason.
+pub fn get(
+    url: &str,
+    settings: &FetchSettings,
+    validators: Option<&Validators>,
+) -> Result<Answer, String> {
+    let deadline = Instant::now() + settings.total_timeout;
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match get_once(url, settings, remaining, validators) {
+            Ok(answer) => return Ok(answer),
+            Err(failure)
+                if failure.retry
+                    && attempt < ATTEMPTS
+                    && deadline.saturating_duration_since(Instant::now()) > backoff =>
+            {
+                std::thread::sleep(backoff);
+                backoff *= 2;
+                attempt += 1;
+            }
+            Err(failure) if attempt > 1 => {
+                return Err(format!("{} (after {attempt} attempts)", failure.reason));
+            }
+            Err(failure) => return Err(failure.reason),
+        }
+    }
+}
+
+fn get_once(
+    url: &str,
+    settings: &FetchSettings,
+    remaining: Duration,
+    validators: Option<&Validators>,
+) -> Result<Answer, Failure> {
+    let fail = |reason: String, retry: bool| Failure { reason, retry };
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(settings.connect_timeout))
-        .timeout_global(Some(settings.total_timeout))
+        .timeout_connect(Some(settings.connect_timeout.min(remaining)))
+        .timeout_global(Some(remaining))
         .max_redirects(0)
         .max_redirects_will_error(false)
         .http_status_as_error(false)
@@ -42,42 +112,78 @@ pub fn get(url: &str, settings: &FetchSettings) -> Result<Vec<u8>, String> {
         .into();
     let mut current = url.to_owned();
     for _ in 0..=MAX_REDIRECTS {
-        let mut response = agent
-            .get(&current)
-            .call()
-            .map_err(|error| format!("request failed: {error}"))?;
+        let mut request = agent.get(&current);
+        if let Some(validators) = validators {
+            if let Some(etag) = &validators.etag {
+                request = request.header("If-None-Match", etag);
+            }
+            if let Some(last_modified) = &validators.last_modified {
+                request = request.header("If-Modified-Since", last_modified);
+            }
+        }
+        let mut response = request.call().map_err(|error| {
+            let retry = matches!(
+                error,
+                ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound
+            );
+            fail(format!("request failed: {error}"), retry)
+        })?;
         let status = response.status();
+        if status == 304 && validators.is_some() {
+            return Ok(Answer::NotModified);
+        }
         if status.is_redirection() {
             let location = response
                 .headers()
                 .get("location")
                 .and_then(|value| value.to_str().ok())
-                .ok_or_else(|| format!("HTTP {} without a Location", status.as_u16()))?;
-            current = same_host_redirect(&current, location)?;
+                .ok_or_else(|| {
+                    fail(
+                        format!("HTTP {} without a Location", status.as_u16()),
+                        false,
+                    )
+                })?;
+            current =
+                same_host_redirect(&current, location).map_err(|reason| fail(reason, false))?;
             continue;
         }
         if status != 200 {
-            return Err(format!(
+            let reason = format!(
                 "HTTP {} {}",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or("")
-            )
-            .trim_end()
-            .to_owned());
+            );
+            return Err(fail(
+                reason.trim_end().to_owned(),
+                status.is_server_error() || status == 429,
+            ));
         }
-        return response
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (etag, last_modified) = (header("etag"), header("last-modified"));
+        let body = response
             .body_mut()
             .with_config()
             .limit(settings.max_body_bytes)
             .read_to_vec()
             .map_err(|error| match error {
                 ureq::Error::BodyExceedsLimit(limit) => {
-                    format!("the answer is larger than {limit} bytes")
+                    fail(format!("the answer is larger than {limit} bytes"), false)
                 }
-                other => format!("reading the answer failed: {other}"),
-            });
+                other => fail(format!("reading the answer failed: {other}"), false),
+            })?;
+        return Ok(Answer::Fresh {
+            body,
+            etag,
+            last_modified,
+        });
     }
-    Err(format!("more than {MAX_REDIRECTS} redirects"))
+    Err(fail(format!("more than {MAX_REDIRECTS} redirects"), false))
 }
 
 /// Resolves a redirect's Location against `from`, refusing another host or a downgrade to http.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 pub use fetch::FetchSettings;
 
@@ -91,6 +92,20 @@ impl SourceError {
     }
 }
 
+/// What a source answered last time, kept in the state directory so that the next fetch can
+/// be conditional (`If-None-Match` / `If-Modified-Since`) and a 304 still yields its ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedSource {
+    /// The `ETag` of the last 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The `Last-Modified` of the last 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// The networks that answer held.
+    pub networks: Vec<IpNet>,
+}
+
 /// The networks one source yielded, in the order it listed them.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -100,37 +115,78 @@ pub struct Fetched {
     pub networks: Vec<IpNet>,
     /// Something the user should hear about this source (the builtin list's age, plain http).
     pub warning: Option<String>,
+    /// Whether the server answered 304 and the cached networks were used.
+    pub not_modified: bool,
+    /// What to remember for the next conditional request (URL sources with validators).
+    pub cache: Option<CachedSource>,
 }
 
-/// Fetches and parses one source. Never alters anything.
-pub fn load(source: &Source, settings: &FetchSettings) -> Result<Fetched, SourceError> {
-    let (body, warning) = match source {
+/// Fetches and parses one source, conditionally if `cached` holds validators. Never alters
+/// anything.
+pub fn load(
+    source: &Source,
+    settings: &FetchSettings,
+    cached: Option<&CachedSource>,
+) -> Result<Fetched, SourceError> {
+    let mut fetched = Fetched {
+        source: source.clone(),
+        networks: Vec::new(),
+        warning: None,
+        not_modified: false,
+        cache: None,
+    };
+    let body = match source {
         Source::Builtin => {
-            let body = format!("{BUILTIN_V4}\n{BUILTIN_V6}").into_bytes();
-            (body, Some(builtin_warning(SystemTime::now())))
+            fetched.warning = Some(builtin_warning(SystemTime::now()));
+            format!("{BUILTIN_V4}\n{BUILTIN_V6}").into_bytes()
         }
-        Source::File(path) => (
-            fetch::read_file(path, settings.max_body_bytes)
-                .map_err(|reason| SourceError::new(source, reason))?,
-            None,
-        ),
+        Source::File(path) => fetch::read_file(path, settings.max_body_bytes)
+            .map_err(|reason| SourceError::new(source, reason))?,
         Source::Url(url) => {
-            let warning = url
-                .to_ascii_lowercase()
-                .starts_with("http://")
-                .then(|| format!("source {url} is plain http: its answer is not authenticated"));
-            let body =
-                fetch::get(url, settings).map_err(|reason| SourceError::new(source, reason))?;
-            (body, warning)
+            if url.to_ascii_lowercase().starts_with("http://") {
+                fetched.warning = Some(format!(
+                    "source {url} is plain http: its answer is not authenticated"
+                ));
+            }
+            let validators = cached
+                .filter(|cached| cached.etag.is_some() || cached.last_modified.is_some())
+                .map(|cached| fetch::Validators {
+                    etag: cached.etag.clone(),
+                    last_modified: cached.last_modified.clone(),
+                });
+            match fetch::get(url, settings, validators.as_ref())
+                .map_err(|reason| SourceError::new(source, reason))?
+            {
+                fetch::Answer::NotModified => {
+                    let cached = cached.expect("validators come from the cache");
+                    fetched.networks = cached.networks.clone();
+                    fetched.not_modified = true;
+                    fetched.cache = Some(cached.clone());
+                    return Ok(fetched);
+                }
+                fetch::Answer::Fresh {
+                    body,
+                    etag,
+                    last_modified,
+                } => {
+                    if etag.is_some() || last_modified.is_some() {
+                        fetched.cache = Some(CachedSource {
+                            etag,
+                            last_modified,
+                            networks: Vec::new(),
+                        });
+                    }
+                    body
+                }
+            }
         }
     };
-    let networks =
+    fetched.networks =
         parse::parse_body(&body).map_err(|error| SourceError::new(source, error.to_string()))?;
-    Ok(Fetched {
-        source: source.clone(),
-        networks,
-        warning,
-    })
+    if let Some(cache) = fetched.cache.as_mut() {
+        cache.networks = fetched.networks.clone();
+    }
+    Ok(fetched)
 }
 
 fn builtin_warning(now: SystemTime) -> String {
@@ -169,7 +225,7 @@ mod tests {
 
     #[test]
     fn the_builtin_list_is_cloudflares_published_one() {
-        let fetched = load(&Source::Builtin, &FetchSettings::default()).unwrap();
+        let fetched = load(&Source::Builtin, &FetchSettings::default(), None).unwrap();
         let v4 = fetched
             .networks
             .iter()

@@ -4,7 +4,7 @@
 //! `iptables` and `ufw` live in `/usr/sbin`; so a tool is looked up in `PATH` and then in the
 //! usual sbin folders rather than failing with "not found" only when run from cron.
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -70,22 +70,26 @@ pub fn run(program: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8
         command: command.clone(),
         source,
     };
-    let mut child = Command::new(program)
+    // The input goes through an unnamed temporary file, complete before the tool starts: if
+    // we are killed while feeding a pipe, `nft -f -` or `iptables-restore` would read a
+    // truncated batch that may still parse, and apply half of a change.
+    let stdin = match input {
+        Some(input) => {
+            let mut file = tempfile::tempfile().map_err(spawn_error)?;
+            file.write_all(input)
+                .and_then(|()| file.seek(SeekFrom::Start(0)).map(|_| ()))
+                .map_err(spawn_error)?;
+            Stdio::from(file)
+        }
+        None => Stdio::null(),
+    };
+    let child = Command::new(program)
         .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(spawn_error)?;
-    if let Some(input) = input {
-        // Dropping stdin after writing closes it, which tells the tool the input is complete.
-        let mut stdin = child.stdin.take().expect("stdin was piped");
-        stdin.write_all(input).map_err(spawn_error)?;
-    }
     let output = child.wait_with_output().map_err(spawn_error)?;
     if !output.status.success() {
         return Err(ToolError::Failed {
