@@ -204,13 +204,14 @@ pub fn run(
     state_dir.write_state(&state)?;
 
     printer.json(&plan.to_json(Some(generation)));
-    if let Some(lock) = lock.as_ref().filter(|lock| lock.waited.as_millis() > 100) {
-        if !plan.has_news() {
-            printer.warn(&format!(
-                "waited {:.1}s for another run to finish; nothing left to change",
-                lock.waited.as_secs_f64()
-            ));
-        }
+    if let Some(lock) = lock
+        .as_ref()
+        .filter(|lock| lock.waited.as_millis() > 100 && !plan.has_news())
+    {
+        printer.warn(&format!(
+            "waited {:.1}s for another run to finish; nothing left to change",
+            lock.waited.as_secs_f64()
+        ));
     }
     if plan.has_news() || printer.is_verbose() {
         let mut text = plan.render_text(false);
