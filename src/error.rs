@@ -59,9 +59,10 @@ pub enum Error {
     /// A setting that makes no sense.
     #[error("invalid setting: {0}")]
     Setting(String),
-    /// A source failed; nothing was changed.
+    /// A source failed; nothing was changed. (The source error is the message itself, not a
+    /// cause: printing it again as `caused by` would say the same twice.)
     #[error("{0}; nothing was changed")]
-    Source(#[from] SourceError),
+    Source(SourceError),
     /// `sync` without a backend.
     #[error("no backend is configured")]
     NoBackend,
@@ -85,6 +86,12 @@ pub enum Error {
     /// Nothing to roll back to.
     #[error("cannot roll back: {0}")]
     Rollback(String),
+}
+
+impl From<SourceError> for Error {
+    fn from(error: SourceError) -> Error {
+        Error::Source(error)
+    }
 }
 
 impl Error {

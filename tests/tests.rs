@@ -5,5 +5,6 @@ mod cli;
 mod conformance;
 mod e2e_iptables;
 mod e2e_nftables;
+mod e2e_safety;
 mod iptables_modes;
 mod support;

@@ -265,3 +265,62 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// Canonical networks of both families.
+    pub fn network() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<u32>(), 0u8..=32).prop_map(|(bits, length)| {
+                IpNet::new(Ipv4Addr::from(bits).into(), length)
+                    .unwrap()
+                    .trunc()
+            }),
+            (any::<u128>(), 0u8..=128).prop_map(|(bits, length)| {
+                IpNet::new(Ipv6Addr::from(bits).into(), length)
+                    .unwrap()
+                    .trunc()
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_parsed_or_refused_never_a_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_body(&body);
+        }
+
+        #[test]
+        fn any_text_is_parsed_or_refused_never_a_panic(body in "\\PC{0,300}") {
+            let _ = parse_body(body.as_bytes());
+            let _ = parse_json(&body);
+        }
+
+        #[test]
+        fn a_rendered_list_parses_back(networks in proptest::collection::vec(network(), 1..40), crlf in any::<bool>(), final_newline in any::<bool>()) {
+            let separator = if crlf { "\r\n" } else { "\n" };
+            let mut body: String = networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(separator);
+            if final_newline {
+                body.push_str(separator);
+            }
+            prop_assert_eq!(parse_body(body.as_bytes()).unwrap(), networks);
+        }
+
+        #[test]
+        fn a_rendered_json_answer_parses_back(networks in proptest::collection::vec(network(), 1..40)) {
+            let (v4, v6): (Vec<IpNet>, Vec<IpNet>) = networks.iter().partition(|net| matches!(net, IpNet::V4(_)));
+            let strings = |list: &[IpNet]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+            let body = serde_json::json!({
+                "result": {"ipv4_cidrs": strings(&v4), "ipv6_cidrs": strings(&v6), "etag": "x"},
+                "success": true, "errors": [], "messages": []
+            }).to_string();
+            let mut expected = v4.clone();
+            expected.extend(v6);
+            prop_assert_eq!(parse_body(body.as_bytes()).unwrap(), expected);
+        }
+    }
+}

@@ -344,3 +344,72 @@ COMMIT
         assert!(live.rules[0].unrecognised);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn network() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<u32>(), 1u8..=32).prop_map(|(bits, length)| {
+                IpNet::new(Ipv4Addr::from(bits).into(), length)
+                    .unwrap()
+                    .trunc()
+            }),
+            (any::<u128>(), 1u8..=128).prop_map(|(bits, length)| {
+                IpNet::new(Ipv6Addr::from(bits).into(), length)
+                    .unwrap()
+                    .trunc()
+            }),
+        ]
+    }
+
+    fn rule() -> impl Strategy<Value = RuleShape> {
+        (
+            proptest::option::of(network()),
+            proptest::option::of("[a-z][a-z0-9-]{0,20}"),
+            proptest::collection::btree_set(1u16.., 1..6),
+            any::<bool>(),
+            proptest::option::of("[a-z][a-z0-9 -]{0,20}[a-z]"),
+            prop_oneof![Just("ACCEPT"), Just("DROP")],
+        )
+            .prop_map(
+                |(source, match_set, ports, not_loopback, comment, target)| RuleShape {
+                    source,
+                    match_set,
+                    ports: ports.into_iter().collect(),
+                    not_loopback,
+                    comment,
+                    target: target.to_owned(),
+                    unrecognised: false,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_read_or_refused_never_a_panic(text in "(\\*filter\n)?([-:!A-Za-z0-9 ./\"]{0,60}\n){0,8}") {
+            let _ = parse_save(&text);
+            let _ = parse_ipset(&text, "cf-allowlist-v4");
+        }
+
+        #[test]
+        fn any_bytes_are_read_or_refused_never_a_panic(text in "\\PC{0,300}") {
+            let _ = parse_save(&text);
+            let _ = parse_ipset(&text, "cf-allowlist-v4");
+        }
+
+        #[test]
+        fn rendered_rules_read_back(rules in proptest::collection::vec(rule(), 0..10)) {
+            let mut save = String::from("*filter\n:INPUT DROP [0:0]\n:CF-ALLOWLIST - [0:0]\n");
+            for rule in &rules {
+                save.push_str(&format!("-A CF-ALLOWLIST {}\n", rule.render()));
+            }
+            save.push_str("COMMIT\n");
+            let live = parse_save(&save).unwrap();
+            prop_assert_eq!(live.rules, rules);
+        }
+    }
+}

@@ -357,3 +357,46 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_read_or_refused_never_a_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&body, "filter", "input");
+        }
+
+        #[test]
+        fn odd_but_valid_json_never_panics(body in "\\{\"nftables\": \\[(\\{\"(set|rule|chain|table)\": \\{[a-z\":, 0-9\\[\\]{}@]{0,80}\\}\\},? ?){0,4}\\]\\}") {
+            let _ = parse(body.as_bytes(), "filter", "input");
+        }
+
+        #[test]
+        fn set_elements_as_nft_prints_them_read_back(raw in proptest::collection::btree_set((any::<u32>(), 8u8..=32), 0..30)) {
+            let networks: Vec<IpNet> = raw
+                .iter()
+                .map(|(bits, length)| IpNet::new(Ipv4Addr::from(*bits).into(), *length).unwrap().trunc())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            // nft prints a /32 as a bare address and anything else as a prefix object.
+            let elements: Vec<serde_json::Value> = networks
+                .iter()
+                .map(|net| if net.prefix_len() == 32 {
+                    serde_json::json!(net.addr().to_string())
+                } else {
+                    serde_json::json!({"prefix": {"addr": net.addr().to_string(), "len": net.prefix_len()}})
+                })
+                .collect();
+            let json = serde_json::json!({"nftables": [
+                {"set": {"family": "inet", "name": "cf_allowlist_v4", "table": "filter", "type": "ipv4_addr", "flags": ["interval"], "elem": elements}}
+            ]});
+            let live = parse(json.to_string().as_bytes(), "filter", "input").unwrap();
+            prop_assert_eq!(&live.sets["cf_allowlist_v4"].elements, &networks);
+        }
+    }
+}
