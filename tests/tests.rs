@@ -6,5 +6,5 @@ mod conformance;
 mod e2e_iptables;
 mod e2e_nftables;
 mod e2e_safety;
-mod iptables_modes;
+mod large_lists;
 mod support;

@@ -1,5 +1,6 @@
-//! The iptables backend's automatic choice between rules and an ipset, and the switch between
-//! them, driven through the backend API in a namespace of the test thread's own.
+//! Paths taken only for large lists, driven through the backend API in a namespace of the test
+//! thread's own: the iptables backend's automatic switch between rules and an ipset, and the
+//! nftables backend's flush-and-refill of a set when many ranges go at once.
 
 use cf_allowlist_backend::Ranges;
 use cf_allowlist_backend::conformance::{Harness, default_policy, sync};
@@ -54,6 +55,35 @@ fn auto_mode_switches_to_an_ipset_above_the_threshold_and_back() {
             backend.purge().unwrap();
             assert!(backend.observe().unwrap().ranges.is_empty());
         }
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
+#[test]
+fn nftables_refills_a_set_when_many_ranges_go_and_keeps_the_rest() {
+    use cf_allowlist_nftables::REFILL_ABOVE_REMOVALS;
+    use cf_allowlist_nftables::harness::NftablesHarness;
+    require_root();
+    std::thread::spawn(|| {
+        unshare_thread_netns();
+        let harness = NftablesHarness::with_base_ruleset();
+        let backend = harness.backend(&default_policy());
+        let before = many_v6(200);
+        sync(backend.as_ref(), &before);
+        // Drop the first REFILL_ABOVE_REMOVALS + 1 ranges and add as many new ones.
+        let after: Ranges = (REFILL_ABOVE_REMOVALS + 1..200 + REFILL_ABOVE_REMOVALS + 1)
+            .map(|index| format!("2001:db8:0:{index:x}::/64").parse().unwrap())
+            .collect();
+        let change = sync(backend.as_ref(), &after);
+        assert_eq!(change.remove.len(), REFILL_ABOVE_REMOVALS + 1);
+        let observed = backend.observe().unwrap();
+        assert_eq!(observed.ranges, after);
+        assert!(observed.repairs.is_empty(), "{:?}", observed.repairs);
+        // A small change still deletes in place.
+        let small: Ranges = after.iter().skip(1).copied().collect();
+        sync(backend.as_ref(), &small);
+        assert_eq!(backend.observe().unwrap().ranges, small);
     })
     .join()
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
