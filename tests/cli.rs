@@ -219,3 +219,93 @@ fn a_run_that_cannot_get_the_lock_exits_4() {
         .code(4)
         .stderr_has("another cf-allowlist run has held the lock");
 }
+
+/// A python https server on the host's loopback with a self-signed certificate; killed (by the
+/// PID we started) on drop.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    fn start() -> HttpsServer {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .args([
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+            ])
+            .current_dir(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl is installed");
+        assert!(status.success());
+        std::fs::write(dir.path().join("ips-v4"), "198.51.100.0/24\n").unwrap();
+        let script = "import http.server, ssl, sys\n\
+            server = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+            context.load_cert_chain('cert.pem', 'key.pem')\n\
+            server.socket = context.wrap_socket(server.socket, server_side=True)\n\
+            print(server.server_address[1], flush=True)\n\
+            server.serve_forever()\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 is installed");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the server's port");
+        HttpsServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_https_source_with_an_untrusted_certificate_is_refused() {
+    let server = HttpsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("https://127.0.0.1:{}/ips-v4", server.port);
+    let outcome = cf(&["sync", "--dry-run", "--source", &url])
+        .state(&dir.path().join("state"))
+        .run();
+    outcome
+        .code(1)
+        .stderr_has(&format!("error: source {url}: request failed"))
+        .stderr_has("invalid peer certificate");
+    assert!(
+        !outcome.stderr.contains("attempts"),
+        "a refused certificate was retried\n{outcome}"
+    );
+}

@@ -122,10 +122,20 @@ fn get_once(
             }
         }
         let mut response = request.call().map_err(|error| {
-            let retry = matches!(
-                error,
-                ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound
-            );
+            // Passing network trouble is retried; a refused certificate or a timeout is not.
+            let retry = match &error {
+                ureq::Error::Io(io) => matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::NotConnected
+                ),
+                ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+                _ => false,
+            };
             fail(format!("request failed: {error}"), retry)
         })?;
         let status = response.status();
