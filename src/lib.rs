@@ -56,6 +56,25 @@ where
     }
 }
 
+/// Settings for a command that acts on the backends of the last sync unless `--backend` names
+/// others: without `--backend` the configured backends are dropped, and the command falls back
+/// to those the state recorded.
+fn last_sync_settings(
+    cli: &Cli,
+    config: &settings::ConfigFile,
+    args: &cli::BackendArgs,
+) -> Result<settings::Settings, Error> {
+    let overrides = BackendOverrides {
+        kinds: &args.backends,
+        ..BackendOverrides::default()
+    };
+    let mut settings = settings::resolve(cli, config, &overrides)?;
+    if args.backends.is_empty() {
+        settings.backends.clear();
+    }
+    Ok(settings)
+}
+
 fn execute(cli: &Cli, printer: &Printer) -> Result<ExitStatus, Error> {
     let config = settings::read_config(cli.config.as_deref())?;
     let no_overrides = BackendOverrides::default();
@@ -89,15 +108,7 @@ fn execute(cli: &Cli, printer: &Printer) -> Result<ExitStatus, Error> {
             commands::history::run(&StateDir::new(&settings.state_dir), printer)
         }
         Command::Restore(args) => {
-            let overrides = BackendOverrides {
-                kinds: &args.backends,
-                ..BackendOverrides::default()
-            };
-            let mut settings = settings::resolve(cli, &config, &overrides)?;
-            if args.backends.is_empty() {
-                settings.backends.clear();
-            }
-            commands::rollback::restore(&settings, printer)
+            commands::rollback::restore(&last_sync_settings(cli, &config, args)?, printer)
         }
         Command::Rollback(args) => {
             let settings = settings::resolve(cli, &config, &no_overrides)?;
@@ -113,15 +124,7 @@ fn execute(cli: &Cli, printer: &Printer) -> Result<ExitStatus, Error> {
             commands::rollback::unpin(&settings, printer)
         }
         Command::Purge(args) => {
-            let overrides = BackendOverrides {
-                kinds: &args.backends,
-                ..BackendOverrides::default()
-            };
-            let mut settings = settings::resolve(cli, &config, &overrides)?;
-            if args.backends.is_empty() {
-                settings.backends.clear();
-            }
-            commands::purge::run(&settings, printer)
+            commands::purge::run(&last_sync_settings(cli, &config, args)?, printer)
         }
     }
 }

@@ -124,11 +124,10 @@ impl BackendSpec {
             }
             BackendKind::Iptables => {
                 let options = self.iptables.clone().unwrap_or_default();
-                let name = |text: String| text.trim_matches('"').to_owned();
                 format!(
                     "iptables ({} variant, {} mode, tcp {}{restrict})",
-                    name(serde_json::to_string(&options.variant).unwrap_or_default()),
-                    name(serde_json::to_string(&options.mode).unwrap_or_default()),
+                    options.variant,
+                    options.mode,
                     ports.join(",")
                 )
             }

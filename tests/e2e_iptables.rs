@@ -2,20 +2,7 @@
 //! from the edge through real netfilter.
 
 use crate::support::fixture::Reply;
-use crate::support::lab::{Lab, expect_open};
-
-const IN_FIRST_LIST: [&str; 4] = [
-    "198.51.100.10",
-    "198.51.100.200",
-    "203.0.113.10",
-    "2001:db8:cf::10",
-];
-const IN_SECOND_LIST: [&str; 4] = [
-    "198.51.100.10",
-    "198.51.100.200",
-    "203.0.113.200",
-    "2001:db8:cf::10",
-];
+use crate::support::lab::{IN_FIRST_LIST, IN_SECOND_LIST, Lab, SECOND_V4, expect_open};
 
 fn write_config(lab: &Lab, variant: &str, mode: &str) -> String {
     let path = lab.state.path().join("config.toml");
@@ -79,10 +66,7 @@ fn scenario(variant: &str, mode: &str) {
         "a no-op sync rewrote the rules"
     );
 
-    lab.fixture.set(
-        "/ips-v4",
-        Reply::ok("198.51.100.0/25\n198.51.100.128/25\n203.0.113.128/25\n"),
-    );
+    lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
     sync(&lab, &config, &[])
         .code(0)
         .stdout_has("+ 203.0.113.128/25")

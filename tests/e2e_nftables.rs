@@ -1,44 +1,9 @@
 //! nftables end to end: the tool run as an admin or cron would, inside the origin namespace,
 //! proven by TCP connects from the edge.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use crate::support::fixture::Reply;
-use crate::support::lab::{LIST_V4, Lab, expect_open};
-
-const IN_FIRST_LIST: [&str; 4] = [
-    "198.51.100.10",
-    "198.51.100.200",
-    "203.0.113.10",
-    "2001:db8:cf::10",
-];
-const IN_SECOND_LIST: [&str; 4] = [
-    "198.51.100.10",
-    "198.51.100.200",
-    "203.0.113.200",
-    "2001:db8:cf::10",
-];
-
-/// Every file under `dir` with its bytes, to prove a run left the state untouched.
-fn snapshot_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(current) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.display().to_string(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
-}
+use crate::support::lab::{IN_FIRST_LIST, IN_SECOND_LIST, LIST_V4, Lab, SECOND_V4, expect_open};
+use crate::support::snapshot_files;
 
 #[test]
 fn nftables_sync_opens_exactly_the_listed_ranges_and_converges() {
@@ -84,10 +49,7 @@ fn nftables_sync_opens_exactly_the_listed_ranges_and_converges() {
         .code(0);
 
     // Upstream moves a range: the new one opens, the removed one closes, and JSON says so.
-    lab.fixture.set(
-        "/ips-v4",
-        Reply::ok("198.51.100.0/25\n198.51.100.128/25\n203.0.113.128/25\n"),
-    );
+    lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
     let json = lab.sync("nftables", &["--output", "json"]).code(0).json();
     assert_eq!(json["changed"], true);
     assert_eq!(json["dry_run"], false);

@@ -3,52 +3,22 @@
 //! case runs against the nftables backend in the two-namespace lab, and "changes nothing" is
 //! checked byte for byte on the ruleset and on every file of the state directory.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::cmd::Outcome;
 use crate::support::fixture::{Behaviour, Reply};
-use crate::support::lab::{LIST_V4, LIST_V6, Lab, ORIGIN_V4, ORIGIN_V6, expect_open};
+use crate::support::lab::{
+    IN_FIRST_LIST, IN_SECOND_LIST, LIST_V4, LIST_V6, Lab, ORIGIN_V4, ORIGIN_V6, SECOND_V4,
+    expect_open,
+};
 use crate::support::netns::connects;
+use crate::support::snapshot_files;
 
-const IN_FIRST_LIST: [&str; 4] = [
-    "198.51.100.10",
-    "198.51.100.200",
-    "203.0.113.10",
-    "2001:db8:cf::10",
-];
-const SECOND_V4: &str = "198.51.100.0/25\n198.51.100.128/25\n203.0.113.128/25\n";
-const IN_SECOND_LIST: [&str; 4] = [
-    "198.51.100.10",
-    "198.51.100.200",
-    "203.0.113.200",
-    "2001:db8:cf::10",
-];
 /// Sources listed in both lists: they must stay open through anything.
 const IN_BOTH: [&str; 3] = ["198.51.100.10", "198.51.100.200", "2001:db8:cf::10"];
-
-fn snapshot_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(current) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.display().to_string(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
-}
 
 /// A lab whose origin runs the nftables ruleset and has been synced once to the first list,
 /// with short fetch timeouts so that hanging servers cost seconds, not half a minute.
@@ -560,22 +530,24 @@ fn a_passing_server_error_is_retried() {
     assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
 }
 
-/// Starts a sync that pauses at `point`, waits until it says so, and kills it with SIGKILL.
-fn kill_at(lab: &Lab, config: &str, point: &str) {
-    let sources = lab.source_args();
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.origin.name,
-            env!("CARGO_BIN_EXE_cf-allowlist"),
-        ])
+/// `cf-allowlist sync` inside the origin, as a command to spawn (and kill) ourselves.
+fn sync_command(lab: &Lab, config: &str) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &lab.origin.name])
+        .arg(env!("CARGO_BIN_EXE_cf-allowlist"))
         .args(["--config", config, "--state-dir"])
         .arg(lab.state_dir())
         .arg("sync")
-        .args(&sources)
+        .args(lab.source_args())
+        .stdout(Stdio::null());
+    command
+}
+
+/// Starts a sync that pauses at `point`, waits until it says so, and kills it with SIGKILL.
+fn kill_at(lab: &Lab, config: &str, point: &str) {
+    let mut child = sync_command(lab, config)
         .env(cf_allowlist::failpoint::PAUSE_VARIABLE, point)
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -634,19 +606,7 @@ fn sigkill_at_every_step_never_closes_a_listed_range_and_the_next_run_converges(
     for round in 0..16u64 {
         lab.fixture
             .set("/ips-v4", Reply::ok(lists[(round % 2) as usize]));
-        let sources = lab.source_args();
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.origin.name,
-                env!("CARGO_BIN_EXE_cf-allowlist"),
-            ])
-            .args(["--config", &config, "--state-dir"])
-            .arg(lab.state_dir())
-            .arg("sync")
-            .args(&sources)
-            .stdout(Stdio::null())
+        let mut child = sync_command(&lab, &config)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();

@@ -11,7 +11,7 @@ use crate::error::{Error, ExitStatus};
 use crate::plan::Plan;
 use crate::printer::Printer;
 use crate::settings::{BackendSpec, Settings};
-use crate::state::{Generation, LastSync, Pin, StateDir, now_rfc3339};
+use crate::state::{Generation, LastSync, Loaded, Lock, Pin, StateDir, now_rfc3339};
 use crate::validate::counts;
 
 /// Brings `backends` to `generation` (no shrink guard: the generation was applied before, and
@@ -37,6 +37,20 @@ fn apply_generation(
     Ok(plan)
 }
 
+/// Takes the lock and loads the state, warning about anything that had to be recovered.
+fn lock_and_load(
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<(StateDir, Lock, Loaded), Error> {
+    let state_dir = StateDir::new(&settings.state_dir);
+    let lock = state_dir.lock(settings.lock_timeout)?;
+    let loaded = state_dir.load()?;
+    for message in &loaded.recovered {
+        printer.warn(message);
+    }
+    Ok((state_dir, lock, loaded))
+}
+
 /// The backends to act on: those chosen with `--backend`, else those of the last sync.
 fn chosen_backends(settings: &Settings, last_sync: Option<&LastSync>) -> Vec<BackendSpec> {
     if settings.backends.is_empty() {
@@ -50,12 +64,7 @@ fn chosen_backends(settings: &Settings, last_sync: Option<&LastSync>) -> Vec<Bac
 
 /// Applies generation `to` (default: the one before the current) and pins it.
 pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<ExitStatus, Error> {
-    let state_dir = StateDir::new(&settings.state_dir);
-    let _lock = state_dir.lock(settings.lock_timeout)?;
-    let loaded = state_dir.load()?;
-    for message in &loaded.recovered {
-        printer.warn(message);
-    }
+    let (state_dir, _lock, loaded) = lock_and_load(settings, printer)?;
     let mut state = loaded.state;
     if state.last_sync.is_none() && settings.backends.is_empty() {
         return Err(Error::Rollback("no sync has been recorded yet".to_owned()));
@@ -99,12 +108,7 @@ pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<Ex
 /// sync, without fetching anything. With nothing saved yet it warns and succeeds, so that a
 /// boot-time unit does not fail on a host that has never synced.
 pub fn restore(settings: &Settings, printer: &Printer) -> Result<ExitStatus, Error> {
-    let state_dir = StateDir::new(&settings.state_dir);
-    let _lock = state_dir.lock(settings.lock_timeout)?;
-    let loaded = state_dir.load()?;
-    for message in &loaded.recovered {
-        printer.warn(message);
-    }
+    let (_, _lock, loaded) = lock_and_load(settings, printer)?;
     let backends = chosen_backends(settings, loaded.state.last_sync.as_ref());
     let Some(generation) = loaded.current else {
         printer

@@ -42,6 +42,23 @@ pub const PORTS: [u16; 4] = [22, 80, 443, 8080];
 
 /// The served IPv4 list at first (no final newline, as Cloudflare serves it).
 pub const LIST_V4: &str = "198.51.100.0/25\n198.51.100.128/25\n203.0.113.0/25";
+/// The served IPv4 list after upstream moved 203.0.113.0/25 to 203.0.113.128/25.
+pub const SECOND_V4: &str = "198.51.100.0/25\n198.51.100.128/25\n203.0.113.128/25\n";
+/// The edge sources inside the first list.
+pub const IN_FIRST_LIST: [&str; 4] = [
+    "198.51.100.10",
+    "198.51.100.200",
+    "203.0.113.10",
+    "2001:db8:cf::10",
+];
+/// The edge sources inside the second list.
+pub const IN_SECOND_LIST: [&str; 4] = [
+    "198.51.100.10",
+    "198.51.100.200",
+    "203.0.113.200",
+    "2001:db8:cf::10",
+];
+
 /// The served IPv6 list.
 pub const LIST_V6: &str = "2001:db8:cf::/48\n";
 

@@ -62,6 +62,26 @@ pub enum Mode {
     Ipset,
 }
 
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Variant::Auto => "auto",
+            Variant::Nft => "nft",
+            Variant::Legacy => "legacy",
+        })
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Rules => "rules",
+            Mode::Ipset => "ipset",
+        })
+    }
+}
+
 /// Options of the iptables backend, beyond the shared policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
