@@ -239,6 +239,77 @@ mod tests {
         assert!(shrink_refusals("x", &Ranges::new(), &no_v6).is_empty());
     }
 
+    fn sample_plan() -> Plan {
+        use crate::cli::BackendKind;
+        use crate::settings::BackendSpec;
+        use cf_allowlist_backend::{Observed, Policy};
+        let before = ranges(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]);
+        let target = ranges(&["198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]);
+        let observed = Observed {
+            ranges: before.clone(),
+            repairs: vec!["insert rule \"cf-allowlist ipv4\" in inet filter input".to_owned()],
+            warnings: Vec::new(),
+        };
+        Plan {
+            dry_run: true,
+            sources: vec!["builtin".to_owned()],
+            target: target.clone(),
+            upstream: Some(UpstreamChange::between(Some((4, &before)), &target)),
+            pinned: None,
+            backends: vec![BackendPlan {
+                spec: BackendSpec {
+                    kind: BackendKind::Nftables,
+                    policy: Policy {
+                        ports: vec![80, 443],
+                        restrict: false,
+                    },
+                    nftables: Some(Default::default()),
+                    iptables: None,
+                },
+                change: Change::between(&observed, &target),
+                warnings: Vec::new(),
+            }],
+            refusals: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_text_plan_reads_as_documented() {
+        assert_eq!(
+            sample_plan().render_text(false),
+            "upstream changed since generation 4: 1 added, 1 removed
+  + 203.0.113.0/24
+  - 192.0.2.0/24
+nftables (inet filter input, tcp 80,443):
+  ~ insert rule \"cf-allowlist ipv4\" in inet filter input
+  + 203.0.113.0/24
+  - 192.0.2.0/24
+  = 2 unchanged
+"
+        );
+    }
+
+    #[test]
+    fn the_json_plan_has_the_documented_fields() {
+        let json = sample_plan().to_json(None);
+        assert_eq!(json["changed"], true);
+        assert_eq!(json["dry_run"], true);
+        assert_eq!(json["generation"], serde_json::Value::Null);
+        assert_eq!(json["ranges"]["ipv4"], 2);
+        assert_eq!(json["upstream"]["previous_generation"], 4);
+        assert_eq!(json["backends"][0]["backend"], "nftables");
+        assert_eq!(
+            json["backends"][0]["added"],
+            serde_json::json!(["203.0.113.0/24"])
+        );
+        assert_eq!(
+            json["backends"][0]["removed"],
+            serde_json::json!(["192.0.2.0/24"])
+        );
+        assert_eq!(json["backends"][0]["unchanged"], 2);
+        assert_eq!(json["refused"], serde_json::json!([]));
+    }
+
     #[test]
     fn the_upstream_change_is_the_difference_with_the_snapshot() {
         let before = ranges(&["192.0.2.0/24", "198.51.100.0/24"]);
