@@ -167,6 +167,8 @@ pub struct Lock {
     _file: File,
     /// How long we waited for it.
     pub waited: Duration,
+    /// Whether another run held it when we first asked.
+    pub contended: bool,
 }
 
 impl StateDir {
@@ -202,16 +204,19 @@ impl StateDir {
             .open(&path)
             .map_err(Self::io("open", &path))?;
         let started = Instant::now();
+        let mut contended = false;
         loop {
             match file.try_lock() {
                 Ok(()) => {
                     return Ok(Lock {
                         _file: file,
                         waited: started.elapsed(),
+                        contended,
                     });
                 }
                 Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < timeout => {
-                    std::thread::sleep(Duration::from_millis(50));
+                    contended = true;
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(StateError::LockBusy {

@@ -206,10 +206,10 @@ pub fn run(
     printer.json(&plan.to_json(Some(generation)));
     if let Some(lock) = lock
         .as_ref()
-        .filter(|lock| lock.waited.as_millis() > 100 && !plan.has_news())
+        .filter(|lock| lock.contended && !plan.has_news())
     {
         printer.warn(&format!(
-            "waited {:.1}s for another run to finish; nothing left to change",
+            "waited {:.2}s for another run to finish; nothing left to change",
             lock.waited.as_secs_f64()
         ));
     }
