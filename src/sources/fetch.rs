@@ -198,11 +198,16 @@ fn get_once(
 
 /// Resolves a redirect's Location against `from`, refusing another host or a downgrade to http.
 fn same_host_redirect(from: &str, location: &str) -> Result<String, String> {
-    let (from_scheme, from_authority, _) = split_url(from).ok_or("malformed URL")?;
-    let target = if location.starts_with('/') && !location.starts_with("//") {
+    let (from_scheme, from_authority, from_path) = split_url(from).ok_or("malformed URL")?;
+    let target = if location.starts_with("//") || location.contains("://") {
+        location.to_owned()
+    } else if location.starts_with('/') {
         format!("{from_scheme}://{from_authority}{location}")
     } else {
-        location.to_owned()
+        // A relative reference: resolved against the current path's folder.
+        let folder = &from_path[..from_path.rfind('/').map_or(0, |at| at + 1)];
+        let folder = if folder.is_empty() { "/" } else { folder };
+        format!("{from_scheme}://{from_authority}{folder}{location}")
     };
     let (scheme, authority, _) =
         split_url(&target).ok_or_else(|| format!("redirect to unusable location {location:?}"))?;
@@ -252,6 +257,10 @@ mod tests {
         assert_eq!(
             same_host_redirect("http://127.0.0.1:8080/a", "http://127.0.0.1:8080/b").unwrap(),
             "http://127.0.0.1:8080/b"
+        );
+        assert_eq!(
+            same_host_redirect("https://www.cloudflare.com/lists/ips-v4", "ips-v4/").unwrap(),
+            "https://www.cloudflare.com/lists/ips-v4/"
         );
         assert!(
             same_host_redirect("https://www.cloudflare.com/ips-v4", "https://evil.test/x").is_err()
