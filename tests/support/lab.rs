@@ -13,6 +13,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use cf_allowlist_backend::Family;
+
 use super::cmd::{Outcome, cf};
 use super::fixture::{FixtureServer, Reply};
 use super::netns::{Listeners, Netns, connects};
@@ -264,25 +266,18 @@ pub fn expect_open(allowed: &[&str]) -> BTreeSet<String> {
     open
 }
 
-/// The origin's iptables rules for one family: policy DROP, established, loopback and ICMPv6
-/// accepted, ssh from the admin range, and a DROP for the web ports our jump must beat.
-pub fn origin_iptables_rules(v6: bool) -> String {
-    let (admin, icmp) = if v6 {
-        ("2001:db8:1::/64", "-A INPUT -p ipv6-icmp -j ACCEPT\n")
-    } else {
-        ("192.0.2.0/24", "")
+/// The origin's iptables rules for one family: the harness's policy-DROP rules with ssh from
+/// the admin range added before the web ports' DROP.
+pub fn origin_iptables_rules(family: Family) -> String {
+    let admin = match family {
+        Family::V4 => "192.0.2.0/24",
+        Family::V6 => "2001:db8:1::/64",
     };
-    format!(
-        "*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A INPUT -i lo -j ACCEPT
-{icmp}-A INPUT -s {admin} -p tcp -m tcp --dport 22 -m comment --comment \"admin ssh\" -j ACCEPT
--A INPUT -p tcp -m multiport --dports 80,443 -j DROP
-COMMIT
-"
+    cf_allowlist_iptables::harness::base_rules(
+        family,
+        &format!(
+            "-A INPUT -s {admin} -p tcp -m tcp --dport 22 -m comment --comment \"admin ssh\" -j ACCEPT\n"
+        ),
     )
 }
 
@@ -290,11 +285,11 @@ impl Lab {
     /// Loads [`origin_iptables_rules`] into `variant` (`nft` or `legacy`), replacing the filter
     /// tables as a reload of the saved rules would.
     pub fn load_iptables_rules(&self, variant: &str) {
-        for (tool, v6) in [("iptables", false), ("ip6tables", true)] {
+        for (tool, family) in [("iptables", Family::V4), ("ip6tables", Family::V6)] {
             self.origin.exec_with_input(
                 &format!("{tool}-{variant}-restore"),
                 &[],
-                &origin_iptables_rules(v6),
+                &origin_iptables_rules(family),
             );
         }
     }

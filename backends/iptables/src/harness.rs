@@ -4,33 +4,30 @@
 use std::process::{Command, Stdio};
 
 use cf_allowlist_backend::conformance::Harness;
-use cf_allowlist_backend::{Backend, Policy};
+use cf_allowlist_backend::{Backend, Family, Policy};
 
 use crate::{Concrete, IptablesBackend, IptablesOptions, Mode, Variant};
 
-/// A typical host's IPv4 rules: policy DROP, established and loopback accepted, and a
+/// A typical host's rules for one family: policy DROP, established and loopback accepted
+/// (and ICMPv6, for neighbour discovery), then `extra` rules (lines of `-A INPUT …`), then a
 /// broader DROP for the web ports that our jump must come before.
-pub const BASE_V4: &str = "*filter
+pub fn base_rules(family: Family, extra: &str) -> String {
+    let icmp = match family {
+        Family::V4 => "",
+        Family::V6 => "-A INPUT -p ipv6-icmp -j ACCEPT\n",
+    };
+    format!(
+        "*filter
 :INPUT DROP [0:0]
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]
 -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A INPUT -i lo -j ACCEPT
--A INPUT -p tcp -m multiport --dports 80,443 -j DROP
+{icmp}{extra}-A INPUT -p tcp -m multiport --dports 80,443 -j DROP
 COMMIT
-";
-
-/// The IPv6 twin of [`BASE_V4`], with ICMPv6 accepted (neighbour discovery).
-pub const BASE_V6: &str = "*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A INPUT -i lo -j ACCEPT
--A INPUT -p ipv6-icmp -j ACCEPT
--A INPUT -p tcp -m multiport --dports 80,443 -j DROP
-COMMIT
-";
+"
+    )
+}
 
 /// Runs the iptables backend in one variant and mode.
 #[derive(Debug)]
@@ -72,28 +69,17 @@ impl IptablesHarness {
 
     /// Flushes the filter tables and loads the base rules, as a firewall reload would.
     pub fn reload_base(&self) {
-        run(
-            &self
-                .variant
-                .tool(cf_allowlist_backend::Family::V4, "restore"),
-            &[],
-            Some(BASE_V4),
-        );
-        run(
-            &self
-                .variant
-                .tool(cf_allowlist_backend::Family::V6, "restore"),
-            &[],
-            Some(BASE_V6),
-        );
+        for family in Family::ALL {
+            run(
+                &self.variant.tool(family, "restore"),
+                &[],
+                Some(&base_rules(family, "")),
+            );
+        }
     }
 
     fn iptables(&self, v6: bool, args: &[&str]) {
-        let family = if v6 {
-            cf_allowlist_backend::Family::V6
-        } else {
-            cf_allowlist_backend::Family::V4
-        };
+        let family = if v6 { Family::V6 } else { Family::V4 };
         let tool = self.variant.tool(family, "save").replace("-save", "");
         run(&tool, args, None);
     }
@@ -144,7 +130,7 @@ impl Harness for IptablesHarness {
 
     fn dump(&self) -> String {
         let mut dump = String::new();
-        for family in cf_allowlist_backend::Family::ALL {
+        for family in Family::ALL {
             dump.push_str(&run(
                 &self.variant.tool(family, "save"),
                 &["-t", "filter"],
@@ -234,7 +220,7 @@ impl Harness for IptablesHarness {
             "our chain flushed" => self.iptables(true, &["-F", "CF-ALLOWLIST"]),
             "a rule of ours appended twice" => {
                 let save = run(
-                    &self.variant.tool(cf_allowlist_backend::Family::V4, "save"),
+                    &self.variant.tool(Family::V4, "save"),
                     &["-t", "filter"],
                     None,
                 );
@@ -244,9 +230,7 @@ impl Harness for IptablesHarness {
                     .expect("a rule of ours")
                     .to_owned();
                 run(
-                    &self
-                        .variant
-                        .tool(cf_allowlist_backend::Family::V4, "restore"),
+                    &self.variant.tool(Family::V4, "restore"),
                     &["--noflush"],
                     Some(&format!("*filter\n{first}\nCOMMIT\n")),
                 );
