@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::backends::BackendKind;
+
 /// Keep a server's firewall open to Cloudflare's published ranges, and to nothing it shouldn't
 /// be.
 #[derive(Debug, Parser)]
@@ -109,16 +111,4 @@ pub struct RollbackArgs {
     /// The generation to go back to (default: the one before the current).
     #[arg(long, value_name = "GENERATION")]
     pub to: Option<u64>,
-}
-
-/// The kinds of backend.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// nftables, through `nft`.
-    Nftables,
-    /// iptables and ip6tables (nf_tables or legacy), optionally with ipset.
-    Iptables,
 }

@@ -7,6 +7,7 @@
 //! Firewalls are reached only through the [`cf_allowlist_backend::Backend`] trait, networks only
 //! through [`sources`].
 
+pub mod backends;
 pub mod cli;
 pub mod commands;
 pub mod error;

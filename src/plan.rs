@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use cf_allowlist_backend::{Change, Family, Ranges};
 
-use crate::settings::BackendSpec;
+use crate::backends::BackendSpec;
 use crate::state::Pin;
 use crate::validate::counts;
 
@@ -142,7 +142,7 @@ impl Plan {
             .iter()
             .map(|backend| {
                 json!({
-                    "backend": backend.spec.kind,
+                    "backend": backend.spec.kind(),
                     "description": backend.spec.describe(),
                     "changed": !backend.change.is_empty(),
                     "added": backend.change.add.to_strings(),
@@ -240,15 +240,14 @@ mod tests {
     }
 
     fn sample_plan() -> Plan {
-        use crate::cli::BackendKind;
-        use crate::settings::BackendSpec;
+        use crate::backends::BackendSpec;
         use cf_allowlist_backend::{Observed, Policy};
         let before = ranges(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]);
         let target = ranges(&["198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]);
         let observed = Observed {
             ranges: before.clone(),
             repairs: vec!["insert rule \"cf-allowlist ipv4\" in inet filter input".to_owned()],
-            warnings: Vec::new(),
+            ..Observed::default()
         };
         Plan {
             dry_run: true,
@@ -257,14 +256,12 @@ mod tests {
             upstream: Some(UpstreamChange::between(Some((4, &before)), &target)),
             pinned: None,
             backends: vec![BackendPlan {
-                spec: BackendSpec {
-                    kind: BackendKind::Nftables,
+                spec: BackendSpec::Nftables {
                     policy: Policy {
                         ports: vec![80, 443],
                         restrict: false,
                     },
-                    nftables: Some(Default::default()),
-                    iptables: None,
+                    nftables: Default::default(),
                 },
                 change: Change::between(&observed, &target),
                 warnings: Vec::new(),

@@ -5,13 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use cf_allowlist_backend::{Backend, Policy};
-use cf_allowlist_iptables::{IptablesBackend, IptablesOptions, Mode, Variant};
-use cf_allowlist_nftables::{NftablesBackend, NftablesOptions};
+use cf_allowlist_backend::Policy;
 
-use crate::cli::{BackendKind, Cli, OutputFormat};
+use crate::backends::{BackendEntry, BackendKind, BackendSpec, normalise_ports};
+use crate::cli::{Cli, OutputFormat};
 use crate::error::Error;
 use crate::printer::{Printer, Verbosity};
 use crate::sources::{DEFAULT_SOURCES, FetchSettings, Source};
@@ -51,88 +50,6 @@ pub struct ConfigFile {
     /// The backends to keep open.
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendEntry>,
-}
-
-/// One `[[backend]]` table of the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendEntry {
-    /// Which backend.
-    pub kind: BackendKind,
-    /// TCP ports for this backend.
-    pub ports: Option<Vec<u16>>,
-    /// Restrict mode for this backend.
-    pub restrict: Option<bool>,
-    /// nftables: the inet table.
-    pub table: Option<String>,
-    /// nftables: the chain.
-    pub chain: Option<String>,
-    /// iptables: `auto`, `nft` or `legacy`.
-    pub variant: Option<Variant>,
-    /// iptables: `auto`, `rules` or `ipset`.
-    pub mode: Option<Mode>,
-}
-
-/// A fully resolved backend: what to build, and what was recorded in the state so that later
-/// commands act on the same firewall parts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendSpec {
-    /// Which backend.
-    pub kind: BackendKind,
-    /// Ports and restrict mode.
-    pub policy: Policy,
-    /// nftables options, for the nftables backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nftables: Option<NftablesOptions>,
-    /// iptables options, for the iptables backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iptables: Option<IptablesOptions>,
-}
-
-impl BackendSpec {
-    /// Builds the backend.
-    pub fn build(&self) -> Box<dyn Backend> {
-        match self.kind {
-            BackendKind::Nftables => Box::new(NftablesBackend::new(
-                self.nftables.clone().unwrap_or_default(),
-                self.policy.clone(),
-            )),
-            BackendKind::Iptables => Box::new(IptablesBackend::new(
-                self.iptables.clone().unwrap_or_default(),
-                self.policy.clone(),
-            )),
-        }
-    }
-
-    /// A short description for plans: `nftables inet filter input, tcp 80,443`.
-    pub fn describe(&self) -> String {
-        let ports: Vec<String> = self.policy.ports.iter().map(u16::to_string).collect();
-        let restrict = if self.policy.restrict {
-            ", restrict"
-        } else {
-            ""
-        };
-        match self.kind {
-            BackendKind::Nftables => {
-                let options = self.nftables.clone().unwrap_or_default();
-                format!(
-                    "nftables (inet {} {}, tcp {}{restrict})",
-                    options.table,
-                    options.chain,
-                    ports.join(",")
-                )
-            }
-            BackendKind::Iptables => {
-                let options = self.iptables.clone().unwrap_or_default();
-                format!(
-                    "iptables ({} variant, {} mode, tcp {}{restrict})",
-                    options.variant,
-                    options.mode,
-                    ports.join(",")
-                )
-            }
-        }
-    }
 }
 
 /// Settings shared by every command.
@@ -228,7 +145,8 @@ pub fn resolve(
                 .map(<[u16]>::to_vec)
                 .or_else(|| config.ports.clone())
                 .unwrap_or_else(|| DEFAULT_PORTS.to_vec()),
-        )?,
+        )
+        .map_err(Error::Setting)?,
         restrict: overrides.restrict || config.restrict.unwrap_or(false),
     };
     let entries: Vec<BackendEntry> = if overrides.kinds.is_empty() {
@@ -241,66 +159,21 @@ pub fn resolve(
                 config
                     .backends
                     .iter()
-                    .find(|entry| entry.kind == *kind)
+                    .find(|entry| entry.kind() == *kind)
                     .cloned()
-                    .unwrap_or(BackendEntry {
-                        kind: *kind,
-                        ports: None,
-                        restrict: None,
-                        table: None,
-                        chain: None,
-                        variant: None,
-                        mode: None,
-                    })
+                    .unwrap_or_else(|| BackendEntry::for_kind(*kind))
             })
             .collect()
     };
     let mut backends = Vec::new();
     for entry in entries {
-        let ports = match (overrides.ports, &entry.ports) {
-            (Some(ports), _) => normalise_ports(ports.to_vec())?,
-            (None, Some(ports)) => normalise_ports(ports.clone())?,
-            (None, None) => default_policy.ports.clone(),
-        };
-        let restrict = overrides.restrict || entry.restrict.unwrap_or(default_policy.restrict);
-        let policy = Policy { ports, restrict };
-        let misplaced = |what: &str| {
-            Error::Setting(format!(
-                "`{what}` is not an option of the {:?} backend",
-                entry.kind
-            ))
-        };
-        let spec = match entry.kind {
-            BackendKind::Nftables => {
-                if entry.variant.is_some() || entry.mode.is_some() {
-                    return Err(misplaced("variant/mode"));
-                }
-                let defaults = NftablesOptions::default();
-                BackendSpec {
-                    kind: entry.kind,
-                    policy,
-                    nftables: Some(NftablesOptions {
-                        table: entry.table.unwrap_or(defaults.table),
-                        chain: entry.chain.unwrap_or(defaults.chain),
-                    }),
-                    iptables: None,
-                }
-            }
-            BackendKind::Iptables => {
-                if entry.table.is_some() || entry.chain.is_some() {
-                    return Err(misplaced("table/chain"));
-                }
-                BackendSpec {
-                    kind: entry.kind,
-                    policy,
-                    nftables: None,
-                    iptables: Some(IptablesOptions {
-                        variant: entry.variant.unwrap_or_default(),
-                        mode: entry.mode.unwrap_or_default(),
-                    }),
-                }
-            }
-        };
+        let spec = entry
+            .resolve(
+                &default_policy,
+                overrides.ports,
+                overrides.restrict.then_some(true),
+            )
+            .map_err(Error::Setting)?;
         if backends.contains(&spec) {
             return Err(Error::Setting(format!(
                 "backend {} is configured twice",
@@ -343,17 +216,6 @@ pub fn resolve(
     })
 }
 
-fn normalise_ports(mut ports: Vec<u16>) -> Result<Vec<u16>, Error> {
-    ports.sort_unstable();
-    ports.dedup();
-    if ports.is_empty() || ports.contains(&0) {
-        return Err(Error::Setting(
-            "ports must be a non-empty list of TCP ports from 1 to 65535".into(),
-        ));
-    }
-    Ok(ports)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,9 +241,10 @@ mod tests {
         let settings = resolve(&cli(&["sync"]), &config, &BackendOverrides::default()).unwrap();
         assert_eq!(settings.sources, vec![Source::Builtin]);
         assert_eq!(settings.backends.len(), 1);
-        assert_eq!(settings.backends[0].policy.ports, vec![8443]);
-        assert!(settings.backends[0].policy.restrict);
-        assert_eq!(settings.backends[0].nftables.as_ref().unwrap().table, "fw");
+        assert_eq!(
+            settings.backends[0].describe(),
+            "nftables (inet fw input, tcp 8443, restrict)"
+        );
 
         let ports = [443, 80, 443];
         let overrides = BackendOverrides {
@@ -392,8 +255,10 @@ mod tests {
         };
         let settings = resolve(&cli(&["sync"]), &config, &overrides).unwrap();
         assert_eq!(settings.sources, vec![Source::File("/tmp/list".into())]);
-        assert_eq!(settings.backends[0].policy.ports, vec![80, 443]);
-        assert_eq!(settings.backends[0].nftables.as_ref().unwrap().table, "fw");
+        assert_eq!(
+            settings.backends[0].describe(),
+            "nftables (inet fw input, tcp 80,443, restrict)"
+        );
     }
 
     #[test]

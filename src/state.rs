@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use cf_allowlist_backend::Ranges;
 
-use crate::settings::BackendSpec;
+use crate::backends::BackendSpec;
 use crate::sources::CachedSource;
 
 /// The default state directory.

@@ -9,10 +9,10 @@ pub mod sync;
 
 use cf_allowlist_backend::{Change, Ranges};
 
+use crate::backends::BackendSpec;
 use crate::error::Error;
 use crate::plan::{BackendPlan, shrink_refusals};
 use crate::printer::Printer;
-use crate::settings::BackendSpec;
 
 /// Observes every backend and plans its change to `target`; with `guard`, collects the shrink
 /// refusals against what each backend holds now.

@@ -6,11 +6,12 @@
 
 use serde_json::json;
 
+use crate::backends::BackendSpec;
 use crate::commands::{apply_plans, plan_backends, print_warnings};
 use crate::error::{Error, ExitStatus};
 use crate::plan::Plan;
 use crate::printer::Printer;
-use crate::settings::{BackendSpec, Settings};
+use crate::settings::Settings;
 use crate::state::{Generation, LastSync, Loaded, Lock, Pin, StateDir, now_rfc3339};
 use crate::validate::counts;
 

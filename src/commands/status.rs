@@ -7,9 +7,9 @@ use serde_json::json;
 
 use cf_allowlist_backend::{Change, Family, Ranges};
 
+use crate::backends::BackendSpec;
 use crate::error::{Error, ExitStatus};
 use crate::printer::Printer;
-use crate::settings::BackendSpec;
 use crate::state::StateDir;
 
 /// Prints the status; `backends` overrides those of the last sync.
@@ -73,7 +73,7 @@ pub fn run(
             printer.warn(&format!("{}: {warning}", spec.describe()));
         }
         backend_json.push(json!({
-            "backend": spec.kind,
+            "backend": spec.kind(),
             "description": spec.describe(),
             "in_sync": in_sync,
             "missing": change.add.to_strings(),

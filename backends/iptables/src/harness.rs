@@ -248,4 +248,23 @@ impl Harness for IptablesHarness {
             other => panic!("unknown drift {other:?}"),
         }
     }
+
+    fn our_verdicts_in_order(&self) -> Vec<Vec<String>> {
+        Family::ALL
+            .iter()
+            .map(|family| {
+                run(&self.variant.tool(*family, "save"), &["-t", "filter"], None)
+                    .lines()
+                    .filter(|line| line.starts_with("-A CF-ALLOWLIST "))
+                    .map(|line| {
+                        if line.ends_with("-j DROP") {
+                            "drop".to_owned()
+                        } else {
+                            "accept".to_owned()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
 }

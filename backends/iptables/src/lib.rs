@@ -24,7 +24,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use cf_allowlist_backend::tool::{self, ToolError};
-use cf_allowlist_backend::{Backend, BackendError, Change, Family, Observed, Policy, Ranges};
+use cf_allowlist_backend::{
+    Backend, BackendError, Basis, Change, ErrorKind, Family, Observed, Policy, Ranges,
+};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -105,8 +107,18 @@ pub enum IptablesError {
     Parse(#[from] save::ParseError),
 }
 
+impl IptablesError {
+    /// The backend error for a failed `step`.
+    fn at(self, step: &'static str) -> BackendError {
+        match self {
+            IptablesError::Tool(error) => BackendError::tool(LABEL, step, "iptables", error),
+            IptablesError::Parse(_) => BackendError::new(LABEL, step, ErrorKind::Rejected, self),
+        }
+    }
+}
+
 /// A concrete variant, after detection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Concrete {
     /// iptables-nft.
     Nft,
@@ -137,6 +149,31 @@ impl Concrete {
     }
 }
 
+/// Whether the legacy (x_tables) filter table of `family` exists in this network namespace,
+/// read from /proc without running `iptables-legacy-save`, which would create the tables as a
+/// side effect of reading (and make every later `iptables` command warn about them).
+pub fn legacy_filter_exists(family: Family) -> bool {
+    let file = match family {
+        // thread-self, not /proc/net (which is the process's): a thread may have entered a
+        // namespace of its own, as the tests' threads do.
+        Family::V4 => "/proc/thread-self/net/ip_tables_names",
+        Family::V6 => "/proc/thread-self/net/ip6_tables_names",
+    };
+    std::fs::read_to_string(file).is_ok_and(|names| names.lines().any(|name| name == "filter"))
+}
+
+/// The variant plain `iptables` runs, from where its alternatives link leads (no process).
+fn default_variant() -> Concrete {
+    match tool::locate("iptables").and_then(|path| {
+        std::fs::canonicalize(&path).map_err(|_| ToolError::NotFound {
+            name: "iptables".to_owned(),
+        })
+    }) {
+        Ok(target) if target.to_string_lossy().contains("legacy") => Concrete::Legacy,
+        _ => Concrete::Nft,
+    }
+}
+
 /// One family's part of the firewall, read and judged.
 #[derive(Debug, Clone, Default)]
 struct FamilyState {
@@ -146,7 +183,37 @@ struct FamilyState {
     /// Whether a copy left by an interrupted swap exists.
     leftover_copy: bool,
     ranges: Ranges,
+    uses_set: bool,
     repairs: Vec<String>,
+}
+
+/// Everything of ours, read once: the variant written to and both families.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    variant: Concrete,
+    warning: Option<String>,
+    families: [FamilyState; 2],
+}
+
+impl Snapshot {
+    /// The fingerprint of our parts: chains, jumps (by spec, not position) and sets.
+    fn basis(&self) -> Basis {
+        let parts: Vec<_> = self
+            .families
+            .iter()
+            .map(|state| {
+                let jumps: Vec<&String> = state.live.jumps.iter().map(|(_, spec)| spec).collect();
+                (
+                    state.live.chain_exists,
+                    &state.live.rules,
+                    jumps,
+                    &state.set,
+                    state.leftover_copy,
+                )
+            })
+            .collect();
+        Basis::of((self.variant, parts))
+    }
 }
 
 /// Keeps iptables and ip6tables open to a set of ranges.
@@ -162,39 +229,65 @@ impl IptablesBackend {
         IptablesBackend { options, policy }
     }
 
-    /// Resolves `variant = "auto"`; returns the variant and any warning.
-    pub fn variant(&self) -> Result<(Concrete, Option<String>), IptablesError> {
-        match self.options.variant {
-            Variant::Nft => return Ok((Concrete::Nft, None)),
-            Variant::Legacy => return Ok((Concrete::Legacy, None)),
-            Variant::Auto => {}
-        }
-        let in_use = |variant: Concrete| {
-            Family::ALL.iter().any(|family| {
-                read_save(variant, *family)
-                    .map(|live| live.in_use)
-                    .unwrap_or(false)
-            })
+    /// Reads both families of the variant to write to (resolving `variant = "auto"`) and our
+    /// sets: one save per family and variant consulted, one `ipset save`.
+    fn snapshot(&self) -> Result<Snapshot, IptablesError> {
+        let read_variant = |variant: Concrete| -> Result<[Live; 2], IptablesError> {
+            Ok([
+                read_save(variant, Family::V4)?,
+                read_save(variant, Family::V6)?,
+            ])
         };
-        let default = match tool::locate("iptables")
-            .and_then(|path| tool::run(&path, &["-V"], None))
-        {
-            Ok(version) if String::from_utf8_lossy(&version).contains("legacy") => Concrete::Legacy,
-            _ => Concrete::Nft,
+        let (variant, lives, warning) = match self.options.variant {
+            Variant::Nft => (Concrete::Nft, read_variant(Concrete::Nft)?, None),
+            Variant::Legacy => (Concrete::Legacy, read_variant(Concrete::Legacy)?, None),
+            Variant::Auto => {
+                let default = default_variant();
+                let nft = match read_variant(Concrete::Nft) {
+                    Ok(lives) => Some(lives),
+                    Err(IptablesError::Tool(ToolError::NotFound { .. })) => None,
+                    Err(error) => return Err(error),
+                };
+                let legacy = if Family::ALL
+                    .iter()
+                    .any(|family| legacy_filter_exists(*family))
+                {
+                    Some(read_variant(Concrete::Legacy)?)
+                } else {
+                    None
+                };
+                let in_use =
+                    |lives: &Option<[Live; 2]>| lives.iter().flatten().any(|live| live.in_use);
+                let (chosen, warning) = match (in_use(&nft), in_use(&legacy)) {
+                    (true, true) => (
+                        default,
+                        Some(format!(
+                            "rules exist in both iptables-nft and iptables-legacy, and the kernel \
+                             evaluates both: a DROP in either wins; writing to {} (the one \
+                             `iptables` runs); set `variant` to choose",
+                            default.name()
+                        )),
+                    ),
+                    (true, false) => (Concrete::Nft, None),
+                    (false, true) => (Concrete::Legacy, None),
+                    (false, false) => (default, None),
+                };
+                let lives = match (chosen, nft, legacy) {
+                    (Concrete::Nft, Some(lives), _) | (Concrete::Legacy, _, Some(lives)) => lives,
+                    (other, _, _) => read_variant(other)?,
+                };
+                (chosen, lives, warning)
+            }
         };
-        Ok(match (in_use(Concrete::Nft), in_use(Concrete::Legacy)) {
-            (true, true) => (
-                default,
-                Some(format!(
-                    "rules exist in both iptables-nft and iptables-legacy, and the kernel evaluates \
-                     both: a DROP in either wins; writing to {} (the one `iptables` runs); set \
-                     `variant` to choose",
-                    default.name()
-                )),
-            ),
-            (true, false) => (Concrete::Nft, None),
-            (false, true) => (Concrete::Legacy, None),
-            (false, false) => (default, None),
+        let sets = read_ipsets()?;
+        let [v4, v6] = lives;
+        Ok(Snapshot {
+            variant,
+            warning,
+            families: [
+                self.judge(variant, Family::V4, v4, sets.as_deref())?,
+                self.judge(variant, Family::V6, v6, sets.as_deref())?,
+            ],
         })
     }
 
@@ -237,14 +330,19 @@ impl IptablesBackend {
         rules
     }
 
-    fn inspect(&self, variant: Concrete, family: Family) -> Result<FamilyState, IptablesError> {
-        let live = read_save(variant, family)?;
-        let sets = read_ipsets()?;
-        let set = match &sets {
+    /// Judges one family's listing: the ranges it allows and what is structurally wrong.
+    fn judge(
+        &self,
+        variant: Concrete,
+        family: Family,
+        live: Live,
+        sets: Option<&str>,
+    ) -> Result<FamilyState, IptablesError> {
+        let set = match sets {
             Some(text) => save::parse_ipset(text, names::set_name(family))?,
             None => None,
         };
-        let leftover_copy = sets.as_deref().is_some_and(|text| {
+        let leftover_copy = sets.is_some_and(|text| {
             save::parse_ipset(
                 text,
                 &format!("{}{}", names::set_name(family), names::NEW_SUFFIX),
@@ -254,19 +352,11 @@ impl IptablesBackend {
             .is_some()
         });
         let tool_name = variant.tool(family, "save").replace("-save", "");
-        let mut state = FamilyState {
-            live,
-            set,
-            leftover_copy,
-            ..FamilyState::default()
-        };
-        let uses_set = state
-            .live
+        let uses_set = live
             .rules
             .iter()
             .any(|rule| rule.match_set.as_deref() == Some(names::set_name(family)));
-        let mut ranges: Ranges = state
-            .live
+        let mut ranges: Ranges = live
             .rules
             .iter()
             .filter(|rule| rule.target == "ACCEPT" && rule.match_set.is_none())
@@ -275,21 +365,18 @@ impl IptablesBackend {
             .collect();
         if uses_set {
             ranges.extend(
-                state
-                    .set
-                    .iter()
+                set.iter()
                     .flatten()
                     .copied()
                     .filter(|net| Family::of(net) == family),
             );
         }
 
-        let repairs = &mut state.repairs;
-        if !state.live.chain_exists {
+        let mut repairs = Vec::new();
+        if !live.chain_exists {
             repairs.push(format!("create chain {} in {tool_name}", names::CHAIN));
         }
-        let exact_jumps = state
-            .live
+        let exact_jumps = live
             .jumps
             .iter()
             .filter(|(_, spec)| *spec == names::jump_spec())
@@ -297,29 +384,33 @@ impl IptablesBackend {
         if exact_jumps == 0 {
             repairs.push(format!("insert the jump from INPUT in {tool_name}"));
         }
-        let extra_jumps = state.live.jumps.len() - exact_jumps.min(1);
+        let extra_jumps = live.jumps.len() - exact_jumps.min(1);
         if extra_jumps > 0 {
             repairs.push(format!(
                 "remove {extra_jumps} extra jump(s) from INPUT in {tool_name}"
             ));
         }
-        if state.live.chain_exists
-            && !self.chain_is_sound(family, &state.live.rules, uses_set, &ranges)
-        {
+        if live.chain_exists && !self.chain_is_sound(family, &live.rules, uses_set, &ranges) {
             repairs.push(format!(
                 "rewrite chain {} in {tool_name} (duplicate, altered or foreign rules, or another mode)",
                 names::CHAIN
             ));
         }
-        if state.leftover_copy {
+        if leftover_copy {
             repairs.push(format!(
                 "destroy leftover set {}{}",
                 names::set_name(family),
                 names::NEW_SUFFIX
             ));
         }
-        state.ranges = ranges;
-        Ok(state)
+        Ok(FamilyState {
+            live,
+            set,
+            leftover_copy,
+            ranges,
+            uses_set,
+            repairs,
+        })
     }
 
     /// Whether the chain holds exactly what we would write for its ranges, in a mode the
@@ -338,17 +429,20 @@ impl IptablesBackend {
         rules_match(rules, &self.wanted_rules(family, mode, ranges))
     }
 
+    /// Writes one family's part of `change`, whose plan was made from `state`.
     fn apply_family(
         &self,
         variant: Concrete,
         family: Family,
-        target: &Ranges,
+        state: &FamilyState,
+        change: &Change,
     ) -> Result<(), IptablesError> {
-        let state = self.inspect(variant, family)?;
-        let wanted: Ranges = target.family(family).copied().collect();
-        if state.ranges == wanted && state.repairs.is_empty() {
+        let add: Ranges = change.add.family(family).copied().collect();
+        let remove: Ranges = change.remove.family(family).copied().collect();
+        if add.is_empty() && remove.is_empty() && state.repairs.is_empty() {
             return Ok(());
         }
+        let wanted: Ranges = change.target.family(family).copied().collect();
         let mode = match self.options.mode {
             Mode::Auto if wanted.len() > AUTO_IPSET_ABOVE => Mode::Ipset,
             Mode::Auto => Mode::Rules,
@@ -363,6 +457,8 @@ impl IptablesBackend {
                 .map(|members| members.iter().copied().collect());
             let desired: BTreeSet<IpNet> = wanted.iter().copied().collect();
             if current.as_ref() != Some(&desired) || state.leftover_copy {
+                // A full copy swapped in: the live set is the old one or the new one, never a
+                // partial one, and adds and removes land at the same instant.
                 let maxelem = (wanted.len() * 2).max(65_536);
                 let ipset_family = names::ipset_family(family);
                 let mut script = format!(
@@ -378,19 +474,34 @@ impl IptablesBackend {
             }
         }
         let rules = self.wanted_rules(family, mode, &wanted);
-        let live_rules = &state.live.rules;
-        let chain_matches = state.live.chain_exists && rules_match(live_rules, &rules);
-        let jump_lines = jump_fixes(&state.live);
-        if !chain_matches || !jump_lines.is_empty() {
-            let mut script = String::from("*filter\n");
+        let mut script = String::from("*filter\n");
+        let chain_matches = state.live.chain_exists && rules_match(&state.live.rules, &rules);
+        let incremental = mode == Mode::Rules && !state.uses_set && state.repairs.is_empty();
+        if incremental {
+            // The chain is intact: write exactly the plan's difference, each rule named by its
+            // spec. New rules go first in the chain (before restrict's drop), then stale ones
+            // go, all in this one transaction.
+            for range in &add {
+                let rule = self.accept_rule(Some(*range), None);
+                let _ = writeln!(script, "-I {} 1 {}", names::CHAIN, rule.render());
+            }
+            for range in &remove {
+                let rule = self.accept_rule(Some(*range), None);
+                let _ = writeln!(script, "-D {} {}", names::CHAIN, rule.render());
+            }
+        } else if !chain_matches {
+            // The plan said to rewrite the chain: declaring it flushes and refills it within
+            // the transaction.
             let _ = writeln!(script, ":{} - [0:0]", names::CHAIN);
             for rule in &rules {
                 let _ = writeln!(script, "-A {} {}", names::CHAIN, rule.render());
             }
-            for line in jump_lines {
-                script.push_str(&line);
-                script.push('\n');
-            }
+        }
+        for line in jump_fixes(&state.live) {
+            script.push_str(&line);
+            script.push('\n');
+        }
+        if script != "*filter\n" {
             script.push_str("COMMIT\n");
             restore(variant, family, &script)?;
         }
@@ -401,23 +512,40 @@ impl IptablesBackend {
         Ok(())
     }
 
-    fn purge_family(&self, variant: Concrete, family: Family) -> Result<(), IptablesError> {
+    /// Removes our jumps (by spec) and chain from one family of one variant.
+    fn purge_family(
+        &self,
+        variant: Concrete,
+        family: Family,
+        removed: &mut Vec<String>,
+    ) -> Result<(), IptablesError> {
+        if variant == Concrete::Legacy && !legacy_filter_exists(family) {
+            // No legacy filter table, so nothing of ours; reading would create one.
+            return Ok(());
+        }
         let live = match read_save(variant, family) {
             Ok(live) => live,
             // A variant whose tools are missing holds nothing of ours.
             Err(IptablesError::Tool(ToolError::NotFound { .. })) => return Ok(()),
             Err(error) => return Err(error),
         };
+        let tool_name = variant.tool(family, "save").replace("-save", "");
         if live.chain_exists || !live.jumps.is_empty() {
             let mut script = String::from("*filter\n");
-            let mut positions: Vec<usize> =
-                live.jumps.iter().map(|(position, _)| *position).collect();
-            positions.sort_unstable_by(|a, b| b.cmp(a));
-            for position in positions {
-                let _ = writeln!(script, "-D {} {position}", names::INPUT);
+            for (_, spec) in &live.jumps {
+                let _ = writeln!(script, "-D {} {spec}", names::INPUT);
+                removed.push(format!(
+                    "jump to {} from INPUT in {tool_name}",
+                    names::CHAIN
+                ));
             }
             if live.chain_exists {
                 let _ = writeln!(script, "-F {0}\n-X {0}", names::CHAIN);
+                removed.push(format!(
+                    "chain {} ({} rules) in {tool_name}",
+                    names::CHAIN,
+                    live.rules.len()
+                ));
             }
             script.push_str("COMMIT\n");
             restore(variant, family, &script)?;
@@ -439,26 +567,24 @@ fn rules_match(have: &[RuleShape], want: &[RuleShape]) -> bool {
         && (want.last().is_none_or(|last| last.target != "DROP") || have.last() == want.last())
 }
 
-/// The restore lines that leave exactly one exact jump at the top of its current place:
-/// delete extra and altered jumps by position (highest first), insert one if none is exact.
+/// The restore lines that leave exactly one exact jump in INPUT. Every jump is addressed by
+/// its spec, never by a position read earlier (a rule another tool inserted since we read INPUT
+/// must not be hit). An altered jump is deleted; a single exact jump stays where it is; when
+/// there are several exact copies, `-D` by spec could only remove the first, so all go and one
+/// is inserted at the top, in the same transaction.
 fn jump_fixes(live: &Live) -> Vec<String> {
-    let exact_first = live
+    let exact = live
         .jumps
         .iter()
-        .find(|(_, spec)| *spec == names::jump_spec())
-        .map(|(position, _)| *position);
-    let mut delete: Vec<usize> = live
+        .filter(|(_, spec)| *spec == names::jump_spec())
+        .count();
+    let mut lines: Vec<String> = live
         .jumps
         .iter()
-        .map(|(position, _)| *position)
-        .filter(|position| Some(*position) != exact_first)
+        .filter(|(_, spec)| exact > 1 || *spec != names::jump_spec())
+        .map(|(_, spec)| format!("-D {} {spec}", names::INPUT))
         .collect();
-    delete.sort_unstable_by(|a, b| b.cmp(a));
-    let mut lines: Vec<String> = delete
-        .into_iter()
-        .map(|position| format!("-D {} {position}", names::INPUT))
-        .collect();
-    if exact_first.is_none() {
+    if exact != 1 {
         lines.push(format!("-I {} 1 {}", names::INPUT, names::jump_spec()));
     }
     lines
@@ -500,16 +626,17 @@ impl Backend for IptablesBackend {
     }
 
     fn observe(&self) -> Result<Observed, BackendError> {
-        let fail = |error| BackendError::new(LABEL, "read the rules", error);
-        let (variant, warning) = self.variant().map_err(fail)?;
+        let snapshot = self
+            .snapshot()
+            .map_err(|error| error.at("read the rules"))?;
         let mut observed = Observed {
-            warnings: warning.into_iter().collect(),
+            warnings: snapshot.warning.iter().cloned().collect(),
+            basis: snapshot.basis(),
             ..Observed::default()
         };
-        for family in Family::ALL {
-            let state = self.inspect(variant, family).map_err(fail)?;
+        for state in &snapshot.families {
             observed.ranges.extend(state.ranges.iter().copied());
-            observed.repairs.extend(state.repairs);
+            observed.repairs.extend(state.repairs.iter().cloned());
         }
         Ok(observed)
     }
@@ -518,25 +645,37 @@ impl Backend for IptablesBackend {
         if change.is_empty() {
             return Ok(());
         }
-        let fail = |error| BackendError::new(LABEL, "apply the change", error);
-        let (variant, _) = self.variant().map_err(fail)?;
-        for family in Family::ALL {
-            self.apply_family(variant, family, &change.target)
-                .map_err(fail)?;
+        let snapshot = self
+            .snapshot()
+            .map_err(|error| error.at("read the rules"))?;
+        if snapshot.basis() != change.basis {
+            return Err(BackendError::stale(
+                LABEL,
+                format!(
+                    "our chain, jumps or sets in {} changed since they were observed",
+                    snapshot.variant.name()
+                ),
+            ));
+        }
+        for (family, state) in Family::ALL.iter().zip(&snapshot.families) {
+            self.apply_family(snapshot.variant, *family, state, change)
+                .map_err(|error| error.at("apply the change"))?;
         }
         Ok(())
     }
 
-    fn purge(&self) -> Result<(), BackendError> {
-        let fail = |error| BackendError::new(LABEL, "purge", error);
+    fn purge(&self) -> Result<Vec<String>, BackendError> {
+        let fail = |error: IptablesError| error.at("purge");
         let variants = match self.options.variant {
             Variant::Nft => vec![Concrete::Nft],
             Variant::Legacy => vec![Concrete::Legacy],
             Variant::Auto => vec![Concrete::Nft, Concrete::Legacy],
         };
+        let mut removed = Vec::new();
         for variant in variants {
             for family in Family::ALL {
-                self.purge_family(variant, family).map_err(fail)?;
+                self.purge_family(variant, family, &mut removed)
+                    .map_err(fail)?;
             }
         }
         let sets = read_ipsets().map_err(fail)?.unwrap_or_default();
@@ -550,11 +689,13 @@ impl Backend for IptablesBackend {
                     .is_some()
                 {
                     run_tool("ipset", &["destroy", &name], None).map_err(fail)?;
+                    removed.push(format!("ipset {name}"));
                 }
             }
         }
-        Ok(())
+        Ok(removed)
     }
 }
 
+#[cfg(feature = "harness")]
 pub mod harness;

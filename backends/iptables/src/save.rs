@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use crate::names;
 
 /// One rule of our chain reduced to what we compare, or the jump to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuleShape {
     /// `-s`.
     pub source: Option<IpNet>,

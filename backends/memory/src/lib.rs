@@ -2,13 +2,37 @@
 //!
 //! It models what every real backend has: somebody else's rules, one set of ours per family and
 //! our rules that match them, any of which an admin may delete or duplicate. It is the reference
-//! implementation of the [`Backend`] contract, used by the conformance suite and by tests of the
-//! core that need a firewall but not a kernel.
+//! implementation of the [`Backend`] contract, used by the conformance suite and by the core's
+//! tests, which need a firewall but not a kernel. Faults can be injected ([`Faults`]) so that
+//! those tests can drive every failure path of the core: a failed apply, a read-back that
+//! differs from the plan, a firewall that changes between observation and apply.
+//!
+//! Firewalls are found by name ([`SharedFirewall::named`]), so that a backend built by the core
+//! from a saved spec reaches the same firewall a test set up.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use cf_allowlist_backend::{Backend, BackendError, Change, Family, Observed, Policy, Ranges};
+use cf_allowlist_backend::{
+    Backend, BackendError, Basis, Change, ErrorKind, Family, Observed, Policy, Ranges,
+};
+use ipnet::IpNet;
+
+/// Failures to inject; each is consumed when it fires.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Fail the next apply with this kind, before writing anything.
+    pub fail_next_apply: Option<ErrorKind>,
+    /// Fail the next observe.
+    pub fail_next_observe: bool,
+    /// After the next apply, add this range as if another tool had (the read-back then
+    /// differs from the plan).
+    pub extra_after_apply: Option<IpNet>,
+    /// Before the next apply, add this foreign-to-the-plan range to our set as if an admin had
+    /// (the plan is then stale).
+    pub disturb_before_apply: Option<IpNet>,
+}
 
 /// The state of the pretend firewall.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,8 +43,18 @@ pub struct MemoryFirewall {
     pub set: Option<Ranges>,
     /// Our rules, each with the policy it was written for; more than one is drift.
     pub rules: Vec<Policy>,
-    /// How many transactions changed the firewall.
+    /// How many writes changed the firewall.
     pub writes: u64,
+    /// The set after each write of the last apply.
+    pub last_apply_states: Vec<Ranges>,
+    /// Faults to inject.
+    pub faults: Faults,
+}
+
+impl MemoryFirewall {
+    fn basis(&self) -> Basis {
+        Basis::of((&self.set, &self.rules))
+    }
 }
 
 impl fmt::Display for MemoryFirewall {
@@ -48,6 +82,18 @@ impl SharedFirewall {
         SharedFirewall::default()
     }
 
+    /// The process-wide firewall called `name`, created empty on first use.
+    pub fn named(name: &str) -> SharedFirewall {
+        static FIREWALLS: OnceLock<Mutex<HashMap<String, SharedFirewall>>> = OnceLock::new();
+        FIREWALLS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// Locks the firewall for reading or changing it directly.
     pub fn lock(&self) -> MutexGuard<'_, MemoryFirewall> {
         self.0
@@ -61,22 +107,44 @@ impl SharedFirewall {
 pub struct MemoryBackend {
     firewall: SharedFirewall,
     policy: Policy,
+    label: String,
 }
 
 impl MemoryBackend {
     /// A backend on `firewall` that writes rules for `policy`.
     pub fn new(firewall: SharedFirewall, policy: Policy) -> MemoryBackend {
-        MemoryBackend { firewall, policy }
+        MemoryBackend {
+            firewall,
+            policy,
+            label: "memory".to_owned(),
+        }
+    }
+
+    /// The same, labelled `label` in messages (to tell two memory backends apart).
+    pub fn labelled(mut self, label: impl Into<String>) -> MemoryBackend {
+        self.label = label.into();
+        self
+    }
+
+    fn error(&self, step: &'static str, kind: ErrorKind, message: String) -> BackendError {
+        BackendError::new(self.label.clone(), step, kind, message)
     }
 }
 
 impl Backend for MemoryBackend {
     fn label(&self) -> String {
-        "memory".to_owned()
+        self.label.clone()
     }
 
     fn observe(&self) -> Result<Observed, BackendError> {
-        let firewall = self.firewall.lock();
+        let mut firewall = self.firewall.lock();
+        if std::mem::take(&mut firewall.faults.fail_next_observe) {
+            return Err(self.error(
+                "read the firewall",
+                ErrorKind::Transient,
+                "injected observe failure".to_owned(),
+            ));
+        }
         let mut repairs = Vec::new();
         if firewall.set.is_none() {
             repairs.push("create the set".to_owned());
@@ -91,6 +159,7 @@ impl Backend for MemoryBackend {
             ranges: firewall.set.clone().unwrap_or_default(),
             repairs,
             warnings: Vec::new(),
+            basis: firewall.basis(),
         })
     }
 
@@ -99,46 +168,65 @@ impl Backend for MemoryBackend {
             return Ok(());
         }
         let mut firewall = self.firewall.lock();
-        let current = firewall.set.clone().unwrap_or_default();
-        // Apply exactly the planned difference, as a real firewall's element updates would;
-        // removing a range that is not there means the plan is stale, as in nft.
-        if let Some(missing) = change.remove.iter().find(|net| !current.contains(net)) {
-            return Err(BackendError::new(
-                "memory",
+        if let Some(kind) = firewall.faults.fail_next_apply.take() {
+            return Err(self.error(
                 "apply the change",
-                format!("{missing} is not in the set: the firewall changed since it was observed"),
+                kind,
+                "injected apply failure".to_owned(),
             ));
         }
-        let next: Ranges = current
-            .difference(&change.remove)
-            .iter()
-            .chain(change.add.iter())
-            .copied()
-            .collect();
-        firewall.set = Some(next);
+        if let Some(net) = firewall.faults.disturb_before_apply.take() {
+            firewall.set.get_or_insert_with(Ranges::new).insert(net);
+        }
+        if firewall.basis() != change.basis {
+            return Err(BackendError::stale(
+                self.label.clone(),
+                "our set or rules changed since they were observed",
+            ));
+        }
+        // Two writes, adds first, so that the suite can check no listed range is ever missing.
+        let mut set = firewall.set.clone().unwrap_or_default();
+        set.extend(change.add.iter().copied());
+        firewall.set = Some(set.clone());
         firewall.rules = vec![self.policy.clone()];
-        firewall.writes += 1;
+        let mut states = vec![set.clone()];
+        let set = set.difference(&change.remove);
+        firewall.set = Some(set.clone());
+        states.push(set);
+        firewall.last_apply_states = states;
+        firewall.writes += 2;
+        if let Some(net) = firewall.faults.extra_after_apply.take() {
+            firewall.set.get_or_insert_with(Ranges::new).insert(net);
+        }
         Ok(())
     }
 
-    fn purge(&self) -> Result<(), BackendError> {
+    fn purge(&self) -> Result<Vec<String>, BackendError> {
         let mut firewall = self.firewall.lock();
-        if firewall.set.is_some() || !firewall.rules.is_empty() {
-            firewall.set = None;
+        let mut removed = Vec::new();
+        if firewall.set.take().is_some() {
+            removed.push("the set".to_owned());
+        }
+        if !firewall.rules.is_empty() {
+            removed.push(format!("{} accept rule(s)", firewall.rules.len()));
             firewall.rules.clear();
+        }
+        if !removed.is_empty() {
             firewall.writes += 1;
         }
-        Ok(())
+        Ok(removed)
     }
 }
 
 /// The conformance harness for the in-memory backend.
+#[cfg(feature = "harness")]
 #[derive(Debug, Default)]
 pub struct MemoryHarness {
     /// The firewall every backend of this harness shares.
     pub firewall: SharedFirewall,
 }
 
+#[cfg(feature = "harness")]
 impl cf_allowlist_backend::conformance::Harness for MemoryHarness {
     fn backend(&self, policy: &Policy) -> Box<dyn Backend> {
         Box::new(MemoryBackend::new(self.firewall.clone(), policy.clone()))
@@ -187,5 +275,21 @@ impl cf_allowlist_backend::conformance::Harness for MemoryHarness {
             }
             other => panic!("unknown drift {other:?}"),
         }
+    }
+
+    fn our_verdicts_in_order(&self) -> Vec<Vec<String>> {
+        let firewall = self.firewall.lock();
+        let mut verdicts = Vec::new();
+        for rule in &firewall.rules {
+            verdicts.push("accept".to_owned());
+            if rule.restrict {
+                verdicts.push("drop".to_owned());
+            }
+        }
+        vec![verdicts]
+    }
+
+    fn states_during_last_apply(&self) -> Option<Vec<Ranges>> {
+        Some(self.firewall.lock().last_apply_states.clone())
     }
 }

@@ -19,7 +19,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use cf_allowlist_backend::tool::{self, ToolError};
-use cf_allowlist_backend::{Backend, BackendError, Change, Family, Observed, Policy, Ranges};
+use cf_allowlist_backend::{
+    Backend, BackendError, Basis, Change, ErrorKind, Family, Observed, Policy, Ranges,
+};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +53,26 @@ fn default_chain() -> String {
     "input".to_owned()
 }
 
+impl NftablesOptions {
+    /// Checks that the table and chain names are ones nft reads as names (letters, digits,
+    /// `_` and `-`, starting with a letter), so that they cannot smuggle syntax into a batch.
+    pub fn check_names(&self) -> Result<(), String> {
+        for (what, name) in [("table", &self.table), ("chain", &self.chain)] {
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return Err(format!(
+                    "{what} name {name:?} must be up to 64 letters, digits, `_` or `-`, starting with a letter"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for NftablesOptions {
     fn default() -> NftablesOptions {
         NftablesOptions {
@@ -70,13 +92,29 @@ pub enum NftablesError {
     #[error("could not read nft's listing")]
     Parse(#[from] ruleset::ParseError),
     /// A table or chain name that nft would misread.
-    #[error("{what} name {name:?} must be letters, digits, `_` or `-`, starting with a letter")]
-    BadName {
-        /// `table` or `chain`.
-        what: &'static str,
-        /// The name given.
-        name: String,
-    },
+    #[error("{0}")]
+    BadName(String),
+}
+
+impl NftablesError {
+    /// The backend error for a failed `step`.
+    fn at(self, step: &'static str) -> BackendError {
+        match self {
+            NftablesError::Tool(error) => BackendError::tool(LABEL, step, "nftables", error),
+            NftablesError::Parse(_) => BackendError::new(LABEL, step, ErrorKind::Rejected, self),
+            NftablesError::BadName(_) => BackendError::new(LABEL, step, ErrorKind::Rejected, self),
+        }
+    }
+}
+
+/// The fingerprint of our parts: what a plan made from this listing assumed.
+fn basis(live: &Live) -> Basis {
+    Basis::of((
+        live.table_exists,
+        live.chain_exists,
+        &live.rules,
+        &live.sets,
+    ))
 }
 
 /// Keeps an nftables chain open to a set of ranges.
@@ -93,21 +131,7 @@ impl NftablesBackend {
     }
 
     fn nft(&self) -> Result<PathBuf, NftablesError> {
-        for (what, name) in [
-            ("table", &self.options.table),
-            ("chain", &self.options.chain),
-        ] {
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !valid {
-                return Err(NftablesError::BadName {
-                    what,
-                    name: name.clone(),
-                });
-            }
-        }
+        self.options.check_names().map_err(NftablesError::BadName)?;
         Ok(tool::locate("nft")?)
     }
 
@@ -344,9 +368,7 @@ impl Backend for NftablesBackend {
     }
 
     fn observe(&self) -> Result<Observed, BackendError> {
-        let live = self
-            .read()
-            .map_err(|error| BackendError::new(LABEL, "read the ruleset", error))?;
+        let live = self.read().map_err(|error| error.at("read the ruleset"))?;
         let mut ranges = Ranges::new();
         for family in Family::ALL {
             if let Some(set) = live.sets.get(names::set_name(family)) {
@@ -374,6 +396,7 @@ impl Backend for NftablesBackend {
             ranges,
             repairs: self.repairs(&live),
             warnings,
+            basis: basis(&live),
         })
     }
 
@@ -381,54 +404,72 @@ impl Backend for NftablesBackend {
         if change.is_empty() {
             return Ok(());
         }
-        let live = self
-            .read()
-            .map_err(|error| BackendError::new(LABEL, "read the ruleset", error))?;
+        let live = self.read().map_err(|error| error.at("read the ruleset"))?;
+        if basis(&live) != change.basis {
+            return Err(BackendError::stale(
+                LABEL,
+                format!(
+                    "our sets or rules in inet {} {} changed since they were observed",
+                    self.options.table, self.options.chain
+                ),
+            ));
+        }
+        // The batch names our rules by handle and our set elements by value, never a position:
+        // rules somebody else added since the observation are not touched.
         let batch = self.batch(&live, change);
         self.run_batch(&batch)
-            .map_err(|error| BackendError::new(LABEL, "apply the change", error))
+            .map_err(|error| error.at("apply the change"))
     }
 
-    fn purge(&self) -> Result<(), BackendError> {
-        let fail = |step| move |error| BackendError::new(LABEL, step, error);
-        let live = self.read().map_err(fail("read the ruleset"))?;
+    fn purge(&self) -> Result<Vec<String>, BackendError> {
+        let live = self.read().map_err(|error| error.at("read the ruleset"))?;
         let table = &self.options.table;
         let chain = &self.options.chain;
         let mut batch = String::new();
+        let mut removed = Vec::new();
         for rule in &live.rules {
             let _ = writeln!(
                 batch,
                 "delete rule inet {table} {chain} handle {}",
                 rule.handle
             );
+            removed.push(format!(
+                "rule {:?} from inet {table} {chain}",
+                rule.shape.comment
+            ));
         }
         for name in live.sets.keys() {
             let _ = writeln!(batch, "delete set inet {table} {name}");
+            removed.push(format!("set inet {table} {name}"));
         }
         if live.table_exists {
             // nft 1.0.6 leaves comments out of its JSON, so ownership of the table and chain
             // is read from the text listing.
-            let nft = self.nft().map_err(fail("read the ruleset"))?;
+            let nft = self.nft().map_err(|error| error.at("read the ruleset"))?;
             let text = tool::run(&nft, &["list", "table", "inet", table], None)
-                .map_err(|error| fail("read the ruleset")(error.into()))?;
+                .map_err(|error| NftablesError::from(error).at("read the ruleset"))?;
             let (table_ours, chain_ours) =
                 names::created_by_us(&String::from_utf8_lossy(&text), chain);
             let chain_empty = live.foreign_rules_in_chain == 0;
             if table_ours && chain_empty && live.foreign_objects_in_table == 0 {
                 let _ = writeln!(batch, "delete table inet {table}");
+                removed.push(format!("table inet {table}"));
             } else if chain_ours && chain_empty && live.chain_exists {
                 let _ = writeln!(batch, "delete chain inet {table} {chain}");
+                removed.push(format!("chain inet {table} {chain}"));
             }
         }
         if batch.is_empty() {
-            return Ok(());
+            return Ok(removed);
         }
-        self.run_batch(&batch).map_err(fail("purge"))
+        self.run_batch(&batch).map_err(|error| error.at("purge"))?;
+        Ok(removed)
     }
 }
 
 /// The conformance harness: a fresh network namespace per harness, entered by the calling
 /// thread, holding a Debian-like ruleset whose input policy is drop.
+#[cfg(feature = "harness")]
 pub mod harness {
     use super::*;
     use cf_allowlist_backend::conformance::Harness;
@@ -560,6 +601,26 @@ pub mod harness {
                 other => panic!("unknown drift {other:?}"),
             }
         }
+
+        fn our_verdicts_in_order(&self) -> Vec<Vec<String>> {
+            let verdicts = nft_text(&[
+                "list",
+                "chain",
+                "inet",
+                &self.options.table,
+                &self.options.chain,
+            ])
+            .lines()
+            .filter(|line| line.contains("comment \"cf-allowlist"))
+            .filter_map(|line| {
+                ["accept", "drop"]
+                    .into_iter()
+                    .find(|verdict| line.contains(&format!(" {verdict} comment")))
+                    .map(str::to_owned)
+            })
+            .collect();
+            vec![verdicts]
+        }
     }
 
     /// The ruleset text without our sets and rules: what an admin's saved file would hold.
@@ -624,6 +685,6 @@ mod tests {
                 restrict: false,
             },
         );
-        assert!(matches!(backend.nft(), Err(NftablesError::BadName { .. })));
+        assert!(matches!(backend.nft(), Err(NftablesError::BadName(_))));
     }
 }

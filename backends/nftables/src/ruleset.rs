@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::names;
 
 /// One of our rules as read back, reduced to what we compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuleShape {
     /// The rule's comment (ours all start with [`names::OWNER_TAG`]).
     pub comment: String,
@@ -33,7 +33,7 @@ pub struct RuleShape {
 }
 
 /// One of our rules in the live ruleset.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct LiveRule {
     /// nft's handle, to delete it by.
     pub handle: u64,
@@ -42,7 +42,7 @@ pub struct LiveRule {
 }
 
 /// One of our sets in the live ruleset.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct LiveSet {
     /// `ipv4_addr` or `ipv6_addr`.
     pub element_type: String,

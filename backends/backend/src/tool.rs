@@ -38,6 +38,42 @@ pub enum ToolError {
     },
 }
 
+impl ToolError {
+    /// What kind of backend failure this is.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind;
+        match self {
+            ToolError::NotFound { .. } => ErrorKind::MissingTool,
+            ToolError::Spawn { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                ErrorKind::Permission
+            }
+            ToolError::Spawn { .. } => ErrorKind::Transient,
+            ToolError::Failed { stderr, .. } => {
+                // Every netfilter tool says one of these when run without CAP_NET_ADMIN.
+                let lower = stderr.to_ascii_lowercase();
+                if [
+                    "permission denied",
+                    "operation not permitted",
+                    "must be root",
+                ]
+                .iter()
+                .any(|phrase| lower.contains(phrase))
+                {
+                    ErrorKind::Permission
+                } else if lower.contains("resource temporarily unavailable")
+                    || lower.contains("another app is currently holding the xtables lock")
+                {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Rejected
+                }
+            }
+        }
+    }
+}
+
 /// Finds `name` in `PATH`, then in `/usr/sbin`, `/sbin`, `/usr/bin` and `/bin`.
 pub fn locate(name: &str) -> Result<PathBuf, ToolError> {
     let path_dirs = std::env::var_os("PATH")

@@ -6,9 +6,11 @@
 //! job: [`Change::between`] computes it from an observation and a target, so the same rules
 //! (and the same safety guards in the core) hold for every firewall.
 //!
-//! The [`conformance`] module holds the behaviours every backend must show; each backend runs it
-//! from the integration tests.
+//! The `conformance` module (behind the `conformance` feature, so it never ships in the binary)
+//! holds the behaviours every backend must show; each backend runs it from the integration
+//! tests.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod tool;
 
@@ -131,6 +133,22 @@ impl<'a> IntoIterator for &'a Ranges {
     }
 }
 
+/// A fingerprint of the parts of the firewall a backend owns, as it observed them. A plan is
+/// made from one observation; [`Backend::apply`] compares the live firewall's basis with the
+/// plan's and refuses a stale plan (see [`ErrorKind::Stale`]) instead of doing something the plan
+/// did not show. Opaque: only equality means anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Basis(u64);
+
+impl Basis {
+    /// The basis of everything `parts` yields, in order (a backend feeds it a canonical text of
+    /// what it owns: rules with their handles or ids, set members, jumps).
+    pub fn of<T: std::hash::Hash>(parts: T) -> Basis {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        Basis(BuildHasherDefault::<DefaultHasher>::default().hash_one(parts))
+    }
+}
+
 /// What a backend found of ours in the live firewall.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -143,6 +161,8 @@ pub struct Observed {
     /// Facts about the firewall the user should know but that the backend will not change (for
     /// example another table whose drop would win over our accept).
     pub warnings: Vec<String>,
+    /// The fingerprint of what was observed, carried into the plan.
+    pub basis: Basis,
 }
 
 /// What one backend must do to go from what it holds to a target: the per-backend part of the
@@ -159,6 +179,8 @@ pub struct Change {
     pub unchanged: Ranges,
     /// Structural repairs the apply will make (copied from the observation).
     pub repairs: Vec<String>,
+    /// The observation the change was planned from.
+    pub basis: Basis,
 }
 
 impl Change {
@@ -170,6 +192,7 @@ impl Change {
             remove: observed.ranges.difference(target),
             unchanged: target.intersection(&observed.ranges),
             repairs: observed.repairs.clone(),
+            basis: observed.basis,
         }
     }
 
@@ -188,8 +211,26 @@ pub struct Policy {
     pub restrict: bool,
 }
 
-/// A failure inside a backend: which step failed and why. Each backend keeps its own detailed
-/// error type and wraps it here so the core can handle every backend alike.
+/// What kind of failure a [`BackendError`] is, so that the core chooses hints and retries by
+/// kind rather than by the wording of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The firewall's tool is not installed.
+    MissingTool,
+    /// Not allowed: not root, no CAP_NET_ADMIN, or denied by an API.
+    Permission,
+    /// The firewall refused what we sent, or printed what we could not read.
+    Rejected,
+    /// The firewall changed since it was observed; nothing was written. Re-observe and re-plan.
+    Stale,
+    /// A failure that may pass on its own (a lock held too long, throttling, a timeout).
+    Transient,
+}
+
+/// A failure inside a backend: which step failed, what kind of failure it is, and why. Each
+/// backend keeps its own detailed error type and wraps it here so the core can handle every
+/// backend alike.
 #[derive(Debug, thiserror::Error)]
 #[error("{backend} backend could not {step}")]
 pub struct BackendError {
@@ -197,6 +238,10 @@ pub struct BackendError {
     pub backend: String,
     /// The step that failed, as a phrase that completes "could not …".
     pub step: &'static str,
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// A package that provides the missing tool, for [`ErrorKind::MissingTool`].
+    pub package: Option<&'static str>,
     /// The cause.
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
@@ -207,17 +252,62 @@ impl BackendError {
     pub fn new(
         backend: impl Into<String>,
         step: &'static str,
+        kind: ErrorKind,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> BackendError {
         BackendError {
             backend: backend.into(),
             step,
+            kind,
+            package: None,
             source: source.into(),
+        }
+    }
+
+    /// The refusal of a stale plan: `what` says what changed since the observation.
+    pub fn stale(backend: impl Into<String>, what: impl Into<String>) -> BackendError {
+        BackendError::new(backend, "apply the change", ErrorKind::Stale, what.into())
+    }
+
+    /// Wraps a failure to run a firewall tool, with the kind its cause implies; `package` is
+    /// the Debian package that provides the tool.
+    pub fn tool(
+        backend: impl Into<String>,
+        step: &'static str,
+        package: &'static str,
+        error: tool::ToolError,
+    ) -> BackendError {
+        let kind = error.kind();
+        BackendError {
+            package: (kind == ErrorKind::MissingTool).then_some(package),
+            ..BackendError::new(backend, step, kind, error)
         }
     }
 }
 
 /// A firewall cf-allowlist can keep open to a set of ranges.
+///
+/// # The contract
+///
+/// - **Observe, plan, apply.** The core observes, computes a [`Change`] with
+///   [`Change::between`] and hands exactly that change to `apply`. A backend never decides what
+///   to change; it decides only *how* to write the change into its firewall.
+/// - **A stale plan is refused.** `apply` reads what it owns again first; if its [`Basis`]
+///   differs from `change.basis` (an admin, fail2ban or Docker changed our parts since the
+///   observation), it fails with [`ErrorKind::Stale`] and writes nothing. The core then
+///   re-observes and re-plans once. Somebody else's rules changing is not staleness: we never
+///   address a rule by position, only by spec, handle or id, so they cannot make our writes land
+///   on the wrong rule.
+/// - **Adds before removes.** A range listed both before and after an apply stays allowed at
+///   every moment of it, and new ranges are allowed before stale ones are removed.
+/// - **Atomicity is per backend and is documented by each**: nftables writes one `nft -f`
+///   transaction for the whole change; iptables one `iptables-restore` transaction per family
+///   (and an `ipset swap` per set); ufw and cloud APIs one call per rule or batch. Whatever the
+///   unit, a failed apply leaves a firewall the next observe reads truthfully and the next
+///   sync converges from.
+/// - **Read back.** After `apply` the core observes again and compares with the target.
+/// - **An empty change writes nothing**, and `purge` removes everything the backend created
+///   (wherever it knows to look) and nothing else.
 pub trait Backend {
     /// A short label for messages and JSON output, such as `nftables`.
     fn label(&self) -> String;
@@ -225,13 +315,15 @@ pub trait Backend {
     /// Reads what the firewall holds of ours, and what is structurally missing or duplicated.
     fn observe(&self) -> Result<Observed, BackendError>;
 
-    /// Applies `change` in one transaction: afterwards the firewall allows exactly
-    /// `change.target` through exactly one copy of each of our rules, and nothing else of the
-    /// firewall has changed. An empty change must write nothing.
+    /// Applies `change`, planned from an observation whose basis it carries: afterwards the
+    /// firewall allows exactly `change.target` through exactly one copy of each of our rules,
+    /// and nothing else of the firewall has changed. An empty change must write nothing; a
+    /// stale one must be refused with [`ErrorKind::Stale`] before anything is written.
     fn apply(&self, change: &Change) -> Result<(), BackendError>;
 
-    /// Removes everything this backend created, and nothing else.
-    fn purge(&self) -> Result<(), BackendError>;
+    /// Removes everything this backend created, and nothing else; returns a phrase per part it
+    /// removed (empty when there was nothing of ours).
+    fn purge(&self) -> Result<Vec<String>, BackendError>;
 }
 
 impl Extend<IpNet> for Ranges {

@@ -8,7 +8,7 @@
 
 use ipnet::IpNet;
 
-use crate::{Backend, Change, Observed, Policy, Ranges};
+use crate::{Backend, Change, ErrorKind, Observed, Policy, Ranges};
 
 /// Access to the firewall behind a backend, for the conformance suite.
 pub trait Harness {
@@ -25,6 +25,16 @@ pub trait Harness {
     fn drift_kinds(&self) -> Vec<&'static str>;
     /// Disturbs our part of the firewall as an admin or another tool might.
     fn cause_drift(&self, kind: &str);
+    /// The verdicts of our rules (`accept`, `drop`) in the order the firewall evaluates them,
+    /// one list per chain (or rule list) of ours.
+    fn our_verdicts_in_order(&self) -> Vec<Vec<String>>;
+    /// The ranges the firewall allowed after each write of the last apply, where the firewall
+    /// can show its intermediate states; `None` where one apply is one transaction and no
+    /// intermediate state exists to look at (the crash tests in `tests/e2e_safety.rs` probe
+    /// those with packets instead).
+    fn states_during_last_apply(&self) -> Option<Vec<Ranges>> {
+        None
+    }
 }
 
 /// The policy the suite uses unless a behaviour says otherwise.
@@ -146,6 +156,95 @@ pub fn foreign_rules_survive(harness: &dyn Harness) {
     );
 }
 
+/// A plan made before somebody changed our parts is refused as stale, and nothing is written.
+pub fn a_stale_plan_is_refused(harness: &dyn Harness) {
+    let backend = harness.backend(&default_policy());
+    sync(backend.as_ref(), &target_a());
+    let change = Change::between(&observe(backend.as_ref()), &target_b());
+    let kinds = harness.drift_kinds();
+    harness.cause_drift(kinds[0]);
+    let disturbed = harness.dump();
+    let error = backend
+        .apply(&change)
+        .expect_err("a plan made before the firewall changed was applied");
+    assert_eq!(error.kind, ErrorKind::Stale, "{error}: {:?}", error.source);
+    assert_eq!(
+        harness.dump(),
+        disturbed,
+        "a refused plan wrote to the firewall"
+    );
+    // Re-planned from a new observation, the same target applies.
+    sync(backend.as_ref(), &target_b());
+    assert_holds_exactly(backend.as_ref(), &target_b());
+}
+
+/// Somebody else's rule added between observation and apply does not make the plan stale,
+/// and survives it.
+pub fn foreign_changes_do_not_make_a_plan_stale(harness: &dyn Harness) {
+    let backend = harness.backend(&default_policy());
+    sync(backend.as_ref(), &target_a());
+    let change = Change::between(&observe(backend.as_ref()), &target_b());
+    harness.add_foreign_rule();
+    backend
+        .apply(&change)
+        .unwrap_or_else(|error| panic!("apply failed: {error}: {:?}", error.source));
+    assert!(
+        harness.foreign_rule_present(),
+        "apply lost the foreign rule"
+    );
+    assert_holds_exactly(backend.as_ref(), &target_b());
+}
+
+/// With restrict on, the drop comes after every accept of ours.
+pub fn the_restrict_drop_comes_after_the_accepts(harness: &dyn Harness) {
+    let policy = Policy {
+        ports: vec![80, 443],
+        restrict: true,
+    };
+    sync(harness.backend(&policy).as_ref(), &target_a());
+    let chains = harness.our_verdicts_in_order();
+    assert!(!chains.is_empty(), "no rules of ours found");
+    for verdicts in chains {
+        let first_drop = verdicts.iter().position(|verdict| verdict == "drop");
+        let last_accept = verdicts.iter().rposition(|verdict| verdict == "accept");
+        match (first_drop, last_accept) {
+            (Some(drop), Some(accept)) => assert!(
+                accept < drop,
+                "a drop of ours comes before an accept: {verdicts:?}"
+            ),
+            _ => panic!("expected accepts and a drop, found {verdicts:?}"),
+        }
+    }
+}
+
+/// No range listed both before and after an apply is missing at any step of it, and every new
+/// range is in place before a removed one goes.
+pub fn no_listed_range_is_missing_during_an_apply(harness: &dyn Harness) {
+    let backend = harness.backend(&default_policy());
+    sync(backend.as_ref(), &target_a());
+    sync(backend.as_ref(), &target_b());
+    let Some(states) = harness.states_during_last_apply() else {
+        return;
+    };
+    assert!(!states.is_empty(), "the apply recorded no state");
+    let kept = target_a().intersection(&target_b());
+    let added = target_b().difference(&target_a());
+    let removed = target_a().difference(&target_b());
+    for state in &states {
+        assert!(
+            kept.difference(state).is_empty(),
+            "a kept range was missing mid-apply: {state:?}"
+        );
+        if removed.iter().any(|net| !state.contains(net)) {
+            assert!(
+                added.difference(state).is_empty(),
+                "a range was removed before every new range was added: {state:?}"
+            );
+        }
+    }
+    assert_eq!(states.last(), Some(&target_b()));
+}
+
 /// Purge returns the firewall to exactly what it was before the first apply; a second purge
 /// is harmless.
 pub fn purge_leaves_no_trace(harness: &dyn Harness) {
@@ -154,9 +253,11 @@ pub fn purge_leaves_no_trace(harness: &dyn Harness) {
     let backend = harness.backend(&default_policy());
     sync(backend.as_ref(), &target_a());
     assert_ne!(harness.dump(), before, "apply changed nothing");
-    backend.purge().expect("purge");
+    let removed = backend.purge().expect("purge");
+    assert!(!removed.is_empty(), "purge reported removing nothing");
     assert_eq!(harness.dump(), before, "purge left a trace");
-    backend.purge().expect("second purge");
+    let removed = backend.purge().expect("second purge");
+    assert!(removed.is_empty(), "a second purge reported {removed:?}");
     assert_eq!(harness.dump(), before, "second purge changed the firewall");
     assert!(observe(backend.as_ref()).ranges.is_empty());
 }
@@ -250,6 +351,10 @@ macro_rules! conformance_tests {
             drift_is_repaired,
             changing_the_policy_rewrites_the_rules,
             empty_target_allows_nothing,
+            a_stale_plan_is_refused,
+            foreign_changes_do_not_make_a_plan_stale,
+            the_restrict_drop_comes_after_the_accepts,
+            no_listed_range_is_missing_during_an_apply,
         );
     };
     (@each $make:expr; $($behaviour:ident),* $(,)?) => {
