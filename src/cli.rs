@@ -70,6 +70,21 @@ pub enum Command {
     Purge(BackendArgs),
 }
 
+impl Command {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Sync(_) => "sync",
+            Command::Status(_) => "status",
+            Command::History => "history",
+            Command::Rollback(_) => "rollback",
+            Command::Restore(_) => "restore",
+            Command::Unpin => "unpin",
+            Command::Purge(_) => "purge",
+        }
+    }
+}
+
 /// Options of `sync`.
 #[derive(Debug, Args)]
 pub struct SyncArgs {

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use cf_allowlist_backend::BackendError;
+use cf_allowlist_backend::{BackendError, ErrorKind};
+use serde_json::{Value, json};
 
 use crate::sources::SourceError;
 use crate::state::StateError;
@@ -86,6 +87,20 @@ pub enum Error {
     /// Nothing to roll back to.
     #[error("cannot roll back: {0}")]
     Rollback(String),
+    /// A later step failed after some backends were already changed: the firewall is not what
+    /// it was, and the state does not record it.
+    #[error("{} already hold generation {generation} ({ranges}), which the state does not record", applied.join(" and "))]
+    Partial {
+        /// The backends that were changed, described.
+        applied: Vec<String>,
+        /// The generation they hold (the one that would have been recorded).
+        generation: u64,
+        /// Its counts.
+        ranges: String,
+        /// What failed.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl From<SourceError> for Error {
@@ -104,9 +119,31 @@ impl Error {
         }
     }
 
+    /// The error as the `error` member of a JSON report: message, causes, hint.
+    pub fn to_json(&self) -> Value {
+        let mut causes = Vec::new();
+        let mut cause = std::error::Error::source(self);
+        while let Some(inner) = cause {
+            causes.push(inner.to_string());
+            cause = inner.source();
+        }
+        json!({
+            "message": self.to_string(),
+            "causes": causes,
+            "hint": self.hint(),
+        })
+    }
+
     /// What the user can do about it, if anything.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::Partial { source, .. } => Some(match source.hint() {
+                Some(hint) => format!(
+                    "{hint}; the next successful sync records what the firewall holds"
+                ),
+                None => "fix the failure and run sync again: it converges from what the firewall holds".to_owned(),
+            }),
+            Error::Backend(error) => Some(backend_hint(error)),
             Error::NoBackend => Some(
                 "choose one with `--backend nftables`, or add a [[backend]] table to the config \
                  file; `sync --dry-run` works without one"
@@ -126,11 +163,32 @@ impl Error {
                 "on a host without access to Cloudflare, use `--source builtin` or a local file"
                     .to_owned(),
             ),
-            Error::Backend(_) | Error::ReadBack { .. } => Some(
+            Error::ReadBack { .. } => Some(
                 "run `cf-allowlist status` to see what the firewall holds; the state was not updated"
                     .to_owned(),
             ),
             _ => None,
+        }
+    }
+}
+
+/// The hint for a backend failure, chosen by its kind.
+fn backend_hint(error: &BackendError) -> String {
+    match error.kind {
+        ErrorKind::MissingTool => match error.package {
+            Some(package) => format!("install it: `apt-get install {package}`"),
+            None => "install the firewall's command-line tool".to_owned(),
+        },
+        ErrorKind::Permission => {
+            "run as root (changing or reading the firewall needs CAP_NET_ADMIN)".to_owned()
+        }
+        ErrorKind::Stale => {
+            "another tool kept changing our rules while we applied; run sync again".to_owned()
+        }
+        ErrorKind::Transient => "this may pass: run sync again in a moment".to_owned(),
+        ErrorKind::Rejected => {
+            "run `cf-allowlist status` to see what the firewall holds; the state was not updated"
+                .to_owned()
         }
     }
 }

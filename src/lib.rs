@@ -14,6 +14,7 @@ pub mod error;
 pub mod failpoint;
 pub mod plan;
 pub mod printer;
+pub mod report;
 pub mod settings;
 pub mod sources;
 pub mod state;
@@ -26,35 +27,61 @@ use clap::Parser;
 use cli::{Cli, Command};
 use error::{Error, ExitStatus};
 use printer::Printer;
+use report::{Outcome, Report};
 use settings::BackendOverrides;
 use state::StateDir;
 
 /// Runs the command line `args` (program name first) and returns how the process should exit.
-/// Errors are printed here, once.
+/// Output is rendered here, once, from the command's outcome.
 pub fn run<I, T>(args: I) -> ExitStatus
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(error) => {
-            let _ = error.print();
-            return if error.use_stderr() {
-                ExitStatus::Failure
-            } else {
-                ExitStatus::Success
-            };
-        }
+        Err(error) => return usage_error(&args, &error),
     };
     let printer = settings::printer(&cli);
-    match execute(&cli, &printer) {
-        Ok(status) => status,
-        Err(error) => {
-            printer.error(&error, error.hint().as_deref());
-            error.exit_status()
-        }
+    let outcome = execute(&cli, &printer);
+    printer.finish(&outcome);
+    outcome.exit_status()
+}
+
+/// Prints clap's message (help, version or a usage error); with `--output json`, a usage
+/// error is also one JSON object on stdout.
+fn usage_error(args: &[OsString], error: &clap::Error) -> ExitStatus {
+    let _ = error.print();
+    if !error.use_stderr() {
+        return ExitStatus::Success;
     }
+    let wants_json = args
+        .windows(2)
+        .any(|pair| pair[0] == "--output" && pair[1] == "json")
+        || args.iter().any(|arg| arg == "--output=json");
+    if wants_json {
+        let message = error
+            .render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_owned();
+        let object = serde_json::json!({
+            "command": args.get(1).and_then(|arg| arg.to_str()).unwrap_or(""),
+            "exit_code": ExitStatus::Failure.code(),
+            "changed": false,
+            "warnings": [],
+            "error": {"message": message, "causes": [], "hint": "see --help"},
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&object).expect("JSON serialises")
+        );
+    }
+    ExitStatus::Failure
 }
 
 /// Settings for a command that acts on the backends of the last sync unless `--backend` names
@@ -76,10 +103,32 @@ fn last_sync_settings(
     Ok(settings)
 }
 
-fn execute(cli: &Cli, printer: &Printer) -> Result<ExitStatus, Error> {
+fn execute(cli: &Cli, printer: &Printer) -> Outcome {
+    let command = cli.command.name();
+    let (report, error) = match run_command(cli, printer) {
+        Ok(report) => {
+            // A refused sync has a plan to show and an error to report.
+            let error = match &report {
+                Report::Sync(sync) if sync.outcome == report::SyncOutcome::Refused => {
+                    Some(Error::Refused(sync.plan.refusals.clone()))
+                }
+                _ => None,
+            };
+            (Some(report), error)
+        }
+        Err(error) => (None, Some(error)),
+    };
+    Outcome {
+        command,
+        report,
+        error,
+    }
+}
+
+fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
     let config = settings::read_config(cli.config.as_deref())?;
     let no_overrides = BackendOverrides::default();
-    match &cli.command {
+    Ok(match &cli.command {
         Command::Sync(args) => {
             let overrides = BackendOverrides {
                 sources: &args.sources,
@@ -93,7 +142,7 @@ fn execute(cli: &Cli, printer: &Printer) -> Result<ExitStatus, Error> {
                 detailed_exitcode: args.detailed_exitcode,
                 force: args.force,
             };
-            commands::sync::run(&settings, options, printer)
+            Report::Sync(commands::sync::run(&settings, options, printer)?)
         }
         Command::Status(args) => {
             let overrides = BackendOverrides {
@@ -102,15 +151,23 @@ fn execute(cli: &Cli, printer: &Printer) -> Result<ExitStatus, Error> {
             };
             let settings = settings::resolve(cli, &config, &overrides)?;
             let chosen = (!args.backends.is_empty()).then(|| settings.backends.clone());
-            commands::status::run(&StateDir::new(&settings.state_dir), chosen, printer)
+            Report::Status(commands::status::run(
+                &StateDir::new(&settings.state_dir),
+                chosen,
+                printer,
+            )?)
         }
         Command::History => {
             let settings = settings::resolve(cli, &config, &no_overrides)?;
-            commands::history::run(&StateDir::new(&settings.state_dir), printer)
+            Report::History(commands::history::run(
+                &StateDir::new(&settings.state_dir),
+                printer,
+            )?)
         }
-        Command::Restore(args) => {
-            commands::rollback::restore(&last_sync_settings(cli, &config, args)?, printer)
-        }
+        Command::Restore(args) => Report::Sync(commands::rollback::restore(
+            &last_sync_settings(cli, &config, args)?,
+            printer,
+        )?),
         Command::Rollback(args) => {
             let settings = settings::resolve(cli, &config, &no_overrides)?;
             // Rollback acts on the backends of the last sync, not on the config's.
@@ -118,14 +175,15 @@ fn execute(cli: &Cli, printer: &Printer) -> Result<ExitStatus, Error> {
                 backends: Vec::new(),
                 ..settings
             };
-            commands::rollback::run(&settings, args.to, printer)
+            Report::Sync(commands::rollback::run(&settings, args.to, printer)?)
         }
         Command::Unpin => {
             let settings = settings::resolve(cli, &config, &no_overrides)?;
-            commands::rollback::unpin(&settings, printer)
+            Report::Unpin(commands::rollback::unpin(&settings, printer)?)
         }
-        Command::Purge(args) => {
-            commands::purge::run(&last_sync_settings(cli, &config, args)?, printer)
-        }
-    }
+        Command::Purge(args) => Report::Purge(commands::purge::run(
+            &last_sync_settings(cli, &config, args)?,
+            printer,
+        )?),
+    })
 }

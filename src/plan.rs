@@ -66,6 +66,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan that does nothing (for commands that ended before planning).
+    pub fn empty() -> Plan {
+        Plan {
+            dry_run: false,
+            sources: Vec::new(),
+            target: Ranges::new(),
+            upstream: None,
+            pinned: None,
+            backends: Vec::new(),
+            refusals: Vec::new(),
+        }
+    }
+
     /// Whether any backend has something to write.
     pub fn changes_firewall(&self) -> bool {
         self.backends
@@ -142,7 +155,7 @@ impl Plan {
             .iter()
             .map(|backend| {
                 json!({
-                    "backend": backend.spec.kind(),
+                    "backend": backend.spec.kind().name(),
                     "description": backend.spec.describe(),
                     "changed": !backend.change.is_empty(),
                     "added": backend.change.add.to_strings(),

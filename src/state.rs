@@ -64,6 +64,23 @@ pub enum StateError {
     /// A generation that does not exist.
     #[error("there is no generation {0}")]
     NoSuchGeneration(u64),
+    /// A generation whose ranges do not match its recorded digest: damaged or tampered with.
+    #[error("{path} is corrupt: its ranges do not match its sha256")]
+    DigestMismatch {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl StateError {
+    /// Whether the error means a file is unreadable as state (as opposed to the directory
+    /// being unreachable): such files are recovered from or skipped, never trusted.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            StateError::Corrupt { .. } | StateError::DigestMismatch { .. }
+        )
+    }
 }
 
 /// The pointer file: which generation is applied, whether it is pinned, the last sync.
@@ -281,7 +298,11 @@ impl StateDir {
                 None => None,
                 Some(number) => match self.read_generation(number) {
                     Ok(generation) => Some(generation),
-                    Err(error @ (StateError::Corrupt { .. } | StateError::NoSuchGeneration(_))) => {
+                    Err(
+                        error @ (StateError::Corrupt { .. }
+                        | StateError::DigestMismatch { .. }
+                        | StateError::NoSuchGeneration(_)),
+                    ) => {
                         let previous = self.newest_readable(Some(number))?;
                         recovered.push(format!(
                             "generation {number} is unreadable ({error}); using {} as the snapshot",
@@ -312,7 +333,7 @@ impl StateDir {
             }
             match self.read_generation(number) {
                 Ok(generation) => return Ok(Some(generation)),
-                Err(StateError::Corrupt { .. }) => continue,
+                Err(error) if error.is_corrupt() => continue,
                 Err(error) => return Err(error),
             }
         }
@@ -347,10 +368,14 @@ impl StateDir {
             .join(format!("{generation:08}.json"))
     }
 
-    /// Reads one generation.
+    /// Reads one generation and verifies its digest.
     pub fn read_generation(&self, generation: u64) -> Result<Generation, StateError> {
-        read_json(&self.generation_path(generation))?
-            .ok_or(StateError::NoSuchGeneration(generation))
+        let path = self.generation_path(generation);
+        let read: Generation = read_json(&path)?.ok_or(StateError::NoSuchGeneration(generation))?;
+        if read.sha256 != digest(&read.ranges) || read.generation != generation {
+            return Err(StateError::DigestMismatch { path });
+        }
+        Ok(read)
     }
 
     /// Writes a generation, then deletes all but the newest [`KEEP_GENERATIONS`].
@@ -515,6 +540,33 @@ mod tests {
             "{:?}",
             loaded.recovered
         );
+    }
+
+    #[test]
+    fn a_generation_whose_ranges_do_not_match_its_digest_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        let generation = Generation::new(1, vec![], ranges(&["192.0.2.0/24"]));
+        state_dir.write_generation(&generation).unwrap();
+        let path = state_dir.generation_path(1);
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replace("192.0.2.0/24", "0.0.0.0/1")).unwrap();
+        assert!(matches!(
+            state_dir.read_generation(1),
+            Err(StateError::DigestMismatch { .. })
+        ));
+        fs::write(&path, text.replace(&generation.sha256, "short")).unwrap();
+        assert!(state_dir.read_generation(1).unwrap_err().is_corrupt());
+    }
+
+    #[test]
+    fn a_state_written_by_the_first_release_loads() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-0.1.0");
+        let loaded = StateDir::new(fixture).load().unwrap();
+        assert!(loaded.recovered.is_empty(), "{:?}", loaded.recovered);
+        assert_eq!(loaded.state.current_generation, Some(1));
+        assert_eq!(loaded.current.unwrap().ranges.len(), 22);
+        assert_eq!(loaded.state.last_sync.unwrap().backends.len(), 2);
     }
 
     #[test]

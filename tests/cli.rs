@@ -192,7 +192,7 @@ fn status_and_history_on_a_fresh_state_say_so() {
         .state(&state)
         .run()
         .code(1)
-        .stderr_has("cannot roll back: no sync has been recorded yet");
+        .stderr_has("cannot roll back: no backend to roll back: no sync has been recorded");
 }
 
 #[test]

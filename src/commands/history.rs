@@ -1,62 +1,47 @@
-//! `history`: the saved generations, newest last.
-
-use std::fmt::Write as _;
-
-use serde_json::json;
+//! `history`: the saved generations, oldest first. A generation that cannot be read (damaged,
+//! or not matching its digest) is reported and skipped, not fatal.
 
 use cf_allowlist_backend::Family;
 
-use crate::error::{Error, ExitStatus};
+use crate::error::Error;
 use crate::printer::Printer;
+use crate::report::{HistoryEntry, HistoryReport};
 use crate::state::StateDir;
 
 /// Lists the generations.
-pub fn run(state_dir: &StateDir, printer: &Printer) -> Result<ExitStatus, Error> {
-    let state = state_dir.read_state()?;
-    let mut text = String::new();
-    let mut entries = Vec::new();
+pub fn run(state_dir: &StateDir, printer: &Printer) -> Result<HistoryReport, Error> {
+    let loaded = state_dir.load()?;
+    for message in &loaded.recovered {
+        printer.warn(message.clone());
+    }
+    let state = loaded.state;
+    let mut report = HistoryReport {
+        generations: Vec::new(),
+        unreadable: Vec::new(),
+    };
     for number in state_dir.generations()? {
-        let generation = state_dir.read_generation(number)?;
-        let mut marks = Vec::new();
-        if state.current_generation == Some(number) {
-            marks.push("current");
-        }
-        if state
-            .pinned
-            .as_ref()
-            .is_some_and(|pin| pin.generation == number)
-        {
-            marks.push("pinned");
-        }
-        let _ = writeln!(
-            text,
-            "{number:>4}  {}  {:>3} IPv4 {:>3} IPv6  sha256 {}  {}{}",
-            generation.time,
-            generation.ranges.count(Family::V4),
-            generation.ranges.count(Family::V6),
-            &generation.sha256[..12],
-            generation.sources.join(","),
-            if marks.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", marks.join(", "))
+        let generation = match state_dir.read_generation(number) {
+            Ok(generation) => generation,
+            Err(error) if error.is_corrupt() => {
+                printer.warn(format!("skipped generation {number}: {error}"));
+                report.unreadable.push(error.to_string());
+                continue;
             }
-        );
-        entries.push(json!({
-            "generation": number,
-            "time": generation.time,
-            "ipv4": generation.ranges.count(Family::V4),
-            "ipv6": generation.ranges.count(Family::V6),
-            "sha256": generation.sha256,
-            "sources": generation.sources,
-            "current": state.current_generation == Some(number),
-            "pinned": state.pinned.as_ref().is_some_and(|pin| pin.generation == number),
-        }));
+            Err(error) => return Err(error.into()),
+        };
+        report.generations.push(HistoryEntry {
+            generation: number,
+            time: generation.time,
+            ipv4: generation.ranges.count(Family::V4),
+            ipv6: generation.ranges.count(Family::V6),
+            sha256: generation.sha256,
+            sources: generation.sources,
+            current: state.current_generation == Some(number),
+            pinned: state
+                .pinned
+                .as_ref()
+                .is_some_and(|pin| pin.generation == number),
+        });
     }
-    if entries.is_empty() {
-        text.push_str("no generations yet\n");
-    }
-    printer.text(&text);
-    printer.json(&json!({ "generations": entries }));
-    Ok(ExitStatus::Success)
+    Ok(report)
 }

@@ -7,7 +7,7 @@ pub mod rollback;
 pub mod status;
 pub mod sync;
 
-use cf_allowlist_backend::{Change, Ranges};
+use cf_allowlist_backend::{Change, ErrorKind, Ranges};
 
 use crate::backends::BackendSpec;
 use crate::error::Error;
@@ -39,50 +39,101 @@ pub fn plan_backends(
 }
 
 /// Applies each backend's change, then reads the firewall back and checks it holds exactly
-/// the target with its structure intact.
-pub fn apply_plans(plans: &[BackendPlan], printer: &Printer) -> Result<(), Error> {
-    for plan in plans {
-        if plan.change.is_empty() {
-            continue;
+/// the target with its structure intact. A backend that refuses its plan as stale (the firewall
+/// changed since it was observed) is observed and planned again, once, and `plans` is updated
+/// to what was applied. When a backend fails after others were changed, the error says which
+/// ones now hold `pending` (the generation the run would have recorded).
+pub fn apply_plans(
+    plans: &mut [BackendPlan],
+    pending: &Pending,
+    printer: &Printer,
+) -> Result<(), Error> {
+    let mut applied: Vec<String> = Vec::new();
+    for plan in plans.iter_mut() {
+        apply_one(plan, printer).map_err(|error| partial(&applied, pending, error))?;
+        if !plan.change.is_empty() {
+            applied.push(plan.spec.describe());
         }
-        let backend = plan.spec.build();
-        backend.apply(&plan.change)?;
-        let after = backend.observe()?;
-        let missing = plan.change.target.difference(&after.ranges);
-        let extra = after.ranges.difference(&plan.change.target);
-        if !missing.is_empty() || !extra.is_empty() || !after.repairs.is_empty() {
-            let mut detail = Vec::new();
-            if !missing.is_empty() {
-                detail.push(format!("missing {}", missing.to_strings().join(", ")));
-            }
-            if !extra.is_empty() {
-                detail.push(format!("unexpected {}", extra.to_strings().join(", ")));
-            }
-            detail.extend(
-                after
-                    .repairs
-                    .iter()
-                    .map(|repair| format!("still to {repair}")),
-            );
-            return Err(Error::ReadBack {
-                backend: backend.label(),
-                detail: detail.join("; "),
-            });
-        }
-        printer.note(&format!(
-            "{}: read back {} ranges, as planned",
-            plan.spec.describe(),
-            after.ranges.len()
-        ));
     }
     Ok(())
 }
 
-/// Prints every backend's warnings.
+/// The generation a run is bringing the backends to, for messages about partial changes.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Its number.
+    pub generation: u64,
+    /// Its counts, as `15 IPv4, 7 IPv6`.
+    pub ranges: String,
+}
+
+/// Wraps `error` as a partial change when `applied` names backends already changed.
+pub fn partial(applied: &[String], pending: &Pending, error: Error) -> Error {
+    if applied.is_empty() {
+        return error;
+    }
+    Error::Partial {
+        applied: applied.to_vec(),
+        generation: pending.generation,
+        ranges: pending.ranges.clone(),
+        source: Box::new(error),
+    }
+}
+
+fn apply_one(plan: &mut BackendPlan, printer: &Printer) -> Result<(), Error> {
+    if plan.change.is_empty() {
+        return Ok(());
+    }
+    let backend = plan.spec.build();
+    match backend.apply(&plan.change) {
+        Err(error) if error.kind == ErrorKind::Stale => {
+            printer.warn(format!(
+                "{}: the firewall changed since it was observed ({}); planned again",
+                plan.spec.describe(),
+                error.source
+            ));
+            let observed = backend.observe()?;
+            plan.change = Change::between(&observed, &plan.change.target);
+            plan.warnings = observed.warnings;
+            backend.apply(&plan.change)?;
+        }
+        result => result?,
+    }
+    let after = backend.observe()?;
+    let missing = plan.change.target.difference(&after.ranges);
+    let extra = after.ranges.difference(&plan.change.target);
+    if !missing.is_empty() || !extra.is_empty() || !after.repairs.is_empty() {
+        let mut detail = Vec::new();
+        if !missing.is_empty() {
+            detail.push(format!("missing {}", missing.to_strings().join(", ")));
+        }
+        if !extra.is_empty() {
+            detail.push(format!("unexpected {}", extra.to_strings().join(", ")));
+        }
+        detail.extend(
+            after
+                .repairs
+                .iter()
+                .map(|repair| format!("still to {repair}")),
+        );
+        return Err(Error::ReadBack {
+            backend: backend.label(),
+            detail: detail.join("; "),
+        });
+    }
+    printer.note(&format!(
+        "{}: read back {} ranges, as planned",
+        plan.spec.describe(),
+        after.ranges.len()
+    ));
+    Ok(())
+}
+
+/// Hands every backend's warnings to the printer.
 pub fn print_warnings(plans: &[BackendPlan], printer: &Printer) {
     for plan in plans {
         for warning in &plan.warnings {
-            printer.warn(&format!("{}: {warning}", plan.spec.describe()));
+            printer.warn(format!("{}: {warning}", plan.spec.describe()));
         }
     }
 }

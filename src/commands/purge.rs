@@ -1,18 +1,21 @@
 //! `purge`: remove everything the tool created from each backend, then check nothing of ours is
 //! left. Saved generations stay, so a later sync (or rollback) can bring the rules back.
 
-use serde_json::json;
-
-use crate::error::{Error, ExitStatus};
+use crate::error::Error;
 use crate::printer::Printer;
+use crate::report::PurgeReport;
 use crate::settings::Settings;
 use crate::state::StateDir;
 
 /// Purges the chosen backends (default: those of the last sync).
-pub fn run(settings: &Settings, printer: &Printer) -> Result<ExitStatus, Error> {
+pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error> {
     let state_dir = StateDir::new(&settings.state_dir);
     let _lock = state_dir.lock(settings.lock_timeout)?;
-    let mut state = state_dir.read_state()?;
+    let loaded = state_dir.load()?;
+    for message in &loaded.recovered {
+        printer.warn(message.clone());
+    }
+    let mut state = loaded.state;
     let recorded = state
         .last_sync
         .as_ref()
@@ -26,11 +29,13 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<ExitStatus, Error> 
     if specs.is_empty() {
         return Err(Error::NoBackend);
     }
-    let mut purged = Vec::new();
-    let mut text = String::new();
+    let mut report = PurgeReport {
+        purged: Vec::new(),
+        removed: Vec::new(),
+    };
     for spec in &specs {
         let backend = spec.build();
-        backend.purge()?;
+        let removed = backend.purge()?;
         let after = backend.observe()?;
         if !after.ranges.is_empty() {
             return Err(Error::ReadBack {
@@ -41,14 +46,16 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<ExitStatus, Error> 
                 ),
             });
         }
-        text.push_str(&format!("purged {}\n", spec.describe()));
-        purged.push(spec.describe());
+        report.removed.extend(
+            removed
+                .into_iter()
+                .map(|part| format!("{}: {part}", spec.kind().name())),
+        );
+        report.purged.push(spec.describe());
     }
     if let Some(last) = state.last_sync.as_mut() {
         last.backends.retain(|spec| !specs.contains(spec));
         state_dir.write_state(&state)?;
     }
-    printer.text(&text);
-    printer.json(&json!({ "purged": purged }));
-    Ok(ExitStatus::Success)
+    Ok(report)
 }

@@ -4,13 +4,12 @@
 //! (at boot, or after a reload of the firewall's saved configuration wiped runtime rules);
 //! `unpin` lets sync follow upstream again.
 
-use serde_json::json;
-
 use crate::backends::BackendSpec;
-use crate::commands::{apply_plans, plan_backends, print_warnings};
-use crate::error::{Error, ExitStatus};
+use crate::commands::{Pending, apply_plans, partial, plan_backends, print_warnings};
+use crate::error::Error;
 use crate::plan::Plan;
 use crate::printer::Printer;
+use crate::report::{SyncCommand, SyncOutcome, SyncReport, UnpinReport};
 use crate::settings::Settings;
 use crate::state::{Generation, LastSync, Loaded, Lock, Pin, StateDir, now_rfc3339};
 use crate::validate::counts;
@@ -24,7 +23,7 @@ fn apply_generation(
     printer: &Printer,
 ) -> Result<Plan, Error> {
     let plans = plan_backends(backends, &generation.ranges, false, &mut Vec::new())?;
-    let plan = Plan {
+    let mut plan = Plan {
         dry_run: false,
         sources: generation.sources.clone(),
         target: generation.ranges.clone(),
@@ -34,7 +33,11 @@ fn apply_generation(
         refusals: Vec::new(),
     };
     print_warnings(&plan.backends, printer);
-    apply_plans(&plan.backends, printer)?;
+    let pending = Pending {
+        generation: generation.generation,
+        ranges: counts(&generation.ranges),
+    };
+    apply_plans(&mut plan.backends, &pending, printer)?;
     Ok(plan)
 }
 
@@ -47,7 +50,7 @@ fn lock_and_load(
     let lock = state_dir.lock(settings.lock_timeout)?;
     let loaded = state_dir.load()?;
     for message in &loaded.recovered {
-        printer.warn(message);
+        printer.warn(message.clone());
     }
     Ok((state_dir, lock, loaded))
 }
@@ -64,13 +67,16 @@ fn chosen_backends(settings: &Settings, last_sync: Option<&LastSync>) -> Vec<Bac
 }
 
 /// Applies generation `to` (default: the one before the current) and pins it.
-pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<ExitStatus, Error> {
+pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<SyncReport, Error> {
     let (state_dir, _lock, loaded) = lock_and_load(settings, printer)?;
     let mut state = loaded.state;
-    if state.last_sync.is_none() && settings.backends.is_empty() {
-        return Err(Error::Rollback("no sync has been recorded yet".to_owned()));
-    }
     let backends = chosen_backends(settings, state.last_sync.as_ref());
+    if backends.is_empty() {
+        return Err(Error::Rollback(
+            "no backend to roll back: no sync has been recorded (or every backend was purged)"
+                .to_owned(),
+        ));
+    }
     let number = match (to, state.current_generation) {
         (Some(number), _) => number,
         (None, Some(current)) => state_dir
@@ -94,62 +100,75 @@ pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<Ex
         time: now_rfc3339(),
         backends,
     });
-    state_dir.write_state(&state)?;
-    printer.json(&plan.to_json(Some(number)));
-    let mut text = plan.render_text(false);
-    text.push_str(&format!(
-        "rolled back to generation {number} ({}) and pinned it; `cf-allowlist unpin` to follow upstream again\n",
-        counts(&generation.ranges)
-    ));
-    printer.text(&text);
-    Ok(ExitStatus::Success)
+    let changed: Vec<String> = changed_backends(&plan);
+    state_dir.write_state(&state).map_err(|error| {
+        partial(
+            &changed,
+            &Pending {
+                generation: number,
+                ranges: counts(&generation.ranges),
+            },
+            error.into(),
+        )
+    })?;
+    Ok(SyncReport {
+        command: SyncCommand::Rollback,
+        plan,
+        outcome: SyncOutcome::Applied { generation: number },
+        waited: None,
+    })
+}
+
+fn changed_backends(plan: &Plan) -> Vec<String> {
+    plan.backends
+        .iter()
+        .filter(|backend| !backend.change.is_empty())
+        .map(|backend| backend.spec.describe())
+        .collect()
 }
 
 /// Re-applies the current generation (the pinned one, while pinned) to the backends of the last
-/// sync, without fetching anything. With nothing saved yet it warns and succeeds, so that a
+/// sync, without fetching anything. With nothing saved yet it says so and succeeds, so that a
 /// boot-time unit does not fail on a host that has never synced.
-pub fn restore(settings: &Settings, printer: &Printer) -> Result<ExitStatus, Error> {
+pub fn restore(settings: &Settings, printer: &Printer) -> Result<SyncReport, Error> {
     let (_, _lock, loaded) = lock_and_load(settings, printer)?;
     let backends = chosen_backends(settings, loaded.state.last_sync.as_ref());
+    let skipped = |reason: &str| SyncReport {
+        command: SyncCommand::Restore,
+        plan: Plan::empty(),
+        outcome: SyncOutcome::Skipped {
+            reason: reason.to_owned(),
+        },
+        waited: None,
+    };
     let Some(generation) = loaded.current else {
-        printer
-            .warn("nothing to restore: no generation has been saved yet (run `cf-allowlist sync`)");
-        printer.json(&json!({ "restored": null }));
-        return Ok(ExitStatus::Success);
+        return Ok(skipped(
+            "no generation has been saved yet (run `cf-allowlist sync`)",
+        ));
     };
     if backends.is_empty() {
         return Err(Error::NoBackend);
     }
     let plan = apply_generation(&generation, &backends, loaded.state.pinned.clone(), printer)?;
-    printer.json(&plan.to_json(Some(generation.generation)));
-    if plan.changes_firewall() || printer.is_verbose() {
-        let mut text = plan.render_text(false);
-        text.push_str(&format!(
-            "restored generation {} ({})\n",
-            generation.generation,
-            counts(&generation.ranges)
-        ));
-        printer.text(&text);
-    }
-    Ok(ExitStatus::Success)
+    Ok(SyncReport {
+        command: SyncCommand::Restore,
+        plan,
+        outcome: SyncOutcome::Applied {
+            generation: generation.generation,
+        },
+        waited: None,
+    })
 }
 
 /// Removes the pin.
-pub fn unpin(settings: &Settings, printer: &Printer) -> Result<ExitStatus, Error> {
-    let state_dir = StateDir::new(&settings.state_dir);
-    let _lock = state_dir.lock(settings.lock_timeout)?;
-    let mut state = state_dir.read_state()?;
+pub fn unpin(settings: &Settings, printer: &Printer) -> Result<UnpinReport, Error> {
+    let (state_dir, _lock, loaded) = lock_and_load(settings, printer)?;
+    let mut state = loaded.state;
     let was = state.pinned.take();
     if was.is_some() {
         state_dir.write_state(&state)?;
     }
-    printer.json(&json!({ "unpinned": was.as_ref().map(|pin| pin.generation) }));
-    printer.text(&match was {
-        Some(pin) => format!(
-            "unpinned generation {}: the next sync follows upstream again\n",
-            pin.generation
-        ),
-        None => "not pinned\n".to_owned(),
-    });
-    Ok(ExitStatus::Success)
+    Ok(UnpinReport {
+        unpinned: was.map(|pin| pin.generation),
+    })
 }

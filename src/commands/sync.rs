@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use cf_allowlist_backend::Ranges;
 
-use crate::commands::{apply_plans, plan_backends, print_warnings};
-use crate::error::{Error, ExitStatus};
+use crate::commands::{Pending, apply_plans, partial, plan_backends, print_warnings};
+use crate::error::Error;
 use crate::failpoint;
 use crate::plan::{Plan, UpstreamChange, shrink_refusals};
 use crate::printer::Printer;
+use crate::report::{SyncCommand, SyncOutcome, SyncReport};
 use crate::settings::Settings;
 use crate::sources::{self, CachedSource, SourceError};
 use crate::state::{Generation, LastSync, StateDir, now_rfc3339};
@@ -39,7 +40,7 @@ pub fn fetch_all(
         let key = source.to_string();
         let fetched = sources::load(source, &settings.fetch, cache.get(&key))?;
         if let Some(warning) = &fetched.warning {
-            printer.warn(warning);
+            printer.warn_repeating(warning.clone());
         }
         // Validate per source so that the error names the source that sent the bad range.
         validate::validate(&fetched.networks, &settings.limits)
@@ -68,12 +69,12 @@ pub fn fetch_all(
     Ok((validated.ranges, new_cache))
 }
 
-/// Runs one sync.
+/// Runs one sync and reports what it planned and did.
 pub fn run(
     settings: &Settings,
     options: SyncOptions,
     printer: &Printer,
-) -> Result<ExitStatus, Error> {
+) -> Result<SyncReport, Error> {
     let state_dir = StateDir::new(&settings.state_dir);
     // A preview takes no lock and writes nothing, so it works without a state directory.
     let lock = if options.dry_run {
@@ -86,7 +87,7 @@ pub fn run(
     };
     let loaded = state_dir.load()?;
     for message in &loaded.recovered {
-        printer.warn(message);
+        printer.warn(message.clone());
     }
     let (mut state, current) = (loaded.state, loaded.current);
 
@@ -94,7 +95,7 @@ pub fn run(
     let mut source_cache = None;
     let (target, sources, upstream) = match &state.pinned {
         Some(pin) => {
-            printer.warn(&format!(
+            printer.warn_repeating(format!(
                 "pinned to generation {} since {}: upstream is not consulted (`cf-allowlist unpin` to follow it again)",
                 pin.generation, pin.since
             ));
@@ -131,11 +132,11 @@ pub fn run(
     let backends = plan_backends(&settings.backends, &target, true, &mut refusals)?;
     if options.force && !refusals.is_empty() {
         for reason in &refusals {
-            printer.warn(&format!("--force overrides: {reason}"));
+            printer.warn(format!("--force overrides: {reason}"));
         }
         refusals.clear();
     }
-    let plan = Plan {
+    let mut plan = Plan {
         dry_run: options.dry_run,
         sources,
         target,
@@ -145,86 +146,89 @@ pub fn run(
         refusals,
     };
     print_warnings(&plan.backends, printer);
+    let report = |plan: Plan, outcome: SyncOutcome| SyncReport {
+        command: SyncCommand::Sync,
+        plan,
+        outcome,
+        waited: lock
+            .as_ref()
+            .filter(|lock| lock.contended)
+            .map(|lock| lock.waited),
+    };
 
-    let no_backend = plan.backends.is_empty();
-    if options.dry_run || !plan.refusals.is_empty() {
-        printer.json(&plan.to_json(None));
-        if plan.has_news() || no_backend || printer.is_verbose() || options.dry_run {
-            printer.text(&plan.render_text(no_backend));
-        }
-        if !plan.refusals.is_empty() {
-            return Err(Error::Refused(plan.refusals));
-        }
-        if options.dry_run {
-            printer.text(if plan.changes_firewall() {
-                "dry run: nothing was changed\n"
-            } else if no_backend {
-                "dry run: no backend configured, so nothing would be applied\n"
-            } else {
-                "dry run: nothing to change\n"
-            });
-        }
-        let pending = plan.changes_firewall() || (no_backend && plan.has_news());
-        return Ok(if options.detailed_exitcode && pending {
-            ExitStatus::ChangesPending
-        } else {
-            ExitStatus::Success
-        });
+    if options.dry_run {
+        return Ok(report(
+            plan,
+            SyncOutcome::Previewed {
+                detailed_exitcode: options.detailed_exitcode,
+            },
+        ));
+    }
+    if !plan.refusals.is_empty() {
+        return Ok(report(plan, SyncOutcome::Refused));
     }
 
-    failpoint::pause_point("before-apply");
-    apply_plans(&plan.backends, printer)?;
-    failpoint::pause_point("after-apply");
-
-    // Every backend holds the target: now, and only now, record it.
+    // The generation this run brings the backends to: the current one when the list has not
+    // changed (or while pinned), else the next number.
     let generation = match (&state.pinned, &current) {
         (Some(pin), _) => pin.generation,
         (None, Some(current)) if current.sha256 == crate::state::digest(&plan.target) => {
             current.generation
         }
-        (None, _) => {
-            let number = state_dir.generations()?.last().copied().unwrap_or(0) + 1;
+        (None, _) => state_dir.generations()?.last().copied().unwrap_or(0) + 1,
+    };
+    let pending = Pending {
+        generation,
+        ranges: counts(&plan.target),
+    };
+    failpoint::pause_point("before-apply");
+    apply_plans(&mut plan.backends, &pending, printer)?;
+    failpoint::pause_point("after-apply");
+
+    // Every backend holds the target: now, and only now, record it. A failure here leaves the
+    // firewall changed and unrecorded, and the error says so.
+    let changed: Vec<String> = plan
+        .backends
+        .iter()
+        .filter(|backend| !backend.change.is_empty())
+        .map(|backend| backend.spec.describe())
+        .collect();
+    let record = || -> Result<(), Error> {
+        let is_new = state.pinned.is_none()
+            && current
+                .as_ref()
+                .is_none_or(|current| current.generation != generation);
+        if is_new {
             state_dir.write_generation(&Generation::new(
-                number,
+                generation,
                 plan.sources.clone(),
                 plan.target.clone(),
             ))?;
             failpoint::pause_point("after-generation-write");
-            number
         }
+        let mut state = state.clone();
+        state.current_generation = Some(generation);
+        state.last_sync = Some(LastSync {
+            time: now_rfc3339(),
+            backends: settings.backends.clone(),
+        });
+        if let Some(cache) = &source_cache {
+            state_dir.write_source_cache(cache)?;
+        }
+        state_dir.write_state(&state)?;
+        Ok(())
     };
+    record().map_err(|error| partial(&changed, &pending, error))?;
     state.current_generation = Some(generation);
-    state.last_sync = Some(LastSync {
-        time: now_rfc3339(),
-        backends: settings.backends.clone(),
-    });
-    if let Some(cache) = &source_cache {
-        state_dir.write_source_cache(cache)?;
-    }
-    state_dir.write_state(&state)?;
 
-    printer.json(&plan.to_json(Some(generation)));
     if let Some(lock) = lock
         .as_ref()
         .filter(|lock| lock.contended && !plan.has_news())
     {
-        printer.warn(&format!(
+        printer.warn(format!(
             "waited {:.2}s for another run to finish; nothing left to change",
             lock.waited.as_secs_f64()
         ));
     }
-    if plan.has_news() || printer.is_verbose() {
-        let mut text = plan.render_text(false);
-        text.push_str(&format!(
-            "{} generation {generation} ({})\n",
-            if plan.changes_firewall() {
-                "applied"
-            } else {
-                "recorded"
-            },
-            counts(&plan.target)
-        ));
-        printer.text(&text);
-    }
-    Ok(ExitStatus::Success)
+    Ok(report(plan, SyncOutcome::Applied { generation }))
 }

@@ -99,6 +99,16 @@ impl Outcome {
         self
     }
 
+    /// Asserts nothing was printed at all, on stdout or stderr (what cron mails).
+    #[track_caller]
+    pub fn says_nothing(&self) -> &Outcome {
+        assert!(
+            self.stdout.is_empty() && self.stderr.is_empty(),
+            "the run printed something\n{self}"
+        );
+        self
+    }
+
     /// stdout parsed as JSON.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {

@@ -1,0 +1,543 @@
+//! What a command did, as typed values. A command decides and returns its report; the printer
+//! renders it once, as text or as one JSON object (and, later, as metrics), so that every
+//! output comes from one source.
+//!
+//! The JSON form of every report is wrapped in one envelope (see [`Outcome::to_json`]):
+//! `command`, `exit_code`, `changed`, `warnings`, and `error` when the command failed. The
+//! published schema is `schema/output.schema.json`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use cf_allowlist_backend::{Change, Family, Ranges};
+
+use crate::error::{Error, ExitStatus};
+use crate::plan::Plan;
+use crate::state::Pin;
+use crate::validate::counts;
+
+/// A warning, and whether it repeats on every run while nothing changes (such warnings are
+/// shown only when a run has something to say anyway, so that cron stays quiet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The message, a lowercase phrase.
+    pub message: String,
+    /// Whether it would repeat on every no-op run.
+    pub repeating: bool,
+}
+
+/// What a command ended with: its report, its error, or both (a refusal has a plan to show and
+/// an error to report).
+#[derive(Debug)]
+pub struct Outcome {
+    /// The command's name, as typed.
+    pub command: &'static str,
+    /// The report, when the command got far enough to make one.
+    pub report: Option<Report>,
+    /// The error, when it failed.
+    pub error: Option<Error>,
+}
+
+impl Outcome {
+    /// How the process exits.
+    pub fn exit_status(&self) -> ExitStatus {
+        match (&self.error, &self.report) {
+            (Some(error), _) => error.exit_status(),
+            (None, Some(report)) => report.exit_status(),
+            (None, None) => ExitStatus::Success,
+        }
+    }
+
+    /// Whether the firewall was changed (in a dry run: would be).
+    pub fn changed(&self) -> bool {
+        let by_report = self.report.as_ref().is_some_and(Report::changed);
+        // An error after a partial apply still changed the firewall.
+        let by_error = matches!(&self.error, Some(Error::Partial { .. }));
+        by_report || by_error
+    }
+
+    /// The one JSON object this command prints.
+    pub fn to_json(&self, warnings: &[Warning]) -> Value {
+        let mut object = match self.report.as_ref().map(Report::to_json) {
+            Some(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        object.insert("command".into(), json!(self.command));
+        object.insert("exit_code".into(), json!(self.exit_status().code()));
+        object.insert("changed".into(), json!(self.changed()));
+        object.insert(
+            "warnings".into(),
+            json!(
+                warnings
+                    .iter()
+                    .map(|warning| &warning.message)
+                    .collect::<Vec<_>>()
+            ),
+        );
+        if let Some(error) = &self.error {
+            object.insert("error".into(), error.to_json());
+        }
+        Value::Object(object)
+    }
+}
+
+/// One command's report.
+#[derive(Debug)]
+pub enum Report {
+    /// `sync`, `rollback`, `restore`.
+    Sync(SyncReport),
+    /// `status`.
+    Status(StatusReport),
+    /// `history`.
+    History(HistoryReport),
+    /// `purge`.
+    Purge(PurgeReport),
+    /// `unpin`.
+    Unpin(UnpinReport),
+}
+
+impl Report {
+    /// The report as JSON (without the envelope).
+    pub fn to_json(&self) -> Value {
+        let value = match self {
+            Report::Sync(report) => return report.to_json(),
+            Report::Status(report) => serde_json::to_value(report),
+            Report::History(report) => serde_json::to_value(report),
+            Report::Purge(report) => serde_json::to_value(report),
+            Report::Unpin(report) => serde_json::to_value(report),
+        };
+        value.expect("reports serialise")
+    }
+
+    /// The report as text for stdout; empty when there is nothing worth saying.
+    pub fn text(&self, verbose: bool) -> String {
+        match self {
+            Report::Sync(report) => report.text(verbose),
+            Report::Status(report) => report.text(),
+            Report::History(report) => report.text(),
+            Report::Purge(report) => report.text(),
+            Report::Unpin(report) => report.text(),
+        }
+    }
+
+    /// Whether the firewall was (or, in a dry run, would be) changed.
+    pub fn changed(&self) -> bool {
+        match self {
+            Report::Sync(report) => report.changed(),
+            Report::Purge(report) => !report.removed.is_empty(),
+            Report::Status(_) | Report::History(_) | Report::Unpin(_) => false,
+        }
+    }
+
+    /// How the process exits when nothing failed.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Report::Sync(report) => report.exit_status(),
+            _ => ExitStatus::Success,
+        }
+    }
+
+    /// Whether warnings that repeat on every run should be shown: when the run has something
+    /// to say anyway, and always for commands a person runs to look.
+    pub fn shows_repeating_warnings(&self) -> bool {
+        match self {
+            Report::Sync(report) => report.has_news(),
+            _ => true,
+        }
+    }
+}
+
+/// Which command applied a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncCommand {
+    /// `sync`.
+    Sync,
+    /// `rollback`.
+    Rollback,
+    /// `restore`.
+    Restore,
+}
+
+/// How a plan ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// `--dry-run`: printed, nothing changed.
+    Previewed {
+        /// `--detailed-exitcode` was given.
+        detailed_exitcode: bool,
+    },
+    /// A safety guard refused the plan; nothing changed.
+    Refused,
+    /// Applied (or already in place) and recorded as this generation.
+    Applied {
+        /// The generation the backends now hold.
+        generation: u64,
+    },
+    /// Nothing was done, for this reason (restore with nothing saved, or after a purge).
+    Skipped {
+        /// Why, as a lowercase phrase.
+        reason: String,
+    },
+}
+
+/// What `sync`, `rollback` or `restore` planned and did.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    /// Which command.
+    pub command: SyncCommand,
+    /// The plan, as applied (re-planned once if a backend refused a stale one).
+    pub plan: Plan,
+    /// How it ended.
+    pub outcome: SyncOutcome,
+    /// How long this run waited for another's lock, when it had to wait.
+    pub waited: Option<Duration>,
+}
+
+impl SyncReport {
+    fn generation(&self) -> Option<u64> {
+        match self.outcome {
+            SyncOutcome::Applied { generation } => Some(generation),
+            _ => None,
+        }
+    }
+
+    fn changed(&self) -> bool {
+        match self.outcome {
+            SyncOutcome::Refused | SyncOutcome::Skipped { .. } => false,
+            _ => self.plan.changes_firewall(),
+        }
+    }
+
+    /// Whether the run has anything to report: a preview, a firewall change, an upstream
+    /// change, a refusal, or a rollback.
+    pub fn has_news(&self) -> bool {
+        match &self.outcome {
+            SyncOutcome::Previewed { .. } | SyncOutcome::Refused | SyncOutcome::Skipped { .. } => {
+                true
+            }
+            SyncOutcome::Applied { .. } => {
+                self.command == SyncCommand::Rollback || self.plan.has_news()
+            }
+        }
+    }
+
+    fn exit_status(&self) -> ExitStatus {
+        let no_backend = self.plan.backends.is_empty();
+        match self.outcome {
+            SyncOutcome::Refused => ExitStatus::Refused,
+            SyncOutcome::Previewed {
+                detailed_exitcode: true,
+            } if self.plan.changes_firewall() || (no_backend && self.plan.has_news()) => {
+                ExitStatus::ChangesPending
+            }
+            _ => ExitStatus::Success,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut value = self.plan.to_json(self.generation());
+        if let SyncOutcome::Skipped { reason } = &self.outcome {
+            value["skipped"] = json!(reason);
+        }
+        value
+    }
+
+    fn text(&self, verbose: bool) -> String {
+        let no_backend = self.plan.backends.is_empty();
+        let mut text = String::new();
+        match &self.outcome {
+            SyncOutcome::Previewed { .. } => {
+                text.push_str(&self.plan.render_text(no_backend));
+                text.push_str(if self.plan.changes_firewall() {
+                    "dry run: nothing was changed\n"
+                } else if no_backend {
+                    "dry run: no backend configured, so nothing would be applied\n"
+                } else {
+                    "dry run: nothing to change\n"
+                });
+            }
+            SyncOutcome::Refused => text.push_str(&self.plan.render_text(no_backend)),
+            SyncOutcome::Skipped { reason } => {
+                let _ = writeln!(text, "nothing done: {reason}");
+            }
+            SyncOutcome::Applied { generation } => {
+                let ranges = counts(&self.plan.target);
+                match self.command {
+                    SyncCommand::Rollback => {
+                        text.push_str(&self.plan.render_text(false));
+                        let _ = writeln!(
+                            text,
+                            "rolled back to generation {generation} ({ranges}) and pinned it; `cf-allowlist unpin` to follow upstream again"
+                        );
+                    }
+                    SyncCommand::Restore if self.plan.changes_firewall() || verbose => {
+                        text.push_str(&self.plan.render_text(false));
+                        let _ = writeln!(text, "restored generation {generation} ({ranges})");
+                    }
+                    SyncCommand::Sync if self.plan.has_news() || verbose => {
+                        text.push_str(&self.plan.render_text(false));
+                        let verb = if self.plan.changes_firewall() {
+                            "applied"
+                        } else {
+                            "recorded"
+                        };
+                        let _ = writeln!(text, "{verb} generation {generation} ({ranges})");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        text
+    }
+}
+
+/// One backend as `status` found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    /// Its kind.
+    pub backend: &'static str,
+    /// Where it writes.
+    pub description: String,
+    /// Whether it holds exactly the current generation, structure intact.
+    pub in_sync: bool,
+    /// How many ranges it allows.
+    pub held: usize,
+    /// Ranges of the generation it does not allow.
+    pub missing: Vec<String>,
+    /// Ranges it allows that the generation does not list.
+    pub unexpected: Vec<String>,
+    /// Structural repairs the next sync would make.
+    pub repairs: Vec<String>,
+    /// What the backend wants the user to know.
+    pub warnings: Vec<String>,
+}
+
+impl BackendStatus {
+    /// The status of a backend that observed `change` against the current generation.
+    pub fn new(
+        backend: &'static str,
+        description: String,
+        change: &Change,
+        warnings: Vec<String>,
+    ) -> BackendStatus {
+        BackendStatus {
+            backend,
+            description,
+            in_sync: change.is_empty(),
+            held: change.unchanged.len() + change.remove.len(),
+            missing: change.add.to_strings(),
+            unexpected: change.remove.to_strings(),
+            repairs: change.repairs.clone(),
+            warnings,
+        }
+    }
+}
+
+/// Counts per family.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FamilyCounts {
+    /// IPv4 ranges.
+    pub ipv4: usize,
+    /// IPv6 ranges.
+    pub ipv6: usize,
+}
+
+impl FamilyCounts {
+    /// The counts of `ranges`.
+    pub fn of(ranges: &Ranges) -> FamilyCounts {
+        FamilyCounts {
+            ipv4: ranges.count(Family::V4),
+            ipv6: ranges.count(Family::V6),
+        }
+    }
+}
+
+/// What `status` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// When the last sync ran.
+    pub last_sync: Option<String>,
+    /// The current generation.
+    pub generation: Option<u64>,
+    /// When it was first applied.
+    #[serde(skip)]
+    pub generation_time: Option<String>,
+    /// Its digest.
+    pub sha256: Option<String>,
+    /// Its counts.
+    pub ranges: FamilyCounts,
+    /// The pin, if any.
+    pub pinned: Option<Pin>,
+    /// Each backend.
+    pub backends: Vec<BackendStatus>,
+}
+
+impl StatusReport {
+    fn text(&self) -> String {
+        let mut text = String::new();
+        match (&self.last_sync, self.generation) {
+            (Some(last), Some(generation)) => {
+                let _ = writeln!(text, "last sync: {last}");
+                let _ = writeln!(
+                    text,
+                    "generation {generation} from {}: {} IPv4, {} IPv6 (sha256 {})",
+                    self.generation_time.as_deref().unwrap_or("?"),
+                    self.ranges.ipv4,
+                    self.ranges.ipv6,
+                    self.sha256.as_deref().map_or("?", short_digest)
+                );
+            }
+            _ => text.push_str("no sync yet\n"),
+        }
+        if let Some(pin) = &self.pinned {
+            let _ = writeln!(
+                text,
+                "pinned to generation {} since {} (`cf-allowlist unpin` to follow upstream)",
+                pin.generation, pin.since
+            );
+        }
+        for backend in &self.backends {
+            let _ = writeln!(
+                text,
+                "{}: {}",
+                backend.description,
+                if backend.in_sync {
+                    format!("in sync ({} ranges)", backend.held)
+                } else {
+                    describe_drift(backend)
+                }
+            );
+        }
+        text
+    }
+}
+
+fn describe_drift(backend: &BackendStatus) -> String {
+    let mut parts = Vec::new();
+    if !backend.missing.is_empty() {
+        parts.push(format!("missing {}", backend.missing.join(", ")));
+    }
+    if !backend.unexpected.is_empty() {
+        parts.push(format!("unexpected {}", backend.unexpected.join(", ")));
+    }
+    parts.extend(
+        backend
+            .repairs
+            .iter()
+            .map(|repair| format!("needs to {repair}")),
+    );
+    format!("drift: {} (the next sync repairs it)", parts.join("; "))
+}
+
+/// The first 16 characters of a digest, or all of it if shorter (never slice data read from
+/// disk blindly).
+pub fn short_digest(digest: &str) -> &str {
+    digest.get(..16).unwrap_or(digest)
+}
+
+/// One saved generation, as `history` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    /// Its number.
+    pub generation: u64,
+    /// When it was first applied.
+    pub time: String,
+    /// IPv4 ranges.
+    pub ipv4: usize,
+    /// IPv6 ranges.
+    pub ipv6: usize,
+    /// Its digest.
+    pub sha256: String,
+    /// Where it came from.
+    pub sources: Vec<String>,
+    /// Whether it is the current one.
+    pub current: bool,
+    /// Whether it is pinned.
+    pub pinned: bool,
+}
+
+/// What `history` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryReport {
+    /// The readable generations, oldest first.
+    pub generations: Vec<HistoryEntry>,
+    /// Generations that could not be read, with why.
+    pub unreadable: Vec<String>,
+}
+
+impl HistoryReport {
+    fn text(&self) -> String {
+        let mut text = String::new();
+        for entry in &self.generations {
+            let mut marks = Vec::new();
+            if entry.current {
+                marks.push("current");
+            }
+            if entry.pinned {
+                marks.push("pinned");
+            }
+            let _ = writeln!(
+                text,
+                "{:>4}  {}  {:>3} IPv4 {:>3} IPv6  sha256 {}  {}{}",
+                entry.generation,
+                entry.time,
+                entry.ipv4,
+                entry.ipv6,
+                entry.sha256.get(..12).unwrap_or(&entry.sha256),
+                entry.sources.join(","),
+                if marks.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", marks.join(", "))
+                }
+            );
+        }
+        if self.generations.is_empty() {
+            text.push_str("no generations yet\n");
+        }
+        text
+    }
+}
+
+/// What `purge` removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PurgeReport {
+    /// Each backend purged.
+    pub purged: Vec<String>,
+    /// Every part removed, as `backend: part`.
+    pub removed: Vec<String>,
+}
+
+impl PurgeReport {
+    fn text(&self) -> String {
+        let mut text = String::new();
+        for part in &self.removed {
+            let _ = writeln!(text, "removed {part}");
+        }
+        for backend in &self.purged {
+            let _ = writeln!(text, "purged {backend}");
+        }
+        text
+    }
+}
+
+/// What `unpin` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnpinReport {
+    /// The generation that was pinned, if one was.
+    pub unpinned: Option<u64>,
+}
+
+impl UnpinReport {
+    fn text(&self) -> String {
+        match self.unpinned {
+            Some(generation) => {
+                format!("unpinned generation {generation}: the next sync follows upstream again\n")
+            }
+            None => "not pinned\n".to_owned(),
+        }
+    }
+}
