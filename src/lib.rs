@@ -20,6 +20,9 @@ pub mod sources;
 pub mod state;
 pub mod validate;
 
+#[cfg(test)]
+mod core_tests;
+
 use std::ffi::OsString;
 
 use clap::Parser;

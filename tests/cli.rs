@@ -171,7 +171,108 @@ fn the_config_file_sets_sources() {
 
 #[test]
 fn detailed_exitcode_requires_dry_run() {
-    cf(&["sync", "--detailed-exitcode"]).run().code(1);
+    cf(&["sync", "--detailed-exitcode", "--source", "builtin"])
+        .run()
+        .code(1)
+        .stderr_has("the following required arguments were not provided")
+        .stderr_has("--dry-run");
+}
+
+#[test]
+fn every_exit_path_prints_one_json_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // A usage error.
+    let usage = cf(&["sync", "--detailed-exitcode", "--output", "json"]).run();
+    usage.code(1);
+    let json = usage.json();
+    assert_eq!(json["exit_code"], 1);
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("required arguments"),
+        "{json:#}"
+    );
+    // A config error.
+    let missing = dir.path().join("missing.toml").display().to_string();
+    let json = cf(&["--config", &missing, "--output", "json", "status"])
+        .run()
+        .code(1)
+        .json();
+    assert_eq!(json["command"], "status");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not read config file")
+    );
+    assert!(!json["error"]["causes"].as_array().unwrap().is_empty());
+    // A source error.
+    let list = write(dir.path(), "list", "10.0.0.0/8\n");
+    let json = cf(&["sync", "--dry-run", "--output", "json", "--source", &list])
+        .state(&state)
+        .run()
+        .code(1)
+        .json();
+    assert_eq!(json["changed"], false);
+    // No backend.
+    let json = cf(&["sync", "--output", "json", "--source", "builtin"])
+        .state(&state)
+        .run()
+        .code(1)
+        .json();
+    assert!(
+        json["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--backend nftables")
+    );
+    // Every read-only command on a fresh state.
+    for command in ["status", "history"] {
+        let json = cf(&["--output", "json", command])
+            .state(&state)
+            .run()
+            .code(0)
+            .json();
+        assert_eq!(json["command"], command);
+    }
+    // A dry run, with the builtin list's warning in the array.
+    let json = cf(&[
+        "sync",
+        "--dry-run",
+        "--output",
+        "json",
+        "--source",
+        "builtin",
+    ])
+    .state(&state)
+    .run()
+    .code(0)
+    .json();
+    assert!(
+        json["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("builtin list"),
+        "{json:#}"
+    );
+    // The lock held by another run.
+    let held = cf_allowlist::state::StateDir::new(&state);
+    let _lock = held.lock(Duration::from_secs(1)).unwrap();
+    let config = write(dir.path(), "config.toml", "lock_timeout_secs = 1\n");
+    let json = cf(&["--config", &config, "--output", "json", "unpin"])
+        .state(&state)
+        .run()
+        .code(4)
+        .json();
+    assert_eq!(json["exit_code"], 4);
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("held the lock")
+    );
 }
 
 #[test]

@@ -109,11 +109,24 @@ impl Outcome {
         self
     }
 
-    /// stdout parsed as JSON.
+    /// stdout parsed as one JSON object, checked against `schema/output.schema.json`.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|error| panic!("stdout is not JSON ({error})\n{self}"))
+        let json: serde_json::Value = serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("stdout is not one JSON object ({error})\n{self}"));
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schema/output.schema.json"))
+                .expect("the schema is JSON");
+        let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|error| format!("{error} at {}", error.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "stdout does not match the schema: {errors:#?}\n{self}"
+        );
+        json
     }
 }
 

@@ -1,0 +1,397 @@
+//! The core, tested in-process without root: every command against the in-memory backend
+//! (a test-only kind of the registry), with faults injected into it, and every JSON object
+//! checked against the published schema.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use clap::Parser;
+use serde_json::Value;
+
+use cf_allowlist_backend::{ErrorKind, Ranges};
+use cf_allowlist_memory::SharedFirewall;
+
+use crate::cli::{Cli, OutputFormat};
+use crate::printer::{Printer, Verbosity};
+use crate::report::Outcome;
+
+static HOSTS: AtomicU32 = AtomicU32::new(0);
+
+/// A pretend host: a temporary config and state directory, a source file, and named in-memory
+/// firewalls that only this test uses.
+struct Host {
+    dir: tempfile::TempDir,
+    firewalls: Vec<String>,
+}
+
+/// What one command did: the JSON object it would print.
+struct Ran {
+    json: Value,
+}
+
+impl Host {
+    fn new(firewalls: &[&str]) -> Host {
+        let host = HOSTS.fetch_add(1, Ordering::SeqCst);
+        let dir = tempfile::tempdir().unwrap();
+        let firewalls: Vec<String> = firewalls
+            .iter()
+            .map(|name| format!("core-{host}-{name}"))
+            .collect();
+        let mut config = format!(
+            "sources = [{:?}]\n",
+            dir.path().join("list").display().to_string()
+        );
+        for name in &firewalls {
+            config.push_str(&format!(
+                "[[backend]]\nkind = \"memory\"\nfirewall = {name:?}\n"
+            ));
+        }
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let host = Host { dir, firewalls };
+        host.serve(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
+        host
+    }
+
+    fn serve(&self, ranges: &[&str]) {
+        std::fs::write(self.dir.path().join("list"), ranges.join("\n")).unwrap();
+    }
+
+    fn firewall(&self, index: usize) -> SharedFirewall {
+        SharedFirewall::named(&self.firewalls[index])
+    }
+
+    fn held(&self, index: usize) -> Ranges {
+        self.firewall(index).lock().set.clone().unwrap_or_default()
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn run(&self, args: &[&str]) -> Ran {
+        let config = self.dir.path().join("config.toml");
+        let state = self.state_dir();
+        let mut argv = vec![
+            "cf-allowlist".to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+            "--state-dir".to_owned(),
+            state.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|arg| (*arg).to_owned()));
+        let cli = Cli::try_parse_from(&argv).unwrap();
+        let printer = Printer::new(OutputFormat::Json, Verbosity::Quiet);
+        let outcome: Outcome = super::execute(&cli, &printer);
+        let json = outcome.to_json(&printer.warnings());
+        assert_valid(&json);
+        Ran { json }
+    }
+}
+
+fn ranges(list: &[&str]) -> Ranges {
+    list.iter().map(|text| text.parse().unwrap()).collect()
+}
+
+/// Checks a JSON object against `schema/output.schema.json`.
+pub fn assert_valid(json: &Value) {
+    let schema: Value = serde_json::from_str(include_str!("../schema/output.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(json)
+        .map(|error| format!("{error} at {}", error.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "output does not match the schema: {errors:#?}\n{json:#}"
+    );
+}
+
+impl Ran {
+    fn code(&self) -> i32 {
+        self.json["exit_code"].as_i64().unwrap() as i32
+    }
+
+    fn message(&self) -> String {
+        self.json["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+#[test]
+fn sync_applies_and_a_second_sync_writes_nothing() {
+    let host = Host::new(&["a"]);
+    let first = host.run(&["sync"]);
+    assert_eq!(first.code(), 0, "{:#}", first.json);
+    assert_eq!(first.json["changed"], true);
+    assert_eq!(first.json["generation"], 1);
+    assert_eq!(
+        host.held(0),
+        ranges(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"])
+    );
+    let writes = host.firewall(0).lock().writes;
+    let second = host.run(&["sync"]);
+    assert_eq!(second.code(), 0);
+    assert_eq!(second.json["changed"], false);
+    assert_eq!(second.json["generation"], 1);
+    assert_eq!(host.firewall(0).lock().writes, writes, "a no-op sync wrote");
+}
+
+#[test]
+fn a_dry_run_changes_nothing_and_reports_the_pending_change() {
+    let host = Host::new(&["a"]);
+    let preview = host.run(&["sync", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(preview.code(), 2);
+    assert_eq!(preview.json["changed"], true);
+    assert_eq!(preview.json["dry_run"], true);
+    assert_eq!(
+        preview.json["backends"][0]["added"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(host.firewall(0).lock().set.is_none());
+    assert!(!host.state_dir().exists());
+}
+
+#[test]
+fn a_read_back_that_differs_from_the_plan_fails_and_records_nothing() {
+    let host = Host::new(&["a"]);
+    host.firewall(0).lock().faults.extra_after_apply = Some("203.0.113.0/24".parse().unwrap());
+    let run = host.run(&["sync"]);
+    assert_eq!(run.code(), 1);
+    assert!(
+        run.message()
+            .contains("does not hold the planned ranges after apply: unexpected 203.0.113.0/24"),
+        "{}",
+        run.message()
+    );
+    let status = host.run(&["status"]);
+    assert_eq!(status.json["generation"], Value::Null, "{:#}", status.json);
+    // The next sync removes what the plan did not list.
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    assert!(!host.held(0).contains(&"203.0.113.0/24".parse().unwrap()));
+}
+
+#[test]
+fn a_backend_failure_records_nothing_and_the_next_sync_converges() {
+    let host = Host::new(&["a"]);
+    host.firewall(0).lock().faults.fail_next_apply = Some(ErrorKind::Permission);
+    let run = host.run(&["sync"]);
+    assert_eq!(run.code(), 1);
+    assert_eq!(run.json["changed"], false);
+    assert!(
+        run.json["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("run as root"),
+        "{:#}",
+        run.json
+    );
+    assert!(host.firewall(0).lock().set.is_none());
+    assert!(!host.state_dir().join("generations/00000001.json").exists());
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    assert_eq!(host.held(0).len(), 3);
+}
+
+#[test]
+fn when_the_second_backend_fails_the_error_names_the_first_as_changed() {
+    let host = Host::new(&["a", "b"]);
+    host.firewall(1).lock().faults.fail_next_apply = Some(ErrorKind::Rejected);
+    let run = host.run(&["sync"]);
+    assert_eq!(run.code(), 1);
+    assert_eq!(run.json["changed"], true, "the first backend was changed");
+    let message = run.message();
+    assert!(
+        message.contains(&format!("memory (firewall {}", host.firewalls[0]))
+            && message.contains("already hold generation 1 (2 IPv4, 1 IPv6)")
+            && message.contains("which the state does not record"),
+        "{message}"
+    );
+    assert!(
+        run.json["error"]["causes"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "memory {} backend could not apply",
+                host.firewalls[1]
+            )),
+        "{:#}",
+        run.json
+    );
+    assert_eq!(host.held(0).len(), 3);
+    assert!(host.firewall(1).lock().set.is_none());
+    // status tells the truth: a holds what no generation records yet, b holds nothing.
+    let status = host.run(&["status", "--backend", "memory"]);
+    assert_eq!(status.code(), 0);
+    // The next sync converges both and records generation 1.
+    let next = host.run(&["sync"]);
+    assert_eq!(next.code(), 0);
+    assert_eq!(next.json["generation"], 1);
+    assert_eq!(host.held(1).len(), 3);
+}
+
+#[test]
+fn a_stale_plan_is_planned_again_once() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    host.serve(&[
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8:a::/48",
+    ]);
+    // Between our observation and our apply, somebody adds a range to our set.
+    host.firewall(0).lock().faults.disturb_before_apply = Some("2001:db8:ff::/48".parse().unwrap());
+    let run = host.run(&["sync"]);
+    assert_eq!(run.code(), 0, "{:#}", run.json);
+    assert!(
+        run.json["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("changed since it was observed"),
+        "{:#}",
+        run.json
+    );
+    // The plan reported is the one applied: it removes what the disturbance added.
+    assert_eq!(run.json["backends"][0]["removed"][0], "2001:db8:ff::/48");
+    assert_eq!(host.held(0).len(), 4);
+}
+
+#[test]
+fn a_state_that_cannot_be_written_after_apply_is_reported_as_a_partial_change() {
+    let host = Host::new(&["a"]);
+    // A directory where the source cache goes makes the state write fail after the apply,
+    // as a full disk would.
+    std::fs::create_dir_all(host.state_dir().join("sources.json")).unwrap();
+    let run = host.run(&["sync"]);
+    assert_eq!(run.code(), 1);
+    assert_eq!(run.json["changed"], true);
+    assert!(
+        run.message().contains("already hold generation 1"),
+        "{}",
+        run.message()
+    );
+    assert_eq!(host.held(0).len(), 3);
+}
+
+#[test]
+fn the_shrink_guard_refuses_with_exit_3_and_nothing_changes() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    host.serve(&["192.0.2.0/24"]);
+    let run = host.run(&["sync"]);
+    assert_eq!(run.code(), 3);
+    assert_eq!(run.json["changed"], false);
+    assert!(!run.json["refused"].as_array().unwrap().is_empty());
+    assert!(
+        run.message().starts_with("refused to apply"),
+        "{}",
+        run.message()
+    );
+    assert_eq!(host.held(0).len(), 3);
+    let forced = host.run(&["sync", "--force"]);
+    assert_eq!(forced.code(), 0);
+    assert_eq!(host.held(0), ranges(&["192.0.2.0/24"]));
+}
+
+#[test]
+fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    host.serve(&[
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8:a::/48",
+    ]);
+    assert_eq!(host.run(&["sync"]).json["generation"], 2);
+    let rollback = host.run(&["rollback"]);
+    assert_eq!(rollback.code(), 0, "{:#}", rollback.json);
+    assert_eq!(rollback.json["generation"], 1);
+    assert_eq!(rollback.json["pinned"]["generation"], 1);
+    assert_eq!(host.held(0).len(), 3);
+    // A firewall reload wipes our parts; restore puts the pinned generation back.
+    host.firewall(0).lock().set = None;
+    host.firewall(0).lock().rules.clear();
+    let restore = host.run(&["restore"]);
+    assert_eq!(restore.code(), 0);
+    assert_eq!(restore.json["changed"], true);
+    assert_eq!(host.held(0).len(), 3);
+    // While pinned, sync keeps generation 1.
+    let sync = host.run(&["sync"]);
+    assert_eq!(sync.json["generation"], 1);
+    assert!(
+        sync.json["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|warning| warning
+                .as_str()
+                .unwrap()
+                .starts_with("pinned to generation 1"))
+    );
+    assert_eq!(host.run(&["unpin"]).json["unpinned"], 1);
+    // Unpinned, sync follows upstream again and records it as a new generation.
+    let sync = host.run(&["sync"]);
+    assert_eq!(sync.json["generation"], 3);
+    assert_eq!(host.held(0).len(), 4);
+}
+
+#[test]
+fn purge_removes_everything_and_reports_it() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    host.firewall(0)
+        .lock()
+        .foreign_rules
+        .push("admin ssh".to_owned());
+    let purge = host.run(&["purge"]);
+    assert_eq!(purge.code(), 0, "{:#}", purge.json);
+    assert_eq!(purge.json["changed"], true);
+    assert_eq!(
+        purge.json["removed"],
+        serde_json::json!([
+            format!("memory: the set"),
+            format!("memory: 1 accept rule(s)")
+        ])
+    );
+    let firewall = host.firewall(0).lock().clone();
+    assert!(firewall.set.is_none() && firewall.rules.is_empty());
+    assert_eq!(firewall.foreign_rules, vec!["admin ssh".to_owned()]);
+}
+
+#[test]
+fn status_reports_drift_and_history_lists_generations() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    host.firewall(0)
+        .lock()
+        .set
+        .as_mut()
+        .unwrap()
+        .insert("203.0.113.0/24".parse().unwrap());
+    let status = host.run(&["status"]);
+    assert_eq!(status.code(), 0);
+    assert_eq!(status.json["backends"][0]["in_sync"], false);
+    assert_eq!(
+        status.json["backends"][0]["unexpected"][0],
+        "203.0.113.0/24"
+    );
+    let history = host.run(&["history"]);
+    assert_eq!(history.json["generations"][0]["generation"], 1);
+    assert_eq!(history.json["generations"][0]["current"], true);
+}
+
+#[test]
+fn errors_are_one_json_object_with_message_causes_and_hint() {
+    let host = Host::new(&["a"]);
+    host.serve(&["10.0.0.0/8"]);
+    let run = host.run(&["sync"]);
+    assert_eq!(run.code(), 1);
+    assert_eq!(run.json["command"], "sync");
+    assert_eq!(run.json["changed"], false);
+    assert!(run.message().contains("10.0.0.0/8"), "{}", run.message());
+}
