@@ -52,6 +52,13 @@ impl Run {
         }
     }
 
+    /// Sets an environment variable for the run (after [`Run::in_netns`], which starts a new
+    /// command line).
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Run {
+        self.command.env(key, value);
+        self
+    }
+
     /// Adds `--state-dir DIR` (a global flag, so it may follow the subcommand).
     pub fn state(mut self, dir: &Path) -> Run {
         self.command.arg("--state-dir").arg(dir);

@@ -1,0 +1,192 @@
+//! Everything the tool created and nothing else: foreign rules are never touched, even when
+//! they appear between our read and our write; read-only commands write nothing, anywhere.
+//! Proven with real packets and byte-for-byte ruleset comparisons.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::cmd::cf;
+use crate::support::lab::{IN_FIRST_LIST, Lab, expect_open};
+use crate::support::netns::Netns;
+
+/// The foreign INPUT rules of a save, in order (everything in INPUT that is not our jump).
+fn foreign_input_rules(save: &str) -> Vec<String> {
+    save.lines()
+        .filter(|line| line.starts_with("-A INPUT ") && !line.contains("-j CF-ALLOWLIST"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A directory holding an `iptables-nft-restore` that first inserts a partner's rule at the
+/// top of INPUT (as fail2ban or Docker might, between our read and our write), once.
+fn racing_restore(dir: &std::path::Path) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let marker = dir.join("inserted");
+    let script = format!(
+        "#!/bin/sh\n\
+         if [ ! -e {marker} ]; then\n\
+           touch {marker}\n\
+           /usr/sbin/iptables-nft -I INPUT 1 -s 203.0.113.200 -p tcp --dport 8080 -m comment --comment partner -j ACCEPT\n\
+         fi\n\
+         exec /usr/sbin/iptables-nft-restore \"$@\"\n",
+        marker = marker.display()
+    );
+    let path = bin.join("iptables-nft-restore");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display())
+}
+
+#[test]
+fn a_rule_inserted_into_input_between_our_read_and_our_write_survives() {
+    let lab = Lab::new();
+    lab.load_iptables_rules("nft");
+    let config = lab.state.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["--config".to_owned(), config.clone(), "sync".to_owned()];
+        args.extend(lab.source_args());
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        args
+    };
+    let args = sync(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.cf(&args).code(0);
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+
+    // Our jump is duplicated (drift), so the next sync must delete a jump; while it runs, a
+    // partner's rule lands at the top of INPUT.
+    lab.origin.exec(
+        "iptables-nft",
+        &[
+            "-A",
+            "INPUT",
+            "-m",
+            "comment",
+            "--comment",
+            "cf-allowlist",
+            "-j",
+            "CF-ALLOWLIST",
+        ],
+    );
+    let before = foreign_input_rules(&lab.origin.exec("iptables-nft-save", &["-t", "filter"]));
+    let path = racing_restore(lab.state.path());
+    let outcome = cf(&args)
+        .state(&lab.state_dir())
+        .in_netns(&lab.origin.name)
+        .env("PATH", &path)
+        .run();
+    outcome.code(0);
+    let save = lab.origin.exec("iptables-nft-save", &["-t", "filter"]);
+    let after = foreign_input_rules(&save);
+    assert_eq!(after.len(), before.len() + 1, "{save}");
+    assert!(after[0].contains("--comment partner"), "{save}");
+    assert_eq!(
+        &after[1..],
+        &before[..],
+        "a foreign rule was deleted\n{save}"
+    );
+    assert_eq!(save.matches("-j CF-ALLOWLIST").count(), 1, "{save}");
+    // The partner's rule works, and so do ours.
+    let mut expected: Vec<&str> = IN_FIRST_LIST.to_vec();
+    expected.retain(|source| !source.contains(':'));
+    let open = lab.open();
+    assert!(open.contains("203.0.113.200 8080"), "{open:?}");
+    for source in expected {
+        assert!(
+            open.contains(&format!("{source} 443")),
+            "{source} lost 443: {open:?}"
+        );
+    }
+
+    // Purge, racing the same way, removes only ours.
+    std::fs::remove_file(lab.state.path().join("inserted")).unwrap();
+    lab.origin.exec(
+        "iptables-nft",
+        &[
+            "-D",
+            "INPUT",
+            "-s",
+            "203.0.113.200",
+            "-p",
+            "tcp",
+            "--dport",
+            "8080",
+            "-m",
+            "comment",
+            "--comment",
+            "partner",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    let before = foreign_input_rules(&lab.origin.exec("iptables-nft-save", &["-t", "filter"]));
+    cf(&["--config", &config, "purge"])
+        .state(&lab.state_dir())
+        .in_netns(&lab.origin.name)
+        .env("PATH", &path)
+        .run()
+        .code(0);
+    let save = lab.origin.exec("iptables-nft-save", &["-t", "filter"]);
+    let after = foreign_input_rules(&save);
+    assert!(after[0].contains("--comment partner"), "{save}");
+    assert_eq!(
+        &after[1..],
+        &before[..],
+        "purge deleted a foreign rule\n{save}"
+    );
+    assert!(!save.contains("CF-ALLOWLIST"), "{save}");
+}
+
+/// The kernel's view of a namespace that no firewall tool has touched: no nft ruleset, no
+/// legacy tables.
+fn kernel_state(netns: &Netns) -> (String, String, String) {
+    (
+        netns.exec("nft", &["list", "ruleset"]),
+        netns.exec("cat", &["/proc/net/ip_tables_names"]),
+        netns.exec("cat", &["/proc/net/ip6_tables_names"]),
+    )
+}
+
+#[test]
+fn status_and_a_dry_run_change_nothing_in_the_kernel() {
+    crate::support::require_root();
+    let netns = Netns::new("readonly");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let before = kernel_state(&netns);
+    assert_eq!(before, (String::new(), String::new(), String::new()));
+    for backend in ["nftables", "iptables"] {
+        cf(&[
+            "sync",
+            "--dry-run",
+            "--source",
+            "builtin",
+            "--backend",
+            backend,
+        ])
+        .state(&state)
+        .in_netns(&netns.name)
+        .run()
+        .code(0);
+        cf(&["status", "--backend", backend])
+            .state(&state)
+            .in_netns(&netns.name)
+            .run()
+            .code(0);
+    }
+    assert_eq!(
+        kernel_state(&netns),
+        before,
+        "a read-only command changed the kernel's tables"
+    );
+    assert!(
+        !state.exists(),
+        "a read-only command created the state directory"
+    );
+}
