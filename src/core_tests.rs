@@ -395,3 +395,160 @@ fn errors_are_one_json_object_with_message_causes_and_hint() {
     assert_eq!(run.json["changed"], false);
     assert!(run.message().contains("10.0.0.0/8"), "{}", run.message());
 }
+
+#[test]
+fn after_a_purge_restore_does_nothing_rollback_refuses_and_status_says_so() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    assert_eq!(host.run(&["purge"]).code(), 0);
+    let restore = host.run(&["restore", "--backend", "memory"]);
+    assert_eq!(restore.code(), 0, "{:#}", restore.json);
+    assert_eq!(restore.json["changed"], false);
+    assert!(
+        restore.json["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("purged at"),
+        "{:#}",
+        restore.json
+    );
+    assert!(
+        host.firewall(0).lock().set.is_none(),
+        "restore brought back purged rules"
+    );
+    let rollback = host.run(&["rollback"]);
+    assert_eq!(rollback.code(), 1);
+    assert!(
+        rollback.message().contains("purged at"),
+        "{}",
+        rollback.message()
+    );
+    let status = host.run(&["status"]);
+    assert!(status.json["purged_at"].is_string(), "{:#}", status.json);
+    // The next sync brings the rules back and clears the mark.
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    assert_eq!(host.held(0).len(), 3);
+    assert!(host.run(&["status"]).json["purged_at"].is_null());
+}
+
+#[test]
+fn a_tampered_generation_is_never_applied() {
+    use sha2::Digest as _;
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    // Another user rewrites the generation, digest and all, to open the world.
+    let path = host.state_dir().join("generations/00000001.json");
+    let mut generation: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let evil = ["0.0.0.0/1", "128.0.0.0/1", "2000::/3"];
+    generation["ranges"] = serde_json::json!(evil);
+    let lines: String = evil.iter().map(|range| format!("{range}\n")).collect();
+    let digest = sha2::Sha256::digest(lines.as_bytes());
+    generation["sha256"] = serde_json::json!(
+        digest
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    );
+    std::fs::write(&path, serde_json::to_vec(&generation).unwrap()).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&path).unwrap().permissions(),
+        0o600,
+    );
+    // A reload wiped the firewall; the boot-time restore must refuse, not open the world.
+    host.firewall(0).lock().set = None;
+    host.firewall(0).lock().rules.clear();
+    let before = host.firewall(0).lock().clone();
+    let restore = host.run(&["restore"]);
+    assert_eq!(restore.code(), 1, "{:#}", restore.json);
+    assert!(
+        restore.message().contains("refusing to apply generation 1"),
+        "{}",
+        restore.message()
+    );
+    assert_eq!(*host.firewall(0).lock(), before, "a refused restore wrote");
+    // A digest that no longer matches is refused too.
+    generation["sha256"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&path, serde_json::to_vec(&generation).unwrap()).unwrap();
+    let restore = host.run(&["restore"]);
+    assert_eq!(restore.code(), 1, "{:#}", restore.json);
+    assert!(
+        restore.message().contains("do not match its sha256"),
+        "{}",
+        restore.message()
+    );
+    assert_eq!(*host.firewall(0).lock(), before, "a refused restore wrote");
+}
+
+#[test]
+fn a_state_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    let generations = host.state_dir().join("generations");
+    std::fs::set_permissions(&generations, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for command in [&["restore"][..], &["sync"], &["status"]] {
+        let run = host.run(command);
+        assert_eq!(run.code(), 1, "{command:?}: {:#}", run.json);
+        assert!(
+            run.message().contains("writable by everyone"),
+            "{}",
+            run.message()
+        );
+        assert!(
+            run.json["error"]["hint"]
+                .as_str()
+                .unwrap()
+                .contains("chmod -R go-w"),
+            "{:#}",
+            run.json
+        );
+    }
+    std::fs::set_permissions(&generations, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = host.state_dir().join("state.json");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o620)).unwrap();
+    let run = host.run(&["restore"]);
+    assert_eq!(run.code(), 1);
+    assert!(
+        run.message().contains("writable by its group"),
+        "{}",
+        run.message()
+    );
+}
+
+#[test]
+fn a_pin_survives_the_recovery_of_a_corrupt_state_file() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    host.serve(&[
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8:a::/48",
+    ]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    assert_eq!(host.run(&["rollback"]).code(), 0);
+    std::fs::write(
+        host.state_dir().join("state.json"),
+        b"{\"version\": 1, \"curr",
+    )
+    .unwrap();
+    let sync = host.run(&["sync", "--backend", "memory"]);
+    assert_eq!(sync.code(), 0, "{:#}", sync.json);
+    assert_eq!(
+        sync.json["generation"], 1,
+        "the pin was lost: {:#}",
+        sync.json
+    );
+    assert_eq!(sync.json["pinned"]["generation"], 1);
+    assert!(
+        sync.json["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("keeping the pin on generation 1"),
+        "{:#}",
+        sync.json
+    );
+    // history and unpin work on the damaged state too.
+    assert_eq!(host.run(&["history"]).code(), 0);
+    assert_eq!(host.run(&["unpin"]).json["unpinned"], 1);
+}

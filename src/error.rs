@@ -87,6 +87,15 @@ pub enum Error {
     /// Nothing to roll back to.
     #[error("cannot roll back: {0}")]
     Rollback(String),
+    /// A saved generation that fails the checks `sync` applies to a fresh list, or a state
+    /// that had to be recovered, which `restore` does not trust.
+    #[error("refusing to apply {what}: {reason}; nothing was changed")]
+    Untrusted {
+        /// What: `generation N`, or `the saved state`.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A later step failed after some backends were already changed: the firewall is not what
     /// it was, and the state does not record it.
     #[error("{} already hold generation {generation} ({ranges}), which the state does not record", applied.join(" and "))]
@@ -154,6 +163,14 @@ impl Error {
             ),
             Error::State(StateError::LockBusy { .. }) => Some(
                 "wait for the other run to finish, or raise lock_timeout_secs".to_owned(),
+            ),
+            Error::State(StateError::Insecure { path, .. }) => Some(format!(
+                "make it private to the user that runs cf-allowlist: `chown -R root: {0}` and `chmod -R go-w {0}`",
+                path.display()
+            )),
+            Error::Untrusted { .. } => Some(
+                "the state directory may have been tampered with or damaged; `cf-allowlist sync` fetches and validates a fresh list"
+                    .to_owned(),
             ),
             Error::State(StateError::Corrupt { path, .. }) => Some(format!(
                 "move {} aside; the next sync writes a fresh one",

@@ -371,6 +371,8 @@ pub struct StatusReport {
     pub ranges: FamilyCounts,
     /// The pin, if any.
     pub pinned: Option<Pin>,
+    /// When every backend's rules were purged, if that is the last thing that happened.
+    pub purged_at: Option<String>,
     /// Each backend.
     pub backends: Vec<BackendStatus>,
 }
@@ -397,6 +399,12 @@ impl StatusReport {
                 text,
                 "pinned to generation {} since {} (`cf-allowlist unpin` to follow upstream)",
                 pin.generation, pin.since
+            );
+        }
+        if let Some(when) = &self.purged_at {
+            let _ = writeln!(
+                text,
+                "purged at {when}: restore does nothing until the next sync"
             );
         }
         for backend in &self.backends {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,6 +26,9 @@ const STATE_FILE: &str = "state.json";
 const SOURCES_FILE: &str = "sources.json";
 const GENERATIONS_DIR: &str = "generations";
 const LOCK_FILE: &str = "lock";
+/// A copy of the pin outside `state.json`, so that a pin survives the rebuild of a corrupt
+/// `state.json` (a boot-time restore must not silently unpin a rollback).
+const PIN_FILE: &str = "pin.json";
 /// How many generations are kept; older ones are deleted after a new one is written.
 pub const KEEP_GENERATIONS: usize = 50;
 const FORMAT_VERSION: u32 = 1;
@@ -64,6 +67,14 @@ pub enum StateError {
     /// A generation that does not exist.
     #[error("there is no generation {0}")]
     NoSuchGeneration(u64),
+    /// A state directory or file that someone other than us could have written.
+    #[error("{path} is {problem}: refusing to trust it")]
+    Insecure {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong, as a phrase.
+        problem: String,
+    },
     /// A generation whose ranges do not match its recorded digest: damaged or tampered with.
     #[error("{path} is corrupt: its ranges do not match its sha256")]
     DigestMismatch {
@@ -94,6 +105,10 @@ pub struct State {
     pub pinned: Option<Pin>,
     /// The last successful sync.
     pub last_sync: Option<LastSync>,
+    /// When `purge` last removed every backend's rules (cleared by the next sync): `restore`
+    /// must not bring back what an admin purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<String>,
 }
 
 /// A pinned generation.
@@ -258,7 +273,20 @@ impl StateDir {
             .recursive(true)
             .mode(0o700)
             .create(&generations)
-            .map_err(Self::io("create", &generations))
+            .map_err(Self::io("create", &generations))?;
+        self.check_directories()
+    }
+
+    /// Refuses a state directory that another user could write to (see [`check_secure`]).
+    fn check_directories(&self) -> Result<(), StateError> {
+        for dir in [self.path.clone(), self.path.join(GENERATIONS_DIR)] {
+            match fs::metadata(&dir) {
+                Ok(metadata) => check_secure(&dir, &metadata)?,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Self::io("read", &dir)(error)),
+            }
+        }
+        Ok(())
     }
 
     /// Reads `state.json`; a missing file is the empty state.
@@ -275,19 +303,26 @@ impl StateDir {
     /// Either way the run is told, never handed an empty state that would look like a huge
     /// change.
     pub fn load(&self) -> Result<Loaded, StateError> {
+        self.check_directories()?;
         let mut recovered = Vec::new();
         let mut state = match self.read_state() {
             Ok(state) => state,
             Err(StateError::Corrupt { path, source }) => {
                 let newest = self.newest_readable(None)?;
+                let pinned: Option<Pin> = read_json(&self.path.join(PIN_FILE)).ok().flatten();
                 recovered.push(format!(
-                    "{} is corrupt ({source}); rebuilt it from {} (a pin and the record of the last sync's backends were lost)",
+                    "{} is corrupt ({source}); rebuilt it from {}{} (the record of the last sync's backends was lost)",
                     path.display(),
                     newest.as_ref().map_or("nothing".to_owned(), |generation| format!("generation {}", generation.generation)),
+                    pinned.as_ref().map_or(String::new(), |pin| format!(", keeping the pin on generation {}", pin.generation)),
                 ));
                 State {
                     version: FORMAT_VERSION,
-                    current_generation: newest.map(|generation| generation.generation),
+                    current_generation: pinned
+                        .as_ref()
+                        .map(|pin| pin.generation)
+                        .or(newest.map(|generation| generation.generation)),
+                    pinned,
                     ..State::default()
                 }
             }
@@ -357,8 +392,17 @@ impl StateDir {
         write_json(&self.path.join(SOURCES_FILE), cache)
     }
 
-    /// Replaces `state.json`.
+    /// Replaces `state.json`, and keeps the copy of the pin beside it in step.
     pub fn write_state(&self, state: &State) -> Result<(), StateError> {
+        let pin_path = self.path.join(PIN_FILE);
+        match &state.pinned {
+            Some(pin) => write_json(&pin_path, pin)?,
+            None => match fs::remove_file(&pin_path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Self::io("remove", &pin_path)(error)),
+            },
+        }
         write_json(&self.path.join(STATE_FILE), state)
     }
 
@@ -417,12 +461,51 @@ impl StateDir {
     }
 }
 
+/// Refuses a path that is not owned by the user we run as, or that group or others may write
+/// to: a state file another user could edit would let them choose what root's boot-time
+/// `restore` opens.
+fn check_secure(path: &Path, metadata: &fs::Metadata) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let us = fs::metadata("/proc/self")
+        .map(|meta| meta.uid())
+        .map_err(StateDir::io("read", Path::new("/proc/self")))?;
+    let problem = if metadata.uid() != us {
+        Some(format!(
+            "owned by uid {}, not by the user running cf-allowlist (uid {us})",
+            metadata.uid()
+        ))
+    } else if metadata.mode() & 0o022 != 0 {
+        Some(format!(
+            "writable by {} (mode {:o})",
+            if metadata.mode() & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            metadata.mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(StateError::Insecure {
+            path: path.to_owned(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
+    let mut file = match File::open(path) {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(StateDir::io("read", path)(error)),
     };
+    let metadata = file.metadata().map_err(StateDir::io("read", path))?;
+    check_secure(path, &metadata)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(StateDir::io("read", path))?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|source| StateError::Corrupt {
@@ -431,37 +514,28 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
         })
 }
 
-/// Writes `value` as JSON to `path` atomically: a temporary file in the same directory (mode
-/// 0600), fsync, rename over the target, fsync of the directory.
+/// Writes `value` as JSON to `path` atomically: a temporary file with a random name in the same
+/// directory, created exclusively (a planted symlink cannot redirect it) with mode 0600, fsync,
+/// rename over the target, fsync of the directory.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let dir = path.parent().expect("state files live in a directory");
     let mut json = serde_json::to_vec_pretty(value).expect("state serialises");
     json.push(b'\n');
-    let temporary = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(StateDir::io("create", &temporary))?;
-        file.write_all(&json)
-            .and_then(|()| file.sync_all())
-            .map_err(StateDir::io("write", &temporary))?;
-        fs::rename(&temporary, path).map_err(StateDir::io("replace", path))?;
-        File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(StateDir::io("sync", dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    result
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".cf-allowlist.")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(StateDir::io("create a temporary file in", dir))?;
+    temporary
+        .write_all(&json)
+        .and_then(|()| temporary.as_file().sync_all())
+        .map_err(StateDir::io("write", temporary.path()))?;
+    temporary
+        .persist(path)
+        .map_err(|error| StateDir::io("replace", path)(error.error))?;
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(StateDir::io("sync", dir))
 }
 
 #[cfg(test)]

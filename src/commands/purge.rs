@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::printer::Printer;
 use crate::report::PurgeReport;
 use crate::settings::Settings;
-use crate::state::StateDir;
+use crate::state::{StateDir, now_rfc3339};
 
 /// Purges the chosen backends (default: those of the last sync).
 pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error> {
@@ -55,7 +55,14 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error>
     }
     if let Some(last) = state.last_sync.as_mut() {
         last.backends.retain(|spec| !specs.contains(spec));
-        state_dir.write_state(&state)?;
     }
+    if state
+        .last_sync
+        .as_ref()
+        .is_none_or(|last| last.backends.is_empty())
+    {
+        state.purged = Some(now_rfc3339());
+    }
+    state_dir.write_state(&state)?;
     Ok(report)
 }

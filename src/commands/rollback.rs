@@ -12,16 +12,34 @@ use crate::printer::Printer;
 use crate::report::{SyncCommand, SyncOutcome, SyncReport, UnpinReport};
 use crate::settings::Settings;
 use crate::state::{Generation, LastSync, Loaded, Lock, Pin, StateDir, now_rfc3339};
-use crate::validate::counts;
+use crate::validate::{self, Limits, counts};
+
+use ipnet::IpNet;
 
 /// Brings `backends` to `generation` (no shrink guard: the generation was applied before, and
-/// asking for it is explicit) and returns the plan that was applied.
+/// asking for it is explicit) and returns the plan that was applied. The generation's digest
+/// was checked when it was read; its ranges pass the same rules as a fresh list's first, so a
+/// state file someone edited cannot open the firewall to them.
 fn apply_generation(
     generation: &Generation,
     backends: &[BackendSpec],
     pinned: Option<Pin>,
+    limits: &Limits,
     printer: &Printer,
 ) -> Result<Plan, Error> {
+    let networks: Vec<IpNet> = generation.ranges.iter().copied().collect();
+    let what = format!("generation {}", generation.generation);
+    let validated = validate::validate(&networks, limits).map_err(|refused| Error::Untrusted {
+        what: what.clone(),
+        reason: refused.to_string(),
+    })?;
+    if validated.ranges != generation.ranges {
+        return Err(Error::Untrusted {
+            what,
+            reason: "it lists ranges inside other listed ranges, which sync never records"
+                .to_owned(),
+        });
+    }
     let plans = plan_backends(backends, &generation.ranges, false, &mut Vec::new())?;
     let mut plan = Plan {
         dry_run: false,
@@ -70,6 +88,11 @@ fn chosen_backends(settings: &Settings, last_sync: Option<&LastSync>) -> Vec<Bac
 pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<SyncReport, Error> {
     let (state_dir, _lock, loaded) = lock_and_load(settings, printer)?;
     let mut state = loaded.state;
+    if let Some(when) = &state.purged {
+        return Err(Error::Rollback(format!(
+            "the rules were purged at {when}; `cf-allowlist sync` brings them back, then roll back"
+        )));
+    }
     let backends = chosen_backends(settings, state.last_sync.as_ref());
     if backends.is_empty() {
         return Err(Error::Rollback(
@@ -93,7 +116,13 @@ pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<Sy
         generation: number,
         since: now_rfc3339(),
     };
-    let plan = apply_generation(&generation, &backends, Some(pin.clone()), printer)?;
+    let plan = apply_generation(
+        &generation,
+        &backends,
+        Some(pin.clone()),
+        &settings.limits,
+        printer,
+    )?;
     state.current_generation = Some(number);
     state.pinned = Some(pin);
     state.last_sync = Some(LastSync {
@@ -141,6 +170,21 @@ pub fn restore(settings: &Settings, printer: &Printer) -> Result<SyncReport, Err
         },
         waited: None,
     };
+    if let Some(when) = &loaded.state.purged {
+        // A boot unit must not bring back what an admin purged.
+        return Ok(skipped(&format!(
+            "the rules were purged at {when}; `cf-allowlist sync` brings them back"
+        )));
+    }
+    if !loaded.recovered.is_empty() {
+        return Err(Error::Untrusted {
+            what: "the saved state".to_owned(),
+            reason: format!(
+                "it had to be recovered ({}), and restore applies only a state it can verify",
+                loaded.recovered.join("; ")
+            ),
+        });
+    }
     let Some(generation) = loaded.current else {
         return Ok(skipped(
             "no generation has been saved yet (run `cf-allowlist sync`)",
@@ -149,7 +193,13 @@ pub fn restore(settings: &Settings, printer: &Printer) -> Result<SyncReport, Err
     if backends.is_empty() {
         return Err(Error::NoBackend);
     }
-    let plan = apply_generation(&generation, &backends, loaded.state.pinned.clone(), printer)?;
+    let plan = apply_generation(
+        &generation,
+        &backends,
+        loaded.state.pinned.clone(),
+        &settings.limits,
+        printer,
+    )?;
     Ok(SyncReport {
         command: SyncCommand::Restore,
         plan,

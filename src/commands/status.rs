@@ -52,6 +52,7 @@ pub fn run(
             .map(|generation| generation.sha256.clone()),
         ranges: FamilyCounts::of(&target),
         pinned: state.pinned.clone(),
+        purged_at: state.purged.clone(),
         backends: statuses,
     })
 }

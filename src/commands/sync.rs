@@ -208,6 +208,7 @@ pub fn run(
         }
         let mut state = state.clone();
         state.current_generation = Some(generation);
+        state.purged = None;
         state.last_sync = Some(LastSync {
             time: now_rfc3339(),
             backends: settings.backends.clone(),
