@@ -469,3 +469,44 @@ fn restrict_and_a_relative_path_are_refused_at_config_load() {
         .stderr_has(expected);
     }
 }
+
+/// The real `nginx -t` (not a simulated failure) refusing the configuration: somebody else's
+/// file is broken when our change comes; the previous include file is put back byte for byte,
+/// no reload is made and no marker or temporary file is left behind.
+#[test]
+fn a_configuration_the_real_nginx_test_refuses_gets_the_previous_file_back() {
+    use cf_allowlist_backend::conformance::{Harness, default_policy, sync, target_a, target_b};
+    use cf_allowlist_backend::{Change, ErrorKind};
+    use cf_allowlist_nginx::harness::NginxHarness;
+
+    require_root();
+    let harness = NginxHarness::new();
+    let backend = harness.backend(&default_policy());
+    sync(backend.as_ref(), &target_a());
+    assert_eq!(harness.reloads(), 1);
+    let applied = harness.dump();
+    let broken = harness.sandbox().conf_dir().join("conf.d/broken.conf");
+    std::fs::write(&broken, "server_tokens perhaps;\n").unwrap();
+    let with_broken_file = harness.dump();
+    let change = Change::between(&backend.observe().unwrap(), &target_b());
+    let error = backend
+        .apply(&change)
+        .expect_err("nginx -t passed a broken config");
+    assert_eq!(error.kind, ErrorKind::Rejected);
+    let chain = format!("{error}: {}", std::error::Error::source(&error).unwrap());
+    assert!(
+        chain.contains("the previous file was put back and nginx was not reloaded"),
+        "{chain}"
+    );
+    assert_eq!(
+        harness.dump(),
+        with_broken_file,
+        "the refused apply left a trace"
+    );
+    assert_eq!(harness.reloads(), 1, "a refused file was reloaded");
+    std::fs::remove_file(&broken).unwrap();
+    assert_eq!(harness.dump(), applied);
+    // With the admin's file fixed, the same target applies.
+    sync(backend.as_ref(), &target_b());
+    assert_eq!(harness.reloads(), 2);
+}

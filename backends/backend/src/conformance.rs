@@ -343,7 +343,7 @@ fn strip_handles(dump: &str) -> String {
 /// A behaviour that cannot apply to a backend (a restrict drop for a configuration file that
 /// has no verdicts) is skipped by name with the reason, which `cargo test` shows:
 ///
-/// ```ignore
+/// ```text
 /// conformance_tests!(harness(); skip {
 ///     the_restrict_drop_comes_after_the_accepts: "a real-IP list has no drop",
 /// });
