@@ -6,7 +6,7 @@
 //! backends through [`BackendSpec`] and the [`Backend`] trait.
 //!
 //! Adding a backend: a crate under `backends/`, a cargo feature for it, and here one variant in
-//! [`BackendKind`], [`BackendEntry`] and [`BackendSpec`], one arm in [`with_options!`], and one
+//! [`BackendKind`], [`BackendEntry`] and [`BackendSpec`], one arm in `with_options!`, and one
 //! [`BackendOptions`] impl. The config table and the saved spec are internally tagged enums, so
 //! an option of one backend in another's table cannot be written down (each options struct
 //! rejects unknown keys), and the state does not depend on clap.
@@ -31,6 +31,11 @@ pub trait BackendOptions:
     fn validate(&self, _policy: &Policy) -> Result<(), String> {
         Ok(())
     }
+    /// Whether what it writes is limited to the policy's ports (a firewall's rules are; a web
+    /// server's real-IP list is not), for plans.
+    fn has_ports(&self) -> bool {
+        true
+    }
 }
 
 /// The kinds of backend compiled into this build, as `--backend` names them.
@@ -43,6 +48,11 @@ pub enum BackendKind {
     /// iptables and ip6tables (nf_tables or legacy), optionally with ipset.
     #[cfg(feature = "iptables")]
     Iptables,
+    /// nginx's real-IP include file (`set_real_ip_from`), not a firewall.
+    #[cfg(feature = "nginx")]
+    #[serde(rename = "nginx-realip")]
+    #[value(name = "nginx-realip")]
+    NginxRealip,
     /// The in-memory firewall of the core's tests; never in a shipped binary.
     #[cfg(test)]
     Memory,
@@ -58,6 +68,10 @@ pub enum BackendEntry {
     /// `kind = "iptables"`.
     #[cfg(feature = "iptables")]
     Iptables(Entry<cf_allowlist_iptables::IptablesOptions>),
+    /// `kind = "nginx-realip"`.
+    #[cfg(feature = "nginx")]
+    #[serde(rename = "nginx-realip")]
+    NginxRealip(Entry<cf_allowlist_nginx::NginxOptions>),
     /// `kind = "memory"` (tests only).
     #[cfg(test)]
     Memory(Entry<MemoryOptions>),
@@ -85,6 +99,15 @@ pub enum BackendSpec {
         /// Variant and mode.
         iptables: cf_allowlist_iptables::IptablesOptions,
     },
+    /// nginx's real-IP include file.
+    #[cfg(feature = "nginx")]
+    #[serde(rename = "nginx-realip")]
+    NginxRealip {
+        /// Ports and restrict mode (neither reaches the file; restrict is refused).
+        policy: Policy,
+        /// The file and the test and reload commands.
+        nginx: cf_allowlist_nginx::NginxOptions,
+    },
     /// The in-memory firewall (tests only).
     #[cfg(test)]
     Memory {
@@ -109,6 +132,11 @@ macro_rules! with_options {
                 policy: $policy,
                 iptables: $options,
             } => $body,
+            #[cfg(feature = "nginx")]
+            BackendSpec::NginxRealip {
+                policy: $policy,
+                nginx: $options,
+            } => $body,
             #[cfg(test)]
             BackendSpec::Memory {
                 policy: $policy,
@@ -126,6 +154,8 @@ impl BackendKind {
             BackendKind::Nftables => "nftables",
             #[cfg(feature = "iptables")]
             BackendKind::Iptables => "iptables",
+            #[cfg(feature = "nginx")]
+            BackendKind::NginxRealip => "nginx-realip",
             #[cfg(test)]
             BackendKind::Memory => "memory",
         }
@@ -140,6 +170,8 @@ impl BackendEntry {
             BackendKind::Nftables => BackendEntry::Nftables(Entry::default()),
             #[cfg(feature = "iptables")]
             BackendKind::Iptables => BackendEntry::Iptables(Entry::default()),
+            #[cfg(feature = "nginx")]
+            BackendKind::NginxRealip => BackendEntry::NginxRealip(Entry::default()),
             #[cfg(test)]
             BackendKind::Memory => BackendEntry::Memory(Entry::default()),
         }
@@ -152,6 +184,8 @@ impl BackendEntry {
             BackendEntry::Nftables(_) => BackendKind::Nftables,
             #[cfg(feature = "iptables")]
             BackendEntry::Iptables(_) => BackendKind::Iptables,
+            #[cfg(feature = "nginx")]
+            BackendEntry::NginxRealip(_) => BackendKind::NginxRealip,
             #[cfg(test)]
             BackendEntry::Memory(_) => BackendKind::Memory,
         }
@@ -190,6 +224,11 @@ impl BackendEntry {
                 policy: policy(entry, defaults, ports, restrict)?,
                 iptables: entry.options.clone(),
             },
+            #[cfg(feature = "nginx")]
+            BackendEntry::NginxRealip(entry) => BackendSpec::NginxRealip {
+                policy: policy(entry, defaults, ports, restrict)?,
+                nginx: entry.options.clone(),
+            },
             #[cfg(test)]
             BackendEntry::Memory(entry) => BackendSpec::Memory {
                 policy: policy(entry, defaults, ports, restrict)?,
@@ -210,6 +249,8 @@ impl BackendSpec {
             BackendSpec::Nftables { .. } => BackendKind::Nftables,
             #[cfg(feature = "iptables")]
             BackendSpec::Iptables { .. } => BackendKind::Iptables,
+            #[cfg(feature = "nginx")]
+            BackendSpec::NginxRealip { .. } => BackendKind::NginxRealip,
             #[cfg(test)]
             BackendSpec::Memory { .. } => BackendKind::Memory,
         }
@@ -225,12 +266,16 @@ impl BackendSpec {
         with_options!(self, |policy, options| options.build(policy))
     }
 
-    /// A short description for plans: `nftables (inet filter input, tcp 80,443)`.
+    /// A short description for plans: `nftables (inet filter input, tcp 80,443)`; a backend
+    /// whose rules have no ports is described by its place alone.
     pub fn describe(&self) -> String {
         let policy = self.policy();
         let ports: Vec<String> = policy.ports.iter().map(u16::to_string).collect();
         let restrict = if policy.restrict { ", restrict" } else { "" };
         let place = with_options!(self, |_policy, options| options.describe());
+        if !with_options!(self, |_policy, options| options.has_ports()) {
+            return format!("{} ({place})", self.kind().name());
+        }
         format!(
             "{} ({place}, tcp {}{restrict})",
             self.kind().name(),
@@ -316,6 +361,32 @@ impl BackendOptions for cf_allowlist_iptables::IptablesOptions {
 
     fn describe(&self) -> String {
         format!("{} variant, {} mode", self.variant, self.mode)
+    }
+}
+
+#[cfg(feature = "nginx")]
+impl BackendOptions for cf_allowlist_nginx::NginxOptions {
+    fn build(&self, _policy: &Policy) -> Box<dyn Backend> {
+        Box::new(cf_allowlist_nginx::NginxBackend::new(self.clone()))
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        if policy.restrict {
+            return Err(
+                "`restrict` does not apply to a real-IP list (it drops no traffic); set \
+                 `restrict = false` in this [[backend]] table or leave `--restrict` off"
+                    .to_owned(),
+            );
+        }
+        self.check()
+    }
+
+    fn has_ports(&self) -> bool {
+        false
     }
 }
 
@@ -417,6 +488,44 @@ mod tests {
         };
         let error = entries[0].resolve(&defaults, None, None).unwrap_err();
         assert!(error.contains("chain name"), "{error}");
+    }
+
+    #[cfg(feature = "nginx")]
+    #[test]
+    fn an_nginx_realip_entry_resolves_and_refuses_restrict_and_relative_paths() {
+        let defaults = Policy {
+            ports: vec![80, 443],
+            restrict: false,
+        };
+        let entries = parse(
+            "[[backend]]\nkind = \"nginx-realip\"\npath = \"/srv/nginx/realip.conf\"\n\
+             test_command = [\"/usr/sbin/nginx\", \"-t\", \"-q\"]",
+        )
+        .unwrap();
+        let spec = entries[0].resolve(&defaults, None, None).unwrap();
+        assert_eq!(spec.describe(), "nginx-realip (/srv/nginx/realip.conf)");
+        // The saved spec reads back, and the kind is spelled with its hyphen.
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["kind"], "nginx-realip");
+        assert_eq!(serde_json::from_value::<BackendSpec>(json).unwrap(), spec);
+        let error = entries[0].resolve(&defaults, None, Some(true)).unwrap_err();
+        assert!(
+            error.contains("backend nginx-realip: `restrict` does not apply"),
+            "{error}"
+        );
+        let entries =
+            parse("[[backend]]\nkind = \"nginx-realip\"\npath = \"realip.conf\"").unwrap();
+        let error = entries[0].resolve(&defaults, None, None).unwrap_err();
+        assert!(error.contains("`path` must be absolute"), "{error}");
+        let error = parse("[[backend]]\nkind = \"nginx-realip\"\ntable = \"filter\"").unwrap_err();
+        assert!(error.contains("unknown field `table`"), "{error}");
+        let defaults_only = BackendEntry::for_kind(BackendKind::NginxRealip)
+            .resolve(&defaults, None, None)
+            .unwrap();
+        assert_eq!(
+            defaults_only.describe(),
+            "nginx-realip (/etc/nginx/conf.d/cf-allowlist-realip.conf)"
+        );
     }
 
     #[test]

@@ -56,3 +56,18 @@ mod iptables {
     variant_and_mode!(legacy_rules, Legacy, Rules);
     variant_and_mode!(legacy_ipset, Legacy, Ipset);
 }
+
+/// nginx's real-IP include file in a private configuration folder per test, validated by the
+/// real `nginx -t` (Debian's nginx); reloads are recorded (tests/e2e_nginx.rs reloads a real
+/// nginx). A real-IP list has no ports, restrict mode or verdicts: the two behaviours about
+/// those are skipped by name, with the reason.
+mod nginx_realip {
+    use cf_allowlist_nginx::harness::NginxHarness;
+
+    cf_allowlist_backend::conformance_tests!(NginxHarness::new(); skip {
+        the_restrict_drop_comes_after_the_accepts:
+            "a real-IP list drops nothing: restrict is refused for nginx-realip at config load",
+        changing_the_policy_rewrites_the_rules:
+            "ports and restrict do not reach a real-IP list: nginx trusts the header per source address",
+    });
+}

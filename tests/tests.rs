@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod e2e_iptables;
 mod e2e_nftables;
+mod e2e_nginx;
 mod e2e_ownership;
 mod e2e_safety;
 mod large_lists;

@@ -339,10 +339,26 @@ fn strip_handles(dump: &str) -> String {
 
 /// Defines one `#[test]` per conformance behaviour for the harness that `$make` builds. Each
 /// test runs on its own thread, which builds its own harness.
+///
+/// A behaviour that cannot apply to a backend (a restrict drop for a configuration file that
+/// has no verdicts) is skipped by name with the reason, which `cargo test` shows:
+///
+/// ```text
+/// conformance_tests!(harness(); skip {
+///     the_restrict_drop_comes_after_the_accepts: "a real-IP list has no drop",
+/// });
+/// ```
+///
+/// A skipped behaviour is still compiled as an `#[ignore]`d test carrying the reason (so it
+/// counts as skipped, never as passed), and a name that is not a behaviour of the suite does
+/// not compile.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@each $make;
+        $crate::conformance_tests!($make; skip {});
+    };
+    ($make:expr; skip { $($skipped:ident: $reason:literal),* $(,)? }) => {
+        $crate::conformance_tests!(@with_skips ($) $make; { $($skipped: $reason),* };
             fresh_apply_allows_exactly_the_target,
             apply_is_idempotent,
             update_changes_only_the_difference,
@@ -357,17 +373,36 @@ macro_rules! conformance_tests {
             no_listed_range_is_missing_during_an_apply,
         );
     };
-    (@each $make:expr; $($behaviour:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $behaviour() {
-                std::thread::spawn(|| {
-                    let harness = $make;
-                    $crate::conformance::$behaviour(&harness);
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            }
-        )*
+    (@with_skips ($d:tt) $make:expr; { $($skipped:ident: $reason:literal),* };
+        $($behaviour:ident),* $(,)?) => {
+        // A skipped name must be a behaviour of the suite.
+        $(const _: fn(&dyn $crate::conformance::Harness) = $crate::conformance::$skipped;)*
+        // One arm per skipped behaviour (its name is matched literally), then the rest.
+        macro_rules! __conformance_test {
+            $(
+                ($skipped) => {
+                    #[test]
+                    #[ignore = $reason]
+                    fn $skipped() {
+                        $crate::conformance_tests!(@body $make; $skipped);
+                    }
+                };
+            )*
+            ($d name:ident) => {
+                #[test]
+                fn $d name() {
+                    $crate::conformance_tests!(@body $make; $d name);
+                }
+            };
+        }
+        $(__conformance_test!($behaviour);)*
+    };
+    (@body $make:expr; $behaviour:ident) => {
+        std::thread::spawn(|| {
+            let harness = $make;
+            $crate::conformance::$behaviour(&harness);
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     };
 }

@@ -1,0 +1,698 @@
+//! The nginx real-IP backend (`kind = "nginx-realip"`).
+//!
+//! Behind Cloudflare every request reaches the origin from a Cloudflare address, and the
+//! visitor's address travels in the `CF-Connecting-IP` header. nginx must believe that header
+//! only from Cloudflare's ranges, so its list follows the same upstream as the firewall's. This
+//! backend owns one include file (by default [`names::DEFAULT_PATH`]) holding a header comment,
+//! one `set_real_ip_from` line per range and `real_ip_header CF-Connecting-IP;`.
+//!
+//! It is not a firewall, so it is shaped a little differently from the others:
+//!
+//! - **The unit of change is the whole file.** A new version is written to a temporary file
+//!   beside it (created `O_EXCL`, fsynced) and renamed over it, so nginx and every reader see the
+//!   old file or the new, never half of one; then the configured test command (`nginx -t`) checks
+//!   nginx's whole configuration with it. If the test fails, the previous file (or its absence)
+//!   is put back the same way and nginx is not reloaded. Between the rename and the restore the
+//!   new file is on disk, unloaded: an unrelated reload in that moment would be refused by
+//!   nginx itself (a reload with a bad configuration keeps the old workers).
+//! - **Reloading is part of applying.** After a good test the configured reload command runs.
+//!   A marker file ([`names::reload_pending_marker`]) is written before the file is installed
+//!   and removed after the reload succeeded; while it exists, observe reports a reload to make,
+//!   so a failed or interrupted reload is retried by the next sync.
+//! - **An empty target keeps the file**, with no `set_real_ip_from` line: nginx then trusts the
+//!   header from nobody, which is what an empty list means, and the structure stays in place.
+//! - **Ports and restrict do not apply**: a real-IP list has neither (the registry refuses
+//!   `restrict = true` for this kind).
+//! - **Ownership is the header.** A file at `path` whose first line is not
+//!   [`names::HEADER_FIRST_LINE`] is somebody else's: it is never rewritten or deleted, and
+//!   observing it is an error. Inside our file, observe is strict: a line it does not recognise,
+//!   a duplicate, or any difference from what this backend would write is drift to repair.
+
+pub mod names;
+
+#[cfg(feature = "harness")]
+pub mod harness;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cf_allowlist_backend::tool::{self, ToolError};
+use cf_allowlist_backend::{Backend, BackendError, Basis, Change, ErrorKind, Observed, Ranges};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+const LABEL: &str = "nginx-realip";
+
+/// The Debian package that provides `nginx`, for the missing-tool hint.
+const PACKAGE: &str = "nginx-light";
+
+/// Where the file goes and how nginx is checked and reloaded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxOptions {
+    /// The include file this backend owns; absolute. nginx must include it in its `http` block
+    /// (Debian's stock `nginx.conf` includes `/etc/nginx/conf.d/*.conf`).
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// The command that checks nginx's configuration, as an argument vector (no shell).
+    #[serde(default = "default_test_command")]
+    pub test_command: Vec<String>,
+    /// The command that makes nginx load the new file, as an argument vector (no shell).
+    #[serde(default = "default_reload_command")]
+    pub reload_command: Vec<String>,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from(names::DEFAULT_PATH)
+}
+
+fn default_test_command() -> Vec<String> {
+    names::DEFAULT_TEST_COMMAND.map(str::to_owned).to_vec()
+}
+
+fn default_reload_command() -> Vec<String> {
+    names::DEFAULT_RELOAD_COMMAND.map(str::to_owned).to_vec()
+}
+
+impl Default for NginxOptions {
+    fn default() -> NginxOptions {
+        NginxOptions {
+            path: default_path(),
+            test_command: default_test_command(),
+            reload_command: default_reload_command(),
+        }
+    }
+}
+
+impl NginxOptions {
+    /// Checks the options at config load: an absolute path naming a file, and non-empty
+    /// commands; the message completes "invalid backend options: …".
+    pub fn check(&self) -> Result<(), String> {
+        if !self.path.is_absolute() {
+            return Err(format!(
+                "`path` must be absolute, not {:?}: nginx and cron resolve relative paths differently",
+                self.path.display().to_string()
+            ));
+        }
+        if self.path.file_name().is_none() || self.path.to_string_lossy().ends_with('/') {
+            return Err(format!(
+                "`path` must name a file, not the folder {:?}",
+                self.path.display().to_string()
+            ));
+        }
+        for (key, command) in [
+            ("test_command", &self.test_command),
+            ("reload_command", &self.reload_command),
+        ] {
+            if command.first().is_none_or(|program| program.is_empty()) {
+                return Err(format!(
+                    "`{key}` must be a non-empty argument vector such as [\"nginx\", \"-t\"]"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What can go wrong in this backend.
+#[derive(Debug, thiserror::Error)]
+pub enum NginxError {
+    /// The file at `path` is not ours.
+    #[error(
+        "{path} exists and is not cf-allowlist's (its first line is not {header:?}); move it away or set `path` to another file",
+        header = names::HEADER_FIRST_LINE
+    )]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The path is a symbolic link or not a regular file.
+    #[error("{path} is not a regular file (a symbolic link or a folder); refusing to replace it")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Reading or writing a file failed.
+    #[error("{action} {path}")]
+    Io {
+        /// What was being done, as a phrase ("could not write").
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The test command refused the configuration with the new file.
+    #[error("the test command refused the configuration with the new file; {restored}")]
+    Invalid {
+        /// What became of the previous file.
+        restored: String,
+        /// The test command's failure.
+        #[source]
+        source: ToolError,
+    },
+    /// The reload command failed after the new file was installed.
+    #[error(
+        "{path} is valid and in place, but nginx did not reload: it still uses the previous list (the next sync retries the reload)"
+    )]
+    Reload {
+        /// The file.
+        path: PathBuf,
+        /// The reload command's failure.
+        #[source]
+        source: ToolError,
+    },
+    /// The reload command failed after the file was deleted.
+    #[error(
+        "{path} was deleted, but nginx did not reload: it still trusts the header from the old list until it reloads (`cf-allowlist purge` again retries)"
+    )]
+    ReloadAfterPurge {
+        /// The file.
+        path: PathBuf,
+        /// The reload command's failure.
+        #[source]
+        source: ToolError,
+    },
+    /// A test or reload command is empty (refused at config load; here for a hand-built spec).
+    #[error("the {0} is empty")]
+    EmptyCommand(&'static str),
+}
+
+impl NginxError {
+    /// The backend error for a failed `step`.
+    fn at(self, step: &'static str) -> BackendError {
+        let (kind, package) = match &self {
+            NginxError::Invalid { source, .. }
+            | NginxError::Reload { source, .. }
+            | NginxError::ReloadAfterPurge { source, .. } => {
+                let kind = source.kind();
+                (kind, (kind == ErrorKind::MissingTool).then_some(PACKAGE))
+            }
+            NginxError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                (ErrorKind::Permission, None)
+            }
+            _ => (ErrorKind::Rejected, None),
+        };
+        BackendError {
+            package,
+            ..BackendError::new(LABEL, step, kind, self)
+        }
+    }
+}
+
+/// What the disk holds of ours.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Live {
+    /// The include file's bytes; `None` when it does not exist.
+    file: Option<Vec<u8>>,
+    /// Whether a reload is owed.
+    reload_pending: bool,
+}
+
+impl Live {
+    fn basis(&self) -> Basis {
+        Basis::of(self)
+    }
+}
+
+/// The file as this backend writes it for `ranges`.
+pub fn render(ranges: &Ranges) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "{}", names::HEADER_FIRST_LINE);
+    for line in names::HEADER_REST {
+        let _ = writeln!(text, "{line}");
+    }
+    for net in ranges {
+        let _ = writeln!(text, "{} {net};", names::SET_REAL_IP_FROM);
+    }
+    let _ = writeln!(
+        text,
+        "{} {};",
+        names::REAL_IP_HEADER,
+        names::CF_CONNECTING_IP
+    );
+    text
+}
+
+/// Whether `bytes` is a file of ours (its first line is our header).
+pub fn is_ours(bytes: &[u8]) -> bool {
+    let first = bytes
+        .split(|byte| *byte == b'\n')
+        .next()
+        .unwrap_or_default();
+    first == names::HEADER_FIRST_LINE.as_bytes()
+}
+
+/// Reads a file of ours back: the ranges it trusts and what differs from what we would write.
+/// Strict: every line that is not our header, one canonical `set_real_ip_from CIDR;` or the
+/// one `real_ip_header CF-Connecting-IP;` is reported.
+pub fn parse(bytes: &[u8], path: &Path) -> (Ranges, Vec<String>) {
+    let text = String::from_utf8_lossy(bytes);
+    let mut ranges = Ranges::new();
+    let mut repairs = Vec::new();
+    let mut header_lines = 0;
+    let header: Vec<&str> = std::iter::once(names::HEADER_FIRST_LINE)
+        .chain(names::HEADER_REST)
+        .collect();
+    let real_ip_header = format!("{} {};", names::REAL_IP_HEADER, names::CF_CONNECTING_IP);
+    for (index, line) in text.lines().enumerate() {
+        if index < header.len() && line == header[index] {
+            header_lines += 1;
+            continue;
+        }
+        if line == real_ip_header {
+            // Counted once over the whole file, below.
+            continue;
+        }
+        match parse_range_line(line) {
+            Some(net) => {
+                if !ranges.insert(net) {
+                    repairs.push(format!("remove the duplicate `{line}`"));
+                }
+            }
+            None => repairs.push(format!(
+                "remove unrecognised line {}: {:?}",
+                index + 1,
+                line
+            )),
+        }
+    }
+    let header_count = text.lines().filter(|line| *line == real_ip_header).count();
+    match header_count {
+        0 => repairs.push(format!("add `{real_ip_header}`")),
+        1 => {}
+        n => repairs.push(format!("remove {} duplicate `{real_ip_header}`", n - 1)),
+    }
+    if header_lines != header.len() {
+        repairs.push("restore the header comment".to_owned());
+    }
+    if repairs.is_empty() && render(&ranges).as_bytes() != bytes {
+        repairs.push(format!(
+            "rewrite {} in the order and form cf-allowlist writes",
+            path.display()
+        ));
+    }
+    (ranges, repairs)
+}
+
+/// `set_real_ip_from CIDR;` exactly as we write it: one space, a network without host bits in
+/// its canonical spelling. Anything else (a bare address, `unix:`, host bits set) is not ours.
+fn parse_range_line(line: &str) -> Option<IpNet> {
+    let argument = line
+        .strip_prefix(names::SET_REAL_IP_FROM)?
+        .strip_prefix(' ')?
+        .strip_suffix(';')?;
+    let net: IpNet = argument.parse().ok()?;
+    (net.trunc() == net && net.to_string() == argument).then_some(net)
+}
+
+/// Keeps an nginx include file listing the ranges nginx trusts with the real-IP header.
+#[derive(Debug, Clone)]
+pub struct NginxBackend {
+    options: NginxOptions,
+}
+
+impl NginxBackend {
+    /// A backend owning the file and commands of `options`.
+    pub fn new(options: NginxOptions) -> NginxBackend {
+        NginxBackend { options }
+    }
+
+    fn path(&self) -> &Path {
+        &self.options.path
+    }
+
+    fn folder(&self) -> &Path {
+        self.path().parent().unwrap_or(Path::new("/"))
+    }
+
+    fn read(&self) -> Result<Live, NginxError> {
+        let path = self.path();
+        let file = match std::fs::symlink_metadata(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(NginxError::Io {
+                    action: "could not read",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+            Ok(meta) if !meta.file_type().is_file() => {
+                return Err(NginxError::NotAFile {
+                    path: path.to_owned(),
+                });
+            }
+            Ok(_) => Some(std::fs::read(path).map_err(|source| NginxError::Io {
+                action: "could not read",
+                path: path.to_owned(),
+                source,
+            })?),
+        };
+        if let Some(bytes) = &file
+            && !is_ours(bytes)
+        {
+            return Err(NginxError::NotOurs {
+                path: path.to_owned(),
+            });
+        }
+        let marker = names::reload_pending_marker(path);
+        let reload_pending = std::fs::symlink_metadata(&marker).is_ok();
+        Ok(Live {
+            file,
+            reload_pending,
+        })
+    }
+
+    fn run(&self, command: &[String], what: &'static str) -> Result<(), RunError> {
+        let (program, args) = command.split_first().ok_or(RunError::Empty(what))?;
+        let program = if program.contains('/') {
+            PathBuf::from(program)
+        } else {
+            tool::locate(program).map_err(RunError::Tool)?
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tool::run(&program, &args, None)
+            .map(drop)
+            .map_err(RunError::Tool)
+    }
+
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), NginxError> {
+        write_atomically(path, bytes).map_err(|source| NginxError::Io {
+            action: "could not write",
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn remove(&self, path: &Path) -> Result<(), NginxError> {
+        let io = |source| NginxError::Io {
+            action: "could not delete",
+            path: path.to_owned(),
+            source,
+        };
+        match std::fs::remove_file(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other.map_err(io)?,
+        }
+        sync_folder(self.folder()).map_err(io)
+    }
+
+    /// Puts `previous` back at the path (or removes the file when there was none); says what
+    /// happened, for the error message.
+    fn restore(&self, previous: Option<&[u8]>) -> String {
+        let result = match previous {
+            Some(bytes) => self.write(self.path(), bytes),
+            None => self.remove(self.path()),
+        };
+        match (result, previous) {
+            (Ok(()), Some(_)) => "the previous file was put back and nginx was not reloaded".into(),
+            (Ok(()), None) => "the new file was removed again and nginx was not reloaded".into(),
+            (Err(error), _) => format!(
+                "putting the previous file back failed too ({error}: {}); nginx was not reloaded",
+                std::error::Error::source(&error)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// A failure to run a configured command.
+enum RunError {
+    Empty(&'static str),
+    Tool(ToolError),
+}
+
+impl Backend for NginxBackend {
+    fn label(&self) -> String {
+        LABEL.to_owned()
+    }
+
+    fn observe(&self) -> Result<Observed, BackendError> {
+        let live = self
+            .read()
+            .map_err(|error| error.at("read the include file"))?;
+        let path = self.path();
+        let (ranges, mut repairs) = match &live.file {
+            None => (Ranges::new(), vec![format!("create {}", path.display())]),
+            Some(bytes) => parse(bytes, path),
+        };
+        if live.reload_pending {
+            repairs.push("reload nginx (the last reload did not complete)".to_owned());
+        }
+        Ok(Observed {
+            ranges,
+            repairs,
+            warnings: Vec::new(),
+            basis: live.basis(),
+        })
+    }
+
+    fn apply(&self, change: &Change) -> Result<(), BackendError> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        let live = self
+            .read()
+            .map_err(|error| error.at("read the include file"))?;
+        if live.basis() != change.basis {
+            return Err(BackendError::stale(
+                LABEL,
+                format!("{} changed since it was observed", self.path().display()),
+            ));
+        }
+        let marker = names::reload_pending_marker(self.path());
+        // The marker goes first: from here until nginx has reloaded, a run that dies leaves it
+        // behind and the next sync reloads.
+        if !live.reload_pending {
+            self.write(&marker, b"")
+                .map_err(|error| error.at("install the include file"))?;
+        }
+        let wanted = render(&change.target);
+        if live.file.as_deref() != Some(wanted.as_bytes()) {
+            self.write(self.path(), wanted.as_bytes())
+                .map_err(|error| error.at("install the include file"))?;
+            match self.run(&self.options.test_command, "test command") {
+                Ok(()) => {}
+                Err(failure) => {
+                    let restored = self.restore(live.file.as_deref());
+                    if !live.reload_pending {
+                        // Best effort: a marker left behind only costs one extra reload.
+                        let _ = self.remove(&marker);
+                    }
+                    let error = match failure {
+                        RunError::Empty(what) => NginxError::EmptyCommand(what),
+                        RunError::Tool(source) => NginxError::Invalid { restored, source },
+                    };
+                    return Err(error.at("validate the new include file"));
+                }
+            }
+        }
+        match self.run(&self.options.reload_command, "reload command") {
+            Ok(()) => {}
+            Err(RunError::Empty(what)) => {
+                return Err(NginxError::EmptyCommand(what).at("reload nginx"));
+            }
+            Err(RunError::Tool(source)) => {
+                return Err(NginxError::Reload {
+                    path: self.path().to_owned(),
+                    source,
+                }
+                .at("reload nginx"));
+            }
+        }
+        self.remove(&marker)
+            .map_err(|error| error.at("reload nginx"))
+    }
+
+    fn purge(&self) -> Result<Vec<String>, BackendError> {
+        let live = match self.read() {
+            // Somebody else's file at our path: nothing there is ours to remove.
+            Err(NginxError::NotOurs { .. }) => return Ok(Vec::new()),
+            other => other.map_err(|error| error.at("read the include file"))?,
+        };
+        if live.file.is_none() && !live.reload_pending {
+            return Ok(Vec::new());
+        }
+        let marker = names::reload_pending_marker(self.path());
+        let mut removed = Vec::new();
+        if live.file.is_some() {
+            if !live.reload_pending {
+                self.write(&marker, b"")
+                    .map_err(|error| error.at("delete the include file"))?;
+            }
+            self.remove(self.path())
+                .map_err(|error| error.at("delete the include file"))?;
+            removed.push(format!("the include file {}", self.path().display()));
+        }
+        match self.run(&self.options.reload_command, "reload command") {
+            Ok(()) => {}
+            Err(RunError::Empty(what)) => {
+                return Err(NginxError::EmptyCommand(what).at("reload nginx"));
+            }
+            Err(RunError::Tool(source)) => {
+                return Err(NginxError::ReloadAfterPurge {
+                    path: self.path().to_owned(),
+                    source,
+                }
+                .at("reload nginx"));
+            }
+        }
+        self.remove(&marker)
+            .map_err(|error| error.at("reload nginx"))?;
+        if live.file.is_none() {
+            removed.push("a pending reload of nginx (done)".to_owned());
+        }
+        Ok(removed)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it (random name, created
+/// `O_CREAT|O_EXCL` so it never follows a planted link), mode 0644, fsynced, renamed over
+/// `path`, then the folder fsynced so the rename survives a crash.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let folder = path.parent().unwrap_or(Path::new("/"));
+    let mut temp = tempfile::Builder::new()
+        .prefix(names::TEMP_PREFIX)
+        .suffix(names::TEMP_SUFFIX)
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(folder)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|error| error.error)?;
+    sync_folder(folder)
+}
+
+fn sync_folder(folder: &Path) -> std::io::Result<()> {
+    std::fs::File::open(folder)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(list: &[&str]) -> Ranges {
+        list.iter().map(|text| text.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_rendered_file_parses_back_to_its_ranges_without_repairs() {
+        let path = Path::new("/x/cf.conf");
+        for target in [
+            Ranges::new(),
+            ranges(&["192.0.2.0/24", "2001:db8::/32", "198.51.100.0/25"]),
+        ] {
+            let text = render(&target);
+            assert!(is_ours(text.as_bytes()));
+            assert_eq!(parse(text.as_bytes(), path), (target, Vec::new()));
+        }
+    }
+
+    #[test]
+    fn the_file_says_who_owns_it_and_what_header_to_trust() {
+        let text = render(&ranges(&["192.0.2.0/24"]));
+        assert_eq!(
+            text,
+            "# cf-allowlist: generated file, do not edit.\n\
+             # nginx trusts CF-Connecting-IP only from these ranges; `cf-allowlist sync` rewrites this\n\
+             # file from Cloudflare's list and `cf-allowlist purge` deletes it.\n\
+             set_real_ip_from 192.0.2.0/24;\n\
+             real_ip_header CF-Connecting-IP;\n"
+        );
+    }
+
+    #[test]
+    fn anything_not_written_by_us_is_drift() {
+        let path = Path::new("/x/cf.conf");
+        let clean = render(&ranges(&["192.0.2.0/24", "198.51.100.0/24"]));
+        let cases = [
+            (
+                clean.replace("real_ip_header CF-Connecting-IP;\n", ""),
+                "add `real_ip_header CF-Connecting-IP;`",
+            ),
+            (
+                clean.clone() + "real_ip_recursive on;\n",
+                "remove unrecognised line 7: \"real_ip_recursive on;\"",
+            ),
+            (
+                clean.replace("198.51.100.0/24", "198.51.100.1/24"),
+                "remove unrecognised line 5",
+            ),
+            (
+                clean.replace("198.51.100.0/24;", "198.51.100.7;"),
+                "remove unrecognised line 5",
+            ),
+            (
+                clean.replace("set_real_ip_from 198", "set_real_ip_from  198"),
+                "remove unrecognised line 5",
+            ),
+            (
+                clean.clone() + "set_real_ip_from 192.0.2.0/24;\n",
+                "remove the duplicate `set_real_ip_from 192.0.2.0/24;`",
+            ),
+            (
+                clean.clone() + "real_ip_header CF-Connecting-IP;\n",
+                "remove 1 duplicate `real_ip_header CF-Connecting-IP;`",
+            ),
+            (
+                clean.replace("# file from", "# a file from"),
+                "restore the header comment",
+            ),
+            (clean.clone() + "\n", "remove unrecognised line 7: \"\""),
+            (clean[..clean.len() - 1].to_owned(), "in the order and form"),
+            (
+                clean.replace(
+                    "set_real_ip_from 192.0.2.0/24;\nset_real_ip_from 198.51.100.0/24;",
+                    "set_real_ip_from 198.51.100.0/24;\nset_real_ip_from 192.0.2.0/24;",
+                ),
+                "in the order and form",
+            ),
+        ];
+        for (text, expected) in cases {
+            let (_, repairs) = parse(text.as_bytes(), path);
+            assert!(
+                repairs.iter().any(|repair| repair.contains(expected)),
+                "{expected:?} not in {repairs:?} for\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hand_added_range_is_read_as_a_range_to_remove() {
+        let clean = render(&ranges(&["192.0.2.0/24"]));
+        let edited = clean.replace(
+            "real_ip_header",
+            "set_real_ip_from 203.0.113.0/24;\nreal_ip_header",
+        );
+        let (found, repairs) = parse(edited.as_bytes(), Path::new("/x/cf.conf"));
+        assert_eq!(found, ranges(&["192.0.2.0/24", "203.0.113.0/24"]));
+        assert_eq!(repairs, Vec::<String>::new());
+    }
+
+    #[test]
+    fn only_a_file_with_our_first_line_is_ours() {
+        assert!(!is_ours(b"set_real_ip_from 192.0.2.0/24;\n"));
+        assert!(!is_ours(b""));
+        assert!(!is_ours(b" # cf-allowlist: generated file, do not edit.\n"));
+    }
+
+    #[test]
+    fn options_refuse_relative_paths_and_empty_commands() {
+        let mut options = NginxOptions::default();
+        assert_eq!(options.check(), Ok(()));
+        options.path = PathBuf::from("conf.d/cf.conf");
+        assert!(options.check().unwrap_err().contains("absolute"));
+        options.path = PathBuf::from("/etc/nginx/conf.d/");
+        assert!(options.check().unwrap_err().contains("name a file"));
+        options = NginxOptions {
+            reload_command: Vec::new(),
+            ..NginxOptions::default()
+        };
+        assert!(options.check().unwrap_err().contains("reload_command"));
+    }
+}

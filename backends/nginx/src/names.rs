@@ -1,0 +1,51 @@
+//! Every name and fixed text this backend writes, in one place.
+
+use std::path::{Path, PathBuf};
+
+pub use cf_allowlist_backend::OWNER_TAG;
+
+/// Where the include file goes unless `path` says otherwise: Debian's nginx includes
+/// `/etc/nginx/conf.d/*.conf` in its `http` block.
+pub const DEFAULT_PATH: &str = "/etc/nginx/conf.d/cf-allowlist-realip.conf";
+
+/// The first line of the file: the mark that tells our file from anybody else's. A file at
+/// `path` whose first line differs is never rewritten or deleted.
+pub const HEADER_FIRST_LINE: &str = "# cf-allowlist: generated file, do not edit.";
+
+/// The rest of the header.
+pub const HEADER_REST: [&str; 2] = [
+    "# nginx trusts CF-Connecting-IP only from these ranges; `cf-allowlist sync` rewrites this",
+    "# file from Cloudflare's list and `cf-allowlist purge` deletes it.",
+];
+
+/// The directive naming a trusted range.
+pub const SET_REAL_IP_FROM: &str = "set_real_ip_from";
+
+/// The directive naming the header that carries the client's address.
+pub const REAL_IP_HEADER: &str = "real_ip_header";
+
+/// The header Cloudflare puts the visitor's address in.
+pub const CF_CONNECTING_IP: &str = "CF-Connecting-IP";
+
+/// The default command that checks nginx's whole configuration, the new file included.
+pub const DEFAULT_TEST_COMMAND: [&str; 2] = ["nginx", "-t"];
+
+/// The default command that makes nginx load the new file.
+pub const DEFAULT_RELOAD_COMMAND: [&str; 3] = ["nginx", "-s", "reload"];
+
+/// The prefix and suffix of the temporary file a new version is written to, beside the include
+/// file. A leading dot and no `.conf` ending: nginx's `include …/*.conf` never picks it up.
+pub const TEMP_PREFIX: &str = ".cf-allowlist-";
+/// See [`TEMP_PREFIX`].
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// The marker beside the include file that says a reload is owed: written before the file is
+/// installed, removed once nginx reloaded, so that a failed or interrupted reload is retried by
+/// the next sync even though the file already holds the target. Hidden and not `*.conf`.
+pub fn reload_pending_marker(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.reload-pending"))
+}
