@@ -142,7 +142,7 @@ impl Error {
                 "move {} aside; the next sync writes a fresh one",
                 path.display()
             )),
-            Error::Source(SourceFailed(error)) if error.reason.contains("request failed") => Some(
+            Error::Source(SourceFailed(error)) if error.is_network() => Some(
                 "on a host without access to Cloudflare, use `--source builtin` or a local file"
                     .to_owned(),
             ),
