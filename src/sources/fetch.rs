@@ -1,16 +1,19 @@
 //! Getting a source's body: over HTTP(S) with timeouts on connect and on the whole request, a
 //! cap on the body size, and redirects followed only on the same host (Cloudflare's own moved
 //! `/ips-v4` to `/ips-v4/` once; a redirect elsewhere is not Cloudflare's list); or from a
-//! local file, bounded by the same size limit.
+//! local file, which must be a regular file and is bounded by the same size and time limits
+//! (a FIFO, a device or a hung mount would otherwise hold the lock for good).
 //!
 //! Failures are [`SourceError`]s named after the source as the user wrote it. The transport's
 //! own error is kept whole in a [`FetchError`], so the `caused by` line reaches the OS or TLS
 //! error.
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::SourceError;
@@ -20,9 +23,10 @@ use super::SourceError;
 pub struct FetchSettings {
     /// Time to set up the connection (TCP and TLS).
     pub connect_timeout: Duration,
-    /// Time for the whole request, body included, redirects included.
+    /// Time for the whole request, body included, redirects included; for a file source, the
+    /// time to open and read it.
     pub total_timeout: Duration,
-    /// The largest body accepted; real lists are well under 1 KiB.
+    /// The largest body (or file) accepted; real lists are well under 1 KiB.
     pub max_body_bytes: u64,
 }
 
@@ -368,15 +372,85 @@ fn split_url(url: &str) -> Option<(String, &str, &str)> {
     (!authority.is_empty()).then(|| (scheme.to_ascii_lowercase(), authority, path))
 }
 
-/// Reads a local file, refusing one larger than `limit` without reading it all. Failures are
-/// named after `path`.
-pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
+/// Reads a local file source: only a regular file, at most `settings.max_body_bytes`, within
+/// `settings.total_timeout`. Failures are named after `path`.
+///
+/// The kind of file is judged by the metadata of the opened file itself, so that nothing can
+/// be swapped in between a check and the open. The open uses `O_NONBLOCK`, so that opening a
+/// FIFO without a writer returns at once instead of waiting for one (the flag has no effect
+/// on reading a regular file), and `O_NOCTTY`, so that a terminal named by mistake never
+/// becomes this process's controlling terminal. A plain `stat` first refuses most wrong kinds
+/// without opening them at all, since opening a device can have effects of its own; it is only
+/// a shortcut, the opened file's metadata decides.
+///
+/// The time limit covers everything that can block: the `stat`, the open, the metadata and
+/// the reads, which run in a helper thread. A regular file on a hung network mount can block
+/// in the kernel where no thread can be interrupted; such a thread is abandoned when the
+/// limit passes and ends with the process, which reports the source as timed out.
+pub fn read_file(path: &Path, settings: &FetchSettings) -> Result<Vec<u8>, SourceError> {
+    let limit = settings.max_body_bytes;
+    let owned = path.to_owned();
+    match within(settings.total_timeout, move || {
+        read_regular_file(&owned, limit)
+    }) {
+        Ok(Some(read)) => read,
+        Ok(None) => Err(SourceError::FileTimedOut {
+            source_name: path.display().to_string(),
+            limit: settings.total_timeout,
+        }),
+        Err(cause) => Err(SourceError::File {
+            source_name: path.display().to_string(),
+            cause,
+        }),
+    }
+}
+
+/// Runs `work` in a helper thread and waits at most `limit` for its result; `None` if it did
+/// not finish in time (the thread is then left to finish, or not, on its own), an error if no
+/// thread could be started.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<Option<T>> {
+    let (sender, receiver) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("read-source".to_owned())
+        .spawn(move || {
+            // The receiver is gone if the wait timed out; the result is then unwanted.
+            let _ = sender.send(work());
+        })?;
+    match receiver.recv_timeout(limit) {
+        Ok(result) => Ok(Some(result)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(std::io::Error::other(
+            "the thread reading it stopped without an answer",
+        )),
+    }
+}
+
+fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
     let source_name = || path.display().to_string();
+    let not_regular = |metadata: &Metadata| {
+        file_kind(metadata).map(|what| SourceError::NotARegularFile {
+            source_name: source_name(),
+            what,
+        })
+    };
     let io_error = |cause: std::io::Error| SourceError::File {
         source_name: source_name(),
         cause,
     };
-    let file = File::open(path).map_err(io_error)?;
+    if let Some(refusal) = std::fs::metadata(path).ok().as_ref().and_then(not_regular) {
+        return Err(refusal);
+    }
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io_error)?;
+    if let Some(refusal) = not_regular(&file.metadata().map_err(io_error)?) {
+        return Err(refusal);
+    }
     let mut body = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut body)
@@ -388,6 +462,27 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
         });
     }
     Ok(body)
+}
+
+/// What a file is, as a phrase, if it is not a regular file.
+fn file_kind(metadata: &Metadata) -> Option<&'static str> {
+    let kind = metadata.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    Some(if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "an unknown kind of file"
+    })
 }
 
 #[cfg(test)]
@@ -589,12 +684,81 @@ mod tests {
         assert_eq!(cause.step(), FetchStep::Body);
     }
 
+    /// Runs `work` in a thread and fails, rather than hangs, if it takes longer than `limit`.
+    fn finishes_within<T: Send + 'static>(
+        limit: Duration,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || sender.send(work()));
+        receiver
+            .recv_timeout(limit)
+            .expect("the work did not finish in time")
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("list");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let settings = FetchSettings {
+            total_timeout: Duration::from_secs(60),
+            ..quick()
+        };
+        let started = Instant::now();
+        let error = finishes_within(Duration::from_secs(20), move || read_file(&fifo, &settings))
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+        let name = dir.path().join("list").display().to_string();
+        assert_eq!(
+            chain(&error),
+            [format!("source {name}: not a regular file (a FIFO)")]
+        );
+        assert!(!error.is_network());
+    }
+
+    #[test]
+    fn a_device_is_refused() {
+        let error = finishes_within(Duration::from_secs(20), || {
+            read_file(Path::new("/dev/zero"), &FetchSettings::default())
+        })
+        .unwrap_err();
+        assert_eq!(
+            chain(&error),
+            ["source /dev/zero: not a regular file (a character device)"]
+        );
+        assert!(matches!(
+            error,
+            SourceError::NotARegularFile {
+                what: "a character device",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = read_file(dir.path(), &quick()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "source {}: not a regular file (a directory)",
+                dir.path().display()
+            )
+        );
+    }
+
     #[test]
     fn a_file_over_the_size_limit_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("list");
         std::fs::write(&path, [b'#'; 65]).unwrap();
-        let error = read_file(&path, quick().max_body_bytes).unwrap_err();
+        let error = read_file(&path, &quick()).unwrap_err();
         assert_eq!(
             chain(&error),
             [format!(
@@ -603,14 +767,14 @@ mod tests {
             )]
         );
         std::fs::write(&path, [b'#'; 64]).unwrap();
-        assert_eq!(read_file(&path, quick().max_body_bytes).unwrap().len(), 64);
+        assert_eq!(read_file(&path, &quick()).unwrap().len(), 64);
     }
 
     #[test]
     fn a_missing_file_shows_the_os_error_as_its_cause() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing");
-        let error = read_file(&path, quick().max_body_bytes).unwrap_err();
+        let error = read_file(&path, &quick()).unwrap_err();
         let lines = chain(&error);
         assert_eq!(
             lines[0],
@@ -618,5 +782,21 @@ mod tests {
         );
         assert!(lines[1].contains("No such file or directory"), "{lines:?}");
         assert!(!error.is_network());
+    }
+
+    #[test]
+    fn work_past_its_deadline_is_abandoned() {
+        let started = Instant::now();
+        let outcome = within(Duration::from_millis(50), || {
+            std::thread::sleep(Duration::from_secs(5));
+        })
+        .unwrap();
+        assert_eq!(outcome, None);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            within(Duration::from_secs(5), || 7).unwrap(),
+            Some(7),
+            "quick work is waited for"
+        );
     }
 }

@@ -139,6 +139,15 @@ pub enum SourceError {
         #[source]
         cause: std::io::Error,
     },
+    /// A file source is a FIFO, a device, a directory or a socket, which could block forever
+    /// or never end.
+    #[error("source {source_name}: not a regular file ({what})")]
+    NotARegularFile {
+        /// The source.
+        source_name: String,
+        /// What it is instead, as a phrase ("a FIFO").
+        what: &'static str,
+    },
     /// A file source is larger than the size limit.
     #[error("source {source_name}: the file is larger than {limit} bytes")]
     FileTooLarge {
@@ -146,6 +155,18 @@ pub enum SourceError {
         source_name: String,
         /// The limit in bytes.
         limit: u64,
+    },
+    /// A file source was not opened and read within the whole-request time limit (a hung
+    /// network mount).
+    #[error(
+        "source {source_name}: the file was not read within {}",
+        humantime::format_duration(*limit)
+    )]
+    FileTimedOut {
+        /// The source.
+        source_name: String,
+        /// The time limit.
+        limit: Duration,
     },
     /// The body is not a list of ranges.
     #[error("source {source_name}: {cause}")]
@@ -184,7 +205,9 @@ impl SourceError {
             | SourceError::TooLarge { source_name, .. }
             | SourceError::Redirect { source_name, .. }
             | SourceError::File { source_name, .. }
+            | SourceError::NotARegularFile { source_name, .. }
             | SourceError::FileTooLarge { source_name, .. }
+            | SourceError::FileTimedOut { source_name, .. }
             | SourceError::Parse { source_name, .. }
             | SourceError::Refused { source_name, .. } => source_name,
         }
@@ -280,7 +303,7 @@ pub fn load(
             fetched.warning = Some(builtin_warning(SystemTime::now()));
             format!("{BUILTIN_V4}\n{BUILTIN_V6}").into_bytes()
         }
-        Source::File(path) => fetch::read_file(path, settings.max_body_bytes)?,
+        Source::File(path) => fetch::read_file(path, settings)?,
         Source::Url(url) => {
             if url.to_ascii_lowercase().starts_with("http://") {
                 fetched.warning = Some(format!(
@@ -421,6 +444,19 @@ mod tests {
         assert!(error.to_string().contains("10.0.0.0/8 is refused"));
         assert_eq!(error.source_name(), "(all sources)");
         assert!(std::error::Error::source(&error).is_none());
+        assert!(!error.is_network());
+    }
+
+    #[test]
+    fn a_file_read_past_the_time_limit_says_so() {
+        let error = SourceError::FileTimedOut {
+            source_name: "/mnt/hung/list".to_owned(),
+            limit: Duration::from_secs(30),
+        };
+        assert_eq!(
+            error.to_string(),
+            "source /mnt/hung/list: the file was not read within 30s"
+        );
         assert!(!error.is_network());
     }
 
