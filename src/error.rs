@@ -1,5 +1,6 @@
 //! The errors a command can end with, and the one place that maps them to exit codes and hints.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use cf_allowlist_backend::{BackendError, ErrorKind};
@@ -61,9 +62,10 @@ pub enum Error {
     #[error("invalid setting: {0}")]
     Setting(String),
     /// A source failed; nothing was changed. (The source error is the message itself, not a
-    /// cause: printing it again as `caused by` would say the same twice.)
-    #[error("{0}; nothing was changed")]
-    Source(SourceError),
+    /// cause: printing it again as `caused by` would say the same twice. Its own causes, such
+    /// as the OS or TLS error under a failed request, are this error's causes.)
+    #[error(transparent)]
+    Source(SourceFailed),
     /// `sync` without a backend.
     #[error("no backend is configured")]
     NoBackend,
@@ -114,7 +116,25 @@ pub enum Error {
 
 impl From<SourceError> for Error {
     fn from(error: SourceError) -> Error {
-        Error::Source(error)
+        Error::Source(SourceFailed(error))
+    }
+}
+
+/// A failed source as the end of a command: the source error's message followed by "nothing
+/// was changed", with the source error's causes as its own. (A separate type because thiserror
+/// cannot forward only a field's causes.)
+#[derive(Debug)]
+pub struct SourceFailed(pub SourceError);
+
+impl fmt::Display for SourceFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; nothing was changed", self.0)
+    }
+}
+
+impl std::error::Error for SourceFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
     }
 }
 
@@ -176,7 +196,7 @@ impl Error {
                 "move {} aside; the next sync writes a fresh one",
                 path.display()
             )),
-            Error::Source(error) if error.reason.contains("request failed") => Some(
+            Error::Source(SourceFailed(error)) if error.is_network() => Some(
                 "on a host without access to Cloudflare, use `--source builtin` or a local file"
                     .to_owned(),
             ),

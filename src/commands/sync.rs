@@ -44,7 +44,7 @@ pub fn fetch_all(
         }
         // Validate per source so that the error names the source that sent the bad range.
         validate::validate(&fetched.networks, &settings.limits)
-            .map_err(|refused| SourceError::new(source, refused.to_string()))?;
+            .map_err(|refused| SourceError::refused(source, refused))?;
         printer.note(&format!(
             "{source}: {} ranges{}",
             fetched.networks.len(),
@@ -60,7 +60,7 @@ pub fn fetch_all(
         }
     }
     let validated = validate::validate(&networks, &settings.limits)
-        .map_err(|refused| SourceError::new("(all sources)", refused.to_string()))?;
+        .map_err(|refused| SourceError::refused("(all sources)", refused))?;
     for (covered, cover) in &validated.covered {
         printer.note(&format!(
             "{covered} is inside {cover}: only {cover} is kept"

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use fetch::FetchSettings;
+pub use fetch::{FetchError, FetchSettings};
+
+use crate::validate::Refused;
 
 /// The date the embedded copy of Cloudflare's list was taken.
 pub const BUILTIN_DATE: &str = "2026-10-01";
@@ -40,7 +42,10 @@ impl Source {
     pub fn parse(text: &str) -> Result<Source, SourceError> {
         let text = text.trim();
         if text.is_empty() {
-            return Err(SourceError::new(text, "a source cannot be empty"));
+            return Err(SourceError::Name {
+                name: text.to_owned(),
+                reason: "a source cannot be empty",
+            });
         }
         if text == "builtin" {
             return Ok(Source::Builtin);
@@ -53,10 +58,10 @@ impl Source {
             return Ok(Source::Url(text.to_owned()));
         }
         if lower.contains("://") {
-            return Err(SourceError::new(
-                text,
-                "only https://, http://, file:// and plain paths are supported",
-            ));
+            return Err(SourceError::Name {
+                name: text.to_owned(),
+                reason: "only https://, http://, file:// and plain paths are supported",
+            });
         }
         Ok(Source::File(PathBuf::from(text)))
     }
@@ -72,23 +77,181 @@ impl fmt::Display for Source {
     }
 }
 
-/// A source that could not be used, and why. One per failing source; the message names it.
+/// A source that could not be used, and why: a variant per step that can fail, each naming
+/// the source as the user wrote it.
+///
+/// Where another layer failed (the transport, the file system) the message names the step and
+/// [`source()`](std::error::Error::source) is that layer's error, shown as `caused by:` lines.
+/// Where this crate itself judged the source (a bad line, a refused range, a redirect
+/// elsewhere, an HTTP status) the message says it all and there is no cause: a `caused by`
+/// line would say the same again, and the exact reason belongs on the `error:` line.
 #[derive(Debug, thiserror::Error)]
-#[error("source {source_name}: {reason}")]
-pub struct SourceError {
-    /// The source as the user named it.
-    pub source_name: String,
-    /// What was wrong, as a lowercase phrase.
-    pub reason: String,
+pub enum SourceError {
+    /// The text does not name a source.
+    #[error("source {name}: {reason}")]
+    Name {
+        /// The text as the user wrote it (trimmed).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The transport failed: name resolution, connection, TLS, a timeout, a body cut short.
+    #[error("source {source_name}: {}", request_summary(cause))]
+    Request {
+        /// The source.
+        source_name: String,
+        /// The transport's error, with the step and the number of attempts.
+        #[source]
+        cause: fetch::FetchError,
+    },
+    /// The server answered with a status other than 200 (or 304 to a conditional request).
+    #[error("source {source_name}: {}", status_summary(*status, *attempts))]
+    Status {
+        /// The source.
+        source_name: String,
+        /// The status code.
+        status: u16,
+        /// How many attempts were made (5xx and 429 are retried).
+        attempts: u32,
+    },
+    /// The server's answer is larger than the size limit.
+    #[error("source {source_name}: the answer is larger than {limit} bytes")]
+    TooLarge {
+        /// The source.
+        source_name: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A redirect was not followed.
+    #[error("source {source_name}: {reason}")]
+    Redirect {
+        /// The source.
+        source_name: String,
+        /// Why not.
+        reason: fetch::RedirectError,
+    },
+    /// A file source could not be opened or read.
+    #[error("source {source_name}: cannot read the file")]
+    File {
+        /// The source.
+        source_name: String,
+        /// The file system's error.
+        #[source]
+        cause: std::io::Error,
+    },
+    /// A file source is a FIFO, a device, a directory or a socket, which could block forever
+    /// or never end.
+    #[error("source {source_name}: not a regular file ({what})")]
+    NotARegularFile {
+        /// The source.
+        source_name: String,
+        /// What it is instead, as a phrase ("a FIFO").
+        what: &'static str,
+    },
+    /// A file source is larger than the size limit.
+    #[error("source {source_name}: the file is larger than {limit} bytes")]
+    FileTooLarge {
+        /// The source.
+        source_name: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A file source was not opened and read within the whole-request time limit (a hung
+    /// network mount).
+    #[error(
+        "source {source_name}: the file was not read within {}",
+        humantime::format_duration(*limit)
+    )]
+    FileTimedOut {
+        /// The source.
+        source_name: String,
+        /// The time limit.
+        limit: Duration,
+    },
+    /// The body is not a list of ranges.
+    #[error("source {source_name}: {cause}")]
+    Parse {
+        /// The source.
+        source_name: String,
+        /// What is wrong with the body (stated in the message, so not a `source()`).
+        cause: parse::ParseError,
+    },
+    /// A range the source listed (or, for `(all sources)`, the merged list) broke a rule.
+    #[error("source {source_name}: {cause}")]
+    Refused {
+        /// The source.
+        source_name: String,
+        /// The range and the rule (stated in the message, so not a `source()`).
+        cause: Refused,
+    },
 }
 
 impl SourceError {
-    /// A failure of `source` for `reason`.
-    pub fn new(source: impl fmt::Display, reason: impl Into<String>) -> SourceError {
-        SourceError {
+    /// A range from `source` refused by validation. `source` may also name a group of sources,
+    /// such as `(all sources)` when the merged list fails.
+    pub fn refused(source: impl fmt::Display, cause: Refused) -> SourceError {
+        SourceError::Refused {
             source_name: source.to_string(),
-            reason: reason.into(),
+            cause,
         }
+    }
+
+    /// The source as the user named it.
+    pub fn source_name(&self) -> &str {
+        match self {
+            SourceError::Name { name, .. } => name,
+            SourceError::Request { source_name, .. }
+            | SourceError::Status { source_name, .. }
+            | SourceError::TooLarge { source_name, .. }
+            | SourceError::Redirect { source_name, .. }
+            | SourceError::File { source_name, .. }
+            | SourceError::NotARegularFile { source_name, .. }
+            | SourceError::FileTooLarge { source_name, .. }
+            | SourceError::FileTimedOut { source_name, .. }
+            | SourceError::Parse { source_name, .. }
+            | SourceError::Refused { source_name, .. } => source_name,
+        }
+    }
+
+    /// Whether talking to a URL source failed (the transport, an HTTP status, a redirect, an
+    /// answer too large), as opposed to a bad name, a bad file or a bad list. This is the
+    /// failure a host without access to Cloudflare sees.
+    pub fn is_network(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Request { .. }
+                | SourceError::Status { .. }
+                | SourceError::Redirect { .. }
+                | SourceError::TooLarge { .. }
+        )
+    }
+}
+
+/// The `error:` line's phrase for a transport failure: the step, whether a time limit ran out
+/// and how many attempts were made; the transport's own text follows as the cause.
+fn request_summary(cause: &fetch::FetchError) -> String {
+    let step = match cause.step() {
+        fetch::FetchStep::Request => "request failed",
+        fetch::FetchStep::Body => "reading the answer failed",
+    };
+    let timeout = if cause.is_timeout() { ": timeout" } else { "" };
+    format!("{step}{timeout}{}", after_attempts(cause.attempts()))
+}
+
+/// The `error:` line's phrase for an HTTP status: `HTTP 503 Service Unavailable (after 3
+/// attempts`.
+fn status_summary(status: u16, attempts: u32) -> String {
+    let reason = fetch::status_reason(status)
+        .map(|reason| format!(" {reason}"))
+        .unwrap_or_default();
+    format!("HTTP {status}{reason}{}", after_attempts(attempts))
+}
+
+fn after_attempts(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
     }
 }
 
@@ -140,8 +303,7 @@ pub fn load(
             fetched.warning = Some(builtin_warning(SystemTime::now()));
             format!("{BUILTIN_V4}\n{BUILTIN_V6}").into_bytes()
         }
-        Source::File(path) => fetch::read_file(path, settings.max_body_bytes)
-            .map_err(|reason| SourceError::new(source, reason))?,
+        Source::File(path) => fetch::read_file(path, settings)?,
         Source::Url(url) => {
             if url.to_ascii_lowercase().starts_with("http://") {
                 fetched.warning = Some(format!(
@@ -154,9 +316,7 @@ pub fn load(
                     etag: cached.etag.clone(),
                     last_modified: cached.last_modified.clone(),
                 });
-            match fetch::get(url, settings, validators.as_ref())
-                .map_err(|reason| SourceError::new(source, reason))?
-            {
+            match fetch::get(url, settings, validators.as_ref())? {
                 fetch::Answer::NotModified => {
                     let cached = cached.expect("validators come from the cache");
                     fetched.networks = cached.networks.clone();
@@ -181,8 +341,10 @@ pub fn load(
             }
         }
     };
-    fetched.networks =
-        parse::parse_body(&body).map_err(|error| SourceError::new(source, error.to_string()))?;
+    fetched.networks = parse::parse_body(&body).map_err(|cause| SourceError::Parse {
+        source_name: source.to_string(),
+        cause,
+    })?;
     if let Some(cache) = fetched.cache.as_mut() {
         cache.networks = fetched.networks.clone();
     }
@@ -221,6 +383,81 @@ mod tests {
         );
         assert!(Source::parse("ftp://example.test/list").is_err());
         assert!(Source::parse("  ").is_err());
+    }
+
+    #[test]
+    fn a_name_that_is_no_source_says_why() {
+        let error = Source::parse(" ftp://example.test/list ").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "source ftp://example.test/list: only https://, http://, file:// and plain paths \
+             are supported"
+        );
+        assert_eq!(error.source_name(), "ftp://example.test/list");
+        assert!(std::error::Error::source(&error).is_none());
+        assert!(!error.is_network());
+        assert!(matches!(
+            Source::parse("").unwrap_err(),
+            SourceError::Name {
+                reason: "a source cannot be empty",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_body_that_is_no_list_names_the_source_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("page");
+        std::fs::write(&path, "<!DOCTYPE html>\n").unwrap();
+        let source = Source::File(path.clone());
+        let error = load(&source, &FetchSettings::default(), None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "source {}: line 1 is not a CIDR range: \"<!DOCTYPE html>\"",
+                path.display()
+            )
+        );
+        assert!(matches!(
+            error,
+            SourceError::Parse {
+                cause: parse::ParseError::BadLine { line: 1, .. },
+                ..
+            }
+        ));
+        // The reason is the message itself; a cause would say it twice.
+        assert!(std::error::Error::source(&error).is_none());
+        assert!(!error.is_network());
+    }
+
+    #[test]
+    fn a_refused_range_names_the_source_and_the_rule() {
+        let network: IpNet = "10.0.0.0/8".parse().unwrap();
+        let refused =
+            crate::validate::check(&network, &crate::validate::Limits::default()).unwrap_err();
+        let error = SourceError::refused("(all sources)", refused.clone());
+        assert_eq!(
+            error.to_string(),
+            format!("source (all sources): {refused}")
+        );
+        assert!(error.to_string().contains("10.0.0.0/8 is refused"));
+        assert_eq!(error.source_name(), "(all sources)");
+        assert!(std::error::Error::source(&error).is_none());
+        assert!(!error.is_network());
+    }
+
+    #[test]
+    fn a_file_read_past_the_time_limit_says_so() {
+        let error = SourceError::FileTimedOut {
+            source_name: "/mnt/hung/list".to_owned(),
+            limit: Duration::from_secs(30),
+        };
+        assert_eq!(
+            error.to_string(),
+            "source /mnt/hung/list: the file was not read within 30s"
+        );
+        assert!(!error.is_network());
     }
 
     #[test]
