@@ -22,8 +22,9 @@ use cf_allowlist_backend::{Backend, Policy};
 pub trait BackendOptions:
     Debug + Clone + Default + PartialEq + Eq + Serialize + DeserializeOwned
 {
-    /// Builds the backend for `policy`.
-    fn build(&self, policy: &Policy) -> Box<dyn Backend>;
+    /// Builds the backend for `policy`; what it writes is marked as `owner`'s (a state
+    /// directory's id) where the backend can carry a mark.
+    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend>;
     /// Where it writes, for plans: `inet filter input`.
     fn describe(&self) -> String;
     /// Checks the options (and the policy they are combined with) at config load, before any
@@ -261,9 +262,9 @@ impl BackendSpec {
         with_options!(self, |policy, _options| policy)
     }
 
-    /// Builds the backend.
-    pub fn build(&self) -> Box<dyn Backend> {
-        with_options!(self, |policy, options| options.build(policy))
+    /// Builds the backend, marking what it writes as `owner`'s.
+    pub fn build(&self, owner: Option<&str>) -> Box<dyn Backend> {
+        with_options!(self, |policy, options| options.build(policy, owner))
     }
 
     /// A short description for plans: `nftables (inet filter input, tcp 80,443)`; a backend
@@ -334,11 +335,11 @@ pub fn normalise_ports(mut ports: Vec<u16>) -> Result<Vec<u16>, String> {
 
 #[cfg(feature = "nftables")]
 impl BackendOptions for cf_allowlist_nftables::NftablesOptions {
-    fn build(&self, policy: &Policy) -> Box<dyn Backend> {
-        Box::new(cf_allowlist_nftables::NftablesBackend::new(
-            self.clone(),
-            policy.clone(),
-        ))
+    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend> {
+        Box::new(
+            cf_allowlist_nftables::NftablesBackend::new(self.clone(), policy.clone())
+                .owned_by(owner.map(str::to_owned)),
+        )
     }
 
     fn describe(&self) -> String {
@@ -352,11 +353,11 @@ impl BackendOptions for cf_allowlist_nftables::NftablesOptions {
 
 #[cfg(feature = "iptables")]
 impl BackendOptions for cf_allowlist_iptables::IptablesOptions {
-    fn build(&self, policy: &Policy) -> Box<dyn Backend> {
-        Box::new(cf_allowlist_iptables::IptablesBackend::new(
-            self.clone(),
-            policy.clone(),
-        ))
+    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend> {
+        Box::new(
+            cf_allowlist_iptables::IptablesBackend::new(self.clone(), policy.clone())
+                .owned_by(owner.map(str::to_owned)),
+        )
     }
 
     fn describe(&self) -> String {
@@ -366,7 +367,8 @@ impl BackendOptions for cf_allowlist_iptables::IptablesOptions {
 
 #[cfg(feature = "nginx")]
 impl BackendOptions for cf_allowlist_nginx::NginxOptions {
-    fn build(&self, _policy: &Policy) -> Box<dyn Backend> {
+    fn build(&self, _policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
+        // The include file's header names cf-allowlist; one file has one writer.
         Box::new(cf_allowlist_nginx::NginxBackend::new(self.clone()))
     }
 
@@ -416,13 +418,14 @@ impl Default for MemoryOptions {
 
 #[cfg(test)]
 impl BackendOptions for MemoryOptions {
-    fn build(&self, policy: &Policy) -> Box<dyn Backend> {
+    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend> {
         Box::new(
             cf_allowlist_memory::MemoryBackend::new(
                 cf_allowlist_memory::SharedFirewall::named(&self.firewall),
                 policy.clone(),
             )
-            .labelled(format!("memory {}", self.firewall)),
+            .labelled(format!("memory {}", self.firewall))
+            .owned_by(owner.map(str::to_owned)),
         )
     }
 

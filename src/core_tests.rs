@@ -32,11 +32,20 @@ struct Ran {
 impl Host {
     fn new(firewalls: &[&str]) -> Host {
         let host = HOSTS.fetch_add(1, Ordering::SeqCst);
-        let dir = tempfile::tempdir().unwrap();
         let firewalls: Vec<String> = firewalls
             .iter()
             .map(|name| format!("core-{host}-{name}"))
             .collect();
+        Host::on(firewalls)
+    }
+
+    /// A second state directory on this host's firewalls.
+    fn second_state_directory(&self) -> Host {
+        Host::on(self.firewalls.clone())
+    }
+
+    fn on(firewalls: Vec<String>) -> Host {
+        let dir = tempfile::tempdir().unwrap();
         let mut config = format!(
             "sources = [{:?}]\n",
             dir.path().join("list").display().to_string()
@@ -551,4 +560,52 @@ fn a_pin_survives_the_recovery_of_a_corrupt_state_file() {
     // history and unpin work on the damaged state too.
     assert_eq!(host.run(&["history"]).code(), 0);
     assert_eq!(host.run(&["unpin"]).json["unpinned"], 1);
+}
+
+#[test]
+fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
+    let first = Host::new(&["a"]);
+    assert_eq!(first.run(&["sync"]).code(), 0);
+    let owner = first.firewall(0).lock().owner.clone().unwrap();
+    let second = first.second_state_directory();
+    second.serve(&["203.0.113.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
+    let before = first.firewall(0).lock().clone();
+    let run = second.run(&["sync"]);
+    assert_eq!(run.code(), 3, "{:#}", run.json);
+    assert!(
+        run.message().contains(&format!(
+            "another cf-allowlist state directory (owner {owner})"
+        )),
+        "{}",
+        run.message()
+    );
+    assert_eq!(
+        *first.firewall(0).lock(),
+        before,
+        "a refused adoption wrote"
+    );
+    // status in the second directory warns; --force adopts.
+    let status = second.run(&["status", "--backend", "memory"]);
+    assert!(
+        status.json["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("another cf-allowlist state directory")
+    );
+    assert_eq!(second.run(&["sync", "--force"]).code(), 0);
+    assert_ne!(
+        first.firewall(0).lock().owner.as_deref(),
+        Some(owner.as_str())
+    );
+    // Now the first directory is the stranger, and purge there still removes them, saying so.
+    assert_eq!(first.run(&["sync"]).code(), 3);
+    let purge = first.run(&["purge"]);
+    assert_eq!(purge.code(), 0);
+    assert!(
+        purge.json["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("removing them anyway")
+    );
+    assert!(first.firewall(0).lock().set.is_none());
 }

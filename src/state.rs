@@ -29,6 +29,9 @@ const LOCK_FILE: &str = "lock";
 /// A copy of the pin outside `state.json`, so that a pin survives the rebuild of a corrupt
 /// `state.json` (a boot-time restore must not silently unpin a rollback).
 const PIN_FILE: &str = "pin.json";
+/// The state directory's owner id, written once when the directory is first locked: before
+/// anything is written to a firewall, so that every mark we write names an id we keep.
+const OWNER_FILE: &str = "owner";
 /// How many generations are kept; older ones are deleted after a new one is written.
 pub const KEEP_GENERATIONS: usize = 50;
 const FORMAT_VERSION: u32 = 1;
@@ -109,6 +112,33 @@ pub struct State {
     /// must not bring back what an admin purged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purged: Option<String>,
+    /// This state directory's id (from the `owner` file, not saved in `state.json`), marked on
+    /// the firewall parts it writes so that two state directories managing one firewall
+    /// notice each other instead of undoing each other.
+    #[serde(skip)]
+    pub owner: Option<String>,
+    /// Every backend this state directory has written to and not purged (its kind and place),
+    /// so that parts left behind by a changed config are removed, not orphaned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written: Vec<BackendSpec>,
+}
+
+/// A new owner id: 16 random hex digits.
+pub fn new_owner_id() -> String {
+    let mut bytes = [0u8; 8];
+    // /dev/urandom never blocks and is always there on Linux; a failure leaves the time-based
+    // fallback, which is unique enough to tell two state directories apart.
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes))
+        .is_err()
+    {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes = ((nanos as u64) ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// A pinned generation.
@@ -274,7 +304,22 @@ impl StateDir {
             .mode(0o700)
             .create(&generations)
             .map_err(Self::io("create", &generations))?;
-        self.check_directories()
+        self.check_directories()?;
+        if self.read_owner()?.is_none() {
+            write_json(&self.path.join(OWNER_FILE), &new_owner_id())?;
+        }
+        Ok(())
+    }
+
+    /// The owner id, if the directory has one.
+    pub fn read_owner(&self) -> Result<Option<String>, StateError> {
+        match read_json::<String>(&self.path.join(OWNER_FILE)) {
+            Ok(owner) => Ok(owner.filter(|owner| !owner.is_empty())),
+            // A damaged id is replaced: the worst it costs is one refusal to adopt our own
+            // parts, which --force or purge resolves.
+            Err(error) if error.is_corrupt() => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Refuses a state directory that another user could write to (see [`check_secure`]).
@@ -328,6 +373,19 @@ impl StateDir {
             }
             Err(error) => return Err(error),
         };
+        state.owner = Some(match self.read_owner()? {
+            Some(owner) => owner,
+            // A directory never locked (a dry run, status): an id nobody else has; nothing is
+            // written with it.
+            None => new_owner_id(),
+        });
+        if state.written.is_empty()
+            && let Some(last) = &state.last_sync
+        {
+            // A state from before `written` was recorded: the last sync's backends are what
+            // it wrote.
+            state.written = last.backends.clone();
+        }
         let current =
             match state.current_generation {
                 None => None,

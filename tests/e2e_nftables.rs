@@ -76,8 +76,8 @@ fn nftables_sync_opens_exactly_the_listed_ranges_and_converges() {
     assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
     let repaired = lab.origin.ruleset();
     for rule in [
-        "comment \"cf-allowlist ipv4\"",
-        "comment \"cf-allowlist ipv6\"",
+        "comment \"cf-allowlist ipv4 owner=",
+        "comment \"cf-allowlist ipv6 owner=",
         "set cf_allowlist_v4 ",
     ] {
         assert_eq!(

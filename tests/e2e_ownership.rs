@@ -190,3 +190,27 @@ fn status_and_a_dry_run_change_nothing_in_the_kernel() {
         "a read-only command created the state directory"
     );
 }
+
+#[test]
+fn a_second_state_directory_refuses_to_adopt_the_first_ones_rules() {
+    let lab = Lab::new();
+    lab.load_nft_ruleset();
+    lab.sync("nftables", &[]).code(0);
+    let ruleset = lab.origin.ruleset();
+    let other = tempfile::tempdir().unwrap();
+    let mut args = vec!["sync", "--backend", "nftables"];
+    let sources = lab.source_args();
+    args.extend(sources.iter().map(String::as_str));
+    cf(&args)
+        .state(&other.path().join("state"))
+        .in_netns(&lab.origin.name)
+        .run()
+        .code(3)
+        .stderr_has("belong to another cf-allowlist state directory");
+    assert_eq!(
+        lab.origin.ruleset(),
+        ruleset,
+        "a refused adoption changed the ruleset"
+    );
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+}

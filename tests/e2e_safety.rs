@@ -625,7 +625,9 @@ fn sigkill_at_every_step_never_closes_a_listed_range_and_the_next_run_converges(
     assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
     let ruleset = lab.origin.ruleset();
     assert_eq!(
-        ruleset.matches("comment \"cf-allowlist ipv4\"").count(),
+        ruleset
+            .matches("comment \"cf-allowlist ipv4 owner=")
+            .count(),
         1,
         "{ruleset}"
     );
@@ -677,8 +679,8 @@ fn ten_syncs_at_once_apply_once_and_the_others_say_they_waited() {
     );
     let ruleset = lab.origin.ruleset();
     for part in [
-        "comment \"cf-allowlist ipv4\"",
-        "comment \"cf-allowlist ipv6\"",
+        "comment \"cf-allowlist ipv4 owner=",
+        "comment \"cf-allowlist ipv6 owner=",
         "set cf_allowlist_v4 ",
     ] {
         assert_eq!(ruleset.matches(part).count(), 1, "{part}:\n{ruleset}");

@@ -14,18 +14,23 @@ use crate::error::Error;
 use crate::plan::{BackendPlan, shrink_refusals};
 use crate::printer::Printer;
 
-/// Observes every backend and plans its change to `target`; with `guard`, collects the shrink
-/// refusals against what each backend holds now.
+/// Observes every backend (as `owner`'s) and plans its change to `target`. Collects refusals:
+/// parts that another state directory owns (always), and with `guard` the shrink refusals
+/// against what each backend holds now.
 pub fn plan_backends(
     specs: &[BackendSpec],
     target: &Ranges,
     guard: bool,
+    owner: Option<&str>,
     refusals: &mut Vec<String>,
 ) -> Result<Vec<BackendPlan>, Error> {
     let mut plans = Vec::new();
     for spec in specs {
-        let backend = spec.build();
+        let backend = spec.build(owner);
         let observed = backend.observe()?;
+        if let Some(reason) = foreign_owner(spec, &observed, owner) {
+            refusals.push(reason);
+        }
         if guard {
             refusals.extend(shrink_refusals(&spec.describe(), &observed.ranges, target));
         }
@@ -38,6 +43,27 @@ pub fn plan_backends(
     Ok(plans)
 }
 
+/// Why a backend's parts may not be adopted: they carry another state directory's mark.
+pub fn foreign_owner(
+    spec: &BackendSpec,
+    observed: &cf_allowlist_backend::Observed,
+    owner: Option<&str>,
+) -> Option<String> {
+    let others: Vec<&str> = observed
+        .owners
+        .iter()
+        .map(String::as_str)
+        .filter(|found| Some(*found) != owner)
+        .collect();
+    (!others.is_empty()).then(|| {
+        format!(
+            "{}: its parts belong to another cf-allowlist state directory (owner {}), and two state directories managing one firewall undo each other's changes; `purge` from that directory removes them, `--force` adopts them",
+            spec.describe(),
+            others.join(", ")
+        )
+    })
+}
+
 /// Applies each backend's change, then reads the firewall back and checks it holds exactly
 /// the target with its structure intact. A backend that refuses its plan as stale (the firewall
 /// changed since it was observed) is observed and planned again, once, and `plans` is updated
@@ -46,11 +72,12 @@ pub fn plan_backends(
 pub fn apply_plans(
     plans: &mut [BackendPlan],
     pending: &Pending,
+    owner: Option<&str>,
     printer: &Printer,
 ) -> Result<(), Error> {
     let mut applied: Vec<String> = Vec::new();
     for plan in plans.iter_mut() {
-        apply_one(plan, printer).map_err(|error| partial(&applied, pending, error))?;
+        apply_one(plan, owner, printer).map_err(|error| partial(&applied, pending, error))?;
         if !plan.change.is_empty() {
             applied.push(plan.spec.describe());
         }
@@ -80,11 +107,11 @@ pub fn partial(applied: &[String], pending: &Pending, error: Error) -> Error {
     }
 }
 
-fn apply_one(plan: &mut BackendPlan, printer: &Printer) -> Result<(), Error> {
+fn apply_one(plan: &mut BackendPlan, owner: Option<&str>, printer: &Printer) -> Result<(), Error> {
     if plan.change.is_empty() {
         return Ok(());
     }
-    let backend = plan.spec.build();
+    let backend = plan.spec.build(owner);
     match backend.apply(&plan.change) {
         Err(error) if error.kind == ErrorKind::Stale => {
             printer.warn(format!(

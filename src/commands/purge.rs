@@ -1,6 +1,7 @@
 //! `purge`: remove everything the tool created from each backend, then check nothing of ours is
 //! left. Saved generations stay, so a later sync (or rollback) can bring the rules back.
 
+use crate::commands::foreign_owner;
 use crate::error::Error;
 use crate::printer::Printer;
 use crate::report::PurgeReport;
@@ -34,7 +35,14 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error>
         removed: Vec::new(),
     };
     for spec in &specs {
-        let backend = spec.build();
+        let backend = spec.build(state.owner.as_deref());
+        if let Some(others) = backend
+            .observe()
+            .ok()
+            .and_then(|observed| foreign_owner(spec, &observed, state.owner.as_deref()))
+        {
+            printer.warn(format!("removing them anyway: {others}"));
+        }
         let removed = backend.purge()?;
         let after = backend.observe()?;
         if !after.ranges.is_empty() {

@@ -25,6 +25,7 @@ fn apply_generation(
     backends: &[BackendSpec],
     pinned: Option<Pin>,
     limits: &Limits,
+    owner: Option<&str>,
     printer: &Printer,
 ) -> Result<Plan, Error> {
     let networks: Vec<IpNet> = generation.ranges.iter().copied().collect();
@@ -40,7 +41,11 @@ fn apply_generation(
                 .to_owned(),
         });
     }
-    let plans = plan_backends(backends, &generation.ranges, false, &mut Vec::new())?;
+    let mut refusals = Vec::new();
+    let plans = plan_backends(backends, &generation.ranges, false, owner, &mut refusals)?;
+    if !refusals.is_empty() {
+        return Err(Error::Refused(refusals));
+    }
     let mut plan = Plan {
         dry_run: false,
         sources: generation.sources.clone(),
@@ -55,7 +60,7 @@ fn apply_generation(
         generation: generation.generation,
         ranges: counts(&generation.ranges),
     };
-    apply_plans(&mut plan.backends, &pending, printer)?;
+    apply_plans(&mut plan.backends, &pending, owner, printer)?;
     Ok(plan)
 }
 
@@ -121,6 +126,7 @@ pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<Sy
         &backends,
         Some(pin.clone()),
         &settings.limits,
+        state.owner.as_deref(),
         printer,
     )?;
     state.current_generation = Some(number);
@@ -198,6 +204,7 @@ pub fn restore(settings: &Settings, printer: &Printer) -> Result<SyncReport, Err
         &backends,
         loaded.state.pinned.clone(),
         &settings.limits,
+        loaded.state.owner.as_deref(),
         printer,
     )?;
     Ok(SyncReport {

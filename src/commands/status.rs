@@ -4,6 +4,7 @@
 use cf_allowlist_backend::Change;
 
 use crate::backends::BackendSpec;
+use crate::commands::foreign_owner;
 use crate::error::Error;
 use crate::printer::Printer;
 use crate::report::{BackendStatus, FamilyCounts, StatusReport};
@@ -29,8 +30,11 @@ pub fn run(
         .unwrap_or_default();
     let mut statuses = Vec::new();
     for spec in &backends {
-        let observed = spec.build().observe()?;
+        let observed = spec.build(state.owner.as_deref()).observe()?;
         let change = Change::between(&observed, &target);
+        if let Some(reason) = foreign_owner(spec, &observed, state.owner.as_deref()) {
+            printer.warn(reason);
+        }
         for warning in &observed.warnings {
             printer.warn(format!("{}: {warning}", spec.describe()));
         }

@@ -129,7 +129,14 @@ pub fn run(
     };
     printer.note(&format!("{} ranges ({})", target.len(), counts(&target)));
 
-    let backends = plan_backends(&settings.backends, &target, true, &mut refusals)?;
+    let owner = state.owner.clone();
+    let backends = plan_backends(
+        &settings.backends,
+        &target,
+        true,
+        owner.as_deref(),
+        &mut refusals,
+    )?;
     if options.force && !refusals.is_empty() {
         for reason in &refusals {
             printer.warn(format!("--force overrides: {reason}"));
@@ -182,7 +189,7 @@ pub fn run(
         ranges: counts(&plan.target),
     };
     failpoint::pause_point("before-apply");
-    apply_plans(&mut plan.backends, &pending, printer)?;
+    apply_plans(&mut plan.backends, &pending, owner.as_deref(), printer)?;
     failpoint::pause_point("after-apply");
 
     // Every backend holds the target: now, and only now, record it. A failure here leaves the

@@ -24,6 +24,25 @@ use serde::{Deserialize, Serialize};
 /// rules can be told from everyone else's.
 pub const OWNER_TAG: &str = "cf-allowlist";
 
+/// What separates the owner mark from the rest of a comment: `cf-allowlist ipv4 owner=3f9a…`.
+pub const OWNER_MARK: &str = " owner=";
+
+/// A comment of ours, marked with the state directory that owns it when there is one.
+pub fn owned_comment(base: &str, owner: Option<&str>) -> String {
+    match owner {
+        Some(owner) => format!("{base}{OWNER_MARK}{owner}"),
+        None => base.to_owned(),
+    }
+}
+
+/// The owner a comment of ours names, if any.
+pub fn owner_of(comment: &str) -> Option<&str> {
+    comment
+        .rsplit_once(OWNER_MARK)
+        .map(|(_, owner)| owner)
+        .filter(|owner| !owner.is_empty())
+}
+
 /// An address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -163,6 +182,10 @@ pub struct Observed {
     pub warnings: Vec<String>,
     /// The fingerprint of what was observed, carried into the plan.
     pub basis: Basis,
+    /// The owners named on the parts of ours that were found (state directories, by their
+    /// owner id); empty when nothing of ours carries a mark (nothing found, or parts written
+    /// before owners were recorded).
+    pub owners: BTreeSet<String>,
 }
 
 /// What one backend must do to go from what it holds to a target: the per-backend part of the

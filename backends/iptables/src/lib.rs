@@ -221,12 +221,31 @@ impl Snapshot {
 pub struct IptablesBackend {
     options: IptablesOptions,
     policy: Policy,
+    owner: Option<String>,
 }
 
 impl IptablesBackend {
     /// A backend writing `policy` with `options`.
     pub fn new(options: IptablesOptions, policy: Policy) -> IptablesBackend {
-        IptablesBackend { options, policy }
+        IptablesBackend {
+            options,
+            policy,
+            owner: None,
+        }
+    }
+
+    /// The same, marking what it writes as owned by `owner` (a state directory's id).
+    pub fn owned_by(mut self, owner: Option<String>) -> IptablesBackend {
+        self.owner = owner;
+        self
+    }
+
+    fn comment(&self, base: &str) -> String {
+        cf_allowlist_backend::owned_comment(base, self.owner.as_deref())
+    }
+
+    fn jump_spec(&self) -> String {
+        names::jump_spec(&self.comment(names::COMMENT))
     }
 
     /// Reads both families of the variant to write to (resolving `variant = "auto"`) and our
@@ -297,7 +316,7 @@ impl IptablesBackend {
             match_set: set.map(str::to_owned),
             ports: self.policy.ports.clone(),
             not_loopback: false,
-            comment: Some(names::COMMENT.to_owned()),
+            comment: Some(self.comment(names::COMMENT)),
             target: "ACCEPT".to_owned(),
             unrecognised: false,
         }
@@ -309,7 +328,7 @@ impl IptablesBackend {
             match_set: None,
             ports: self.policy.ports.clone(),
             not_loopback: true,
-            comment: Some(names::RESTRICT_COMMENT.to_owned()),
+            comment: Some(self.comment(names::RESTRICT_COMMENT)),
             target: "DROP".to_owned(),
             unrecognised: false,
         }
@@ -379,7 +398,7 @@ impl IptablesBackend {
         let exact_jumps = live
             .jumps
             .iter()
-            .filter(|(_, spec)| *spec == names::jump_spec())
+            .filter(|(_, spec)| *spec == self.jump_spec())
             .count();
         if exact_jumps == 0 {
             repairs.push(format!("insert the jump from INPUT in {tool_name}"));
@@ -497,7 +516,7 @@ impl IptablesBackend {
                 let _ = writeln!(script, "-A {} {}", names::CHAIN, rule.render());
             }
         }
-        for line in jump_fixes(&state.live) {
+        for line in jump_fixes(&state.live, &self.jump_spec()) {
             script.push_str(&line);
             script.push('\n');
         }
@@ -572,22 +591,33 @@ fn rules_match(have: &[RuleShape], want: &[RuleShape]) -> bool {
 /// must not be hit). An altered jump is deleted; a single exact jump stays where it is; when
 /// there are several exact copies, `-D` by spec could only remove the first, so all go and one
 /// is inserted at the top, in the same transaction.
-fn jump_fixes(live: &Live) -> Vec<String> {
-    let exact = live
-        .jumps
-        .iter()
-        .filter(|(_, spec)| *spec == names::jump_spec())
-        .count();
+fn jump_fixes(live: &Live, wanted: &str) -> Vec<String> {
+    let exact = live.jumps.iter().filter(|(_, spec)| spec == wanted).count();
     let mut lines: Vec<String> = live
         .jumps
         .iter()
-        .filter(|(_, spec)| exact > 1 || *spec != names::jump_spec())
+        .filter(|(_, spec)| exact > 1 || spec != wanted)
         .map(|(_, spec)| format!("-D {} {spec}", names::INPUT))
         .collect();
     if exact != 1 {
-        lines.push(format!("-I {} 1 {}", names::INPUT, names::jump_spec()));
+        lines.push(format!("-I {} 1 {wanted}", names::INPUT));
     }
     lines
+}
+
+/// The owners named in the comments of our chain's rules and of the jumps to it.
+fn owners(live: &Live) -> std::collections::BTreeSet<String> {
+    let jump_comments = live.jumps.iter().filter_map(|(_, spec)| {
+        let words = save::words(spec).ok()?;
+        let at = words.iter().position(|word| word == "--comment")?;
+        words.get(at + 1).cloned()
+    });
+    live.rules
+        .iter()
+        .filter_map(|rule| rule.comment.clone())
+        .chain(jump_comments)
+        .filter_map(|comment| cf_allowlist_backend::owner_of(&comment).map(str::to_owned))
+        .collect()
 }
 
 fn read_save(variant: Concrete, family: Family) -> Result<Live, IptablesError> {
@@ -637,6 +667,7 @@ impl Backend for IptablesBackend {
         for state in &snapshot.families {
             observed.ranges.extend(state.ranges.iter().copied());
             observed.repairs.extend(state.repairs.iter().cloned());
+            observed.owners.extend(owners(&state.live));
         }
         Ok(observed)
     }

@@ -35,7 +35,12 @@ pub fn ipset_family(family: Family) -> &'static str {
     }
 }
 
-/// The jump from INPUT to our chain, as iptables-save prints it (after `-A INPUT `).
-pub fn jump_spec() -> String {
-    format!("-m comment --comment {COMMENT} -j {CHAIN}")
+/// The jump from INPUT to our chain with `comment`, as iptables-save prints it (after
+/// `-A INPUT `).
+pub fn jump_spec(comment: &str) -> String {
+    if comment.contains(' ') {
+        format!("-m comment --comment \"{comment}\" -j {CHAIN}")
+    } else {
+        format!("-m comment --comment {comment} -j {CHAIN}")
+    }
 }

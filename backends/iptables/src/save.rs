@@ -288,7 +288,7 @@ COMMIT
     fn reads_our_chain_and_the_jump() {
         let live = parse_save(SAVE).unwrap();
         assert!(live.in_use && live.chain_exists);
-        assert_eq!(live.jumps, vec![(1, names::jump_spec())]);
+        assert_eq!(live.jumps, vec![(1, names::jump_spec(names::COMMENT))]);
         assert_eq!(live.rules.len(), 3);
         assert_eq!(
             live.rules[1].source,

@@ -49,11 +49,13 @@ pub struct MemoryFirewall {
     pub last_apply_states: Vec<Ranges>,
     /// Faults to inject.
     pub faults: Faults,
+    /// The owner mark on our parts, as the last apply wrote it.
+    pub owner: Option<String>,
 }
 
 impl MemoryFirewall {
     fn basis(&self) -> Basis {
-        Basis::of((&self.set, &self.rules))
+        Basis::of((&self.set, &self.rules, &self.owner))
     }
 }
 
@@ -108,6 +110,7 @@ pub struct MemoryBackend {
     firewall: SharedFirewall,
     policy: Policy,
     label: String,
+    owner: Option<String>,
 }
 
 impl MemoryBackend {
@@ -117,7 +120,14 @@ impl MemoryBackend {
             firewall,
             policy,
             label: "memory".to_owned(),
+            owner: None,
         }
+    }
+
+    /// The same, marking what it writes as `owner`'s.
+    pub fn owned_by(mut self, owner: Option<String>) -> MemoryBackend {
+        self.owner = owner;
+        self
     }
 
     /// The same, labelled `label` in messages (to tell two memory backends apart).
@@ -160,6 +170,12 @@ impl Backend for MemoryBackend {
             repairs,
             warnings: Vec::new(),
             basis: firewall.basis(),
+            owners: firewall
+                .owner
+                .iter()
+                .filter(|_| firewall.set.is_some())
+                .cloned()
+                .collect(),
         })
     }
 
@@ -189,6 +205,7 @@ impl Backend for MemoryBackend {
         set.extend(change.add.iter().copied());
         firewall.set = Some(set.clone());
         firewall.rules = vec![self.policy.clone()];
+        firewall.owner = self.owner.clone();
         let mut states = vec![set.clone()];
         let set = set.difference(&change.remove);
         firewall.set = Some(set.clone());
@@ -207,6 +224,7 @@ impl Backend for MemoryBackend {
         if firewall.set.take().is_some() {
             removed.push("the set".to_owned());
         }
+        firewall.owner = None;
         if !firewall.rules.is_empty() {
             removed.push(format!("{} accept rule(s)", firewall.rules.len()));
             firewall.rules.clear();

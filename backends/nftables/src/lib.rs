@@ -122,12 +122,27 @@ fn basis(live: &Live) -> Basis {
 pub struct NftablesBackend {
     options: NftablesOptions,
     policy: Policy,
+    owner: Option<String>,
 }
 
 impl NftablesBackend {
     /// A backend writing `policy` into the table and chain of `options`.
     pub fn new(options: NftablesOptions, policy: Policy) -> NftablesBackend {
-        NftablesBackend { options, policy }
+        NftablesBackend {
+            options,
+            policy,
+            owner: None,
+        }
+    }
+
+    /// The same, marking what it writes as owned by `owner` (a state directory's id).
+    pub fn owned_by(mut self, owner: Option<String>) -> NftablesBackend {
+        self.owner = owner;
+        self
+    }
+
+    fn comment(&self, base: &str) -> String {
+        cf_allowlist_backend::owned_comment(base, self.owner.as_deref())
     }
 
     fn nft(&self) -> Result<PathBuf, NftablesError> {
@@ -155,12 +170,20 @@ impl NftablesBackend {
     fn wanted_rules(&self) -> Vec<RuleShape> {
         let ports = self.policy.ports.clone();
         let mut rules = vec![
-            accept_shape(Family::V4, &ports),
-            accept_shape(Family::V6, &ports),
+            accept_shape(
+                Family::V4,
+                &ports,
+                self.comment(names::accept_comment(Family::V4)),
+            ),
+            accept_shape(
+                Family::V6,
+                &ports,
+                self.comment(names::accept_comment(Family::V6)),
+            ),
         ];
         if self.policy.restrict {
             rules.push(RuleShape {
-                comment: names::RESTRICT_COMMENT.to_owned(),
+                comment: self.comment(names::RESTRICT_COMMENT),
                 source_set: None,
                 source_protocol: None,
                 ports,
@@ -243,7 +266,7 @@ impl NftablesBackend {
             let _ = writeln!(
                 batch,
                 "add table inet {table} {{ comment \"{}\"; }}",
-                names::OWNER_TAG
+                self.comment(names::OWNER_TAG)
             );
         }
         if !live.chain_exists {
@@ -252,7 +275,7 @@ impl NftablesBackend {
             let _ = writeln!(
                 batch,
                 "add chain inet {table} {chain} {{ type filter hook input priority filter; comment \"{}\"; }}",
-                names::OWNER_TAG
+                self.comment(names::OWNER_TAG)
             );
         }
         let rewrite_rules = self.rules_need_rewrite(live);
@@ -310,9 +333,9 @@ impl NftablesBackend {
     }
 }
 
-fn accept_shape(family: Family, ports: &[u16]) -> RuleShape {
+fn accept_shape(family: Family, ports: &[u16], comment: String) -> RuleShape {
     RuleShape {
-        comment: names::accept_comment(family).to_owned(),
+        comment,
         source_set: Some(names::set_name(family).to_owned()),
         source_protocol: Some(names::protocol(family).to_owned()),
         ports: ports.to_vec(),
@@ -392,11 +415,18 @@ impl Backend for NftablesBackend {
                 "chain {chain} also filters input with policy drop, and its drop wins over our accept: allow the ranges there too, or point the backend at it"
             ));
         }
+        let owners = live
+            .rules
+            .iter()
+            .filter_map(|rule| cf_allowlist_backend::owner_of(&rule.shape.comment))
+            .map(str::to_owned)
+            .collect();
         Ok(Observed {
             ranges,
             repairs: self.repairs(&live),
             warnings,
             basis: basis(&live),
+            owners,
         })
     }
 

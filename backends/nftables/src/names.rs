@@ -56,19 +56,27 @@ pub fn protocol(family: Family) -> &'static str {
 /// From `nft list table` text: whether the table, and the chain named `chain`, carry our
 /// comment (so that purge may delete them).
 pub fn created_by_us(listing: &str, chain: &str) -> (bool, bool) {
-    let ours = format!("comment \"{OWNER_TAG}\"");
+    let ours = |line: &str| {
+        line.strip_prefix("comment \"")
+            .and_then(|rest| rest.strip_suffix('"'))
+            .is_some_and(|comment| {
+                comment == OWNER_TAG
+                    || comment
+                        .starts_with(&format!("{OWNER_TAG}{}", cf_allowlist_backend::OWNER_MARK))
+            })
+    };
     let lines: Vec<&str> = listing.lines().map(str::trim).collect();
     let comment_after = |header: &str| {
         lines
             .iter()
             .position(|line| *line == header)
             .and_then(|at| lines.get(at + 1))
-            .is_some_and(|next| *next == ours)
+            .is_some_and(|next| ours(next))
     };
     let table_ours = lines
         .iter()
         .position(|line| line.starts_with("table inet ") && line.ends_with('{'))
         .and_then(|at| lines.get(at + 1))
-        .is_some_and(|next| *next == ours);
+        .is_some_and(|next| ours(next));
     (table_ours, comment_after(&format!("chain {chain} {{")))
 }

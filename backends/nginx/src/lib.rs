@@ -450,6 +450,7 @@ impl Backend for NginxBackend {
             repairs,
             warnings: Vec::new(),
             basis: live.basis(),
+            ..Observed::default()
         })
     }
 
