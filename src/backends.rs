@@ -148,6 +148,20 @@ macro_rules! with_options {
 }
 
 impl BackendKind {
+    /// Whether at most one backend of this kind may be configured: those whose parts have
+    /// fixed names on the host (and whose observe removes our parts found elsewhere, which a
+    /// second one would be).
+    pub fn one_per_host(self) -> bool {
+        match self {
+            #[cfg(feature = "nftables")]
+            BackendKind::Nftables => true,
+            #[cfg(feature = "iptables")]
+            BackendKind::Iptables => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
     /// The kind's name, as in the config file.
     pub fn name(self) -> &'static str {
         match self {

@@ -605,7 +605,7 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
         purge.json["warnings"][0]
             .as_str()
             .unwrap()
-            .contains("removing them anyway")
+            .contains("belonged to another cf-allowlist state directory")
     );
     assert!(first.firewall(0).lock().set.is_none());
 }

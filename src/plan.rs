@@ -63,6 +63,9 @@ pub struct Plan {
     pub backends: Vec<BackendPlan>,
     /// Reasons a safety guard gives against the plan (empty when it passes or with --force).
     pub refusals: Vec<String>,
+    /// Backends this state directory wrote to that are no longer configured: everything of
+    /// ours there is removed once the configured backends hold the target.
+    pub retired: Vec<BackendSpec>,
 }
 
 impl Plan {
@@ -76,14 +79,17 @@ impl Plan {
             pinned: None,
             backends: Vec::new(),
             refusals: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
     /// Whether any backend has something to write.
     pub fn changes_firewall(&self) -> bool {
-        self.backends
-            .iter()
-            .any(|backend| !backend.change.is_empty())
+        !self.retired.is_empty()
+            || self
+                .backends
+                .iter()
+                .any(|backend| !backend.change.is_empty())
     }
 
     /// Whether the plan has anything to report: firewall writes or an upstream change.
@@ -145,6 +151,13 @@ impl Plan {
             push_ranges(&mut out, '-', &change.remove);
             let _ = writeln!(out, "  = {} unchanged", change.unchanged.len());
         }
+        for spec in &self.retired {
+            let _ = writeln!(
+                out,
+                "{}:\n  ~ remove everything of ours (no longer configured; after the others are in place)",
+                spec.describe()
+            );
+        }
         out
     }
 
@@ -184,6 +197,7 @@ impl Plan {
             })),
             "backends": backends,
             "refused": self.refusals,
+            "retired": self.retired.iter().map(BackendSpec::describe).collect::<Vec<_>>(),
         })
     }
 }
@@ -280,6 +294,7 @@ mod tests {
                 warnings: Vec::new(),
             }],
             refusals: Vec::new(),
+            retired: Vec::new(),
         }
     }
 

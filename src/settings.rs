@@ -174,6 +174,16 @@ pub fn resolve(
                 overrides.restrict.then_some(true),
             )
             .map_err(Error::Setting)?;
+        if spec.kind().one_per_host()
+            && backends
+                .iter()
+                .any(|other: &BackendSpec| other.kind() == spec.kind())
+        {
+            return Err(Error::Setting(format!(
+                "only one {} backend can be configured: its parts have fixed names on the host",
+                spec.kind().name()
+            )));
+        }
         if backends.contains(&spec) {
             return Err(Error::Setting(format!(
                 "backend {} is configured twice",

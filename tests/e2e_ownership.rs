@@ -214,3 +214,93 @@ fn a_second_state_directory_refuses_to_adopt_the_first_ones_rules() {
     );
     assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
 }
+
+#[test]
+fn moving_to_another_chain_leaves_nothing_behind_and_closes_nothing() {
+    let lab = Lab::new();
+    lab.load_nft_ruleset();
+    lab.sync("nftables", &[]).code(0);
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+    // The admin restructures: web traffic goes through a chain of its own, jumped to from input
+    // before the web ports' drop, and points cf-allowlist at it.
+    lab.origin.nft_batch(
+        "add chain inet filter web\n\
+         insert rule inet filter input tcp dport { 80, 443 } jump web\n",
+    );
+    let config = lab.state.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[[backend]]\nkind = \"nftables\"\ntable = \"filter\"\nchain = \"web\"\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let mut args = vec!["--config", &config, "sync"];
+    let sources = lab.source_args();
+    args.extend(sources.iter().map(String::as_str));
+    lab.cf(&[&args[..], &["--dry-run"]].concat())
+        .code(0)
+        .stdout_has("remove rule \"cf-allowlist ipv4 owner=")
+        .stdout_has("from inet filter input (no longer configured)");
+    lab.cf(&args).code(0);
+    let ruleset = lab
+        .origin
+        .exec("nft", &["list", "chain", "inet", "filter", "input"]);
+    assert!(
+        !ruleset.contains("cf-allowlist"),
+        "our old rules stayed:\n{ruleset}"
+    );
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+    lab.cf(&["--config", &config, "purge"]).code(0);
+    assert!(
+        !lab.origin.ruleset().contains("cf-allowlist"),
+        "{}",
+        lab.origin.ruleset()
+    );
+}
+
+#[test]
+fn switching_backends_removes_the_old_ones_restrict_drop() {
+    let lab = Lab::new();
+    // No firewall at all: every port is open to everyone until we restrict.
+    let sources = lab.source_args();
+    let sync = |backend: &str, extra: &[&str]| {
+        let mut args = vec!["sync", "--backend", backend, "--ports", "80"];
+        args.extend(sources.iter().map(String::as_str));
+        args.extend_from_slice(extra);
+        lab.cf(&args)
+    };
+    sync("iptables", &["--restrict"]).code(0);
+    let open = lab.open();
+    assert!(open.contains("198.51.100.10 80"), "{open:?}");
+    assert!(
+        !open.contains("203.0.113.200 80"),
+        "restrict did not drop: {open:?}"
+    );
+    assert!(open.contains("203.0.113.200 443"), "{open:?}");
+    // The admin switches to nftables without restrict: the iptables chain and its drop go.
+    sync("nftables", &[])
+        .code(0)
+        .stdout_has("iptables (auto variant, auto mode, tcp 80, restrict):")
+        .stdout_has("~ remove everything of ours (no longer configured");
+    let open = lab.open();
+    assert!(
+        open.contains("203.0.113.200 80"),
+        "an orphaned restrict drop still blocks: {open:?}"
+    );
+    let save = lab.origin.exec("iptables-nft-save", &["-t", "filter"]);
+    assert!(!save.contains("CF-ALLOWLIST"), "{save}");
+}
+
+#[test]
+fn purge_finds_our_rules_when_the_state_was_lost() {
+    let lab = Lab::new();
+    lab.load_nft_ruleset();
+    let base = lab.origin.ruleset();
+    lab.sync("nftables", &[]).code(0);
+    std::fs::remove_dir_all(lab.state_dir()).unwrap();
+    lab.cf(&["purge", "--backend", "nftables"])
+        .code(0)
+        .stdout_has("removed nftables: rule \"cf-allowlist ipv4 owner=")
+        .stderr_has("belonged to another cf-allowlist state directory");
+    assert_eq!(lab.origin.ruleset(), base, "purge left a trace");
+}

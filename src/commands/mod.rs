@@ -49,12 +49,7 @@ pub fn foreign_owner(
     observed: &cf_allowlist_backend::Observed,
     owner: Option<&str>,
 ) -> Option<String> {
-    let others: Vec<&str> = observed
-        .owners
-        .iter()
-        .map(String::as_str)
-        .filter(|found| Some(*found) != owner)
-        .collect();
+    let others = other_owners(observed, owner);
     (!others.is_empty()).then(|| {
         format!(
             "{}: its parts belong to another cf-allowlist state directory (owner {}), and two state directories managing one firewall undo each other's changes; `purge` from that directory removes them, `--force` adopts them",
@@ -62,6 +57,19 @@ pub fn foreign_owner(
             others.join(", ")
         )
     })
+}
+
+/// The owners other than `owner` named on a backend's parts.
+pub fn other_owners<'a>(
+    observed: &'a cf_allowlist_backend::Observed,
+    owner: Option<&str>,
+) -> Vec<&'a str> {
+    observed
+        .owners
+        .iter()
+        .map(String::as_str)
+        .filter(|found| Some(*found) != owner)
+        .collect()
 }
 
 /// Applies each backend's change, then reads the firewall back and checks it holds exactly

@@ -1,7 +1,7 @@
 //! `purge`: remove everything the tool created from each backend, then check nothing of ours is
 //! left. Saved generations stay, so a later sync (or rollback) can bring the rules back.
 
-use crate::commands::foreign_owner;
+use crate::commands::other_owners;
 use crate::error::Error;
 use crate::printer::Printer;
 use crate::report::PurgeReport;
@@ -17,13 +17,19 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error>
         printer.warn(message.clone());
     }
     let mut state = loaded.state;
-    let recorded = state
+    // Everything recorded: the last sync's backends and every backend written to since.
+    let mut recorded = state
         .last_sync
         .as_ref()
         .map(|last| last.backends.clone())
         .unwrap_or_default();
+    for spec in &state.written {
+        if !recorded.contains(spec) {
+            recorded.push(spec.clone());
+        }
+    }
     let specs = if settings.backends.is_empty() {
-        recorded.clone()
+        recorded
     } else {
         settings.backends.clone()
     };
@@ -36,12 +42,15 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error>
     };
     for spec in &specs {
         let backend = spec.build(state.owner.as_deref());
-        if let Some(others) = backend
-            .observe()
-            .ok()
-            .and_then(|observed| foreign_owner(spec, &observed, state.owner.as_deref()))
-        {
-            printer.warn(format!("removing them anyway: {others}"));
+        if let Ok(observed) = backend.observe() {
+            let others = other_owners(&observed, state.owner.as_deref());
+            if !others.is_empty() {
+                printer.warn(format!(
+                    "{}: removed parts that belonged to another cf-allowlist state directory (owner {})",
+                    spec.describe(),
+                    others.join(", ")
+                ));
+            }
         }
         let removed = backend.purge()?;
         let after = backend.observe()?;
@@ -64,6 +73,7 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error>
     if let Some(last) = state.last_sync.as_mut() {
         last.backends.retain(|spec| !specs.contains(spec));
     }
+    state.written.retain(|spec| !specs.contains(spec));
     if state
         .last_sync
         .as_ref()

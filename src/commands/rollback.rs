@@ -54,6 +54,7 @@ fn apply_generation(
         pinned,
         backends: plans,
         refusals: Vec::new(),
+        retired: Vec::new(),
     };
     print_warnings(&plan.backends, printer);
     let pending = Pending {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use cf_allowlist_backend::Ranges;
 
+use crate::backends::BackendSpec;
 use crate::commands::{Pending, apply_plans, partial, plan_backends, print_warnings};
 use crate::error::Error;
 use crate::failpoint;
@@ -67,6 +68,16 @@ pub fn fetch_all(
         ));
     }
     Ok((validated.ranges, new_cache))
+}
+
+/// The backends a plan changes, described.
+fn changed_backends(plan: &Plan) -> Vec<String> {
+    plan.backends
+        .iter()
+        .filter(|backend| !backend.change.is_empty())
+        .map(|backend| backend.spec.describe())
+        .chain(plan.retired.iter().map(BackendSpec::describe))
+        .collect()
 }
 
 /// Runs one sync and reports what it planned and did.
@@ -143,6 +154,15 @@ pub fn run(
         }
         refusals.clear();
     }
+    // Backends written before and no longer configured (another kind now): their parts go once
+    // the configured ones hold the target. (A changed table, chain or variant of a configured
+    // kind is that backend's own repair.)
+    let retired: Vec<BackendSpec> = state
+        .written
+        .iter()
+        .filter(|old| settings.backends.iter().all(|new| new.kind() != old.kind()))
+        .cloned()
+        .collect();
     let mut plan = Plan {
         dry_run: options.dry_run,
         sources,
@@ -151,6 +171,7 @@ pub fn run(
         pinned: state.pinned.clone(),
         backends,
         refusals,
+        retired,
     };
     print_warnings(&plan.backends, printer);
     let report = |plan: Plan, outcome: SyncOutcome| SyncReport {
@@ -190,16 +211,20 @@ pub fn run(
     };
     failpoint::pause_point("before-apply");
     apply_plans(&mut plan.backends, &pending, owner.as_deref(), printer)?;
+    for spec in &plan.retired {
+        let removed = spec
+            .build(owner.as_deref())
+            .purge()
+            .map_err(|error| partial(&changed_backends(&plan), &pending, error.into()))?;
+        for part in removed {
+            printer.note(&format!("{}: removed {part}", spec.describe()));
+        }
+    }
     failpoint::pause_point("after-apply");
 
     // Every backend holds the target: now, and only now, record it. A failure here leaves the
     // firewall changed and unrecorded, and the error says so.
-    let changed: Vec<String> = plan
-        .backends
-        .iter()
-        .filter(|backend| !backend.change.is_empty())
-        .map(|backend| backend.spec.describe())
-        .collect();
+    let changed = changed_backends(&plan);
     let record = || -> Result<(), Error> {
         let is_new = state.pinned.is_none()
             && current
@@ -216,6 +241,7 @@ pub fn run(
         let mut state = state.clone();
         state.current_generation = Some(generation);
         state.purged = None;
+        state.written = settings.backends.clone();
         state.last_sync = Some(LastSync {
             time: now_rfc3339(),
             backends: settings.backends.clone(),

@@ -114,7 +114,77 @@ fn basis(live: &Live) -> Basis {
         live.chain_exists,
         &live.rules,
         &live.sets,
+        &live.strays,
     ))
+}
+
+/// The repairs that remove our parts found outside our table and chain.
+fn stray_repairs(strays: &ruleset::Strays) -> Vec<String> {
+    strays
+        .rules
+        .iter()
+        .map(|(table, chain, _, comment)| {
+            format!("remove rule {comment:?} from inet {table} {chain} (no longer configured)")
+        })
+        .chain(strays.sets.iter().map(|(table, set)| {
+            format!("remove set {set} from inet {table} (no longer configured)")
+        }))
+        .collect()
+}
+
+/// Batch lines deleting our parts found elsewhere, rules before the sets they use; and the
+/// tables or chains we created there once they hold nothing else (`listings` gives each such
+/// table's text listing, where nft 1.0.6 shows the comments its JSON leaves out).
+fn stray_removals(
+    strays: &ruleset::Strays,
+    listings: &[(String, String)],
+    removed: &mut Vec<String>,
+) -> String {
+    let mut batch = String::new();
+    for (table, chain, handle, comment) in &strays.rules {
+        let _ = writeln!(batch, "delete rule inet {table} {chain} handle {handle}");
+        removed.push(format!("rule {comment:?} from inet {table} {chain}"));
+    }
+    for (table, set) in &strays.sets {
+        let _ = writeln!(batch, "delete set inet {table} {set}");
+        removed.push(format!("set inet {table} {set}"));
+    }
+    for (table, listing) in listings {
+        let (table_ours, _) = names::created_by_us(listing, "");
+        if table_ours && only_ours_left(listing) {
+            let _ = writeln!(batch, "delete table inet {table}");
+            removed.push(format!("table inet {table}"));
+        }
+    }
+    batch
+}
+
+/// Whether a table's text listing holds nothing but our own chains, sets and rules.
+fn only_ours_left(listing: &str) -> bool {
+    let mut in_our_set = false;
+    for line in listing.lines().map(str::trim) {
+        if line.starts_with("set cf_allowlist_") {
+            in_our_set = true;
+            continue;
+        }
+        if in_our_set {
+            if line == "}" {
+                in_our_set = false;
+            }
+            continue;
+        }
+        let structural = line.is_empty()
+            || line == "}"
+            || line.starts_with("table inet ")
+            || line.starts_with("chain ")
+            || line.starts_with("type filter hook")
+            || line.starts_with("comment \"")
+            || line.contains(&format!("comment \"{}", names::OWNER_TAG));
+        if !structural {
+            return false;
+        }
+    }
+    true
 }
 
 /// Keeps an nftables chain open to a set of ranges.
@@ -158,6 +228,23 @@ impl NftablesBackend {
             &self.options.table,
             &self.options.chain,
         )?)
+    }
+
+    /// The text listing of every table holding strays (other than ours).
+    fn stray_listings(
+        &self,
+        strays: &ruleset::Strays,
+    ) -> Result<Vec<(String, String)>, NftablesError> {
+        let nft = self.nft()?;
+        let mut listings = Vec::new();
+        for table in strays.tables() {
+            if table == self.options.table {
+                continue;
+            }
+            let text = tool::run(&nft, &["list", "table", "inet", &table], None)?;
+            listings.push((table, String::from_utf8_lossy(&text).into_owned()));
+        }
+        Ok(listings)
     }
 
     fn run_batch(&self, batch: &str) -> Result<(), NftablesError> {
@@ -421,9 +508,11 @@ impl Backend for NftablesBackend {
             .filter_map(|rule| cf_allowlist_backend::owner_of(&rule.shape.comment))
             .map(str::to_owned)
             .collect();
+        let mut repairs = self.repairs(&live);
+        repairs.extend(stray_repairs(&live.strays));
         Ok(Observed {
             ranges,
-            repairs: self.repairs(&live),
+            repairs,
             warnings,
             basis: basis(&live),
             owners,
@@ -445,8 +534,15 @@ impl Backend for NftablesBackend {
             ));
         }
         // The batch names our rules by handle and our set elements by value, never a position:
-        // rules somebody else added since the observation are not touched.
-        let batch = self.batch(&live, change);
+        // rules somebody else added since the observation are not touched. Our parts left in
+        // another table or chain go last, in the same transaction, once the new ones are in.
+        let mut batch = self.batch(&live, change);
+        if !live.strays.is_empty() {
+            let listings = self
+                .stray_listings(&live.strays)
+                .map_err(|error| error.at("read the ruleset"))?;
+            batch.push_str(&stray_removals(&live.strays, &listings, &mut Vec::new()));
+        }
         self.run_batch(&batch)
             .map_err(|error| error.at("apply the change"))
     }
@@ -468,6 +564,11 @@ impl Backend for NftablesBackend {
                 rule.shape.comment
             ));
         }
+        // Our rules elsewhere go first: they may use the sets of this table.
+        let listings = self
+            .stray_listings(&live.strays)
+            .map_err(|error| error.at("read the ruleset"))?;
+        batch.push_str(&stray_removals(&live.strays, &listings, &mut removed));
         for name in live.sets.keys() {
             let _ = writeln!(batch, "delete set inet {table} {name}");
             removed.push(format!("set inet {table} {name}"));

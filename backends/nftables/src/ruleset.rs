@@ -73,6 +73,41 @@ pub struct Live {
     pub foreign_objects_in_table: usize,
     /// Other base chains on the input hook whose policy is drop, as `family table chain`.
     pub other_dropping_chains: Vec<String>,
+    /// Parts of ours outside our table and chain, in any `inet` table: left behind when the
+    /// configured table or chain changed, or written by a run whose state was lost.
+    pub strays: Strays,
+}
+
+/// Parts of ours found elsewhere.
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
+pub struct Strays {
+    /// Our rules in other chains: table, chain, handle, comment.
+    pub rules: Vec<(String, String, u64, String)>,
+    /// Our sets in other tables: table, set.
+    pub sets: Vec<(String, String)>,
+    /// Whether a rule of ours elsewhere in our own table refers to our sets (they must stay
+    /// until that rule is gone).
+    pub sets_referenced_elsewhere_in_table: bool,
+}
+
+impl Strays {
+    /// Whether there is nothing of ours elsewhere.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.sets.is_empty()
+    }
+
+    /// The tables holding strays, each once.
+    pub fn tables(&self) -> Vec<String> {
+        let mut tables: Vec<String> = self
+            .rules
+            .iter()
+            .map(|(table, ..)| table.clone())
+            .chain(self.sets.iter().map(|(table, _)| table.clone()))
+            .collect();
+        tables.sort();
+        tables.dedup();
+        tables
+    }
 }
 
 /// Why nft's output could not be read.
@@ -132,20 +167,48 @@ pub fn parse(json: &[u8], table: &str, chain: &str) -> Result<Live, ParseError> 
                 }
             }
         } else if let Some(object) = entry.get("set").or_else(|| entry.get("map")) {
+            let name = object.get("name").and_then(Value::as_str).unwrap_or("");
+            let in_inet = object.get("family").and_then(Value::as_str) == Some(names::FAMILY);
             if !ours(object) {
+                if in_inet && entry.get("set").is_some() && names::SETS.contains(&name) {
+                    let other = object.get("table").and_then(Value::as_str).unwrap_or("");
+                    live.strays.sets.push((other.to_owned(), name.to_owned()));
+                }
                 continue;
             }
-            let name = object.get("name").and_then(Value::as_str).unwrap_or("");
             if entry.get("set").is_some() && names::SETS.contains(&name) {
                 live.sets.insert(name.to_owned(), parse_set(name, object)?);
             } else {
                 live.foreign_objects_in_table += 1;
             }
         } else if let Some(object) = entry.get("rule") {
-            if !ours(object) || object.get("chain").and_then(Value::as_str) != Some(chain) {
+            let comment = object.get("comment").and_then(Value::as_str).unwrap_or("");
+            let in_inet = object.get("family").and_then(Value::as_str) == Some(names::FAMILY);
+            let rule_chain = object.get("chain").and_then(Value::as_str).unwrap_or("");
+            if in_inet
+                && comment.starts_with(names::OWNER_TAG)
+                && !(ours(object) && rule_chain == chain)
+            {
+                // Only `inet` tables: iptables-nft writes our iptables backend's rules, with the
+                // same tag, into `ip`/`ip6` tables, and those are not this backend's.
+                live.strays.rules.push((
+                    object
+                        .get("table")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    rule_chain.to_owned(),
+                    object.get("handle").and_then(Value::as_u64).unwrap_or(0),
+                    comment.to_owned(),
+                ));
+                if ours(object) {
+                    live.strays.sets_referenced_elsewhere_in_table = true;
+                }
                 continue;
             }
-            let comment = object.get("comment").and_then(Value::as_str).unwrap_or("");
+            if !ours(object) || rule_chain != chain {
+                continue;
+            }
             if comment.starts_with(names::OWNER_TAG) {
                 live.rules.push(LiveRule {
                     handle: object.get("handle").and_then(Value::as_u64).unwrap_or(0),
