@@ -108,8 +108,24 @@ pub struct SyncArgs {
     #[arg(long, value_delimiter = ',', value_name = "PORTS")]
     pub ports: Option<Vec<u16>>,
     /// Also drop every other source on the managed ports.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_restrict")]
     pub restrict: bool,
+    /// Do not restrict, whatever the config file says.
+    #[arg(long, overrides_with = "restrict")]
+    pub no_restrict: bool,
+}
+
+impl SyncArgs {
+    /// `--restrict` / `--no-restrict`, the last one given winning; `None` when neither was.
+    pub fn restrict_override(&self) -> Option<bool> {
+        if self.restrict {
+            Some(true)
+        } else if self.no_restrict {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 /// `--backend` for the commands that act on backends of the last sync by default.

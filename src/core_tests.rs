@@ -609,3 +609,40 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
     );
     assert!(first.firewall(0).lock().set.is_none());
 }
+
+#[test]
+fn restricting_the_ssh_port_is_refused_without_force() {
+    let host = Host::new(&["a"]);
+    let run = host.run(&["sync", "--restrict", "--ports", "22,80"]);
+    assert_eq!(run.code(), 3, "{:#}", run.json);
+    assert!(
+        run.message()
+            .contains("drop SSH on port 22 (the standard SSH port)")
+            && run.message().contains("lock yourself out"),
+        "{}",
+        run.message()
+    );
+    assert!(host.firewall(0).lock().set.is_none());
+    // A dry run says the same.
+    assert_eq!(
+        host.run(&["sync", "--dry-run", "--restrict", "--ports", "22"])
+            .code(),
+        3
+    );
+    assert_eq!(
+        host.run(&["sync", "--restrict", "--ports", "22,80", "--force"])
+            .code(),
+        0
+    );
+    // Not restricting port 22 is fine.
+    assert_eq!(host.run(&["sync", "--ports", "22,80"]).code(), 0);
+}
+
+#[test]
+fn no_restrict_turns_off_what_restrict_turned_on() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync", "--restrict"]).code(), 0);
+    assert!(host.firewall(0).lock().rules[0].restrict);
+    assert_eq!(host.run(&["sync", "--restrict", "--no-restrict"]).code(), 0);
+    assert!(!host.firewall(0).lock().rules[0].restrict);
+}

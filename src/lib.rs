@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod failpoint;
+pub mod guards;
 pub mod plan;
 pub mod printer;
 pub mod report;
@@ -137,7 +138,7 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
                 sources: &args.sources,
                 kinds: &args.backends,
                 ports: args.ports.as_deref(),
-                restrict: args.restrict,
+                restrict: args.restrict_override(),
             };
             let settings = settings::resolve(cli, &config, &overrides)?;
             let options = commands::sync::SyncOptions {

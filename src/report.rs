@@ -259,7 +259,12 @@ impl SyncReport {
                     "dry run: nothing to change\n"
                 });
             }
-            SyncOutcome::Refused => text.push_str(&self.plan.render_text(no_backend)),
+            SyncOutcome::Refused => {
+                text.push_str(&self.plan.render_text(no_backend));
+                if self.plan.dry_run {
+                    text.push_str("dry run: nothing was changed\n");
+                }
+            }
             SyncOutcome::Skipped { reason } => {
                 let _ = writeln!(text, "nothing done: {reason}");
             }

@@ -47,6 +47,8 @@ pub struct ConfigFile {
     pub request_timeout_secs: Option<u64>,
     /// The largest answer accepted from a source, in bytes.
     pub max_body_bytes: Option<u64>,
+    /// Days after which the builtin list's age warning shows on every run (default 180).
+    pub builtin_max_age_days: Option<u64>,
     /// The backends to keep open.
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendEntry>,
@@ -67,6 +69,9 @@ pub struct Settings {
     pub fetch: FetchSettings,
     /// How long to wait for another run.
     pub lock_timeout: Duration,
+    /// Past this age (in days) the builtin list's warning is shown on every run, not only
+    /// when a run has something to say.
+    pub builtin_max_age_days: u64,
 }
 
 /// What the command line overrides for backends.
@@ -78,8 +83,8 @@ pub struct BackendOverrides<'a> {
     pub kinds: &'a [BackendKind],
     /// `--ports`.
     pub ports: Option<&'a [u16]>,
-    /// `--restrict`.
-    pub restrict: bool,
+    /// `--restrict` (`Some(true)`) or `--no-restrict` (`Some(false)`).
+    pub restrict: Option<bool>,
 }
 
 /// The printer the flags ask for.
@@ -147,7 +152,9 @@ pub fn resolve(
                 .unwrap_or_else(|| DEFAULT_PORTS.to_vec()),
         )
         .map_err(Error::Setting)?,
-        restrict: overrides.restrict || config.restrict.unwrap_or(false),
+        restrict: overrides
+            .restrict
+            .unwrap_or(config.restrict.unwrap_or(false)),
     };
     let entries: Vec<BackendEntry> = if overrides.kinds.is_empty() {
         config.backends.clone()
@@ -168,11 +175,7 @@ pub fn resolve(
     let mut backends = Vec::new();
     for entry in entries {
         let spec = entry
-            .resolve(
-                &default_policy,
-                overrides.ports,
-                overrides.restrict.then_some(true),
-            )
+            .resolve(&default_policy, overrides.ports, overrides.restrict)
             .map_err(Error::Setting)?;
         if spec.kind().one_per_host()
             && backends
@@ -203,6 +206,16 @@ pub fn resolve(
             "broadest_prefix_v4 must be at most 32 and broadest_prefix_v6 at most 128".into(),
         ));
     }
+    for (key, value) in [
+        ("lock_timeout_secs", config.lock_timeout_secs),
+        ("connect_timeout_secs", config.connect_timeout_secs),
+        ("request_timeout_secs", config.request_timeout_secs),
+        ("max_body_bytes", config.max_body_bytes),
+    ] {
+        if value == Some(0) {
+            return Err(Error::Setting(format!("`{key}` must be greater than 0")));
+        }
+    }
     let fetch_defaults = FetchSettings::default();
     let seconds =
         |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
@@ -223,6 +236,7 @@ pub fn resolve(
                 .unwrap_or(fetch_defaults.max_body_bytes),
         },
         lock_timeout: seconds(config.lock_timeout_secs, Duration::from_secs(60)),
+        builtin_max_age_days: config.builtin_max_age_days.unwrap_or(180),
     })
 }
 
@@ -261,7 +275,7 @@ mod tests {
             sources: &["file:///tmp/list".to_owned()],
             kinds: &[BackendKind::Nftables],
             ports: Some(&ports),
-            restrict: false,
+            restrict: None,
         };
         let settings = resolve(&cli(&["sync"]), &config, &overrides).unwrap();
         assert_eq!(settings.sources, vec![Source::File("/tmp/list".into())]);

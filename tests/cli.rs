@@ -410,3 +410,62 @@ fn an_https_source_with_an_untrusted_certificate_is_refused() {
         "a refused certificate was retried\n{outcome}"
     );
 }
+
+#[test]
+fn restricting_the_port_of_this_ssh_session_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    cf(&[
+        "sync",
+        "--dry-run",
+        "--source",
+        "builtin",
+        "--backend",
+        "nftables",
+        "--restrict",
+        "--ports",
+        "2222",
+    ])
+    .state(&dir.path().join("state"))
+    .env("SSH_CONNECTION", "192.0.2.9 50000 192.0.2.1 2222")
+    .run()
+    .code(3)
+    .stderr_has("drop SSH on port 2222 (the port of this SSH session ($SSH_CONNECTION))")
+    .stderr_has("hint: check the source; if the change is intended, run again with --force");
+}
+
+#[test]
+fn config_mistakes_fail_at_load_before_any_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    for (config, message) in [
+        (
+            "connect_timeout_secs = 0\n",
+            "`connect_timeout_secs` must be greater than 0",
+        ),
+        (
+            "[[backend]]\nkind = \"nftables\"\nchain = \"in put\"\n",
+            "chain name \"in put\" must be",
+        ),
+        (
+            "[[backend]]\nkind = \"nftables\"\n[[backend]]\nkind = \"nftables\"\ntable = \"other\"\n",
+            "only one nftables backend can be configured",
+        ),
+        (
+            "[[backend]]\nkind = \"nftables\"\nvariant = \"legacy\"\n",
+            "unknown field `variant`",
+        ),
+    ] {
+        let path = write(dir.path(), "config.toml", config);
+        // Fetching this would fail differently: a config error must come first.
+        cf(&[
+            "--config",
+            &path,
+            "sync",
+            "--dry-run",
+            "--source",
+            "http://127.0.0.1:9/never",
+        ])
+        .run()
+        .code(1)
+        .stderr_has(message);
+    }
+}

@@ -9,6 +9,7 @@ use crate::backends::BackendSpec;
 use crate::commands::{Pending, apply_plans, partial, plan_backends, print_warnings};
 use crate::error::Error;
 use crate::failpoint;
+use crate::guards;
 use crate::plan::{Plan, UpstreamChange, shrink_refusals};
 use crate::printer::Printer;
 use crate::report::{SyncCommand, SyncOutcome, SyncReport};
@@ -41,7 +42,19 @@ pub fn fetch_all(
         let key = source.to_string();
         let fetched = sources::load(source, &settings.fetch, cache.get(&key))?;
         if let Some(warning) = &fetched.warning {
-            printer.warn_repeating(warning.clone());
+            // The builtin list's age needs a human once it is old; until then, and for a plain
+            // http source, the warning would repeat on every run.
+            let old_builtin = *source == sources::Source::Builtin
+                && sources::builtin_age_days(std::time::SystemTime::now())
+                    > settings.builtin_max_age_days;
+            if old_builtin {
+                printer.warn(format!(
+                    "{warning}: older than builtin_max_age_days ({}); update cf-allowlist or use a live source",
+                    settings.builtin_max_age_days
+                ));
+            } else {
+                printer.warn_repeating(warning.clone());
+            }
         }
         // Validate per source so that the error names the source that sent the bad range.
         validate::validate(&fetched.networks, &settings.limits)
@@ -148,6 +161,14 @@ pub fn run(
         owner.as_deref(),
         &mut refusals,
     )?;
+    for spec in &settings.backends {
+        if spec.policy().restrict {
+            refusals.extend(guards::restrict_refusals(
+                &spec.describe(),
+                &spec.policy().ports,
+            ));
+        }
+    }
     if options.force && !refusals.is_empty() {
         for reason in &refusals {
             printer.warn(format!("--force overrides: {reason}"));
@@ -184,6 +205,10 @@ pub fn run(
             .map(|lock| lock.waited),
     };
 
+    if !plan.refusals.is_empty() {
+        // A dry run says so too: the same command without it would be refused.
+        return Ok(report(plan, SyncOutcome::Refused));
+    }
     if options.dry_run {
         return Ok(report(
             plan,
@@ -191,9 +216,6 @@ pub fn run(
                 detailed_exitcode: options.detailed_exitcode,
             },
         ));
-    }
-    if !plan.refusals.is_empty() {
-        return Ok(report(plan, SyncOutcome::Refused));
     }
 
     // The generation this run brings the backends to: the current one when the list has not

@@ -351,14 +351,18 @@ pub fn load(
     Ok(fetched)
 }
 
-fn builtin_warning(now: SystemTime) -> String {
+/// How many whole days old the builtin list is at `now`.
+pub fn builtin_age_days(now: SystemTime) -> u64 {
     let taken = humantime::parse_rfc3339(&format!("{BUILTIN_DATE}T00:00:00Z"))
         .expect("BUILTIN_DATE is a valid date");
-    let days = now
-        .duration_since(taken)
+    now.duration_since(taken)
         .unwrap_or(Duration::ZERO)
         .as_secs()
-        / 86_400;
+        / 86_400
+}
+
+fn builtin_warning(now: SystemTime) -> String {
+    let days = builtin_age_days(now);
     format!("using the builtin list of Cloudflare's ranges from {BUILTIN_DATE} ({days} days old)")
 }
 
