@@ -135,3 +135,23 @@ fn iptables_auto_variant_writes_where_the_rules_are_and_warns_when_both_hold_rul
     lab.cf(&["purge"]).code(0);
     assert!(!lab.iptables_state("legacy").contains("CF-ALLOWLIST"));
 }
+
+#[test]
+fn more_ports_than_one_multiport_rule_takes_are_split_and_all_open() {
+    let lab = Lab::new();
+    lab.load_iptables_rules("nft");
+    let config = write_config(&lab, "nft", "rules");
+    // Sixteen ports: 8080 falls into the second multiport rule of each range.
+    let ports = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,80,8080";
+    sync(&lab, &config, &["--ports", ports]).code(0);
+    let open = lab.open();
+    for source in ["198.51.100.10", "2001:db8:cf::10"] {
+        for port in [80, 8080] {
+            assert!(
+                open.contains(&format!("{source} {port}")),
+                "{source} {port}: {open:?}"
+            );
+        }
+    }
+    assert!(!open.contains("203.0.113.200 8080"), "{open:?}");
+}

@@ -34,6 +34,9 @@ use save::{Live, RuleShape};
 
 const LABEL: &str = "iptables";
 
+/// The most ports one `-m multiport --dports` match takes; more ports take more rules.
+pub const MULTIPORT_MAX: usize = 15;
+
 /// Above this many ranges in a family, `mode = "auto"` uses an ipset instead of one rule per
 /// range.
 pub const AUTO_IPSET_ABOVE: usize = 1000;
@@ -310,41 +313,51 @@ impl IptablesBackend {
         })
     }
 
-    fn accept_rule(&self, source: Option<IpNet>, set: Option<&str>) -> RuleShape {
-        RuleShape {
-            source,
-            match_set: set.map(str::to_owned),
-            ports: self.policy.ports.clone(),
-            not_loopback: false,
-            comment: Some(self.comment(names::COMMENT)),
-            target: "ACCEPT".to_owned(),
-            unrecognised: false,
-        }
+    /// The managed ports in groups one multiport match takes.
+    fn port_groups(&self) -> impl Iterator<Item = &[u16]> {
+        self.policy.ports.chunks(MULTIPORT_MAX)
     }
 
-    fn restrict_rule(&self) -> RuleShape {
-        RuleShape {
-            source: None,
-            match_set: None,
-            ports: self.policy.ports.clone(),
-            not_loopback: true,
-            comment: Some(self.comment(names::RESTRICT_COMMENT)),
-            target: "DROP".to_owned(),
-            unrecognised: false,
-        }
+    /// The accept rules for one range or set: one per group of ports.
+    fn accept_rules(&self, source: Option<IpNet>, set: Option<&str>) -> Vec<RuleShape> {
+        self.port_groups()
+            .map(|ports| RuleShape {
+                source,
+                match_set: set.map(str::to_owned),
+                ports: ports.to_vec(),
+                not_loopback: false,
+                comment: Some(self.comment(names::COMMENT)),
+                target: "ACCEPT".to_owned(),
+                unrecognised: false,
+            })
+            .collect()
+    }
+
+    fn restrict_rules(&self) -> Vec<RuleShape> {
+        self.port_groups()
+            .map(|ports| RuleShape {
+                source: None,
+                match_set: None,
+                ports: ports.to_vec(),
+                not_loopback: true,
+                comment: Some(self.comment(names::RESTRICT_COMMENT)),
+                target: "DROP".to_owned(),
+                unrecognised: false,
+            })
+            .collect()
     }
 
     /// The chain's rules for `ranges` in `mode` (rules or ipset), in order.
     fn wanted_rules(&self, family: Family, mode: Mode, ranges: &Ranges) -> Vec<RuleShape> {
         let mut rules: Vec<RuleShape> = match mode {
-            Mode::Ipset => vec![self.accept_rule(None, Some(names::set_name(family)))],
+            Mode::Ipset => self.accept_rules(None, Some(names::set_name(family))),
             _ => ranges
                 .family(family)
-                .map(|range| self.accept_rule(Some(*range), None))
+                .flat_map(|range| self.accept_rules(Some(*range), None))
                 .collect(),
         };
         if self.policy.restrict {
-            rules.push(self.restrict_rule());
+            rules.extend(self.restrict_rules());
         }
         rules
     }
@@ -501,12 +514,14 @@ impl IptablesBackend {
             // spec. New rules go first in the chain (before restrict's drop), then stale ones
             // go, all in this one transaction.
             for range in &add {
-                let rule = self.accept_rule(Some(*range), None);
-                let _ = writeln!(script, "-I {} 1 {}", names::CHAIN, rule.render());
+                for rule in self.accept_rules(Some(*range), None) {
+                    let _ = writeln!(script, "-I {} 1 {}", names::CHAIN, rule.render());
+                }
             }
             for range in &remove {
-                let rule = self.accept_rule(Some(*range), None);
-                let _ = writeln!(script, "-D {} {}", names::CHAIN, rule.render());
+                for rule in self.accept_rules(Some(*range), None) {
+                    let _ = writeln!(script, "-D {} {}", names::CHAIN, rule.render());
+                }
             }
         } else if !chain_matches {
             // The plan said to rewrite the chain: declaring it flushes and refills it within
@@ -730,3 +745,26 @@ impl Backend for IptablesBackend {
 
 #[cfg(feature = "harness")]
 pub mod harness;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_ports_than_one_multiport_match_takes_are_split_into_several_rules() {
+        let backend = IptablesBackend::new(
+            IptablesOptions::default(),
+            Policy {
+                ports: (1..=20).collect(),
+                restrict: true,
+            },
+        );
+        let ranges: Ranges = ["192.0.2.0/24".parse().unwrap()].into_iter().collect();
+        let rules = backend.wanted_rules(Family::V4, Mode::Rules, &ranges);
+        let rendered: Vec<String> = rules.iter().map(RuleShape::render).collect();
+        assert_eq!(rendered.len(), 4, "{rendered:#?}");
+        assert!(rendered[0].contains("--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 "));
+        assert!(rendered[1].contains("--dports 16,17,18,19,20 "));
+        assert!(rendered[2].ends_with("-j DROP") && rendered[3].ends_with("-j DROP"));
+    }
+}
