@@ -43,6 +43,9 @@ pub enum BackendKind {
     /// iptables and ip6tables (nf_tables or legacy), optionally with ipset.
     #[cfg(feature = "iptables")]
     Iptables,
+    /// ufw's own rules, through `ufw`.
+    #[cfg(feature = "ufw")]
+    Ufw,
     /// The in-memory firewall of the core's tests; never in a shipped binary.
     #[cfg(test)]
     Memory,
@@ -58,6 +61,9 @@ pub enum BackendEntry {
     /// `kind = "iptables"`.
     #[cfg(feature = "iptables")]
     Iptables(Entry<cf_allowlist_iptables::IptablesOptions>),
+    /// `kind = "ufw"`.
+    #[cfg(feature = "ufw")]
+    Ufw(Entry<cf_allowlist_ufw::UfwOptions>),
     /// `kind = "memory"` (tests only).
     #[cfg(test)]
     Memory(Entry<MemoryOptions>),
@@ -85,6 +91,14 @@ pub enum BackendSpec {
         /// Variant and mode.
         iptables: cf_allowlist_iptables::IptablesOptions,
     },
+    /// ufw.
+    #[cfg(feature = "ufw")]
+    Ufw {
+        /// Ports and restrict mode.
+        policy: Policy,
+        /// Rules folder, program, and whether ufw may be enabled.
+        ufw: cf_allowlist_ufw::UfwOptions,
+    },
     /// The in-memory firewall (tests only).
     #[cfg(test)]
     Memory {
@@ -109,6 +123,11 @@ macro_rules! with_options {
                 policy: $policy,
                 iptables: $options,
             } => $body,
+            #[cfg(feature = "ufw")]
+            BackendSpec::Ufw {
+                policy: $policy,
+                ufw: $options,
+            } => $body,
             #[cfg(test)]
             BackendSpec::Memory {
                 policy: $policy,
@@ -126,6 +145,8 @@ impl BackendKind {
             BackendKind::Nftables => "nftables",
             #[cfg(feature = "iptables")]
             BackendKind::Iptables => "iptables",
+            #[cfg(feature = "ufw")]
+            BackendKind::Ufw => "ufw",
             #[cfg(test)]
             BackendKind::Memory => "memory",
         }
@@ -140,6 +161,8 @@ impl BackendEntry {
             BackendKind::Nftables => BackendEntry::Nftables(Entry::default()),
             #[cfg(feature = "iptables")]
             BackendKind::Iptables => BackendEntry::Iptables(Entry::default()),
+            #[cfg(feature = "ufw")]
+            BackendKind::Ufw => BackendEntry::Ufw(Entry::default()),
             #[cfg(test)]
             BackendKind::Memory => BackendEntry::Memory(Entry::default()),
         }
@@ -152,6 +175,8 @@ impl BackendEntry {
             BackendEntry::Nftables(_) => BackendKind::Nftables,
             #[cfg(feature = "iptables")]
             BackendEntry::Iptables(_) => BackendKind::Iptables,
+            #[cfg(feature = "ufw")]
+            BackendEntry::Ufw(_) => BackendKind::Ufw,
             #[cfg(test)]
             BackendEntry::Memory(_) => BackendKind::Memory,
         }
@@ -190,6 +215,11 @@ impl BackendEntry {
                 policy: policy(entry, defaults, ports, restrict)?,
                 iptables: entry.options.clone(),
             },
+            #[cfg(feature = "ufw")]
+            BackendEntry::Ufw(entry) => BackendSpec::Ufw {
+                policy: policy(entry, defaults, ports, restrict)?,
+                ufw: entry.options.clone(),
+            },
             #[cfg(test)]
             BackendEntry::Memory(entry) => BackendSpec::Memory {
                 policy: policy(entry, defaults, ports, restrict)?,
@@ -210,6 +240,8 @@ impl BackendSpec {
             BackendSpec::Nftables { .. } => BackendKind::Nftables,
             #[cfg(feature = "iptables")]
             BackendSpec::Iptables { .. } => BackendKind::Iptables,
+            #[cfg(feature = "ufw")]
+            BackendSpec::Ufw { .. } => BackendKind::Ufw,
             #[cfg(test)]
             BackendSpec::Memory { .. } => BackendKind::Memory,
         }
@@ -316,6 +348,25 @@ impl BackendOptions for cf_allowlist_iptables::IptablesOptions {
 
     fn describe(&self) -> String {
         format!("{} variant, {} mode", self.variant, self.mode)
+    }
+}
+
+#[cfg(feature = "ufw")]
+impl BackendOptions for cf_allowlist_ufw::UfwOptions {
+    fn build(&self, policy: &Policy) -> Box<dyn Backend> {
+        Box::new(cf_allowlist_ufw::UfwBackend::new(
+            self.clone(),
+            policy.clone(),
+        ))
+    }
+
+    fn describe(&self) -> String {
+        let enable = if self.enable { ", may enable" } else { "" };
+        format!("rules in {}{enable}", self.rules_dir.display())
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        self.check(policy)
     }
 }
 

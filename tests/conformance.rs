@@ -56,3 +56,17 @@ mod iptables {
     variant_and_mode!(legacy_rules, Legacy, Rules);
     variant_and_mode!(legacy_ipset, Legacy, Ipset);
 }
+
+/// ufw in a private mount and network namespace per test (see `cf_allowlist_ufw::harness`),
+/// starting inactive as Debian installs it.
+mod ufw {
+    use crate::support::require_root;
+    use cf_allowlist_ufw::harness::UfwHarness;
+
+    fn harness() -> UfwHarness {
+        require_root();
+        UfwHarness::new()
+    }
+
+    cf_allowlist_backend::conformance_tests!(harness());
+}
