@@ -362,7 +362,11 @@ impl BackendOptions for cf_allowlist_ufw::UfwOptions {
 
     fn describe(&self) -> String {
         let enable = if self.enable { ", may enable" } else { "" };
-        format!("rules in {}{enable}", self.rules_dir.display())
+        format!(
+            "rules in {}, {}{enable}",
+            self.rules_dir.display(),
+            self.write
+        )
     }
 
     fn validate(&self, policy: &Policy) -> Result<(), String> {

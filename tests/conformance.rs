@@ -58,15 +58,29 @@ mod iptables {
 }
 
 /// ufw in a private mount and network namespace per test (see `cf_allowlist_ufw::harness`),
-/// starting inactive as Debian installs it.
+/// starting inactive as Debian installs it; one `ufw` call per rule, and batches.
 mod ufw {
-    use crate::support::require_root;
-    use cf_allowlist_ufw::harness::UfwHarness;
+    mod calls {
+        use crate::support::require_root;
+        use cf_allowlist_ufw::harness::UfwHarness;
 
-    fn harness() -> UfwHarness {
-        require_root();
-        UfwHarness::new()
+        fn harness() -> UfwHarness {
+            require_root();
+            UfwHarness::writing(cf_allowlist_ufw::Write::Calls)
+        }
+
+        cf_allowlist_backend::conformance_tests!(harness());
     }
 
-    cf_allowlist_backend::conformance_tests!(harness());
+    mod batch {
+        use crate::support::require_root;
+        use cf_allowlist_ufw::harness::UfwHarness;
+
+        fn harness() -> UfwHarness {
+            require_root();
+            UfwHarness::writing(cf_allowlist_ufw::Write::Batch)
+        }
+
+        cf_allowlist_backend::conformance_tests!(harness());
+    }
 }

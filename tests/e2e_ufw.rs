@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
+use cf_allowlist_backend::{Backend, Change, Policy, Ranges};
 use cf_allowlist_ufw::harness::Sandbox;
+use cf_allowlist_ufw::{UfwBackend, UfwOptions, Write};
 
 use crate::support::cmd::Outcome;
 use crate::support::fixture::Reply;
@@ -67,16 +69,23 @@ fn sync(lab: &Lab, config: &str, extra: &[&str]) -> Outcome {
     lab.cf(&args)
 }
 
-fn scenario(sandbox: &Sandbox) {
+/// The whole story, writing in `write` mode. In calls mode the program is a wrapper that counts
+/// ufw calls; in batch mode it is ufw itself (a shell wrapper would make the backend fall back to
+/// calls), and runs that must not write are checked by the files' bytes and times alone.
+fn scenario(sandbox: &Sandbox, write: Write) {
     let lab = Lab::new();
     let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
     let (wrapper, calls) = counting_ufw(sandbox.path());
+    let program = match write {
+        Write::Calls => wrapper,
+        Write::Batch => cf_allowlist_backend::tool::locate("ufw").unwrap(),
+    };
     let config = lab.state.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\n",
-            wrapper.display()
+            "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
+            program.display()
         ),
     )
     .unwrap();
@@ -133,6 +142,11 @@ fn scenario(sandbox: &Sandbox) {
 
     // Nothing to change: ufw is not run and no file is rewritten.
     let before = call_count(&calls);
+    assert_eq!(
+        before > 0,
+        write == Write::Calls,
+        "the counting wrapper counts calls mode only"
+    );
     sync(&lab, &config, &[]).code(0).silent();
     assert_eq!(call_count(&calls), before, "a no-op sync ran ufw");
     assert_eq!(files_and_mtimes(), applied, "a no-op sync rewrote a file");
@@ -179,14 +193,124 @@ fn scenario(sandbox: &Sandbox) {
     assert_eq!(lab.open(), expect_open(&[]));
 }
 
-#[test]
-fn ufw_end_to_end() {
+fn in_sandbox<T: Send + 'static>(work: impl FnOnce(&Sandbox) -> T + Send + 'static) -> T {
     require_root();
-    std::thread::spawn(|| {
+    std::thread::spawn(move || {
         let sandbox = Sandbox::enter();
-        scenario(&sandbox);
+        let result = work(&sandbox);
         sandbox.assert_host_untouched();
+        result
     })
     .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+#[test]
+fn ufw_end_to_end_one_call_per_rule() {
+    in_sandbox(|sandbox| scenario(sandbox, Write::Calls));
+}
+
+#[test]
+fn ufw_end_to_end_in_batches() {
+    in_sandbox(|sandbox| scenario(sandbox, Write::Batch));
+}
+
+fn documentation_ranges(v4_hosts: std::ops::Range<u32>, v6_nets: std::ops::Range<u32>) -> Ranges {
+    v4_hosts
+        .map(|host| format!("198.51.100.{host}/32"))
+        .chain(v6_nets.map(|net| format!("2001:db8:{net:x}::/48")))
+        .map(|text| text.parse().unwrap())
+        .collect()
+}
+
+/// Both rules files and both families' live filter tables, without counters and comments.
+fn ufw_state() -> String {
+    let mut text = rules_text();
+    for tool in ["iptables-save", "ip6tables-save"] {
+        let output = std::process::Command::new(tool)
+            .args(["-t", "filter"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        for line in String::from_utf8(output.stdout).unwrap().lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let line = match line.find(" [") {
+                Some(at) if line.starts_with(':') => &line[..at],
+                _ => line,
+            };
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// The same admin rules, then the same syncs (40 ranges with restrict, then a third of them
+/// replaced), written one way in a fresh sandbox; returns the files and live rules after each.
+fn write_story(write: Write) -> Vec<String> {
+    in_sandbox(move |_| {
+        let ufw = |args: &[&str]| crate::support::netns::must("ufw", args);
+        ufw(&["default", "deny", "incoming"]);
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "192.0.2.0/24",
+            "to",
+            "any",
+            "port",
+            "22",
+            "comment",
+            "admin ssh",
+        ]);
+        ufw(&["deny", "443/tcp"]);
+        ufw(&["--force", "enable"]);
+        let backend = UfwBackend::new(
+            UfwOptions {
+                write,
+                ..UfwOptions::default()
+            },
+            Policy {
+                ports: vec![80, 443],
+                restrict: true,
+            },
+        );
+        let mut states = Vec::new();
+        for target in [
+            documentation_ranges(1..21, 0..20),
+            documentation_ranges(8..28, 6..26),
+        ] {
+            let change = Change::between(&backend.observe().unwrap(), &target);
+            backend.apply(&change).unwrap();
+            assert_eq!(backend.observe().unwrap().ranges, target);
+            states.push(ufw_state());
+        }
+        states
+    })
+}
+
+/// The batch writes exactly what one `ufw` call per rule writes: the same rules files byte for
+/// byte, and the same live rules in both families.
+#[test]
+fn ufw_batch_writes_what_ufw_writes() {
+    let by_calls = write_story(Write::Calls);
+    let by_batch = write_story(Write::Batch);
+    assert!(
+        by_calls[0].contains(
+            "-A ufw-user-input -p tcp -m multiport --dports 80,443 -s 198.51.100.1 -j ACCEPT"
+        ),
+        "{}",
+        by_calls[0]
+    );
+    assert!(
+        by_calls[1].contains("-s 2001:db8:19::/48"),
+        "{}",
+        by_calls[1]
+    );
+    for (calls, batch) in by_calls.iter().zip(&by_batch) {
+        assert_eq!(calls, batch, "the batch wrote something else than ufw");
+    }
 }

@@ -29,7 +29,7 @@ use std::process::Command;
 use cf_allowlist_backend::conformance::Harness;
 use cf_allowlist_backend::{Backend, Family, Policy, Ranges};
 
-use crate::{UfwBackend, UfwOptions, names, rules};
+use crate::{UfwBackend, UfwOptions, Write, names, rules};
 
 /// What the sandbox hides from the host: host path and the copy's name.
 const BOUND: [(&str, &str); 4] = [
@@ -260,19 +260,26 @@ pub fn rules_files() -> String {
 }
 
 /// Runs the ufw backend in a [`Sandbox`] on the calling thread, starting from ufw as installed
-/// (inactive), with backends whose `enable` option is set. Its program is a wrapper around ufw
-/// that copies both rules files after every call, so that the states an apply passes through
-/// can be examined.
+/// (inactive), with backends whose `enable` option is set. In `calls` mode its program is a
+/// wrapper around ufw that copies both rules files after every call, so that the states an
+/// apply passes through can be examined; in `batch` mode it is ufw itself (a shell wrapper would
+/// make the backend fall back to calls), and a batch's intermediate states are not observable.
 #[derive(Debug)]
 pub struct UfwHarness {
     sandbox: Sandbox,
     wrapper: PathBuf,
     log: PathBuf,
+    write: Write,
 }
 
 impl UfwHarness {
-    /// Enters a sandbox and builds the harness in it.
+    /// Enters a sandbox and builds the harness in it, for one call per rule.
     pub fn new() -> UfwHarness {
+        UfwHarness::writing(Write::Calls)
+    }
+
+    /// Enters a sandbox and builds the harness in it, for `write`.
+    pub fn writing(write: Write) -> UfwHarness {
         let sandbox = Sandbox::enter();
         let log = sandbox.path().join("states");
         std::fs::create_dir(&log).expect("log folder");
@@ -295,6 +302,7 @@ impl UfwHarness {
             sandbox,
             wrapper,
             log,
+            write,
         }
     }
 
@@ -322,8 +330,14 @@ impl Harness for UfwHarness {
     fn backend(&self, policy: &Policy) -> Box<dyn Backend> {
         Box::new(UfwBackend::new(
             UfwOptions {
-                program: self.wrapper.clone(),
+                program: match self.write {
+                    Write::Calls => self.wrapper.clone(),
+                    Write::Batch => {
+                        cf_allowlist_backend::tool::locate("ufw").expect("ufw is installed")
+                    }
+                },
                 enable: true,
+                write: self.write,
                 ..UfwOptions::default()
             },
             policy.clone(),
@@ -464,6 +478,9 @@ impl Harness for UfwHarness {
     /// apply is what follows the last `enable` call: the suite's first sync always enables ufw
     /// (the harness starts it inactive), the second never does.
     fn states_during_last_apply(&self) -> Option<Vec<Ranges>> {
+        if self.write == Write::Batch {
+            return None;
+        }
         let mut entries: Vec<_> = std::fs::read_dir(&self.log)
             .expect("log")
             .flatten()

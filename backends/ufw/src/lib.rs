@@ -25,6 +25,7 @@
 //! `delete`, so while a rule is added or removed the live chain is briefly empty: unlike the
 //! nftables and iptables backends, a ufw apply is not one transaction (see README).
 
+pub mod batch;
 pub mod names;
 pub mod rules;
 
@@ -59,6 +60,31 @@ pub struct UfwOptions {
     /// default deny can lock an admin out of a host whose own access is not allowed yet.
     #[serde(default)]
     pub enable: bool,
+    /// How rules are written: in batches through ufw's own code, or one `ufw` call per rule.
+    #[serde(default)]
+    pub write: Write,
+}
+
+/// How the backend writes ufw's rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Write {
+    /// Each group of steps (adds, deletions) in one process running ufw's own Python code under
+    /// ufw's lock, then one live load per family (see [`batch`]); falls back to `calls` when the
+    /// installed ufw lacks what that needs.
+    #[default]
+    Batch,
+    /// One `ufw` process per rule.
+    Calls,
+}
+
+impl std::fmt::Display for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Write::Batch => "batch",
+            Write::Calls => "calls",
+        })
+    }
 }
 
 fn default_rules_dir() -> PathBuf {
@@ -75,6 +101,7 @@ impl Default for UfwOptions {
             rules_dir: default_rules_dir(),
             program: default_program(),
             enable: false,
+            write: Write::default(),
         }
     }
 }
@@ -497,8 +524,58 @@ impl UfwBackend {
         observed
     }
 
-    /// Runs `steps` in order; on a failure reports what was applied before it.
+    /// Runs rule commands `steps` in order, as one batch or one call each (see
+    /// [`UfwOptions::write`]); on a failure reports what was applied before it.
     fn run_steps(
+        &self,
+        program: &Path,
+        steps: &[Step],
+        applied: &mut Vec<String>,
+        total: usize,
+    ) -> Result<(), UfwError> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        if self.options.write == Write::Batch
+            && let Some(interpreter) = batch::interpreter_of(program)
+        {
+            let args: Vec<Vec<String>> = steps.iter().map(|step| step.args.clone()).collect();
+            let outcome = batch::run(&interpreter, program, &args);
+            let before = applied.len();
+            applied.extend(
+                outcome
+                    .applied
+                    .iter()
+                    .filter_map(|index| steps.get(*index))
+                    .map(|step| step.phrase.clone()),
+            );
+            match outcome.result {
+                Ok(()) => return Ok(()),
+                // This ufw cannot run the batch, and it did nothing: one call per rule instead.
+                Err(batch::BatchError::Unsupported(_)) if applied.len() == before => {}
+                Err(batch::BatchError::Unsupported(source) | batch::BatchError::Failed(source))
+                    if applied.is_empty() =>
+                {
+                    return Err(UfwError::Tool(source));
+                }
+                Err(batch::BatchError::Unsupported(source) | batch::BatchError::Failed(source)) => {
+                    let failed = steps
+                        .get(applied.len() - before)
+                        .map_or_else(|| "the live load".to_owned(), |step| step.phrase.clone());
+                    return Err(UfwError::Partial {
+                        applied: std::mem::take(applied),
+                        total,
+                        failed,
+                        source,
+                    });
+                }
+            }
+        }
+        self.run_calls(program, steps, applied, total)
+    }
+
+    /// Runs `steps` one `ufw` call each; on a failure reports what was applied before it.
+    fn run_calls(
         &self,
         program: &Path,
         steps: &[Step],
@@ -638,7 +715,7 @@ impl UfwBackend {
         }
         if enable {
             // Last, so that ufw starts with every rule of ours already in its files.
-            self.run_steps(
+            self.run_calls(
                 &program,
                 &[Step {
                     phrase: "enable ufw".to_owned(),
