@@ -3,6 +3,7 @@
 # 1000), in a private mount and network namespace holding copies of ufw's files (the host's ufw
 # is never touched). Ranges are documentation ranges only: IPv4 /32s from 192.0.2.0/24,
 # 198.51.100.0/24 and 203.0.113.0/24, IPv6 /48s from 2001:db8::/32, read from a local file.
+# WRITE="batch calls" (default: both) chooses the backend's write modes.
 # Usage: sudo benches/ufw.sh [N...]   (builds and uses target/release; PROFILE=debug uses the
 # debug build, which changes nothing measurable here: ufw's own calls are the whole cost)
 set -euo pipefail
@@ -24,8 +25,10 @@ for i in range(n - v4n): print(f"2001:db8:{i + offset:x}::/48")
 PY
 }
 
+for write in ${WRITE:-batch calls}; do
 for n in ${@:-22 1000}; do
-  sb=$work/sb-$n; mkdir -p "$sb/run"
+  sb=$work/sb-$write-$n; mkdir -p "$sb/run"
+  printf '[[backend]]\nkind = "ufw"\nwrite = "%s"\n' "$write" > "$sb/config.toml"
   cp -a /etc/ufw "$sb/etc-ufw"; cp -a /usr/lib/ufw "$sb/lib-ufw"; cp -a /etc/default/ufw "$sb/default-ufw"
   ranges "$n" 0 > "$sb/list"
   ranges "$n" $((n / 10)) > "$sb/list2"
@@ -35,9 +38,10 @@ for n in ${@:-22 1000}; do
     mount --bind $sb/default-ufw /etc/default/ufw; ip link set lo up
     ufw --force enable >/dev/null
     t() { local s=\$(date +%s%N); \"\$@\" >/dev/null; echo \$(( (\$(date +%s%N) - s) / 1000000 )); }
-    first=\$(t $bin --state-dir $sb/state sync --force --backend ufw --source $sb/list)
-    noop=\$(t $bin --state-dir $sb/state sync --backend ufw --source $sb/list)
-    replace=\$(t $bin --state-dir $sb/state sync --force --backend ufw --source $sb/list2)
-    echo \"ufw $n ranges: first sync \$first ms, no-op \$noop ms, replace 10% \$replace ms\"
+    first=\$(t $bin --config $sb/config.toml --state-dir $sb/state sync --force --source $sb/list)
+    noop=\$(t $bin --config $sb/config.toml --state-dir $sb/state sync --source $sb/list)
+    replace=\$(t $bin --config $sb/config.toml --state-dir $sb/state sync --force --source $sb/list2)
+    echo \"ufw $write $n ranges: first sync \$first ms, no-op \$noop ms, replace 10% \$replace ms\"
   "
+done
 done

@@ -2,7 +2,7 @@
 #
 # stdin: one ufw command per line, its arguments separated by tabs, exactly as they would follow
 # `ufw` on a command line (only rule commands: [prepend|insert N] allow|deny ..., delete ...).
-# stdout: "applied<TAB>N<TAB>ufw's answer" after each command N (from 0) has been written.
+# stdout: "applied<TAB>N<TAB>ufw's answer" for each command N (from 0) once it is in the files.
 # Exit 0: all applied and, if ufw is enabled, loaded. Exit 4: this ufw lacks what the batch
 # needs (nothing was done). Any other failure: the traceback on stderr; the commands reported as
 # applied are in the files, and the live load below has still been attempted.
@@ -29,6 +29,7 @@ def unsupported(what):
 lock = ufw.util.create_lock()
 backend = None
 enabled = False
+applied = []
 try:
     ui = ufw.frontend.UFWFrontend(False)
     backend = ui.backend
@@ -42,6 +43,12 @@ try:
     # inactive ufw: no per-rule reload (which flushes the live chains), no per-rule iptables
     # call. The live chains are loaded once per family at the end.
     backend.is_enabled = lambda: False
+    # set_rule rewrites a whole rules file after every rule, which makes n rules cost n^2. The
+    # file is a function of the rule list alone, so ufw's own writer runs once per family that
+    # changed, at the end, with the final list: the same bytes as after the last per-rule write.
+    write_rules = backend._write_rules
+    dirty = set()
+    backend._write_rules = lambda v6=False: dirty.add(v6)
     for number, line in enumerate(sys.stdin):
         argv = line.rstrip("\n").split("\t")
         parsed = ufw.frontend.parse_command(["ufw"] + argv)
@@ -56,8 +63,14 @@ try:
         elif rule.position > 0 and v6:
             rule.set_position(rule.position - backend.get_rules_count(False))
         answer = backend.set_rule(rule, allow_reload=False)
-        print("applied\t%d\t%s" % (number, answer), flush=True)
+        applied.append("applied\t%d\t%s" % (number, answer))
 finally:
+    if backend is not None:
+        for v6 in sorted(dirty):
+            write_rules(v6)
+        # Only now are the rules in the files.
+        for line in applied:
+            print(line, flush=True)
     if backend is not None and enabled:
         # What ufw's own reload does, minus its flush beforehand: each rules file declares the
         # user chains, so `iptables-restore -n` replaces them in one transaction per family.
