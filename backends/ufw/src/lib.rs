@@ -11,19 +11,19 @@
 //! `user6.rules`, see [`rules`]) and whether ufw is enabled from `ufw.conf`. So a sync with
 //! nothing to change invokes ufw zero times and rewrites no file.
 //!
-//! Writing goes through the `ufw` program, one call per rule, so that ufw writes its files and
-//! loads its chains itself (nothing here has to reproduce its file format): adds first, then the
-//! restrict deny, then deletions, each by its rule spec and never by a rule number (numbers shift
-//! when anyone else adds a rule). Each call is its own step; a failed step is reported with the
-//! steps already applied, and the next run converges from whatever the files then say. One call
-//! costs ~110 ms and more as the list grows (numbers in BENCHMARKS.md). The only position this
-//! backend ever names is where a new restrict deny is inserted, computed from the files just
-//! read; a concurrent ufw call can misplace it, which the read-back and the next run notice
-//! and repair.
-//!
-//! ufw itself reloads its user chains (flush, then `iptables-restore`) on every `prepend` and
-//! `delete`, so while a rule is added or removed the live chain is briefly empty: unlike the
-//! nftables and iptables backends, a ufw apply is not one transaction (see README).
+//! Writing goes through ufw's own code, so that ufw writes its files and chains itself (nothing
+//! here reproduces its file format): adds first, then the restrict deny, then deletions, each
+//! rule named by its spec and never by a rule number (numbers shift when anyone else adds a
+//! rule). By default ([`Write::Batch`], see [`batch`]) each of those groups is one process
+//! running ufw's Python code under ufw's lock, followed by one `iptables-restore -n` per family,
+//! so the live chains go from the old rules to the new in one transaction per family; with
+//! [`Write::Calls`] (and as a fallback for a ufw the batch does not support) each rule is one
+//! `ufw` call, and ufw's own reload empties its user chains for a moment on every call. Either
+//! way a failed step is reported with the steps already applied, and the next run converges from
+//! whatever the files then say. Costs are in BENCHMARKS.md (22 ranges: 0.3 s in batches, 10 s
+//! one call each). The only position this backend ever names is where a new restrict deny is
+//! inserted, computed from the files just read; a concurrent ufw call can misplace it, which the
+//! read-back and the next run notice and repair.
 
 pub mod batch;
 pub mod names;
