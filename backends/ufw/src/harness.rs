@@ -233,8 +233,30 @@ impl Sandbox {
     }
 }
 
+/// Detaches every mount under `/run` in the sandbox (`ip netns add` mounts `/run/netns` onto
+/// itself): a mount point cannot be removed, so the sandbox folder would be left behind.
+#[allow(unsafe_code)]
+fn detach_mounts_under_run() {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/thread-self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with("/run/"))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let point = c_path(Path::new(point));
+        // SAFETY: a valid NUL-terminated path; this thread's mount namespace is private, so a
+        // detach here cannot reach the host. Failures (a path hidden by our bind) are ignored.
+        unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        detach_mounts_under_run();
         if !std::thread::panicking() {
             self.assert_host_untouched();
         }
