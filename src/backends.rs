@@ -54,6 +54,9 @@ pub enum BackendKind {
     #[serde(rename = "nginx-realip")]
     #[value(name = "nginx-realip")]
     NginxRealip,
+    /// ufw's own rules, through `ufw`.
+    #[cfg(feature = "ufw")]
+    Ufw,
     /// The in-memory firewall of the core's tests; never in a shipped binary.
     #[cfg(test)]
     Memory,
@@ -73,6 +76,9 @@ pub enum BackendEntry {
     #[cfg(feature = "nginx")]
     #[serde(rename = "nginx-realip")]
     NginxRealip(Entry<cf_allowlist_nginx::NginxOptions>),
+    /// `kind = "ufw"`.
+    #[cfg(feature = "ufw")]
+    Ufw(Entry<cf_allowlist_ufw::UfwOptions>),
     /// `kind = "memory"` (tests only).
     #[cfg(test)]
     Memory(Entry<MemoryOptions>),
@@ -109,6 +115,14 @@ pub enum BackendSpec {
         /// The file and the test and reload commands.
         nginx: cf_allowlist_nginx::NginxOptions,
     },
+    /// ufw.
+    #[cfg(feature = "ufw")]
+    Ufw {
+        /// Ports and restrict mode.
+        policy: Policy,
+        /// Rules folder, program, and whether ufw may be enabled.
+        ufw: cf_allowlist_ufw::UfwOptions,
+    },
     /// The in-memory firewall (tests only).
     #[cfg(test)]
     Memory {
@@ -137,6 +151,11 @@ macro_rules! with_options {
             BackendSpec::NginxRealip {
                 policy: $policy,
                 nginx: $options,
+            } => $body,
+            #[cfg(feature = "ufw")]
+            BackendSpec::Ufw {
+                policy: $policy,
+                ufw: $options,
             } => $body,
             #[cfg(test)]
             BackendSpec::Memory {
@@ -171,6 +190,8 @@ impl BackendKind {
             BackendKind::Iptables => "iptables",
             #[cfg(feature = "nginx")]
             BackendKind::NginxRealip => "nginx-realip",
+            #[cfg(feature = "ufw")]
+            BackendKind::Ufw => "ufw",
             #[cfg(test)]
             BackendKind::Memory => "memory",
         }
@@ -187,6 +208,8 @@ impl BackendEntry {
             BackendKind::Iptables => BackendEntry::Iptables(Entry::default()),
             #[cfg(feature = "nginx")]
             BackendKind::NginxRealip => BackendEntry::NginxRealip(Entry::default()),
+            #[cfg(feature = "ufw")]
+            BackendKind::Ufw => BackendEntry::Ufw(Entry::default()),
             #[cfg(test)]
             BackendKind::Memory => BackendEntry::Memory(Entry::default()),
         }
@@ -201,6 +224,8 @@ impl BackendEntry {
             BackendEntry::Iptables(_) => BackendKind::Iptables,
             #[cfg(feature = "nginx")]
             BackendEntry::NginxRealip(_) => BackendKind::NginxRealip,
+            #[cfg(feature = "ufw")]
+            BackendEntry::Ufw(_) => BackendKind::Ufw,
             #[cfg(test)]
             BackendEntry::Memory(_) => BackendKind::Memory,
         }
@@ -244,6 +269,11 @@ impl BackendEntry {
                 policy: policy(entry, defaults, ports, restrict)?,
                 nginx: entry.options.clone(),
             },
+            #[cfg(feature = "ufw")]
+            BackendEntry::Ufw(entry) => BackendSpec::Ufw {
+                policy: policy(entry, defaults, ports, restrict)?,
+                ufw: entry.options.clone(),
+            },
             #[cfg(test)]
             BackendEntry::Memory(entry) => BackendSpec::Memory {
                 policy: policy(entry, defaults, ports, restrict)?,
@@ -266,6 +296,8 @@ impl BackendSpec {
             BackendSpec::Iptables { .. } => BackendKind::Iptables,
             #[cfg(feature = "nginx")]
             BackendSpec::NginxRealip { .. } => BackendKind::NginxRealip,
+            #[cfg(feature = "ufw")]
+            BackendSpec::Ufw { .. } => BackendKind::Ufw,
             #[cfg(test)]
             BackendSpec::Memory { .. } => BackendKind::Memory,
         }
@@ -403,6 +435,32 @@ impl BackendOptions for cf_allowlist_nginx::NginxOptions {
 
     fn has_ports(&self) -> bool {
         false
+    }
+}
+
+#[cfg(feature = "ufw")]
+impl BackendOptions for cf_allowlist_ufw::UfwOptions {
+    fn build(&self, policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
+        // ufw's rules carry the plain `cf-allowlist` comment: ufw matches rules by spec, and
+        // an owner mark would make two state directories' rules look different to us but the
+        // same to ufw.
+        Box::new(cf_allowlist_ufw::UfwBackend::new(
+            self.clone(),
+            policy.clone(),
+        ))
+    }
+
+    fn describe(&self) -> String {
+        let enable = if self.enable { ", may enable" } else { "" };
+        format!(
+            "rules in {}, {}{enable}",
+            self.rules_dir.display(),
+            self.write
+        )
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        self.check(policy)
     }
 }
 

@@ -71,3 +71,31 @@ mod nginx_realip {
             "ports and restrict do not reach a real-IP list: nginx trusts the header per source address",
     });
 }
+
+/// ufw in a private mount and network namespace per test (see `cf_allowlist_ufw::harness`),
+/// starting inactive as Debian installs it; one `ufw` call per rule, and batches.
+mod ufw {
+    mod calls {
+        use crate::support::require_root;
+        use cf_allowlist_ufw::harness::UfwHarness;
+
+        fn harness() -> UfwHarness {
+            require_root();
+            UfwHarness::writing(cf_allowlist_ufw::Write::Calls)
+        }
+
+        cf_allowlist_backend::conformance_tests!(harness());
+    }
+
+    mod batch {
+        use crate::support::require_root;
+        use cf_allowlist_ufw::harness::UfwHarness;
+
+        fn harness() -> UfwHarness {
+            require_root();
+            UfwHarness::writing(cf_allowlist_ufw::Write::Batch)
+        }
+
+        cf_allowlist_backend::conformance_tests!(harness());
+    }
+}

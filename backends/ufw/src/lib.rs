@@ -1,0 +1,819 @@
+//! The ufw backend.
+//!
+//! It manages ufw's own rules, so that `ufw status` shows them and ufw keeps them across reboots
+//! and `ufw reload`: one rule per range, `allow proto tcp from RANGE to any port 80,443 comment
+//! cf-allowlist`, per family (ufw keeps IPv4 and IPv6 rules in separate lists, each evaluated
+//! first match wins). New rules are added with `ufw prepend`, so they come before any deny the
+//! admin has for the same ports. With restrict on, `deny proto tcp from 0.0.0.0/0 (::/0) to any
+//! port 80,443 comment "cf-allowlist restrict"` follows our allows in each family.
+//!
+//! Observing never runs ufw: the rules are read from ufw's own files (`user.rules`,
+//! `user6.rules`, see [`rules`]) and whether ufw is enabled from `ufw.conf`. So a sync with
+//! nothing to change invokes ufw zero times and rewrites no file.
+//!
+//! Writing goes through ufw's own code, so that ufw writes its files and chains itself (nothing
+//! here reproduces its file format): adds first, then the restrict deny, then deletions, each
+//! rule named by its spec and never by a rule number (numbers shift when anyone else adds a
+//! rule). By default ([`Write::Batch`], see [`batch`]) each of those groups is one process
+//! running ufw's Python code under ufw's lock, followed by one `iptables-restore -n` per family,
+//! so the live chains go from the old rules to the new in one transaction per family; with
+//! [`Write::Calls`] (and as a fallback for a ufw the batch does not support) each rule is one
+//! `ufw` call, and ufw's own reload empties its user chains for a moment on every call. Either
+//! way a failed step is reported with the steps already applied, and the next run converges from
+//! whatever the files then say. Costs are in BENCHMARKS.md (22 ranges: 0.3 s in batches, 10 s
+//! one call each). The only position this backend ever names is where a new restrict deny is
+//! inserted, computed from the files just read; a concurrent ufw call can misplace it, which the
+//! read-back and the next run notice and repair.
+
+pub mod batch;
+pub mod names;
+pub mod rules;
+
+use std::path::{Path, PathBuf};
+
+use cf_allowlist_backend::tool::{self, ToolError};
+use cf_allowlist_backend::{
+    Backend, BackendError, Basis, Change, ErrorKind, Family, Observed, Policy, Ranges,
+};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use rules::Tuple;
+
+const LABEL: &str = "ufw";
+
+/// The most ports one ufw rule can name (iptables' multiport limit).
+pub const MAX_PORTS: usize = 15;
+
+/// Options of the ufw backend, beyond the shared policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UfwOptions {
+    /// The folder holding ufw's `user.rules`, `user6.rules` and `ufw.conf`: the one the ufw
+    /// program writes.
+    #[serde(default = "default_rules_dir")]
+    pub rules_dir: PathBuf,
+    /// The ufw program: a name looked up in `PATH` and the sbin folders, or a path.
+    #[serde(default = "default_program")]
+    pub program: PathBuf,
+    /// Whether to enable ufw (`ufw --force enable`) when it is inactive. Off by default: ufw's
+    /// default deny can lock an admin out of a host whose own access is not allowed yet.
+    #[serde(default)]
+    pub enable: bool,
+    /// How rules are written: in batches through ufw's own code, or one `ufw` call per rule.
+    #[serde(default)]
+    pub write: Write,
+}
+
+/// How the backend writes ufw's rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Write {
+    /// Each group of steps (adds, deletions) in one process running ufw's own Python code under
+    /// ufw's lock, then one live load per family (see [`batch`]); falls back to `calls` when the
+    /// installed ufw lacks what that needs.
+    #[default]
+    Batch,
+    /// One `ufw` process per rule.
+    Calls,
+}
+
+impl std::fmt::Display for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Write::Batch => "batch",
+            Write::Calls => "calls",
+        })
+    }
+}
+
+fn default_rules_dir() -> PathBuf {
+    PathBuf::from(names::DEFAULT_RULES_DIR)
+}
+
+fn default_program() -> PathBuf {
+    PathBuf::from(names::DEFAULT_PROGRAM)
+}
+
+impl Default for UfwOptions {
+    fn default() -> UfwOptions {
+        UfwOptions {
+            rules_dir: default_rules_dir(),
+            program: default_program(),
+            enable: false,
+            write: Write::default(),
+        }
+    }
+}
+
+impl UfwOptions {
+    /// Checks the options with the policy they are combined with.
+    pub fn check(&self, policy: &Policy) -> Result<(), String> {
+        if policy.ports.len() > MAX_PORTS {
+            return Err(format!(
+                "ufw rules can name at most {MAX_PORTS} ports, {} are configured",
+                policy.ports.len()
+            ));
+        }
+        if !self.rules_dir.is_absolute() {
+            return Err(format!(
+                "rules_dir {} must be an absolute path",
+                self.rules_dir.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What can go wrong in this backend.
+#[derive(Debug, thiserror::Error)]
+pub enum UfwError {
+    /// A rules file could not be read.
+    #[error("could not read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A rules file is not one ufw wrote.
+    #[error("could not read {}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rules::ParseError,
+    },
+    /// ufw could not be run, or refused the first step (so nothing was changed).
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// ufw is inactive and the options do not allow enabling it.
+    #[error(
+        "ufw is inactive, so its rules are not in force, and nothing was changed; enabling it \
+         applies its default policy (often deny incoming), which can lock you out: allow your own \
+         access, then run `ufw enable`, or set `enable = true` for this backend"
+    )]
+    Inactive,
+    /// A step failed after others had been applied.
+    #[error(
+        "{} of {total} ufw steps were applied before `{failed}` failed (applied: {}); the next \
+         run converges from what ufw now holds",
+        applied.len(),
+        applied.join(", ")
+    )]
+    Partial {
+        /// The steps that were applied, in order.
+        applied: Vec<String>,
+        /// How many steps the change had.
+        total: usize,
+        /// The step that failed.
+        failed: String,
+        /// Why.
+        #[source]
+        source: ToolError,
+    },
+}
+
+impl UfwError {
+    fn at(self, step: &'static str) -> BackendError {
+        match self {
+            UfwError::Tool(error) => BackendError::tool(LABEL, step, names::PACKAGE, error),
+            UfwError::Partial { ref source, .. } => {
+                let kind = source.kind();
+                BackendError::new(LABEL, step, kind, self)
+            }
+            UfwError::Read { ref source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                BackendError::new(LABEL, step, ErrorKind::Permission, self)
+            }
+            UfwError::Read { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                BackendError {
+                    package: Some(names::PACKAGE),
+                    ..BackendError::new(LABEL, step, ErrorKind::MissingTool, self)
+                }
+            }
+            other => BackendError::new(LABEL, step, ErrorKind::Rejected, other),
+        }
+    }
+}
+
+/// Whether ufw is enabled (what `ufw status` reports as active), read from `ufw.conf` in
+/// `rules_dir` without running ufw. For the core's shadowing analysis.
+pub fn ufw_active(rules_dir: &Path) -> std::io::Result<bool> {
+    let text = std::fs::read_to_string(rules_dir.join(names::CONF_FILE))?;
+    Ok(rules::conf_enabled(&text))
+}
+
+/// ufw's default incoming policy (`DROP`, `REJECT` or `ACCEPT`) from its defaults file
+/// (normally [`names::DEFAULTS_FILE`]); `None` when the file does not set it.
+pub fn default_input_policy(defaults_file: &Path) -> std::io::Result<Option<String>> {
+    let text = std::fs::read_to_string(defaults_file)?;
+    Ok(rules::shell_value(&text, "DEFAULT_INPUT_POLICY").map(str::to_owned))
+}
+
+/// The rules of a family's rules file in `rules_dir`, in ufw's order.
+pub fn read_rules(rules_dir: &Path, family: Family) -> Result<Vec<Tuple>, UfwError> {
+    let path = rules_dir.join(names::rules_file(family));
+    let text = std::fs::read_to_string(&path).map_err(|source| UfwError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    rules::parse_rules(&text).map_err(|source| UfwError::Parse { path, source })
+}
+
+/// Everything of ours, read once from the files.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    active: bool,
+    /// Every rule of each family, in order (IPv4, IPv6).
+    families: [Vec<Tuple>; 2],
+}
+
+impl Snapshot {
+    fn read(rules_dir: &Path) -> Result<Snapshot, UfwError> {
+        let conf = rules_dir.join(names::CONF_FILE);
+        let active = std::fs::read_to_string(&conf)
+            .map(|text| rules::conf_enabled(&text))
+            .map_err(|source| UfwError::Read { path: conf, source })?;
+        Ok(Snapshot {
+            active,
+            families: [
+                read_rules(rules_dir, Family::V4)?,
+                read_rules(rules_dir, Family::V6)?,
+            ],
+        })
+    }
+
+    /// The rules of ours, per family, in order.
+    fn ours(&self, family: Family) -> impl Iterator<Item = &Tuple> + '_ {
+        self.family(family).iter().filter(|tuple| is_ours(tuple))
+    }
+
+    fn family(&self, family: Family) -> &[Tuple] {
+        &self.families[family as usize]
+    }
+
+    /// The fingerprint of our parts: our rules in order, and whether ufw is enabled. Other
+    /// people's rules are not part of it: we address rules by spec, so they cannot misdirect us.
+    fn basis(&self) -> Basis {
+        let ours: Vec<Vec<&Tuple>> = Family::ALL
+            .iter()
+            .map(|family| self.ours(*family).collect())
+            .collect();
+        Basis::of((self.active, ours))
+    }
+}
+
+fn is_ours(tuple: &Tuple) -> bool {
+    matches!(
+        tuple.comment.as_deref(),
+        Some(names::COMMENT | names::RESTRICT_COMMENT)
+    )
+}
+
+/// A tuple's source as a network (ufw writes a host without its `/32` or `/128`).
+fn source_network(tuple: &Tuple) -> Option<IpNet> {
+    tuple
+        .src
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| tuple.src.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// What one family's rules should become, and the steps that get them there.
+#[derive(Debug, Default)]
+struct FamilyPlan {
+    /// Ranges our allows cover (any ports): what the firewall holds of ours.
+    ranges: Ranges,
+    repairs: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// One ufw call.
+#[derive(Debug, Clone)]
+struct Step {
+    /// What it does, for reports: `allow 192.0.2.0/24`.
+    phrase: String,
+    args: Vec<String>,
+}
+
+/// Keeps ufw open to a set of ranges.
+#[derive(Debug, Clone)]
+pub struct UfwBackend {
+    options: UfwOptions,
+    policy: Policy,
+}
+
+impl UfwBackend {
+    /// A backend writing `policy` with `options`.
+    pub fn new(options: UfwOptions, policy: Policy) -> UfwBackend {
+        UfwBackend { options, policy }
+    }
+
+    fn ports(&self) -> String {
+        self.policy
+            .ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether `tuple` is exactly the allow we write for its source.
+    fn is_exact_allow(&self, family: Family, tuple: &Tuple) -> bool {
+        tuple.comment.as_deref() == Some(names::COMMENT)
+            && tuple.action == "allow"
+            && tuple.protocol == "tcp"
+            && tuple.dport == self.ports()
+            && tuple.dst == names::everywhere(family)
+            && tuple.sport == "any"
+            && tuple.apps.is_none()
+            && tuple.direction == "in"
+            && source_network(tuple).is_some_and(|net| Family::of(&net) == family)
+    }
+
+    /// Whether `tuple` is exactly the restrict deny we write for the family.
+    fn is_exact_deny(&self, family: Family, tuple: &Tuple) -> bool {
+        tuple.comment.as_deref() == Some(names::RESTRICT_COMMENT)
+            && tuple.action == "deny"
+            && tuple.protocol == "tcp"
+            && tuple.dport == self.ports()
+            && tuple.dst == names::everywhere(family)
+            && tuple.sport == "any"
+            && tuple.src == names::everywhere(family)
+            && tuple.apps.is_none()
+            && tuple.direction == "in"
+    }
+
+    /// Judges one family: the ranges of ours, and what is structurally wrong.
+    fn judge(&self, snapshot: &Snapshot, family: Family) -> FamilyPlan {
+        let mut plan = FamilyPlan::default();
+        let rules = snapshot.family(family);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut duplicates = 0;
+        let mut altered = 0;
+        let mut unreachable = Vec::new();
+        for tuple in rules.iter().filter(|tuple| is_ours(tuple)) {
+            if tuple.comment.as_deref() == Some(names::COMMENT)
+                && tuple.action == "allow"
+                && let Some(net) = source_network(tuple).filter(|net| Family::of(net) == family)
+            {
+                plan.ranges.insert(net);
+            }
+            if delete_args(tuple).is_none() {
+                unreachable.push(rules::render_tuple_line(tuple));
+                continue;
+            }
+            if self.is_exact_allow(family, tuple) || self.is_exact_deny(family, tuple) {
+                if !seen.insert(tuple.clone()) {
+                    duplicates += 1;
+                }
+            } else if tuple.comment.as_deref() == Some(names::COMMENT)
+                || self.policy.restrict
+                || tuple.action != "deny"
+            {
+                altered += 1;
+            }
+        }
+        for line in unreachable {
+            plan.warnings.push(format!(
+                "a {family} ufw rule carries our comment but has a shape we never write, so it \
+                 is left alone: {line}"
+            ));
+        }
+        if duplicates > 0 {
+            plan.repairs.push(format!(
+                "delete {duplicates} duplicate {family} rule(s) of ours"
+            ));
+        }
+        if altered > 0 {
+            plan.repairs.push(format!(
+                "rewrite {altered} {family} rule(s) of ours that differ from `tcp {}`",
+                self.ports()
+            ));
+        }
+        let deny_at = rules
+            .iter()
+            .position(|tuple| self.is_exact_deny(family, tuple));
+        let last_allow = rules
+            .iter()
+            .rposition(|tuple| self.is_exact_allow(family, tuple));
+        let stray_denies = rules
+            .iter()
+            .filter(|tuple| tuple.comment.as_deref() == Some(names::RESTRICT_COMMENT))
+            .count();
+        if self.policy.restrict {
+            match (deny_at, last_allow) {
+                (None, _) => plan
+                    .repairs
+                    .push(format!("add the {family} restrict deny after our allows")),
+                (Some(deny), Some(allow)) if deny < allow => plan
+                    .repairs
+                    .push(format!("move the {family} restrict deny after our allows")),
+                _ => {}
+            }
+        } else if stray_denies > 0 {
+            plan.repairs.push(format!(
+                "delete the {family} restrict deny (restrict is off)"
+            ));
+        }
+        // A rule that is not ours but has exactly our spec: ufw keeps one rule per spec, so ours
+        // could not be added next to it.
+        for tuple in rules.iter().filter(|tuple| !is_ours(tuple)) {
+            let as_ours = Tuple {
+                comment: Some(names::COMMENT.to_owned()),
+                ..tuple.clone()
+            };
+            if self.is_exact_allow(family, &as_ours) {
+                plan.warnings.push(format!(
+                    "ufw rule `allow tcp {} from {}` is not ours (comment {:?}); ufw keeps one \
+                     rule per spec, so ours cannot be added for that range: delete it or set its \
+                     comment to `{}`",
+                    tuple.dport,
+                    tuple.src,
+                    tuple.comment.as_deref().unwrap_or(""),
+                    names::COMMENT
+                ));
+            }
+        }
+        plan
+    }
+
+    fn allow_args(&self, range: &IpNet, position: &str) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        if !position.is_empty() {
+            args.push(position.to_owned());
+        }
+        args.extend(
+            [
+                "allow",
+                "proto",
+                "tcp",
+                "from",
+                &range.to_string(),
+                "to",
+                "any",
+                "port",
+                &self.ports(),
+                "comment",
+                names::COMMENT,
+            ]
+            .map(str::to_owned),
+        );
+        args
+    }
+
+    fn deny_args(&self, family: Family, position: Option<usize>) -> Vec<String> {
+        let mut args: Vec<String> = match position {
+            Some(0) => vec!["prepend".to_owned()],
+            Some(at) => vec!["insert".to_owned(), at.to_string()],
+            None => Vec::new(),
+        };
+        args.extend(
+            [
+                "deny",
+                "proto",
+                "tcp",
+                "from",
+                names::everywhere(family),
+                "to",
+                "any",
+                "port",
+                &self.ports(),
+                "comment",
+                names::RESTRICT_COMMENT,
+            ]
+            .map(str::to_owned),
+        );
+        args
+    }
+
+    fn program(&self) -> Result<PathBuf, ToolError> {
+        if self.options.program.components().count() > 1 {
+            Ok(self.options.program.clone())
+        } else {
+            tool::locate(&self.options.program.to_string_lossy())
+        }
+    }
+
+    fn observe_snapshot(&self, snapshot: &Snapshot) -> Observed {
+        let mut observed = Observed {
+            basis: snapshot.basis(),
+            ..Observed::default()
+        };
+        for family in Family::ALL {
+            let plan = self.judge(snapshot, family);
+            observed.ranges.extend(plan.ranges.iter().copied());
+            observed.repairs.extend(plan.repairs);
+            observed.warnings.extend(plan.warnings);
+        }
+        if !snapshot.active {
+            observed.repairs.push(if self.options.enable {
+                "enable ufw (it is inactive; the backend's `enable` option is set)".to_owned()
+            } else {
+                "enable ufw (it is inactive; refused unless the backend's `enable` option is set)"
+                    .to_owned()
+            });
+            observed
+                .warnings
+                .push("ufw is inactive: its rules, ours included, are not in force".to_owned());
+        }
+        observed
+    }
+
+    /// Runs rule commands `steps` in order, as one batch or one call each (see
+    /// [`UfwOptions::write`]); on a failure reports what was applied before it.
+    fn run_steps(
+        &self,
+        program: &Path,
+        steps: &[Step],
+        applied: &mut Vec<String>,
+        total: usize,
+    ) -> Result<(), UfwError> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        if self.options.write == Write::Batch
+            && let Some(interpreter) = batch::interpreter_of(program)
+        {
+            let args: Vec<Vec<String>> = steps.iter().map(|step| step.args.clone()).collect();
+            let outcome = batch::run(&interpreter, program, &args);
+            let before = applied.len();
+            applied.extend(
+                outcome
+                    .applied
+                    .iter()
+                    .filter_map(|index| steps.get(*index))
+                    .map(|step| step.phrase.clone()),
+            );
+            match outcome.result {
+                Ok(()) => return Ok(()),
+                // This ufw cannot run the batch, and it did nothing: one call per rule instead.
+                Err(batch::BatchError::Unsupported(_)) if applied.len() == before => {}
+                Err(batch::BatchError::Unsupported(source) | batch::BatchError::Failed(source))
+                    if applied.is_empty() =>
+                {
+                    return Err(UfwError::Tool(source));
+                }
+                Err(batch::BatchError::Unsupported(source) | batch::BatchError::Failed(source)) => {
+                    let failed = steps
+                        .get(applied.len() - before)
+                        .map_or_else(|| "the live load".to_owned(), |step| step.phrase.clone());
+                    return Err(UfwError::Partial {
+                        applied: std::mem::take(applied),
+                        total,
+                        failed,
+                        source,
+                    });
+                }
+            }
+        }
+        self.run_calls(program, steps, applied, total)
+    }
+
+    /// Runs `steps` one `ufw` call each; on a failure reports what was applied before it.
+    fn run_calls(
+        &self,
+        program: &Path,
+        steps: &[Step],
+        applied: &mut Vec<String>,
+        total: usize,
+    ) -> Result<(), UfwError> {
+        for step in steps {
+            let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
+            match tool::run(program, &args, None) {
+                Ok(_) => applied.push(step.phrase.clone()),
+                Err(source) if applied.is_empty() => return Err(UfwError::Tool(source)),
+                Err(source) => {
+                    return Err(UfwError::Partial {
+                        applied: std::mem::take(applied),
+                        total,
+                        failed: step.phrase.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_snapshot(&self, snapshot: &Snapshot, change: &Change) -> Result<(), UfwError> {
+        if !snapshot.active && !self.options.enable {
+            return Err(UfwError::Inactive);
+        }
+        let program = self.program()?;
+        let mut applied = Vec::new();
+        // Counted up front so a partial failure can say "k of n".
+        let mut adds = Vec::new();
+        let mut deletes = Vec::new();
+        for family in Family::ALL {
+            let rules = snapshot.family(family);
+            let wanted: Vec<&IpNet> = change.target.family(family).collect();
+            // Adds: each missing exact allow, prepended in descending order so that the list
+            // reads in ascending order.
+            for range in wanted.iter().rev() {
+                let present = rules.iter().any(|tuple| {
+                    self.is_exact_allow(family, tuple) && source_network(tuple) == Some(**range)
+                });
+                if !present {
+                    adds.push(Step {
+                        phrase: format!("allow {range}"),
+                        args: self.allow_args(range, "prepend"),
+                    });
+                }
+            }
+            // Deletes: ours that are not wanted, extra copies, and a misplaced or unwanted deny.
+            let mut kept = std::collections::BTreeSet::new();
+            let deny_at = rules
+                .iter()
+                .position(|tuple| self.is_exact_deny(family, tuple));
+            let last_allow = rules
+                .iter()
+                .rposition(|tuple| self.is_exact_allow(family, tuple));
+            let deny_misplaced =
+                matches!((deny_at, last_allow), (Some(deny), Some(allow)) if deny < allow);
+            for tuple in rules.iter().filter(|tuple| is_ours(tuple)) {
+                let Some(args) = delete_args(tuple) else {
+                    continue;
+                };
+                let keep = if self.is_exact_allow(family, tuple) {
+                    source_network(tuple).is_some_and(|net| change.target.contains(&net))
+                } else {
+                    self.is_exact_deny(family, tuple) && self.policy.restrict && !deny_misplaced
+                };
+                if keep && kept.insert(tuple.clone()) {
+                    continue;
+                }
+                deletes.push(Step {
+                    phrase: format!("delete {} {} from {}", tuple.action, tuple.dport, tuple.src),
+                    args,
+                });
+            }
+        }
+        let restrict_families: Vec<Family> = if self.policy.restrict {
+            Family::ALL
+                .into_iter()
+                .filter(|family| {
+                    let rules = snapshot.family(*family);
+                    let deny_at = rules
+                        .iter()
+                        .position(|tuple| self.is_exact_deny(*family, tuple));
+                    let last_allow = rules
+                        .iter()
+                        .rposition(|tuple| self.is_exact_allow(*family, tuple));
+                    !matches!((deny_at, last_allow), (Some(deny), Some(allow)) if deny > allow)
+                        && !matches!((deny_at, last_allow), (Some(_), None))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let enable = !snapshot.active;
+        let total = adds.len() + deletes.len() + restrict_families.len() + usize::from(enable);
+
+        self.run_steps(&program, &adds, &mut applied, total)?;
+        // A misplaced deny must go before it can be inserted again (ufw holds one rule per
+        // spec); its delete is among `deletes`, so run that one first.
+        let (misplaced_denies, deletes): (Vec<Step>, Vec<Step>) = deletes
+            .into_iter()
+            .partition(|step| step.args.get(1).map(String::as_str) == Some("deny"));
+        if !restrict_families.is_empty() {
+            self.run_steps(&program, &misplaced_denies, &mut applied, total)?;
+            for family in restrict_families {
+                // Positions are computed from the files as ufw has just written them.
+                let now = Snapshot::read(&self.options.rules_dir)?;
+                let v4_count = now.family(Family::V4).len();
+                let rules = now.family(family);
+                let last_allow = rules
+                    .iter()
+                    .rposition(|tuple| self.is_exact_allow(family, tuple));
+                let position = match last_allow {
+                    None => Some(0),
+                    Some(last) if last + 1 == rules.len() => None,
+                    Some(last) => Some(match family {
+                        Family::V4 => last + 2,
+                        Family::V6 => v4_count + last + 2,
+                    }),
+                };
+                self.run_steps(
+                    &program,
+                    &[Step {
+                        phrase: format!("restrict deny for {family}"),
+                        args: self.deny_args(family, position),
+                    }],
+                    &mut applied,
+                    total,
+                )?;
+            }
+            self.run_steps(&program, &deletes, &mut applied, total)?;
+        } else {
+            self.run_steps(&program, &misplaced_denies, &mut applied, total)?;
+            self.run_steps(&program, &deletes, &mut applied, total)?;
+        }
+        if enable {
+            // Last, so that ufw starts with every rule of ours already in its files.
+            self.run_calls(
+                &program,
+                &[Step {
+                    phrase: "enable ufw".to_owned(),
+                    args: vec!["--force".to_owned(), "enable".to_owned()],
+                }],
+                &mut applied,
+                total,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `ufw delete …` arguments that name `tuple` by its spec, or `None` for shapes this backend
+/// never writes (application profiles, routed or outgoing rules, interfaces).
+fn delete_args(tuple: &Tuple) -> Option<Vec<String>> {
+    if tuple.apps.is_some() || tuple.direction != "in" || tuple.action.contains(':') {
+        return None;
+    }
+    let mut args = vec!["delete".to_owned(), tuple.action.clone()];
+    if tuple.protocol != "any" {
+        args.extend(["proto".to_owned(), tuple.protocol.clone()]);
+    }
+    args.extend(["from".to_owned(), tuple.src.clone()]);
+    if tuple.sport != "any" {
+        args.extend(["port".to_owned(), tuple.sport.clone()]);
+    }
+    args.extend(["to".to_owned(), tuple.dst.clone()]);
+    if tuple.dport != "any" {
+        args.extend(["port".to_owned(), tuple.dport.clone()]);
+    }
+    Some(args)
+}
+
+impl Backend for UfwBackend {
+    fn label(&self) -> String {
+        LABEL.to_owned()
+    }
+
+    fn observe(&self) -> Result<Observed, BackendError> {
+        let snapshot =
+            Snapshot::read(&self.options.rules_dir).map_err(|error| error.at("read the rules"))?;
+        Ok(self.observe_snapshot(&snapshot))
+    }
+
+    fn apply(&self, change: &Change) -> Result<(), BackendError> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        let snapshot =
+            Snapshot::read(&self.options.rules_dir).map_err(|error| error.at("read the rules"))?;
+        if snapshot.basis() != change.basis {
+            return Err(BackendError::stale(
+                LABEL,
+                format!(
+                    "our rules in {} or ufw's state changed since they were observed",
+                    self.options.rules_dir.display()
+                ),
+            ));
+        }
+        self.apply_snapshot(&snapshot, change)
+            .map_err(|error| error.at("apply the change"))
+    }
+
+    fn purge(&self) -> Result<Vec<String>, BackendError> {
+        let fail = |error: UfwError| error.at("purge");
+        let snapshot = Snapshot::read(&self.options.rules_dir).map_err(fail)?;
+        let mut steps = Vec::new();
+        // Allows first, then the restrict deny: the ports are never open to everyone meanwhile.
+        for restrict in [false, true] {
+            for family in Family::ALL {
+                for tuple in snapshot.ours(family) {
+                    if (tuple.comment.as_deref() == Some(names::RESTRICT_COMMENT)) != restrict {
+                        continue;
+                    }
+                    if let Some(args) = delete_args(tuple) {
+                        steps.push(Step {
+                            phrase: format!(
+                                "ufw rule {} tcp {} from {} ({family})",
+                                tuple.action, tuple.dport, tuple.src
+                            ),
+                            args,
+                        });
+                    }
+                }
+            }
+        }
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let program = self.program().map_err(|error| fail(error.into()))?;
+        let mut applied = Vec::new();
+        let total = steps.len();
+        self.run_steps(&program, &steps, &mut applied, total)
+            .map_err(fail)?;
+        Ok(applied)
+    }
+}
+
+#[cfg(feature = "harness")]
+pub mod harness;

@@ -1,0 +1,316 @@
+//! ufw end to end, proven by TCP connects from the edge through the rules ufw loaded.
+//!
+//! The whole test runs on one thread inside a `cf_allowlist_ufw::harness::Sandbox` (a private
+//! mount and network namespace holding copies of ufw's files), so ufw, `ip netns exec` and the
+//! CLI started from it see only the copies; the lab's namespaces are made from that thread too.
+//! The sandbox checks, when the test ends, that the host's ufw files are byte-identical.
+
+use std::path::{Path, PathBuf};
+
+use cf_allowlist_backend::{Backend, Change, Policy, Ranges};
+use cf_allowlist_ufw::harness::Sandbox;
+use cf_allowlist_ufw::{UfwBackend, UfwOptions, Write};
+
+use crate::support::cmd::Outcome;
+use crate::support::fixture::Reply;
+use crate::support::lab::{IN_FIRST_LIST, IN_SECOND_LIST, Lab, SECOND_V4, expect_open};
+use crate::support::require_root;
+
+/// Both rules files with their modification times: equal values mean ufw rewrote neither.
+fn files_and_mtimes() -> Vec<(Vec<u8>, std::time::SystemTime)> {
+    ["user.rules", "user6.rules"]
+        .iter()
+        .map(|name| {
+            let path = Path::new("/etc/ufw").join(name);
+            (
+                std::fs::read(&path).unwrap(),
+                std::fs::metadata(&path).unwrap().modified().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn rules_text() -> String {
+    files_and_mtimes()
+        .into_iter()
+        .map(|(bytes, _)| String::from_utf8(bytes).unwrap())
+        .collect()
+}
+
+/// A ufw that records every call in `calls`, then runs the real one.
+fn counting_ufw(dir: &Path) -> (PathBuf, PathBuf) {
+    let calls = dir.join("ufw-calls");
+    std::fs::write(&calls, "").unwrap();
+    let wrapper = dir.join("ufw-counting");
+    let ufw = cf_allowlist_backend::tool::locate("ufw").expect("ufw is installed");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n",
+            calls.display(),
+            ufw.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, calls)
+}
+
+fn call_count(calls: &Path) -> usize {
+    std::fs::read_to_string(calls).unwrap().lines().count()
+}
+
+fn sync(lab: &Lab, config: &str, extra: &[&str]) -> Outcome {
+    let sources = lab.source_args();
+    let mut args = vec!["--config", config, "sync"];
+    args.extend(sources.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    lab.cf(&args)
+}
+
+/// The whole story, writing in `write` mode. In calls mode the program is a wrapper that counts
+/// ufw calls; in batch mode it is ufw itself (a shell wrapper would make the backend fall back to
+/// calls), and runs that must not write are checked by the files' bytes and times alone.
+fn scenario(sandbox: &Sandbox, write: Write) {
+    let lab = Lab::new();
+    let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+    let (wrapper, calls) = counting_ufw(sandbox.path());
+    let program = match write {
+        Write::Calls => wrapper,
+        Write::Batch => cf_allowlist_backend::tool::locate("ufw").unwrap(),
+    };
+    let config = lab.state.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
+            program.display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+
+    // The admin's own rules: default deny, ssh from the admin range, and an explicit deny for
+    // 443 that our allows must come before.
+    ufw(&["default", "deny", "incoming"]);
+    ufw(&[
+        "allow",
+        "proto",
+        "tcp",
+        "from",
+        "192.0.2.0/24",
+        "to",
+        "any",
+        "port",
+        "22",
+        "comment",
+        "admin ssh",
+    ]);
+    ufw(&["deny", "443/tcp"]);
+
+    // Inactive: said, and nothing changes.
+    let base = rules_text();
+    sync(&lab, &config, &[])
+        .code(1)
+        .stderr_has("ufw is inactive");
+    assert_eq!(rules_text(), base, "a refused sync changed ufw's rules");
+    assert_eq!(call_count(&calls), 0, "a refused sync ran ufw");
+
+    ufw(&["--force", "enable"]);
+    let base = rules_text();
+    assert_eq!(
+        lab.open(),
+        expect_open(&[]),
+        "before any sync only the admin's ssh is open"
+    );
+
+    sync(&lab, &config, &["--dry-run"])
+        .code(0)
+        .stdout_has("+ 198.51.100.0/25")
+        .stdout_has("+ 2001:db8:cf::/48");
+    assert_eq!(rules_text(), base, "dry run changed the rules");
+    assert_eq!(call_count(&calls), 0, "dry run ran ufw");
+
+    sync(&lab, &config, &[])
+        .code(0)
+        .stdout_has("applied generation 1");
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+    let status = ufw(&["status"]);
+    assert!(status.contains("# cf-allowlist"), "{status}");
+    let applied = files_and_mtimes();
+
+    // Nothing to change: ufw is not run and no file is rewritten.
+    let before = call_count(&calls);
+    assert_eq!(
+        before > 0,
+        write == Write::Calls,
+        "the counting wrapper counts calls mode only"
+    );
+    sync(&lab, &config, &[]).code(0).silent();
+    assert_eq!(call_count(&calls), before, "a no-op sync ran ufw");
+    assert_eq!(files_and_mtimes(), applied, "a no-op sync rewrote a file");
+
+    lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
+    sync(&lab, &config, &[])
+        .code(0)
+        .stdout_has("+ 203.0.113.128/25")
+        .stdout_has("- 203.0.113.0/25");
+    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+
+    // A rule deleted by hand is restored, once.
+    ufw(&[
+        "delete",
+        "allow",
+        "proto",
+        "tcp",
+        "from",
+        "198.51.100.0/25",
+        "to",
+        "any",
+        "port",
+        "80,443",
+    ]);
+    assert!(!lab.open().contains("198.51.100.10 80"));
+    sync(&lab, &config, &[])
+        .code(0)
+        .stdout_has("+ 198.51.100.0/25");
+    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+    let before = call_count(&calls);
+    sync(&lab, &config, &[]).code(0).silent();
+    assert_eq!(call_count(&calls), before);
+
+    // ufw keeps our rules across its own reload.
+    ufw(&["reload"]);
+    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+
+    lab.cf(&["purge"]).code(0).stdout_has("purged ufw");
+    assert_eq!(
+        rules_text(),
+        base,
+        "purge did not leave the foreign rules and the deny exactly as they were"
+    );
+    assert_eq!(lab.open(), expect_open(&[]));
+}
+
+fn in_sandbox<T: Send + 'static>(work: impl FnOnce(&Sandbox) -> T + Send + 'static) -> T {
+    require_root();
+    std::thread::spawn(move || {
+        let sandbox = Sandbox::enter();
+        let result = work(&sandbox);
+        sandbox.assert_host_untouched();
+        result
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+#[test]
+fn ufw_end_to_end_one_call_per_rule() {
+    in_sandbox(|sandbox| scenario(sandbox, Write::Calls));
+}
+
+#[test]
+fn ufw_end_to_end_in_batches() {
+    in_sandbox(|sandbox| scenario(sandbox, Write::Batch));
+}
+
+fn documentation_ranges(v4_hosts: std::ops::Range<u32>, v6_nets: std::ops::Range<u32>) -> Ranges {
+    v4_hosts
+        .map(|host| format!("198.51.100.{host}/32"))
+        .chain(v6_nets.map(|net| format!("2001:db8:{net:x}::/48")))
+        .map(|text| text.parse().unwrap())
+        .collect()
+}
+
+/// Both rules files and both families' live filter tables, without counters and comments.
+fn ufw_state() -> String {
+    let mut text = rules_text();
+    for tool in ["iptables-save", "ip6tables-save"] {
+        let output = std::process::Command::new(tool)
+            .args(["-t", "filter"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        for line in String::from_utf8(output.stdout).unwrap().lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let line = match line.find(" [") {
+                Some(at) if line.starts_with(':') => &line[..at],
+                _ => line,
+            };
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// The same admin rules, then the same syncs (40 ranges with restrict, then a third of them
+/// replaced), written one way in a fresh sandbox; returns the files and live rules after each.
+fn write_story(write: Write) -> Vec<String> {
+    in_sandbox(move |_| {
+        let ufw = |args: &[&str]| crate::support::netns::must("ufw", args);
+        ufw(&["default", "deny", "incoming"]);
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "192.0.2.0/24",
+            "to",
+            "any",
+            "port",
+            "22",
+            "comment",
+            "admin ssh",
+        ]);
+        ufw(&["deny", "443/tcp"]);
+        ufw(&["--force", "enable"]);
+        let backend = UfwBackend::new(
+            UfwOptions {
+                write,
+                ..UfwOptions::default()
+            },
+            Policy {
+                ports: vec![80, 443],
+                restrict: true,
+            },
+        );
+        let mut states = Vec::new();
+        for target in [
+            documentation_ranges(1..21, 0..20),
+            documentation_ranges(8..28, 6..26),
+        ] {
+            let change = Change::between(&backend.observe().unwrap(), &target);
+            backend.apply(&change).unwrap();
+            assert_eq!(backend.observe().unwrap().ranges, target);
+            states.push(ufw_state());
+        }
+        states
+    })
+}
+
+/// The batch writes exactly what one `ufw` call per rule writes: the same rules files byte for
+/// byte, and the same live rules in both families.
+#[test]
+fn ufw_batch_writes_what_ufw_writes() {
+    let by_calls = write_story(Write::Calls);
+    let by_batch = write_story(Write::Batch);
+    assert!(
+        by_calls[0].contains(
+            "-A ufw-user-input -p tcp -m multiport --dports 80,443 -s 198.51.100.1 -j ACCEPT"
+        ),
+        "{}",
+        by_calls[0]
+    );
+    assert!(
+        by_calls[1].contains("-s 2001:db8:19::/48"),
+        "{}",
+        by_calls[1]
+    );
+    for (calls, batch) in by_calls.iter().zip(&by_batch) {
+        assert_eq!(calls, batch, "the batch wrote something else than ufw");
+    }
+}
