@@ -47,6 +47,10 @@ where
         }
     };
     let printer = settings::printer(&cli);
+    // Completions and the man page describe the command line only: no config, no state.
+    if let Some(status) = commands::completions::run(&cli.command, &printer) {
+        return status;
+    }
     match execute(&cli, &printer) {
         Ok(status) => status,
         Err(error) => {
@@ -125,6 +129,9 @@ fn execute(cli: &Cli, printer: &Printer) -> Result<ExitStatus, Error> {
         }
         Command::Purge(args) => {
             commands::purge::run(&last_sync_settings(cli, &config, args)?, printer)
+        }
+        Command::Completions(_) | Command::Manpage => {
+            unreachable!("answered in `run` before the config is read")
         }
     }
 }
