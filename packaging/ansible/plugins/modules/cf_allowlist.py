@@ -31,7 +31,7 @@ description:
   - Serialise runs per host is not needed; the tool takes its own lock (exit code 4 when
     another run holds it longer than C(lock_timeout_secs)).
 author:
-  - cf-allowlist contributors
+  - cf-allowlist contributors (@cf-allowlist)
 requirements:
   - cf-allowlist on the target host (the Debian package, C(cargo install), or a path in
     O(executable)).
@@ -221,7 +221,7 @@ def parse_json(stdout):
     if not text:
         return None
     try:
-        value, _ = json.JSONDecoder().raw_decode(text)
+        value = json.JSONDecoder().raw_decode(text)[0]
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -463,7 +463,7 @@ def purge(module, tool):
     if module.check_mode:
         if counts is None:
             tool.fail(status_cmd, rc, status, error, stderr)
-        changed = any(held for _, held in counts)
+        changed = any(held for name, held in counts)
         output = {"changed": changed, "exit_code": rc, "cmd": status_cmd, "result": status}
         if module._diff:
             output["diff"] = diff
@@ -476,7 +476,7 @@ def purge(module, tool):
     if "changed" in result:
         changed = bool(result["changed"])
     elif counts is not None:
-        changed = any(held for _, held in counts)
+        changed = any(held for name, held in counts)
     else:
         changed = bool(result.get("purged"))
     output = {"changed": changed, "purged": result.get("purged") or [], "exit_code": rc, "cmd": cmd, "result": result}
