@@ -265,6 +265,12 @@ if want ansible-doc; then
   (cd "$work/collections/ansible_collections/cf_allowlist/ops" && "$venv/bin/ansible-galaxy" collection build --output-path "$work" >/dev/null) \
     || fail "ansible-galaxy collection build"
   echo "collection builds: $(basename "$work"/cf_allowlist-ops-*.tar.gz)"
+  for example in site fleet; do
+    ANSIBLE_COLLECTIONS_PATH="$work/collections" "$venv/bin/ansible-playbook" --syntax-check \
+      -i packaging/ansible/examples/inventory.yml "packaging/ansible/examples/$example.yml" >/dev/null \
+      || fail "examples/$example.yml does not pass --syntax-check"
+  done
+  echo "examples: site.yml and fleet.yml pass --syntax-check"
 fi
 
 if want ansible-sanity; then
