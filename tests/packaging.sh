@@ -360,6 +360,11 @@ if want ansible; then
   grep -q '^+2001:db8:cf::/48' "$work/diff.log" || fail "--diff does not show the IPv6 range"
   python3 "$lab" probe "$prefix" 5 closed
   echo "--check --diff: ranges shown, nothing applied"
+  # The JSON contract the tool is moving to, from a stand-in binary.
+  playbook tests/packaging/ansible/contract.yml >"$work/contract.log" 2>&1 || { cat "$work/contract.log" >&2; fail "contract playbook"; }
+  grep -q 'WARNING.*a top-level warning' "$work/contract.log" || fail "contract: top-level warning not passed on"
+  grep -q 'WARNING.*another base chain drops' "$work/contract.log" || fail "contract: backend warning not passed on"
+  echo "future JSON contract: $(grep -E '^localhost ' "$work/contract.log" | tr -s ' ')"
 fi
 
 recap_of() { grep -E "^$1 +:" "$2" || fail "no recap line for $1 in $2"; }
