@@ -163,7 +163,8 @@ if want systemd; then
     if touch /etc/cf-allowlist-sandbox-probe 2>/dev/null; then rm -f /etc/cf-allowlist-sandbox-probe; echo "sandbox: / is writable" >&2; exit 1; fi
     setpriv --no-new-privs --inh-caps=-all --bounding-set=-all,+net_admin,+net_raw -- \
       "$2" --state-dir "$1" sync --backend nftables --source "$3"
-    nft list set inet filter cf_allowlist_v4 | grep -q "198.51.100.0/24"
+    held=$(nft list set inet filter cf_allowlist_v4)
+    grep -q "198.51.100.0/24" <<<"$held"
   ' sandbox "$sandbox/state" "$bin" "$sandbox/list.txt" >"$work/sandbox.out" 2>&1 \
     || { cat "$work/sandbox.out" >&2; fail "sync under the unit's restrictions"; }
   [ -f "$sandbox/state/state.json" ] || fail "the sandboxed sync wrote no state"
