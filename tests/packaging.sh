@@ -390,7 +390,9 @@ if want fleet; then
   recap_of h2 "$work/fleet2.log" | grep -q 'failed=1' || fail "round 2: h2 did not fail"
   for index in 1 3 4; do python3 "$lab" probe "$prefix" "$index" open; done
   python3 "$lab" probe "$prefix" 2 closed
-  echo "round 2: h2 failed, h1 h3 h4 converged"
+  echo "round 2: h2 failed, h1 h3 h4 converged; h2's message:"
+  grep -o '"msg": "[^"]*"' "$work/fleet2.log" | head -1 | sed 's/^/  /'
+  grep -q '"msg": ".*Operation not supported' "$work/fleet2.log" || fail "round 2: nft's error is not in h2's message"
 
   # Round 3: h2's firewall repaired; re-running converges it and leaves the others alone.
   rm "$work/broken-h2"
