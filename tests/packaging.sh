@@ -27,8 +27,9 @@ want() { local section; for section in "${sections[@]}"; do [ "$section" = "$1" 
 started=$SECONDS
 work=$(mktemp -d /tmp/cf-allowlist-packaging.XXXXXX)
 prefix="cfapk$$"
-# Outside /tmp, which the sandbox test replaces with a private one.
-sandbox="$root/target/packaging-sandbox.$$"
+# Outside /tmp, which the sandbox test replaces with a private one (the checkout itself may be
+# under /tmp, so the binary is copied here too).
+sandbox=$(mktemp -d /var/tmp/cf-allowlist-sandbox.XXXXXX)
 lab="$root/tests/packaging/lab.py"
 cleanup() {
   local status=$?
@@ -149,6 +150,7 @@ if want systemd; then
   # CAP_NET_ADMIN and CAP_NET_RAW (CapabilityBoundingSet), no new privileges
   # (NoNewPrivileges), in a network namespace with a Debian-like ruleset.
   mkdir -p "$sandbox/state" && chmod 700 "$sandbox/state"
+  cp "$bin" "$sandbox/cf-allowlist"
   printf '198.51.100.0/24\n2001:db8:cf::/48\n' >"$sandbox/list.txt"
   unshare -n -m --propagation private bash -euo pipefail -c '
     ip link set lo up
@@ -165,7 +167,7 @@ if want systemd; then
       "$2" --state-dir "$1" sync --backend nftables --source "$3"
     held=$(nft list set inet filter cf_allowlist_v4)
     grep -q "198.51.100.0/24" <<<"$held"
-  ' sandbox "$sandbox/state" "$bin" "$sandbox/list.txt" >"$work/sandbox.out" 2>&1 \
+  ' sandbox "$sandbox/state" "$sandbox/cf-allowlist" "$sandbox/list.txt" >"$work/sandbox.out" 2>&1 \
     || { cat "$work/sandbox.out" >&2; fail "sync under the unit's restrictions"; }
   [ -f "$sandbox/state/state.json" ] || fail "the sandboxed sync wrote no state"
   echo "sandboxed sync: applied, state written; output:"; sed 's/^/  /' "$work/sandbox.out"
