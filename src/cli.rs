@@ -68,6 +68,30 @@ pub enum Command {
     Unpin,
     /// Remove everything the tool created in the firewall, and nothing else.
     Purge(BackendArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), for packaging.
+    #[command(hide = true)]
+    Manpage,
+}
+
+/// Options of `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// bash (bash-completion).
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 impl Command {
@@ -81,6 +105,8 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Unpin => "unpin",
             Command::Purge(_) => "purge",
+            Command::Completions(_) => "completions",
+            Command::Manpage => "manpage",
         }
     }
 }

@@ -48,6 +48,10 @@ where
         Err(error) => return usage_error(&args, &error),
     };
     let printer = settings::printer(&cli);
+    // Completions and the man page describe the command line only: no config, no state.
+    if let Some(status) = commands::completions::run(&cli.command, &printer) {
+        return status;
+    }
     let outcome = execute(&cli, &printer);
     printer.finish(&outcome);
     outcome.exit_status()
@@ -189,5 +193,8 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
             &last_sync_settings(cli, &config, args)?,
             printer,
         )?),
+        Command::Completions(_) | Command::Manpage => {
+            unreachable!("answered in `run` before the config is read")
+        }
     })
 }

@@ -128,6 +128,16 @@ impl Printer {
     }
 }
 
+impl Printer {
+    /// `error: MESSAGE` on stderr, for the few commands that do not produce a report.
+    pub fn fail(&self, message: &str) {
+        write_out(
+            &mut std::io::stderr().lock(),
+            &format!("error: {message}\n"),
+        );
+    }
+}
+
 /// `error: …`, each cause on an indented `caused by:` line, then `hint: …`.
 pub fn render_error(error: &crate::error::Error) -> String {
     let mut text = format!("error: {error}\n");

@@ -1,6 +1,7 @@
 //! One function per command, each taking only resolved settings. The shared part of `sync` and
 //! `rollback`, planning a target against every backend and applying the plan, lives here.
 
+pub mod completions;
 pub mod history;
 pub mod purge;
 pub mod rollback;
