@@ -6,5 +6,6 @@ mod conformance;
 mod e2e_iptables;
 mod e2e_nftables;
 mod e2e_safety;
+mod e2e_shadowing;
 mod large_lists;
 mod support;
