@@ -14,6 +14,10 @@ use crate::support::lab::{ADMIN, IN_FIRST_LIST, Lab, PORTS, SOURCES};
 
 const UFW4: &str = include_str!("../backends/netfilter/testdata/ufw4.rules");
 const UFW6: &str = include_str!("../backends/netfilter/testdata/ufw6.rules");
+const REAL_UFW4: &str =
+    include_str!("../backends/netfilter/testdata/recorded/ufw-real.filter4.save");
+const REAL_UFW6: &str =
+    include_str!("../backends/netfilter/testdata/recorded/ufw-real.filter6.save");
 const FIREWALLD: &str = include_str!("../backends/netfilter/testdata/firewalld.nft");
 const DEBIAN: &str = include_str!("../backends/netfilter/testdata/debian.nft");
 
@@ -30,7 +34,8 @@ fn listed_ranges() -> Vec<IpNet> {
     .collect()
 }
 
-/// What the kernel says about legacy tables, and the nft ruleset, in the origin.
+/// What the kernel says about legacy tables, and the nft ruleset with handles but without
+/// counters (which traffic moves), in the origin.
 fn kernel_view(lab: &Lab) -> (String, String, String) {
     let names = lab.origin.run_inside(|| {
         let read = |file: &str| {
@@ -38,7 +43,11 @@ fn kernel_view(lab: &Lab) -> (String, String, String) {
         };
         (read("ip_tables_names"), read("ip6_tables_names"))
     });
-    (names.0, names.1, lab.origin.ruleset())
+    (
+        names.0,
+        names.1,
+        lab.origin.exec("nft", &["-s", "-a", "list", "ruleset"]),
+    )
 }
 
 /// Reads the origin's firewall with the analysis, checking that reading changed nothing: no
@@ -175,6 +184,48 @@ fn ufw_on_iptables_nft_blocks_what_the_nftables_backend_allowed() {
         findings
             .iter()
             .all(|finding| matches!(&finding.fate, Fate::Blocked { by } if by.owner.as_deref() == Some("ufw")))
+    );
+    no_legacy_tables(&lab);
+}
+
+#[test]
+fn a_real_ufw_rule_set_allows_its_own_ranges_and_blocks_the_rest() {
+    // What Debian's ufw 0.36 loaded (recorded by testdata/record-ufw.sh): default deny, ssh
+    // from the admin range, 80 and 443 from 203.0.113.0/25 and 2001:db8:cf::/48.
+    let lab = Lab::new();
+    lab.origin
+        .exec_with_input("iptables-nft-restore", &[], REAL_UFW4);
+    lab.origin
+        .exec_with_input("ip6tables-nft-restore", &[], REAL_UFW6);
+    let host = analyse(&lab);
+    let fates = agree(&lab, &host);
+    for (source, port) in [
+        (ADMIN, 22),
+        ("203.0.113.10", 80),
+        ("203.0.113.10", 443),
+        ("2001:db8:cf::10", 80),
+    ] {
+        assert_eq!(
+            fate(&fates, source, port),
+            &Fate::Accepted,
+            "{source} {port}"
+        );
+    }
+    for (source, port) in [
+        ("198.51.100.10", 80),
+        ("203.0.113.200", 443),
+        ("2001:db8:bad::10", 443),
+    ] {
+        let by = blocker(&fates, source, port);
+        assert_eq!(by.owner.as_deref(), Some("ufw"));
+        assert!(by.policy, "{by}");
+    }
+    // ufw's chains are read fully (conntrack, multiport, addrtype, limit-LOG, rt): no doubt.
+    assert!(
+        fates
+            .values()
+            .all(|fate| !matches!(fate, Fate::Unsure { .. })),
+        "{fates:#?}"
     );
     no_legacy_tables(&lab);
 }

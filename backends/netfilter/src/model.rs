@@ -95,6 +95,13 @@ pub enum Field {
     /// of the bits nft matches on (`dnat`, `snat`, `assured`, `confirmed`, `seen-reply`,
     /// `expected`), assuming no NAT rule rewrote it (NAT statements make the analysis unsure).
     ConntrackStatus,
+    /// The routing type of the destination address (`fib daddr type`, `-m addrtype
+    /// --dst-type`): a packet on the input path to a listening TCP port is addressed to one
+    /// of the host's own addresses, so `local` holds and `broadcast`, `multicast`, `unicast`
+    /// (someone else's address) and the rest do not.
+    DestinationType,
+    /// The link-layer packet type (`meta pkttype`): `host` for a unicast SYN to us.
+    PacketType,
 }
 
 /// One value a field is compared with.
@@ -239,6 +246,16 @@ fn compare(field: &Field, value: &Value, packet: &Packet) -> Tri {
                 other => Tri::Maybe(format!("unknown conntrack state {other}")),
             },
             _ => Tri::Maybe(format!("{value} is not a conntrack state")),
+        },
+        Field::DestinationType => match value {
+            Value::Word(word) => yes_if(word.eq_ignore_ascii_case("local")),
+            _ => Tri::Maybe(format!("{value} is not an address type")),
+        },
+        Field::PacketType => match value {
+            Value::Word(word) => yes_if(matches!(word.as_str(), "host" | "unicast" | "0")),
+            Value::Ports(0, _) => Tri::Yes,
+            Value::Ports(..) => Tri::No,
+            _ => Tri::Maybe(format!("{value} is not a packet type")),
         },
         Field::ConntrackStatus => match value {
             Value::Word(_) => Tri::No,

@@ -268,6 +268,7 @@ fn field(left: &Json, table_family: &str) -> Result<(Field, Option<Family>, Stri
             "l4proto" => Ok((Field::Protocol, None, shown)),
             "nfproto" => Ok((Field::NetfilterFamily, None, shown)),
             "iif" | "iifname" => Ok((Field::InputInterface, None, key.to_owned())),
+            "pkttype" => Ok((Field::PacketType, None, shown)),
             _ => Err(Condition::Unreadable(shown)),
         };
     }
@@ -278,6 +279,19 @@ fn field(left: &Json, table_family: &str) -> Result<(Field, Option<Family>, Stri
             "status" => Ok((Field::ConntrackStatus, None, "ct status".to_owned())),
             _ => Err(Condition::Unreadable(format!("ct {key}"))),
         };
+    }
+    if let Some(fib) = left.get("fib") {
+        let flags: Vec<&str> = fib
+            .get("flags")
+            .and_then(Json::as_array)
+            .map(|flags| flags.iter().filter_map(Json::as_str).collect())
+            .unwrap_or_default();
+        let shown = format!("fib {} {}", flags.join(" . "), text(fib, "result"));
+        // `fib daddr type` (optionally `. iif`): the type of the address the packet is for.
+        if text(fib, "result") == "type" && flags.contains(&"daddr") && !flags.contains(&"saddr") {
+            return Ok((Field::DestinationType, None, shown));
+        }
+        return Err(Condition::Unreadable(shown));
     }
     Err(Condition::Unreadable(compact(left)))
 }

@@ -386,3 +386,49 @@ fn garbage_is_an_error_not_a_verdict() {
     .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Failed);
 }
+
+#[test]
+fn a_real_ufw_is_read_without_doubt() {
+    // Recorded from Debian's ufw 0.36 (`testdata/record-ufw.sh`): default deny incoming, ssh
+    // from the admin range, 80 and 443 from 203.0.113.0/25 and 2001:db8:cf::/48.
+    let host = Host::from_listings(&Listings {
+        nft_json: recorded!("ufw-real.json").to_owned(),
+        iptables_nft: vec![
+            listing("ip", recorded!("ufw-real.filter4.save")),
+            listing("ip6", recorded!("ufw-real.filter6.save")),
+        ],
+        ..Listings::default()
+    })
+    .unwrap();
+    assert!(host.ufw_active());
+    // Through ufw-not-local (`--dst-type LOCAL` returns), the limit-LOG rules, into
+    // ufw-user-input's allows.
+    for (source, port) in [
+        ("192.0.2.2", 22),
+        ("203.0.113.10", 80),
+        ("203.0.113.10", 443),
+        ("2001:db8:cf::10", 443),
+    ] {
+        assert_eq!(
+            host.fate(address(source), port),
+            Fate::Accepted,
+            "{source} {port}"
+        );
+    }
+    for (source, port) in [
+        ("203.0.113.200", 80),
+        ("2001:db8:bad::10", 443),
+        ("203.0.113.10", 8080),
+    ] {
+        let by = blocked(host.fate(address(source), port));
+        assert_eq!(by.owner.as_deref(), Some("ufw"));
+        assert!(by.policy, "{by}");
+        assert_eq!(
+            by.to_string().split(':').next().unwrap(),
+            format!(
+                "blocked by ufw ({} filter INPUT, policy drop)",
+                if source.contains(':') { "ip6" } else { "ip" }
+            )
+        );
+    }
+}

@@ -229,7 +229,18 @@ fn parse_rule(
                 module = first.clone();
                 if !matches!(
                     first.as_str(),
-                    "tcp" | "multiport" | "conntrack" | "state" | "comment" | "set"
+                    "tcp"
+                        | "multiport"
+                        | "conntrack"
+                        | "state"
+                        | "comment"
+                        | "set"
+                        | "addrtype"
+                        | "pkttype"
+                        | "rt"
+                        | "frag"
+                        | "hbh"
+                        | "dst"
                 ) {
                     // A module whose options we do not model: its options will say so; a
                     // module without options (rare) still matches something we cannot see.
@@ -308,6 +319,28 @@ fn parse_rule(
                 conditions.push(compare(Field::ConntrackState, negate, values, shown));
             }
             ("comment", "--comment") => {}
+            ("addrtype", "--dst-type") => {
+                let values = first
+                    .split(',')
+                    .map(|kind| Value::Word(kind.to_owned()))
+                    .collect();
+                conditions.push(compare(Field::DestinationType, negate, values, shown));
+            }
+            ("addrtype", "--limit-iface-in") => {}
+            // IPv6 extension-header matches (`-m rt --rt-type 0`, ufw6's first DROP) never
+            // match a packet without that header, whatever the options or their `!`; the SYN
+            // the analysis follows carries none.
+            ("rt" | "frag" | "hbh" | "dst", _) => {
+                conditions.push(Condition::Never(format!("-m {module} {shown}")));
+            }
+            ("pkttype", "--pkt-type") => {
+                conditions.push(compare(
+                    Field::PacketType,
+                    negate,
+                    vec![Value::Word(first.to_ascii_lowercase())],
+                    shown,
+                ));
+            }
             ("set", "--match-set") => {
                 let name = first.clone();
                 let direction = args.get(1).cloned().unwrap_or_default();
