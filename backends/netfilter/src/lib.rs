@@ -327,25 +327,16 @@ impl Host {
         };
         let ipsets = listings.ipsets.as_deref().map(xtables::parse_ipsets);
         for listing in &listings.iptables_nft {
-            let table = xtables::parse_save(
+            let save = xtables::parse_save(
                 &listing.text,
                 &listing.family,
                 &listing.table,
                 Origin::IptablesNft,
                 ipsets.as_ref(),
             );
-            let key = (listing.family.clone(), listing.table.clone());
-            // iptables-nft registers its base chains itself; keep nft's view of their
-            // priorities and policies, which is the kernel's.
-            let mut table = table;
-            if let Some(seen) = tables.get(&key) {
-                for chain in table.chains.values_mut() {
-                    if let Some(seen_chain) = seen.chains.get(&chain.name) {
-                        chain.base.clone_from(&seen_chain.base);
-                    }
-                }
+            if let Some(table) = tables.get_mut(&(listing.family.clone(), listing.table.clone())) {
+                replace_opaque_rules(table, &save);
             }
-            tables.insert(key, table);
         }
         let mut tables: Vec<Table> = tables.into_values().collect();
         for listing in &listings.iptables_legacy {
@@ -468,6 +459,27 @@ impl Host {
     /// Parts of the firewall that exist but could not be read.
     pub fn unread(&self) -> &[String] {
         &self.unread
+    }
+}
+
+/// Replaces each rule nft printed with an opaque `xt` object by the same rule as
+/// iptables-nft-save prints it (same chain, same position). Only those: iptables-nft-save
+/// silently leaves out what it cannot translate (a native `ip saddr @set drop` lists as
+/// `-j DROP`), so a rule nft prints in full is kept as nft prints it. A chain whose rule
+/// count differs between the two listings (changed in between) keeps nft's view.
+fn replace_opaque_rules(table: &mut Table, save: &Table) {
+    for chain in table.chains.values_mut() {
+        let Some(saved) = save.chains.get(&chain.name) else {
+            continue;
+        };
+        if saved.rules.len() != chain.rules.len() {
+            continue;
+        }
+        for (rule, saved_rule) in chain.rules.iter_mut().zip(&saved.rules) {
+            if rule.opaque {
+                *rule = saved_rule.clone();
+            }
+        }
     }
 }
 

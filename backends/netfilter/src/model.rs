@@ -338,6 +338,9 @@ pub struct Rule {
     /// How an admin would recognise it: the iptables-save line, or the nft rule rendered with
     /// its handle and comment.
     pub text: String,
+    /// Whether nft printed part of it as an opaque `xt` object (iptables-nft's listing of the
+    /// same rule can replace it).
+    pub opaque: bool,
 }
 
 /// A base chain's attachment.

@@ -333,11 +333,11 @@ fn condition(
         }
     };
     let values = values(right, lookup);
-    let text = format!(
-        "{shown} {}{}",
-        if negate { "!= " } else { "" },
-        render_values(&values)
-    );
+    let rendered = match right.as_str() {
+        Some(name) if name.starts_with('@') => name.to_owned(),
+        _ => render_values(&values),
+    };
+    let text = format!("{shown} {}{rendered}", if negate { "!= " } else { "" });
     Condition::Compare {
         field,
         negate,
@@ -372,6 +372,7 @@ fn parse_rule(
     let mut conditions = Vec::new();
     let mut action = Action::Verdict(Verdict::Continue);
     let mut shown = Vec::new();
+    let mut opaque = false;
     for expression in object
         .get("expr")
         .and_then(Json::as_array)
@@ -397,6 +398,7 @@ fn parse_rule(
             shown.push(text);
             action = action_found;
         } else if let Some(xt) = expression.get("xt") {
+            opaque = true;
             let name = text(xt, "name");
             if text(xt, "type") == "target" {
                 let found = match name {
@@ -445,6 +447,7 @@ fn parse_rule(
         conditions,
         action,
         text: text.trim().to_owned(),
+        opaque,
     }
 }
 

@@ -432,3 +432,26 @@ fn a_real_ufw_is_read_without_doubt() {
         );
     }
 }
+
+#[test]
+fn iptables_nft_save_replaces_only_the_rules_nft_cannot_print() {
+    // iptables-nft-save lists nft's `ip saddr @blocked drop` as a bare `-A INPUT -j DROP`;
+    // taken at its word it would block everyone. Only the rule holding an `xt` object (the
+    // conntrack + multiport accept) is taken from it.
+    let host = Host::from_listings(&Listings {
+        nft_json: recorded!("mixed-iptables.json").to_owned(),
+        iptables_nft: vec![listing("ip", recorded!("mixed-iptables.filter4.save"))],
+        ..Listings::default()
+    })
+    .unwrap();
+    assert_eq!(host.fate(address("203.0.113.10"), 443), Fate::Accepted);
+    let by = blocked(host.fate(address("192.0.2.66"), 443));
+    assert!(
+        by.rule
+            .as_deref()
+            .unwrap()
+            .starts_with("ip saddr @blocked drop"),
+        "{by}"
+    );
+    assert!(blocked(host.fate(address("203.0.113.10"), 8080)).policy);
+}

@@ -396,5 +396,6 @@ fn parse_rule(
         conditions,
         action: Action::Verdict(verdict),
         text: line.to_owned(),
+        opaque: false,
     }
 }

@@ -46,7 +46,14 @@ reset
 nft -f mixed.nft
 nft -j list ruleset > "$out/mixed.json"
 
-# 6. ufw's layout in iptables-legacy (this creates legacy tables: last, in this namespace).
+# 6. An iptables-nft table with a rule added by nft that iptables-nft-save mistranslates.
+reset
+nft -f mixed-iptables.nft
+iptables-nft -A INPUT -p tcp -m conntrack --ctstate NEW -m multiport --dports 80,443 -j ACCEPT
+nft -j list ruleset > "$out/mixed-iptables.json"
+iptables-nft-save -t filter > "$out/mixed-iptables.filter4.save"
+
+# 7. ufw's layout in iptables-legacy (this creates legacy tables: last, in this namespace).
 reset
 iptables-legacy-restore < ufw4.rules
 iptables-legacy-save -t filter > "$out/ufw-legacy.filter4.save"
