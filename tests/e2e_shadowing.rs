@@ -273,14 +273,12 @@ fn firewalld_style_reject_at_the_end_of_input() {
     no_legacy_tables(&lab);
 }
 
-#[test]
-fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_appears() {
-    let lab = Lab::new();
-    lab.load_iptables_rules("nft");
+/// `sync` with the iptables backend in `variant` and `mode`, as configured.
+fn sync_iptables(lab: &Lab, variant: &str, mode: &str) {
     let config = lab.state.path().join("config.toml");
     std::fs::write(
         &config,
-        "[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\n",
+        format!("[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"{mode}\"\n"),
     )
     .unwrap();
     let config = config.display().to_string();
@@ -288,6 +286,13 @@ fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_a
     let mut args = vec!["--config", config.as_str(), "sync"];
     args.extend(sources.iter().map(String::as_str));
     lab.cf(&args).code(0).stdout_has("applied generation 1");
+}
+
+#[test]
+fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_appears() {
+    let lab = Lab::new();
+    lab.load_iptables_rules("nft");
+    sync_iptables(&lab, "nft", "rules");
 
     let host = analyse(&lab);
     let fates = agree(&lab, &host);
@@ -326,6 +331,34 @@ fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_a
     }
     assert_eq!(fate(&fates, ADMIN, 22), &Fate::Accepted);
     no_legacy_tables(&lab);
+}
+
+#[test]
+fn our_legacy_chain_in_ipset_mode_is_read_through_the_ipset() {
+    let lab = Lab::new();
+    lab.load_iptables_rules("legacy");
+    sync_iptables(&lab, "legacy", "ipset");
+    let host = analyse(&lab);
+    let fates = agree(&lab, &host);
+    for source in IN_FIRST_LIST {
+        for port in [80, 443] {
+            assert_eq!(
+                fate(&fates, source, port),
+                &Fate::Accepted,
+                "{source} {port}"
+            );
+        }
+    }
+    let by = blocker(&fates, "203.0.113.200", 443);
+    assert_eq!(by.origin, "iptables-legacy");
+    assert_eq!(by.owner.as_deref(), Some("iptables-legacy"));
+    assert!(
+        by.hint
+            .contains("`--backend iptables` with variant = \"legacy\"")
+    );
+    for finding in host.check(&listed_ranges(), &[80, 443]) {
+        assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
+    }
 }
 
 #[test]

@@ -228,7 +228,8 @@ pub struct Listings {
     pub iptables_nft: Vec<XtablesListing>,
     /// `iptables-legacy-save -t TABLE` for each legacy table that exists.
     pub iptables_legacy: Vec<XtablesListing>,
-    /// `ipset save`, when read (`None`: ipset is not installed or was not needed).
+    /// `ipset save NAME` for each ipset an iptables rule matches on, concatenated (`None`:
+    /// not read, because no rule uses one or `ipset` is not installed).
     pub ipsets: Option<String>,
     /// Parts of the firewall that exist but could not be read (each makes every fate that is
     /// not certainly blocked unsure).
@@ -293,14 +294,34 @@ pub fn read_host() -> Result<Host, Error> {
             }
         }
     }
-    let uses_ipsets = listings
+    // The ipsets iptables rules match on, each listed by name (`ipset save NAME`).
+    let mut set_names: Vec<String> = Vec::new();
+    for listing in listings
         .iptables_nft
         .iter()
         .chain(&listings.iptables_legacy)
-        .any(|listing| listing.text.contains("--match-set"));
-    if uses_ipsets && let Ok(ipset) = tool::locate("ipset") {
-        listings.ipsets =
-            Some(String::from_utf8_lossy(&tool::run(&ipset, &["save"], None)?).into_owned());
+    {
+        for line in listing.text.lines() {
+            let words = xtables::words(line);
+            for pair in words.windows(2) {
+                if pair[0] == "--match-set" && !set_names.contains(&pair[1]) {
+                    set_names.push(pair[1].clone());
+                }
+            }
+        }
+    }
+    // Without ipset the sets stay unread, and the rules using them "may match".
+    if !set_names.is_empty()
+        && let Ok(ipset) = tool::locate("ipset")
+    {
+        let mut text = String::new();
+        for name in &set_names {
+            // A set that does not exist makes its rule unreadable, nothing more.
+            if let Ok(listing) = tool::run(&ipset, &["save", name], None) {
+                text.push_str(&String::from_utf8_lossy(&listing));
+            }
+        }
+        listings.ipsets = Some(text);
     }
     Host::from_listings(&listings)
 }

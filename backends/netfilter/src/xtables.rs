@@ -348,7 +348,7 @@ fn parse_rule(
                 let condition = match set {
                     _ if direction != "src" => Condition::Unreadable(shown.clone()),
                     None if ipsets.is_none() => Condition::Unreadable(format!(
-                        "{shown} (ipset is not installed, its members cannot be read)"
+                        "{shown} (the set's members were not read: is ipset installed?)"
                     )),
                     None => Condition::Unreadable(format!("{shown} (no such ipset)")),
                     Some(IpSet {
