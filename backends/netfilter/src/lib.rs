@@ -3,64 +3,80 @@
 //!
 //! An accept we write only helps if nothing else drops the packet first or later. Netfilter
 //! runs *every* base chain registered on a hook, in priority order, in every table and in both
-//! iptables variants; an accept ends only its own base chain, while a drop or reject anywhere
-//! is final. So the analysis follows one packet — a TCP SYN, conntrack state `new`, arriving
-//! on an interface that is not loopback — through each base chain on its path and reports its
-//! [`Fate`]: accepted, certainly blocked (by which table, chain, rule or policy, whose it is,
-//! and which backend would work instead), or not sure (and why).
+//! iptables variants; an accept ends only its own base chain (an accept in a chain reached by
+//! `jump` ends that base chain too), while a drop or reject anywhere is final. So the analysis
+//! follows one packet through each base chain on its path and reports its [`Fate`]: accepted,
+//! certainly blocked (by which table, chain, rule or policy, whose it is, and which backend
+//! would work instead: [`Blocker`]), or not sure (and why).
+//!
+//! The packet: a TCP SYN opening a new connection (conntrack state `new`, no status bits), to
+//! one of the host's own addresses (`fib daddr type local`, `--dst-type LOCAL`, packet type
+//! `host`), arriving on an interface that is not loopback, without IPv6 extension headers and
+//! not rewritten by NAT.
 //!
 //! # What it reads
 //!
-//! - `nft -j list ruleset`: every nftables table, including iptables-nft's. Where iptables-nft
-//!   wrote a match nft can only print as an opaque `xt` object (conntrack, multiport, set,
-//!   comment, REJECT…), that table is read again with `iptables-nft-save -t TABLE` (or
-//!   `ip6tables-nft-save`), which prints every option; if that fails, the `xt` parts read as
-//!   "cannot read".
+//! - `nft -j list ruleset`: every nftables table, iptables-nft's included. Where iptables-nft
+//!   wrote a match or target nft can only print as an opaque `xt` object (conntrack,
+//!   multiport, set, addrtype, REJECT…), those rules, and only those, are taken from
+//!   `iptables-nft-save -t TABLE` (or `ip6tables-nft-save`), which prints their options. The
+//!   rest keep nft's version: iptables-nft-save silently leaves out what it cannot express (it
+//!   lists nft's `ip saddr @set drop` as a bare `-j DROP`). If that tool fails, or a chain
+//!   changed between the two listings, the `xt` parts read as "cannot read".
 //! - The legacy tables, only those `/proc/thread-self/net/ip_tables_names` (and
 //!   `ip6_tables_names`) list (`raw`, `mangle`, `filter`, `security`), with
 //!   `iptables-legacy-save -t TABLE`. Running that tool for a table that does not exist would
 //!   create it, so it is never run otherwise. Legacy chains run at the priorities iptables
 //!   registers them at (raw -300, mangle -150, filter 0, security 50), among nft's chains.
-//! - `ipset save`, only when an iptables rule matches an ipset and `ipset` is installed.
+//! - `ipset save NAME` for each ipset an iptables rule matches on, if `ipset` is installed.
 //!
-//! Nothing is written; no table is created.
+//! Nothing is written and no table is created (the end-to-end tests compare the legacy table
+//! list and the nft ruleset before and after reading).
 //!
 //! # What it follows
 //!
 //! Base chains of families `ip`, `ip6`, `inet` (and `netdev`) on the hooks `ingress`,
-//! `prerouting` and `input`, any type and priority. Conditions it evaluates: source address
-//! (`ip saddr`, `ip6 saddr`, `-s`; single values, prefixes, ranges, anonymous sets, named
-//! sets including interval sets, ipsets of type `hash:net`/`hash:ip`), destination port
-//! (`tcp dport`, `th dport`, `--dport`, `--dports`; values, ranges, sets), protocol
-//! (`meta l4proto`, `ip protocol`, `ip6 nexthdr`, `-p`), `meta nfproto`, input interface
-//! (only as far as "not loopback" decides: `iif lo` does not match, `iifname != "lo"` does,
-//! any other name may), conntrack state (`new` matches; `established`, `related`, `invalid`
-//! do not), `--syn`, and matches on another protocol's header (never match). Statements that
-//! change no verdict (`counter`, `log`, `meta mark set`, `LOG`, comments) are skipped; `limit`
-//! and `quota` may or may not let a packet through. Verdicts: `accept`, `drop`, `reject`,
-//! `jump`, `goto`, `return`, verdict maps (`vmap`) keyed by a field above, and the policy.
+//! `prerouting` and `input`, of any type and priority, in the order the packet meets them.
+//! Conditions it evaluates: source address (`ip saddr`, `ip6 saddr`, `-s`; values, prefixes,
+//! ranges, anonymous sets, named sets including interval sets, ipsets of type
+//! `hash:net`/`hash:ip`), destination port (`tcp dport`, `th dport`, `--dport`, `--dports`;
+//! values, ranges, sets), protocol (`meta l4proto`, `ip protocol`, `ip6 nexthdr`, `-p`),
+//! `meta nfproto`, the input interface (only as far as "not loopback" decides: `iif lo` does
+//! not match, `iifname != "lo"` does, any other name may), conntrack state (`new` matches;
+//! `established`, `related`, `invalid`, `untracked` do not) and status, `fib daddr type`,
+//! `-m addrtype --dst-type`, `meta pkttype`, `-m pkttype`, `--syn`, IPv6 extension-header
+//! matches (`-m rt`, never), and matches on another protocol's header (never). Statements
+//! that change no verdict (`counter`, `log`, `meta mark set`, `LOG`, comments) are skipped;
+//! `limit` and `quota` may or may not let a packet through. Verdicts: `accept`, `drop`,
+//! `reject`, `jump`, `goto`, `return`, verdict maps (`vmap`) keyed by a field above, and the
+//! base chain's policy.
 //!
 //! # What makes it unsure
 //!
-//! A condition it cannot evaluate (`meta mark`, `fib`, `ip daddr`, an unknown iptables
+//! A condition it cannot evaluate (`meta mark`, `ip daddr`, `fib saddr`, an unknown iptables
 //! module, an `xt` object it could not re-read, an ipset it cannot list) makes the rule "may
-//! match". If a path through a base chain may then end in a drop while another may not, the
-//! base chain is unsure. `queue`, NAT statements, `notrack` and unknown targets are not
-//! followed: reaching one makes the base chain unsure. A drop elsewhere that is certain still
-//! makes the packet [`Fate::Blocked`] even when another chain was unsure.
+//! match". When one way through a base chain ends in a drop and another does not, that chain
+//! and the fate are unsure, and [`Fate::Unsure`] says which rule and which match. When every
+//! way ends in a drop, the packet is blocked anyway; the blocker named is the one on the way
+//! that assumes no unreadable match holds. `queue`, NAT statements, `notrack` and unknown
+//! targets are not followed: reaching one makes the chain unsure. A certain drop in any chain
+//! outweighs another chain's doubt.
 //!
 //! # What it does not look at
 //!
-//! The `nat` table's own effect (a DNAT in `prerouting` that changes the port is "unsure"
-//! only if it is written in nft; iptables-legacy's `nat` table is not read), the legacy `nat`
-//! table, `ebtables`/`arptables`, bridge-family tables, `netdev` chains on a named device
-//! (their drops are reported as unsure: the packet may arrive elsewhere), routing (reverse-path
-//! filters, `rp_filter`), TCP wrappers, the listening socket itself, and anything outside this
-//! network namespace (cloud security groups, upstream firewalls). Named sets are read as they
-//! are now: sets that fill at run time (fail2ban, crowdsec) may hold other addresses later.
+//! The effect of NAT beyond "unsure" (a DNAT that sends the port to a container is seen only
+//! as a statement it does not follow, and only in nft or iptables-nft; the legacy `nat` table
+//! is not read), `ebtables`/`arptables` and bridge-family tables, `netdev` and `inet` ingress
+//! chains bound to a device (their drops are reported as unsure: the packet may arrive on
+//! another one), routing itself (`rp_filter`, a missing route), the listening socket, and
+//! anything outside this network namespace (cloud security groups, upstream firewalls). Sets
+//! are judged as they are now: sets that fill at run time (fail2ban, crowdsec) may hold other
+//! addresses later. Each range is judged by its first and last address ([`Host::check`]), not
+//! by every address in it.
 //!
 //! The analysis is a pure function of the listings ([`Listings`] → [`Host`]), so recorded
-//! listings can be judged without root; [`read_host`] gathers them from the live system.
+//! listings are judged without root in the unit tests; [`read_host`] gathers them from the
+//! live system, in the calling thread's network namespace.
 
 mod eval;
 mod model;
@@ -378,21 +394,9 @@ impl Host {
     /// What happens to a new TCP connection from `source` to local `port`.
     pub fn fate(&self, source: IpAddr, port: u16) -> Fate {
         let packet = Packet { source, port };
-        let family = packet.family();
-        let mut chains: Vec<(&Table, &model::Chain, (u8, i64))> = Vec::new();
-        for table in self.tables.iter().filter(|table| table.sees(family)) {
-            for chain in table.chains.values() {
-                if let Some(base) = &chain.base
-                    && let Some(rank) = hook_rank(&base.hook)
-                {
-                    chains.push((table, chain, (rank, base.priority)));
-                }
-            }
-        }
-        chains.sort_by_key(|(_, _, order)| *order);
+        let chains = self.base_chains(packet.family());
         let mut doubts = Vec::new();
-        for (table, chain, _) in chains {
-            let base = chain.base.as_ref().expect("base chains only");
+        for (table, chain, base) in chains {
             match eval::base_chain(table, chain, &packet) {
                 ChainFate::Accepted => {}
                 ChainFate::Dropped { .. } if base.device.is_some() => doubts.push(format!(
@@ -477,6 +481,46 @@ impl Host {
             .any(|table| table.has_chain_starting(&["ufw-", "ufw6-"]))
     }
 
+    /// The base chains a packet of `family` meets on its way in, in order, as
+    /// `family table chain (hook HOOK, priority N, policy P, LAYER)`: what the analysis looked
+    /// at, for `doctor`.
+    pub fn input_path(&self, family: Family) -> Vec<String> {
+        self.base_chains(family)
+            .into_iter()
+            .map(|(table, chain, base)| {
+                format!(
+                    "{} {} {} (hook {}, priority {}, policy {}, {})",
+                    table.family,
+                    table.name,
+                    chain.name,
+                    base.hook,
+                    base.priority,
+                    if base.policy_drop { "drop" } else { "accept" },
+                    layer(table.origin)
+                )
+            })
+            .collect()
+    }
+
+    fn base_chains(&self, family: Family) -> Vec<(&Table, &model::Chain, &model::Base)> {
+        let mut chains = Vec::new();
+        for table in self.tables.iter().filter(|table| table.sees(family)) {
+            for chain in table.chains.values() {
+                if let Some(base) = &chain.base
+                    && hook_rank(&base.hook).is_some()
+                {
+                    chains.push((table, chain, base));
+                }
+            }
+        }
+        // The kernel runs chains of equal priority in the order they were registered, which no
+        // listing shows; they keep the order they were read in (nft's tables by family and
+        // name, then legacy). That order can change which blocker is named, never the fate:
+        // a drop in either is final.
+        chains.sort_by_key(|(_, _, base)| (hook_rank(&base.hook), base.priority));
+        chains
+    }
+
     /// Parts of the firewall that exist but could not be read.
     pub fn unread(&self) -> &[String] {
         &self.unread
@@ -517,12 +561,7 @@ fn blocker(
     Blocker {
         family: table.family.clone(),
         table: table.name.clone(),
-        origin: match table.origin {
-            Origin::Nft => "nftables",
-            Origin::IptablesNft => "iptables-nft",
-            Origin::IptablesLegacy => "iptables-legacy",
-        }
-        .to_owned(),
+        origin: layer(table.origin).to_owned(),
         chain,
         base_chain: base_chain.name.clone(),
         hook: base.hook.clone(),
@@ -531,6 +570,14 @@ fn blocker(
         policy,
         owner,
         hint,
+    }
+}
+
+fn layer(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Nft => "nftables",
+        Origin::IptablesNft => "iptables-nft",
+        Origin::IptablesLegacy => "iptables-legacy",
     }
 }
 

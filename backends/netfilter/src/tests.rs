@@ -187,6 +187,17 @@ fn our_iptables_chain_reached_by_a_jump_is_accepted() {
     assert_eq!((by.family.as_str(), by.table.as_str()), ("inet", "filter"));
     assert!(by.policy);
     assert!(by.hint.contains("`--backend nftables`"), "{}", by.hint);
+    assert_eq!(
+        host.input_path(Family::V4),
+        [
+            "inet filter input (hook input, priority 0, policy drop, nftables)",
+            "ip filter INPUT (hook input, priority 0, policy drop, iptables-nft)",
+        ]
+    );
+    assert_eq!(
+        host.input_path(Family::V6),
+        ["inet filter input (hook input, priority 0, policy drop, nftables)"]
+    );
 }
 
 #[test]
