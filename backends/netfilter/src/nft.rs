@@ -77,7 +77,12 @@ pub fn parse(json: &str) -> Result<BTreeMap<(String, String), Table>, ParseError
                 hook: hook.to_owned(),
                 priority: object.get("prio").and_then(Json::as_i64).unwrap_or(0),
                 policy_drop: object.get("policy").and_then(Json::as_str) == Some("drop"),
-                device: object.get("dev").and_then(Json::as_str).map(str::to_owned),
+                // An ingress chain is bound to a device, which nft 1.0.6 does not print.
+                device: object
+                    .get("dev")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| (hook == "ingress").then(|| "its device".to_owned())),
             });
             if let Some(table) = tables.get_mut(&(family, table)) {
                 table.chains.insert(

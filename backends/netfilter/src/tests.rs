@@ -466,3 +466,40 @@ fn iptables_nft_save_replaces_only_the_rules_nft_cannot_print() {
     );
     assert!(blocked(host.fate(address("203.0.113.10"), 8080)).policy);
 }
+
+#[test]
+fn prerouting_drops_nat_statements_limits_and_device_bound_chains() {
+    let host = nft_only(recorded!("edges.json"));
+    // A drop on the prerouting hook, in an ip table: no backend writes there.
+    let by = blocked(host.fate(address("198.51.100.10"), 80));
+    assert_eq!(
+        (by.table.as_str(), by.hook.as_str(), by.priority),
+        ("early", "prerouting", -300)
+    );
+    assert_eq!(
+        by.rule.as_deref(),
+        Some("ip saddr 198.51.100.0/24 drop comment \"early drop\" # handle 2")
+    );
+    assert!(by.hint.contains("writes only inet tables"), "{}", by.hint);
+    // A DNAT for 8080 is not followed; 80 is untouched by it. `meta mark set` changes no
+    // verdict; the `limit` accept may or may not apply, and the policy accepts either way.
+    let why = unsure(host.fate(address("203.0.113.10"), 8080));
+    assert!(why.contains("dnat"), "{why}");
+    assert_eq!(host.fate(address("203.0.113.10"), 80), Fate::Accepted);
+    // A drop in an ingress chain bound to a device: only if the packet arrives there.
+    let why = unsure(host.fate(address("192.0.2.2"), 80));
+    assert!(
+        why.contains("netdev edge ingress drops it if it arrives on"),
+        "{why}"
+    );
+    // Input-path listing, in the order a packet meets the chains.
+    assert_eq!(
+        host.input_path(Family::V4),
+        [
+            "netdev edge ingress (hook ingress, priority 0, policy accept, nftables)",
+            "ip early pre (hook prerouting, priority -300, policy accept, nftables)",
+            "ip nat pre (hook prerouting, priority -100, policy accept, nftables)",
+            "inet marks input (hook input, priority 5, policy accept, nftables)",
+        ]
+    );
+}

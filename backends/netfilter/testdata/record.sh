@@ -53,7 +53,12 @@ iptables-nft -A INPUT -p tcp -m conntrack --ctstate NEW -m multiport --dports 80
 nft -j list ruleset > "$out/mixed-iptables.json"
 iptables-nft-save -t filter > "$out/mixed-iptables.filter4.save"
 
-# 7. ufw's layout in iptables-legacy (this creates legacy tables: last, in this namespace).
+# 7. Corners: prerouting drop, NAT, statements, limit, a device-bound ingress chain.
+reset
+nft -f edges.nft
+nft -j list ruleset > "$out/edges.json"
+
+# 8. ufw's layout in iptables-legacy (this creates legacy tables: last, in this namespace).
 reset
 iptables-legacy-restore < ufw4.rules
 iptables-legacy-save -t filter > "$out/ufw-legacy.filter4.save"
