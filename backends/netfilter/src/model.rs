@@ -154,6 +154,8 @@ pub enum Condition {
     },
     /// A condition that can never hold for a TCP SYN (a match on a UDP or ICMP header).
     Never(String),
+    /// A condition that always holds for a TCP SYN (`tcp flags syn`, `--syn`).
+    Always(String),
     /// A condition the analysis cannot evaluate, as the firewall prints it.
     Unreadable(String),
 }
@@ -163,6 +165,7 @@ impl Condition {
     pub fn matches(&self, packet: &Packet) -> Tri {
         match self {
             Condition::Never(_) => Tri::No,
+            Condition::Always(_) => Tri::Yes,
             Condition::Unreadable(text) => Tri::Maybe(format!("cannot read `{text}`")),
             Condition::Compare {
                 field,
@@ -188,7 +191,7 @@ impl Condition {
     pub fn text(&self) -> &str {
         match self {
             Condition::Compare { text, .. } => text,
-            Condition::Never(text) | Condition::Unreadable(text) => text,
+            Condition::Never(text) | Condition::Always(text) | Condition::Unreadable(text) => text,
         }
     }
 }
@@ -280,6 +283,35 @@ pub fn service_port(name: &str) -> Option<u16> {
         "http-alt" | "webcache" => 8080,
         _ => return None,
     })
+}
+
+/// The TCP flags of the packet the analysis follows: SYN alone.
+pub const SYN_FLAGS: u8 = 0x02;
+
+/// A TCP flag by name (nft's lowercase or iptables' uppercase), as its bit.
+pub fn tcp_flag(name: &str) -> Option<u8> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "fin" => 0x01,
+        "syn" => 0x02,
+        "rst" => 0x04,
+        "psh" => 0x08,
+        "ack" => 0x10,
+        "urg" => 0x20,
+        "ecn" | "ece" => 0x40,
+        "cwr" => 0x80,
+        "all" => 0xff,
+        "none" => 0,
+        _ => return None,
+    })
+}
+
+/// A condition on the packet's TCP flags, decided now: they are [`SYN_FLAGS`].
+pub fn flags_condition(holds: bool, text: String) -> Condition {
+    if holds {
+        Condition::Always(text)
+    } else {
+        Condition::Never(text)
+    }
 }
 
 /// What a rule does when it matches.

@@ -310,6 +310,46 @@ fn compact(json: &Json) -> String {
     shown
 }
 
+fn is_tcp_flags(json: &Json) -> bool {
+    json.get("payload").is_some_and(|payload| {
+        text(payload, "protocol") == "tcp" && text(payload, "field") == "flags"
+    })
+}
+
+/// Flags as nft prints them: a name, a number, or a list of names.
+fn flag_bits(json: &Json) -> Option<u8> {
+    if let Some(number) = json.as_u64() {
+        return u8::try_from(number).ok();
+    }
+    if let Some(name) = json.as_str() {
+        return crate::model::tcp_flag(name);
+    }
+    json.as_array()?
+        .iter()
+        .try_fold(0u8, |bits, flag| Some(bits | flag_bits(flag)?))
+}
+
+/// `tcp flags …` matches, decided for a SYN: `tcp flags & MASK ==/!= VALUE`, `tcp flags ==/!=
+/// VALUE`, and `tcp flags VALUE` (any of them set).
+fn tcp_flags_condition(operator: &str, left: &Json, right: &Json) -> Option<Condition> {
+    let (flags, masked) = match left.get("&").and_then(Json::as_array).map(Vec::as_slice) {
+        Some([payload, mask]) if is_tcp_flags(payload) => {
+            (crate::model::SYN_FLAGS & flag_bits(mask)?, true)
+        }
+        _ if is_tcp_flags(left) => (crate::model::SYN_FLAGS, false),
+        _ => return None,
+    };
+    let value = flag_bits(right)?;
+    let holds = match operator {
+        "==" => flags == value,
+        "!=" => flags != value,
+        "in" if !masked => flags & value != 0,
+        _ => return None,
+    };
+    let text = format!("tcp flags {operator} {}", compact(right));
+    Some(crate::model::flags_condition(holds, text))
+}
+
 fn condition(
     matched: &Json,
     table_family: &str,
@@ -319,6 +359,9 @@ fn condition(
     let (Some(left), Some(right)) = (matched.get("left"), matched.get("right")) else {
         return Condition::Unreadable(compact(matched));
     };
+    if let Some(condition) = tcp_flags_condition(operator, left, right) {
+        return condition;
+    }
     let (field, family, shown) = match field(left, table_family) {
         Ok(found) => found,
         Err(condition) => {

@@ -500,6 +500,27 @@ fn prerouting_drops_nat_statements_limits_and_device_bound_chains() {
             "ip early pre (hook prerouting, priority -300, policy accept, nftables)",
             "ip nat pre (hook prerouting, priority -100, policy accept, nftables)",
             "inet marks input (hook input, priority 5, policy accept, nftables)",
+            "inet synflags input (hook input, priority 20, policy accept, nftables)",
         ]
     );
+    // `tcp flags` matches, decided for a SYN: the "new but not syn" drops do not apply...
+    assert_eq!(host.fate(address("203.0.113.10"), 443), Fate::Accepted);
+    // ...`tcp flags syn` does.
+    let by = blocked(host.fate(address("203.0.113.10"), 9));
+    assert_eq!(by.table, "synflags");
+    assert!(by.rule.as_deref().unwrap().contains("discard"), "{by}");
+}
+
+#[test]
+fn tcp_flags_are_decided_for_a_syn() {
+    let host = legacy_host(
+        "-A INPUT -p tcp ! --syn -m state --state NEW -j DROP\n\
+         -A INPUT -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m tcp --dport 80 -j ACCEPT\n\
+         -A INPUT -p tcp -m tcp ! --tcp-flags SYN,ACK SYN -j DROP\n\
+         -A INPUT -p tcp -m tcp --syn --dport 81 -j ACCEPT\n",
+        None,
+    );
+    assert_eq!(host.fate(address("203.0.113.10"), 80), Fate::Accepted);
+    assert_eq!(host.fate(address("203.0.113.10"), 81), Fate::Accepted);
+    assert!(blocked(host.fate(address("203.0.113.10"), 82)).policy);
 }

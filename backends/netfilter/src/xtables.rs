@@ -305,11 +305,23 @@ fn parse_rule(
                     .collect();
                 conditions.push(compare(Field::DestinationPort, negate, values, shown));
             }
-            ("tcp", "--syn") => {
+            ("" | "tcp", "--syn") => {
                 // A SYN: `--syn` holds, `! --syn` does not.
-                if negate {
-                    conditions.push(Condition::Never(shown));
-                }
+                conditions.push(crate::model::flags_condition(!negate, shown));
+            }
+            ("" | "tcp", "--tcp-flags") => {
+                let bits = |list: Option<&String>| {
+                    list?
+                        .split(',')
+                        .try_fold(0u8, |bits, flag| Some(bits | crate::model::tcp_flag(flag)?))
+                };
+                conditions.push(match (bits(args.first()), bits(args.get(1))) {
+                    (Some(mask), Some(compare)) => {
+                        let holds = crate::model::SYN_FLAGS & mask == compare;
+                        crate::model::flags_condition(holds != negate, shown)
+                    }
+                    _ => Condition::Unreadable(shown),
+                });
             }
             ("conntrack", "--ctstate") | ("state", "--state") => {
                 let values = first
