@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use cf_allowlist_netfilter::{Blocker, Fate, Host, read_host};
+use cf_allowlist_netfilter::{Blocker, Fate, Host, Summary, read_host};
 use ipnet::IpNet;
 
 use crate::support::lab::{ADMIN, IN_FIRST_LIST, Lab, PORTS, SOURCES};
@@ -153,9 +153,11 @@ fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
     assert!(by.rule.as_deref().unwrap().contains("drop"), "{by}");
     assert!(by.hint.contains("table = \"filter\" and chain = \"input\""));
     assert!(blocker(&fates, "2001:db8:bad::10", 443).rule.is_some());
-    for finding in host.check(&listed_ranges(), &[80, 443]) {
+    let findings = host.check(&listed_ranges(), &[80, 443]);
+    for finding in &findings {
         assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
     }
+    assert_eq!(Summary::of(&findings).effective, Some(true));
     no_legacy_tables(&lab);
 }
 

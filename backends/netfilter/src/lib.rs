@@ -188,6 +188,53 @@ pub struct Finding {
     pub fate: Fate,
 }
 
+/// What a set of findings means for a sync: the input of exit code 5 and of `status`'s
+/// `effective` and `blockers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// `Some(false)` when a listed range is certainly blocked on a managed port (applied, not
+    /// effective); `Some(true)` when every finding is accepted; `None` when nothing is
+    /// blocked but the analysis is unsure somewhere (warn only).
+    pub effective: Option<bool>,
+    /// Each distinct blocker once, in the order first met.
+    pub blockers: Vec<Blocker>,
+    /// Each distinct reason for doubt once.
+    pub doubts: Vec<String>,
+}
+
+impl Summary {
+    /// Summarises findings (from [`Host::check`]).
+    pub fn of(findings: &[Finding]) -> Summary {
+        let mut blockers: Vec<Blocker> = Vec::new();
+        let mut doubts: Vec<String> = Vec::new();
+        for finding in findings {
+            match &finding.fate {
+                Fate::Accepted => {}
+                Fate::Blocked { by } => {
+                    if !blockers.contains(by) {
+                        blockers.push((**by).clone());
+                    }
+                }
+                Fate::Unsure { why } => {
+                    if !doubts.contains(why) {
+                        doubts.push(why.clone());
+                    }
+                }
+            }
+        }
+        let effective = match (blockers.is_empty(), doubts.is_empty()) {
+            (false, _) => Some(false),
+            (true, true) => Some(true),
+            (true, false) => None,
+        };
+        Summary {
+            effective,
+            blockers,
+            doubts,
+        }
+    }
+}
+
 /// What kind of failure reading the firewall was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

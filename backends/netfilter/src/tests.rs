@@ -524,3 +524,26 @@ fn tcp_flags_are_decided_for_a_syn() {
     assert_eq!(host.fate(address("203.0.113.10"), 81), Fate::Accepted);
     assert!(blocked(host.fate(address("203.0.113.10"), 82)).policy);
 }
+
+#[test]
+fn a_summary_says_effective_only_when_every_finding_is_accepted() {
+    let ranges: Vec<IpNet> = vec![
+        "198.51.100.0/25".parse().unwrap(),
+        "203.0.113.0/25".parse().unwrap(),
+    ];
+    let host = nft_only(recorded!("debian.json"));
+    let summary = Summary::of(&host.check(&ranges, &[80, 443]));
+    assert_eq!(summary.effective, Some(false));
+    // Four findings, one blocker: inet filter input's policy.
+    assert_eq!(summary.blockers.len(), 1);
+    assert!(summary.blockers[0].policy);
+
+    let host = nft_only(recorded!("mixed.json"));
+    let summary = Summary::of(&host.check(&ranges[..1], &[80]));
+    assert_eq!(summary.effective, Some(true));
+    assert!(summary.blockers.is_empty() && summary.doubts.is_empty());
+    let summary = Summary::of(&host.check(&["203.0.113.128/25".parse().unwrap()], &[8443]));
+    assert_eq!(summary.effective, None);
+    assert_eq!(summary.doubts.len(), 1);
+    assert!(summary.blockers.is_empty());
+}
