@@ -182,10 +182,15 @@ fn ufw_on_iptables_nft_blocks_what_the_nftables_backend_allowed() {
     assert_eq!(fate(&fates, ADMIN, 22), &Fate::Accepted);
     let findings = host.check(&listed_ranges(), &[80, 443]);
     assert_eq!(findings.len(), 8);
+    // What sync reports: applied, not effective, one blocker per family (ip and ip6 filter).
+    let summary = Summary::of(&findings);
+    assert_eq!(summary.effective, Some(false));
+    assert_eq!(summary.blockers.len(), 2, "{:#?}", summary.blockers);
     assert!(
-        findings
+        summary
+            .blockers
             .iter()
-            .all(|finding| matches!(&finding.fate, Fate::Blocked { by } if by.owner.as_deref() == Some("ufw")))
+            .all(|by| by.owner.as_deref() == Some("ufw") && by.policy)
     );
     no_legacy_tables(&lab);
 }
