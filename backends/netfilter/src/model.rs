@@ -305,8 +305,9 @@ pub fn tcp_flag(name: &str) -> Option<u8> {
     })
 }
 
-/// A condition on the packet's TCP flags, decided now: they are [`SYN_FLAGS`].
-pub fn flags_condition(holds: bool, text: String) -> Condition {
+/// A condition decided from what the packet is (its TCP flags are [`SYN_FLAGS`], it is not a
+/// fragment): always or never.
+pub fn decided(holds: bool, text: String) -> Condition {
     if holds {
         Condition::Always(text)
     } else {

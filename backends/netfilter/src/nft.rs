@@ -331,7 +331,7 @@ fn flag_bits(json: &Json) -> Option<u8> {
 
 /// `tcp flags …` matches, decided for a SYN: `tcp flags & MASK ==/!= VALUE`, `tcp flags ==/!=
 /// VALUE`, and `tcp flags VALUE` (any of them set).
-fn tcp_flags_condition(operator: &str, left: &Json, right: &Json) -> Option<Condition> {
+fn tcp_decided(operator: &str, left: &Json, right: &Json) -> Option<Condition> {
     let (flags, masked) = match left.get("&").and_then(Json::as_array).map(Vec::as_slice) {
         Some([payload, mask]) if is_tcp_flags(payload) => {
             (crate::model::SYN_FLAGS & flag_bits(mask)?, true)
@@ -347,7 +347,7 @@ fn tcp_flags_condition(operator: &str, left: &Json, right: &Json) -> Option<Cond
         _ => return None,
     };
     let text = format!("tcp flags {operator} {}", compact(right));
-    Some(crate::model::flags_condition(holds, text))
+    Some(crate::model::decided(holds, text))
 }
 
 fn condition(
@@ -359,7 +359,7 @@ fn condition(
     let (Some(left), Some(right)) = (matched.get("left"), matched.get("right")) else {
         return Condition::Unreadable(compact(matched));
     };
-    if let Some(condition) = tcp_flags_condition(operator, left, right) {
+    if let Some(condition) = tcp_decided(operator, left, right) {
         return condition;
     }
     let (field, family, shown) = match field(left, table_family) {

@@ -517,7 +517,8 @@ fn tcp_flags_are_decided_for_a_syn() {
         "-A INPUT -p tcp ! --syn -m state --state NEW -j DROP\n\
          -A INPUT -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m tcp --dport 80 -j ACCEPT\n\
          -A INPUT -p tcp -m tcp ! --tcp-flags SYN,ACK SYN -j DROP\n\
-         -A INPUT -p tcp -m tcp --syn --dport 81 -j ACCEPT\n",
+         -A INPUT -f -j DROP\n\
+         -A INPUT -p tcp -m tcp --syn --dport 81 -m comment --comment \"-not an option\" -j ACCEPT\n",
         None,
     );
     assert_eq!(host.fate(address("203.0.113.10"), 80), Fate::Accepted);

@@ -214,7 +214,12 @@ fn parse_rule(
             index += 1;
             continue;
         }
-        let args = arguments(index);
+        // A comment or prefix is one (quoted) word, whatever it starts with.
+        let args = if matches!(word, "--comment" | "--log-prefix") {
+            words.get(index + 1).cloned().into_iter().collect()
+        } else {
+            arguments(index)
+        };
         let first = args.first().cloned().unwrap_or_default();
         let shown = format!(
             "{}{word} {}",
@@ -305,9 +310,13 @@ fn parse_rule(
                     .collect();
                 conditions.push(compare(Field::DestinationPort, negate, values, shown));
             }
+            // The SYN is not a fragment.
+            (_, "-f" | "--fragment") => {
+                conditions.push(crate::model::decided(negate, shown));
+            }
             ("" | "tcp", "--syn") => {
                 // A SYN: `--syn` holds, `! --syn` does not.
-                conditions.push(crate::model::flags_condition(!negate, shown));
+                conditions.push(crate::model::decided(!negate, shown));
             }
             ("" | "tcp", "--tcp-flags") => {
                 let bits = |list: Option<&String>| {
@@ -318,7 +327,7 @@ fn parse_rule(
                 conditions.push(match (bits(args.first()), bits(args.get(1))) {
                     (Some(mask), Some(compare)) => {
                         let holds = crate::model::SYN_FLAGS & mask == compare;
-                        crate::model::flags_condition(holds != negate, shown)
+                        crate::model::decided(holds != negate, shown)
                     }
                     _ => Condition::Unreadable(shown),
                 });
