@@ -8,6 +8,7 @@ mod e2e_nftables;
 mod e2e_nginx;
 mod e2e_ownership;
 mod e2e_safety;
+mod e2e_shadowing;
 mod e2e_ufw;
 mod large_lists;
 mod support;
