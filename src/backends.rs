@@ -27,6 +27,11 @@ pub trait BackendOptions:
     fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend>;
     /// Where it writes, for plans: `inet filter input`.
     fn describe(&self) -> String;
+    /// Whether the backend's accepts filter this host's own input (so that other tables and
+    /// chains of the host's netfilter can cancel them: the shadowing analysis applies).
+    fn filters_host_input(&self) -> bool {
+        false
+    }
     /// Checks the options (and the policy they are combined with) at config load, before any
     /// fetch; the message completes "invalid backend options: …".
     fn validate(&self, _policy: &Policy) -> Result<(), String> {
@@ -303,6 +308,11 @@ impl BackendSpec {
         }
     }
 
+    /// Whether its accepts filter this host's own input (see [`BackendOptions`]).
+    pub fn filters_host_input(&self) -> bool {
+        with_options!(self, |_policy, options| options.filters_host_input())
+    }
+
     /// Ports and restrict mode.
     pub fn policy(&self) -> &Policy {
         with_options!(self, |policy, _options| policy)
@@ -395,6 +405,10 @@ impl BackendOptions for cf_allowlist_nftables::NftablesOptions {
     fn validate(&self, _policy: &Policy) -> Result<(), String> {
         self.check_names()
     }
+
+    fn filters_host_input(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(feature = "iptables")]
@@ -408,6 +422,10 @@ impl BackendOptions for cf_allowlist_iptables::IptablesOptions {
 
     fn describe(&self) -> String {
         format!("{} variant, {} mode", self.variant, self.mode)
+    }
+
+    fn filters_host_input(&self) -> bool {
+        true
     }
 }
 
@@ -461,6 +479,10 @@ impl BackendOptions for cf_allowlist_ufw::UfwOptions {
 
     fn validate(&self, policy: &Policy) -> Result<(), String> {
         self.check(policy)
+    }
+
+    fn filters_host_input(&self) -> bool {
+        true
     }
 }
 

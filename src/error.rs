@@ -22,6 +22,8 @@ pub enum ExitStatus {
     Refused,
     /// 4: another run held the lock for longer than the lock timeout.
     LockBusy,
+    /// 5: applied, but another table, chain or firewall still blocks a listed range.
+    NotEffective,
 }
 
 impl ExitStatus {
@@ -33,6 +35,7 @@ impl ExitStatus {
             ExitStatus::ChangesPending => 2,
             ExitStatus::Refused => 3,
             ExitStatus::LockBusy => 4,
+            ExitStatus::NotEffective => 5,
         }
     }
 }
@@ -86,6 +89,12 @@ pub enum Error {
     /// A safety guard refused the change; nothing was changed.
     #[error("refused to apply: {}; nothing was changed", .0.join("; "))]
     Refused(Vec<String>),
+    /// Applied, but other rules still block listed ranges on managed ports.
+    #[error("applied, but not effective: {}", blockers.join("; "))]
+    NotEffective {
+        /// What blocks, each with the backend that would work instead.
+        blockers: Vec<String>,
+    },
     /// Nothing to roll back to.
     #[error("cannot roll back: {0}")]
     Rollback(String),
@@ -142,6 +151,7 @@ impl Error {
     /// The exit status this error ends the process with.
     pub fn exit_status(&self) -> ExitStatus {
         match self {
+            Error::NotEffective { .. } => ExitStatus::NotEffective,
             Error::Refused(_) => ExitStatus::Refused,
             Error::State(StateError::LockBusy { .. }) => ExitStatus::LockBusy,
             _ => ExitStatus::Failure,
@@ -173,6 +183,10 @@ impl Error {
                 None => "fix the failure and run sync again: it converges from what the firewall holds".to_owned(),
             }),
             Error::Backend(error) => Some(backend_hint(error)),
+            Error::NotEffective { .. } => Some(
+                "the rules are in place but another firewall drops the traffic first: follow the advice after each blocker (another backend, or allowing the ranges there)"
+                    .to_owned(),
+            ),
             Error::NoBackend => Some(
                 "choose one with `--backend nftables`, or add a [[backend]] table to the config \
                  file; `sync --dry-run` works without one"

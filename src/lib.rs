@@ -120,6 +120,9 @@ fn execute(cli: &Cli, printer: &Printer) -> Outcome {
                 Report::Sync(sync) if sync.outcome == report::SyncOutcome::Refused => {
                     Some(Error::Refused(sync.plan.refusals.clone()))
                 }
+                Report::Sync(sync) if !sync.blockers().is_empty() => Some(Error::NotEffective {
+                    blockers: sync.blockers(),
+                }),
                 _ => None,
             };
             (Some(report), error)

@@ -44,6 +44,12 @@ pub struct BackendPlan {
     pub change: Change,
     /// What the backend wants the user to know.
     pub warnings: Vec<String>,
+    /// Whether the target's ranges really reach the managed ports through the whole host
+    /// firewall (the shadowing analysis): `Some(false)` when one is certainly blocked
+    /// elsewhere, `None` when the analysis cannot be sure or does not apply.
+    pub effective: Option<bool>,
+    /// What blocks them, with a hint that works.
+    pub blockers: Vec<String>,
 }
 
 /// Everything one run will do.
@@ -141,9 +147,15 @@ impl Plan {
                     backend.spec.describe(),
                     change.unchanged.len()
                 );
+                for blocker in &backend.blockers {
+                    let _ = writeln!(out, "  ! {blocker}");
+                }
                 continue;
             }
             let _ = writeln!(out, "{}:", backend.spec.describe());
+            for blocker in &backend.blockers {
+                let _ = writeln!(out, "  ! {blocker}");
+            }
             for repair in &change.repairs {
                 let _ = writeln!(out, "  ~ {repair}");
             }
@@ -176,6 +188,8 @@ impl Plan {
                     "unchanged": backend.change.unchanged.len(),
                     "repairs": backend.change.repairs,
                     "warnings": backend.warnings,
+                    "effective": backend.effective,
+                    "blockers": backend.blockers,
                 })
             })
             .collect();
@@ -292,6 +306,8 @@ mod tests {
                 },
                 change: Change::between(&observed, &target),
                 warnings: Vec::new(),
+                effective: None,
+                blockers: Vec::new(),
             }],
             refusals: Vec::new(),
             retired: Vec::new(),

@@ -219,13 +219,37 @@ impl SyncReport {
                 true
             }
             SyncOutcome::Applied { .. } => {
-                self.command == SyncCommand::Rollback || self.plan.has_news()
+                self.command == SyncCommand::Rollback
+                    || self.plan.has_news()
+                    || !self.blockers().is_empty()
             }
+        }
+    }
+
+    /// What certainly blocks listed ranges after an apply (empty when effective or unsure).
+    pub fn blockers(&self) -> Vec<String> {
+        match self.outcome {
+            SyncOutcome::Applied { .. } => self
+                .plan
+                .backends
+                .iter()
+                .filter(|backend| backend.effective == Some(false))
+                .flat_map(|backend| {
+                    backend
+                        .blockers
+                        .iter()
+                        .map(|blocker| format!("{}: {blocker}", backend.spec.describe()))
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
     fn exit_status(&self) -> ExitStatus {
         let no_backend = self.plan.backends.is_empty();
+        if !self.blockers().is_empty() {
+            return ExitStatus::NotEffective;
+        }
         match self.outcome {
             SyncOutcome::Refused => ExitStatus::Refused,
             SyncOutcome::Previewed {
@@ -318,9 +342,21 @@ pub struct BackendStatus {
     pub repairs: Vec<String>,
     /// What the backend wants the user to know.
     pub warnings: Vec<String>,
+    /// Whether the listed ranges really get through the whole host firewall (`None`: unsure
+    /// or not a host firewall).
+    pub effective: Option<bool>,
+    /// What blocks them.
+    pub blockers: Vec<String>,
 }
 
 impl BackendStatus {
+    /// The same, with the shadowing analysis's verdict.
+    pub fn with_effect(mut self, effective: Option<bool>, blockers: Vec<String>) -> BackendStatus {
+        self.effective = effective;
+        self.blockers = blockers;
+        self
+    }
+
     /// The status of a backend that observed `change` against the current generation.
     pub fn new(
         backend: &'static str,
@@ -337,6 +373,8 @@ impl BackendStatus {
             unexpected: change.remove.to_strings(),
             repairs: change.repairs.clone(),
             warnings,
+            effective: None,
+            blockers: Vec::new(),
         }
     }
 }
@@ -423,6 +461,15 @@ impl StatusReport {
                     describe_drift(backend)
                 }
             );
+            if backend.effective == Some(false) {
+                let _ = writeln!(
+                    text,
+                    "  not effective: the listed ranges are blocked elsewhere"
+                );
+            }
+            for blocker in &backend.blockers {
+                let _ = writeln!(text, "  ! {blocker}");
+            }
         }
         text
     }

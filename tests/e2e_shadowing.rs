@@ -115,16 +115,17 @@ fn load_ufw(lab: &Lab, variant: &str) {
         .exec_with_input(&format!("ip6tables-{variant}-restore"), &[], UFW6);
 }
 
-/// `sync --backend nftables` into a ruleset whose drop lives elsewhere: it applies (0 today;
-/// 5, "applied, not effective", once sync consults the analysis).
+/// `sync --backend nftables` into a ruleset whose drop lives elsewhere (ufw's): it applies,
+/// and exits 5 ("applied, not effective") naming ufw as the blocker with a hint that works.
 fn sync_nftables(lab: &Lab) {
-    let outcome = lab.sync("nftables", &[]);
-    assert!(
-        [0, 5].contains(&outcome.code),
-        "sync failed: {}",
-        outcome.stderr
-    );
-    outcome.stdout_has("applied generation 1");
+    lab.sync("nftables", &[])
+        .code(5)
+        .stdout_has("applied generation 1")
+        .stderr_has("error: applied, but not effective: nftables (inet filter input, tcp 80,443): blocked by ufw (")
+        .stderr_has("use `--backend ufw`");
+    let status = lab.cf(&["--output", "json", "status"]);
+    let json = status.code(0).json();
+    assert_eq!(json["backends"][0]["effective"], false, "{json:#}");
 }
 
 #[test]
@@ -293,6 +294,22 @@ fn sync_iptables(lab: &Lab, variant: &str, mode: &str) {
     let mut args = vec!["--config", config.as_str(), "sync"];
     args.extend(sources.iter().map(String::as_str));
     lab.cf(&args).code(0).stdout_has("applied generation 1");
+    // A correct setup: no warning on the next run, which prints nothing at all.
+    lab.cf(&args).code(0).says_nothing();
+}
+
+/// The same sync again, once something else blocks: exit 5, naming the blocker.
+fn resync_iptables_blocked(lab: &Lab, hint: &str) {
+    let config = lab.state.path().join("config.toml").display().to_string();
+    let sources = lab.source_args();
+    let mut args = vec!["--config", config.as_str(), "sync"];
+    args.extend(sources.iter().map(String::as_str));
+    lab.cf(&args)
+        .code(5)
+        .stderr_has("applied, but not effective")
+        .stderr_has(hint);
+    let json = lab.cf(&["--output", "json", "status"]).code(0).json();
+    assert_eq!(json["backends"][0]["effective"], false, "{json:#}");
 }
 
 #[test]
@@ -337,6 +354,10 @@ fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_a
         );
     }
     assert_eq!(fate(&fates, ADMIN, 22), &Fate::Accepted);
+    resync_iptables_blocked(
+        &lab,
+        "`--backend nftables` with table = \"filter\" and chain = \"input\"",
+    );
     no_legacy_tables(&lab);
 }
 

@@ -39,6 +39,8 @@ pub fn plan_backends(
             spec: spec.clone(),
             change: Change::between(&observed, target),
             warnings: observed.warnings,
+            effective: None,
+            blockers: Vec::new(),
         });
     }
     Ok(plans)
@@ -169,7 +171,42 @@ fn apply_one(plan: &mut BackendPlan, owner: Option<&str>, printer: &Printer) -> 
 pub fn print_warnings(plans: &[BackendPlan], printer: &Printer) {
     for plan in plans {
         for warning in &plan.warnings {
-            printer.warn(format!("{}: {warning}", plan.spec.describe()));
+            printer.warn_repeating(format!("{}: {warning}", plan.spec.describe()));
+        }
+    }
+}
+
+/// Runs the shadowing analysis for every backend that filters this host's input and records,
+/// per backend, whether the target's ranges really reach its ports. Unsure findings and a
+/// firewall that cannot be read become warnings: only a certain block makes a run "not
+/// effective".
+pub fn judge_effect(plans: &mut [BackendPlan], target: &Ranges, printer: &Printer) {
+    if !plans.iter().any(|plan| plan.spec.filters_host_input()) || target.is_empty() {
+        return;
+    }
+    let host = match cf_allowlist_netfilter::read_host() {
+        Ok(host) => host,
+        Err(error) => {
+            printer.warn_repeating(format!(
+                "could not check whether other firewall rules block the listed ranges: {error}"
+            ));
+            return;
+        }
+    };
+    let ranges: Vec<ipnet::IpNet> = target.iter().copied().collect();
+    for plan in plans
+        .iter_mut()
+        .filter(|plan| plan.spec.filters_host_input())
+    {
+        let summary =
+            cf_allowlist_netfilter::Summary::of(&host.check(&ranges, &plan.spec.policy().ports));
+        plan.effective = summary.effective;
+        plan.blockers = summary.blockers.iter().map(ToString::to_string).collect();
+        for doubt in summary.doubts {
+            printer.warn_repeating(format!(
+                "{}: cannot tell whether the listed ranges get through: {doubt}",
+                plan.spec.describe()
+            ));
         }
     }
 }

@@ -5,7 +5,7 @@
 //! `unpin` lets sync follow upstream again.
 
 use crate::backends::BackendSpec;
-use crate::commands::{Pending, apply_plans, partial, plan_backends, print_warnings};
+use crate::commands::{Pending, apply_plans, judge_effect, partial, plan_backends, print_warnings};
 use crate::error::Error;
 use crate::plan::Plan;
 use crate::printer::Printer;
@@ -62,6 +62,7 @@ fn apply_generation(
         ranges: counts(&generation.ranges),
     };
     apply_plans(&mut plan.backends, &pending, owner, printer)?;
+    judge_effect(&mut plan.backends, &plan.target, printer);
     Ok(plan)
 }
 

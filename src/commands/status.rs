@@ -4,8 +4,9 @@
 use cf_allowlist_backend::Change;
 
 use crate::backends::BackendSpec;
-use crate::commands::foreign_owner;
+use crate::commands::{foreign_owner, judge_effect};
 use crate::error::Error;
+use crate::plan::BackendPlan;
 use crate::printer::Printer;
 use crate::report::{BackendStatus, FamilyCounts, StatusReport};
 use crate::state::StateDir;
@@ -28,7 +29,7 @@ pub fn run(
         .as_ref()
         .map(|generation| generation.ranges.clone())
         .unwrap_or_default();
-    let mut statuses = Vec::new();
+    let mut plans = Vec::new();
     for spec in &backends {
         let observed = spec.build(state.owner.as_deref()).observe()?;
         let change = Change::between(&observed, &target);
@@ -38,13 +39,27 @@ pub fn run(
         for warning in &observed.warnings {
             printer.warn(format!("{}: {warning}", spec.describe()));
         }
-        statuses.push(BackendStatus::new(
-            spec.kind().name(),
-            spec.describe(),
-            &change,
-            observed.warnings,
-        ));
+        plans.push(BackendPlan {
+            spec: spec.clone(),
+            change,
+            warnings: observed.warnings,
+            effective: None,
+            blockers: Vec::new(),
+        });
     }
+    judge_effect(&mut plans, &target, printer);
+    let statuses = plans
+        .into_iter()
+        .map(|plan| {
+            BackendStatus::new(
+                plan.spec.kind().name(),
+                plan.spec.describe(),
+                &plan.change,
+                plan.warnings,
+            )
+            .with_effect(plan.effective, plan.blockers)
+        })
+        .collect();
     Ok(StatusReport {
         last_sync: state.last_sync.as_ref().map(|last| last.time.clone()),
         generation: generation.as_ref().map(|generation| generation.generation),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use cf_allowlist_backend::Ranges;
 
 use crate::backends::BackendSpec;
-use crate::commands::{Pending, apply_plans, partial, plan_backends, print_warnings};
+use crate::commands::{Pending, apply_plans, judge_effect, partial, plan_backends, print_warnings};
 use crate::error::Error;
 use crate::failpoint;
 use crate::guards;
@@ -205,6 +205,9 @@ pub fn run(
             .map(|lock| lock.waited),
     };
 
+    if options.dry_run {
+        judge_effect(&mut plan.backends, &plan.target, printer);
+    }
     if !plan.refusals.is_empty() {
         // A dry run says so too: the same command without it would be refused.
         return Ok(report(plan, SyncOutcome::Refused));
@@ -243,6 +246,7 @@ pub fn run(
         }
     }
     failpoint::pause_point("after-apply");
+    judge_effect(&mut plan.backends, &plan.target, printer);
 
     // Every backend holds the target: now, and only now, record it. A failure here leaves the
     // firewall changed and unrecorded, and the error says so.

@@ -497,11 +497,8 @@ impl Backend for NftablesBackend {
                 self.options.table, self.options.chain
             ));
         }
-        for chain in &live.other_dropping_chains {
-            warnings.push(format!(
-                "chain {chain} also filters input with policy drop, and its drop wins over our accept: allow the ranges there too, or point the backend at it"
-            ));
-        }
+        // Whether another chain's drop cancels our accept is the shadowing analysis's question
+        // (cf-allowlist-netfilter), answered for every table and both iptables variants.
         let owners = live
             .rules
             .iter()
