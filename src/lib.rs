@@ -137,7 +137,11 @@ fn execute(cli: &Cli, printer: &Printer) -> Outcome {
 }
 
 fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
-    let config = settings::read_config(cli.config.as_deref())?;
+    // `config check FILE` reads its own file, which may not be the --config one.
+    let config = match &cli.command {
+        Command::Config(_) => settings::ConfigFile::default(),
+        _ => settings::read_config(cli.config.as_deref())?,
+    };
     let no_overrides = BackendOverrides::default();
     Ok(match &cli.command {
         Command::Sync(args) => {
@@ -196,6 +200,12 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
             &last_sync_settings(cli, &config, args)?,
             printer,
         )?),
+        Command::Config(cli::ConfigCommand::Check(args)) => {
+            let path = args.file.as_deref().or(cli.config.as_deref());
+            let config = settings::read_config(path)?;
+            let settings = settings::resolve(cli, &config, &no_overrides)?;
+            Report::Config(commands::config::check(path, &settings))
+        }
         Command::Completions(_) | Command::Manpage => {
             unreachable!("answered in `run` before the config is read")
         }

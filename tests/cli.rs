@@ -469,3 +469,36 @@ fn config_mistakes_fail_at_load_before_any_fetch() {
         .stderr_has(message);
     }
 }
+
+#[test]
+fn config_check_prints_the_resolved_settings_or_the_mistake() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.example.toml");
+    cf(&["config", "check", example])
+        .run()
+        .code(0)
+        .stdout_has("config.example.toml: valid")
+        .stdout_has("backend nftables (inet filter input, tcp 80,443)");
+    let json = cf(&["--output", "json", "config", "check", example])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(json["settings"]["backends"][1]["kind"], "iptables");
+    assert_eq!(json["settings"]["connect_timeout_secs"], 10);
+    let dir = tempfile::tempdir().unwrap();
+    let broken = write(
+        dir.path(),
+        "config.toml",
+        "[[backend]]\nkind = \"nftables\"\nmode = \"ipset\"\n",
+    );
+    let json = cf(&["--output", "json", "config", "check", &broken])
+        .run()
+        .code(1)
+        .json();
+    assert!(
+        json["error"]["causes"][0]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `mode`"),
+        "{json:#}"
+    );
+}
