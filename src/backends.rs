@@ -43,6 +43,9 @@ pub enum BackendKind {
     /// iptables and ip6tables (nf_tables or legacy), optionally with ipset.
     #[cfg(feature = "iptables")]
     Iptables,
+    /// AWS security groups, through the EC2 API.
+    #[cfg(feature = "aws")]
+    Aws,
     /// The in-memory firewall of the core's tests; never in a shipped binary.
     #[cfg(test)]
     Memory,
@@ -58,6 +61,9 @@ pub enum BackendEntry {
     /// `kind = "iptables"`.
     #[cfg(feature = "iptables")]
     Iptables(Entry<cf_allowlist_iptables::IptablesOptions>),
+    /// `kind = "aws"`.
+    #[cfg(feature = "aws")]
+    Aws(Entry<cf_allowlist_aws::AwsOptions>),
     /// `kind = "memory"` (tests only).
     #[cfg(test)]
     Memory(Entry<MemoryOptions>),
@@ -85,6 +91,14 @@ pub enum BackendSpec {
         /// Variant and mode.
         iptables: cf_allowlist_iptables::IptablesOptions,
     },
+    /// AWS security groups.
+    #[cfg(feature = "aws")]
+    Aws {
+        /// Ports (restrict is always false: refused at load).
+        policy: Policy,
+        /// Groups, region, mode and quota.
+        aws: cf_allowlist_aws::AwsOptions,
+    },
     /// The in-memory firewall (tests only).
     #[cfg(test)]
     Memory {
@@ -109,6 +123,11 @@ macro_rules! with_options {
                 policy: $policy,
                 iptables: $options,
             } => $body,
+            #[cfg(feature = "aws")]
+            BackendSpec::Aws {
+                policy: $policy,
+                aws: $options,
+            } => $body,
             #[cfg(test)]
             BackendSpec::Memory {
                 policy: $policy,
@@ -126,6 +145,8 @@ impl BackendKind {
             BackendKind::Nftables => "nftables",
             #[cfg(feature = "iptables")]
             BackendKind::Iptables => "iptables",
+            #[cfg(feature = "aws")]
+            BackendKind::Aws => "aws",
             #[cfg(test)]
             BackendKind::Memory => "memory",
         }
@@ -140,6 +161,8 @@ impl BackendEntry {
             BackendKind::Nftables => BackendEntry::Nftables(Entry::default()),
             #[cfg(feature = "iptables")]
             BackendKind::Iptables => BackendEntry::Iptables(Entry::default()),
+            #[cfg(feature = "aws")]
+            BackendKind::Aws => BackendEntry::Aws(Entry::default()),
             #[cfg(test)]
             BackendKind::Memory => BackendEntry::Memory(Entry::default()),
         }
@@ -152,6 +175,8 @@ impl BackendEntry {
             BackendEntry::Nftables(_) => BackendKind::Nftables,
             #[cfg(feature = "iptables")]
             BackendEntry::Iptables(_) => BackendKind::Iptables,
+            #[cfg(feature = "aws")]
+            BackendEntry::Aws(_) => BackendKind::Aws,
             #[cfg(test)]
             BackendEntry::Memory(_) => BackendKind::Memory,
         }
@@ -190,6 +215,11 @@ impl BackendEntry {
                 policy: policy(entry, defaults, ports, restrict)?,
                 iptables: entry.options.clone(),
             },
+            #[cfg(feature = "aws")]
+            BackendEntry::Aws(entry) => BackendSpec::Aws {
+                policy: policy(entry, defaults, ports, restrict)?,
+                aws: entry.options.clone(),
+            },
             #[cfg(test)]
             BackendEntry::Memory(entry) => BackendSpec::Memory {
                 policy: policy(entry, defaults, ports, restrict)?,
@@ -210,6 +240,8 @@ impl BackendSpec {
             BackendSpec::Nftables { .. } => BackendKind::Nftables,
             #[cfg(feature = "iptables")]
             BackendSpec::Iptables { .. } => BackendKind::Iptables,
+            #[cfg(feature = "aws")]
+            BackendSpec::Aws { .. } => BackendKind::Aws,
             #[cfg(test)]
             BackendSpec::Memory { .. } => BackendKind::Memory,
         }
@@ -316,6 +348,33 @@ impl BackendOptions for cf_allowlist_iptables::IptablesOptions {
 
     fn describe(&self) -> String {
         format!("{} variant, {} mode", self.variant, self.mode)
+    }
+}
+
+#[cfg(feature = "aws")]
+impl BackendOptions for cf_allowlist_aws::AwsOptions {
+    fn build(&self, policy: &Policy) -> Box<dyn Backend> {
+        Box::new(cf_allowlist_aws::AwsBackend::new(
+            self.clone(),
+            policy.clone(),
+        ))
+    }
+
+    fn describe(&self) -> String {
+        let region = self
+            .region
+            .as_deref()
+            .map(|region| format!(" in {region}"))
+            .unwrap_or_default();
+        format!(
+            "{}{region}, {} mode",
+            self.security_group_ids.join(", "),
+            self.mode
+        )
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        self.check(policy)
     }
 }
 
@@ -438,5 +497,41 @@ mod tests {
         let again: Vec<BackendSpec> =
             serde_json::from_str(&serde_json::to_string(&specs).unwrap()).unwrap();
         assert_eq!(again, specs);
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn aws_refuses_restrict_and_needs_a_group_at_load() {
+        let defaults = Policy {
+            ports: vec![80, 443],
+            restrict: false,
+        };
+        let entries = parse(
+            "[[backend]]\nkind = \"aws\"\nrestrict = true\nsecurity_group_ids = [\"sg-0abc\"]",
+        )
+        .unwrap();
+        let error = entries[0].resolve(&defaults, None, None).unwrap_err();
+        assert!(
+            error.contains("restrict has no meaning for a security group"),
+            "{error}"
+        );
+        let error = BackendEntry::for_kind(BackendKind::Aws)
+            .resolve(&defaults, None, None)
+            .unwrap_err();
+        assert!(
+            error.contains("security_group_ids must name at least one"),
+            "{error}"
+        );
+        let entries = parse(
+            "[[backend]]\nkind = \"aws\"\nsecurity_group_ids = [\"sg-0abc\", \"sg-0def\"]\nregion = \"eu-west-1\"\nmode = \"prefix-list\"\nmax_rules = 120",
+        )
+        .unwrap();
+        let spec = entries[0].resolve(&defaults, None, None).unwrap();
+        assert_eq!(
+            spec.describe(),
+            "aws (sg-0abc, sg-0def in eu-west-1, prefix-list mode, tcp 80,443)"
+        );
+        let error = parse("[[backend]]\nkind = \"aws\"\ntable = \"filter\"").unwrap_err();
+        assert!(error.contains("unknown field `table`"), "{error}");
     }
 }
