@@ -58,6 +58,13 @@ impl Run {
         self
     }
 
+    /// Sets an environment variable for the run (kept through [`Run::in_netns`] when called
+    /// after it: `ip netns exec` passes its environment on).
+    pub fn env(mut self, key: &str, value: &str) -> Run {
+        self.command.env(key, value);
+        self
+    }
+
     /// Runs it.
     pub fn run(mut self) -> Outcome {
         let output = self.command.output().expect("spawn cf-allowlist");
