@@ -6,7 +6,7 @@
 //! backends through [`BackendSpec`] and the [`Backend`] trait.
 //!
 //! Adding a backend: a crate under `backends/`, a cargo feature for it, and here one variant in
-//! [`BackendKind`], [`BackendEntry`] and [`BackendSpec`], one arm in [`with_options!`], and one
+//! [`BackendKind`], [`BackendEntry`] and [`BackendSpec`], one arm in `with_options!`, and one
 //! [`BackendOptions`] impl. The config table and the saved spec are internally tagged enums, so
 //! an option of one backend in another's table cannot be written down (each options struct
 //! rejects unknown keys), and the state does not depend on clap.

@@ -375,7 +375,7 @@ fn aws_prefix_list_mode_end_to_end_with_groups_sharing_the_lists() {
         ..aws
     };
     fleet.set_list(SECOND_LIST);
-    fleet.configure(&[third.clone()], "prefix-list", None);
+    fleet.configure(std::slice::from_ref(&third), "prefix-list", None);
     let before = fleet.requests();
     fleet.sync(&[]).code(0);
     assert_eq!(

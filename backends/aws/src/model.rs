@@ -122,6 +122,7 @@ impl Live {
 
     /// The ranges that every configured group admits on every managed port through our
     /// parts: what a client of every group really sees (for the tests' mid-apply checks).
+    #[cfg(feature = "harness")]
     pub fn allowed_everywhere(&self, mode: Mode, ports: &[u16]) -> Ranges {
         let candidates = self.ranges(mode);
         candidates
