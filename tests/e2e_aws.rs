@@ -765,3 +765,91 @@ fn aws_recorded_a_revoke_answered_with_unknown_ip_permissions_is_read_back() {
         error.source
     );
 }
+
+/// An `UnauthorizedOperation` answer (which moto does not give without IAM set-up) is a
+/// permission error naming the operation, the group, the code and the action to allow.
+#[test]
+fn aws_recorded_unauthorized_operation_is_a_permission_error_with_a_hint() {
+    let replay = Replay::start(Box::new(|action, body| match action {
+        "DescribeSecurityGroups" => (
+            403,
+            error_xml(
+                "UnauthorizedOperation",
+                "You are not authorized to perform this operation.",
+            ),
+        ),
+        other => panic!("unexpected {other}: {body}"),
+    }));
+    let backend = recorded_backend(&replay, Mode::Rules);
+    let error = backend.observe().expect_err("observe without permission");
+    assert_eq!(
+        error.kind,
+        ErrorKind::Permission,
+        "{error}: {}",
+        error.source
+    );
+    let cause = error.source.to_string();
+    assert!(
+        cause.contains(&format!(
+            "DescribeSecurityGroups on {GROUP} failed with UnauthorizedOperation"
+        )) && cause.contains("allow ec2:DescribeSecurityGroups"),
+        "{cause}"
+    );
+    // Not retried: a refusal is not throttling.
+    assert_eq!(replay.actions(), ["DescribeSecurityGroups"]);
+}
+
+/// Throttling is retried with backoff a bounded number of times: a passing throttle is
+/// absorbed, a lasting one is a transient error after five attempts.
+#[test]
+fn aws_recorded_throttling_is_retried_a_bounded_number_of_times() {
+    fn serve(throttled_answers: usize) -> Replay {
+        let left = Mutex::new(throttled_answers);
+        Replay::start(Box::new(move |action, body| {
+            let mut left = left.lock().unwrap();
+            match action {
+                "DescribeSecurityGroups" if *left > 0 => {
+                    *left -= 1;
+                    (
+                        503,
+                        error_xml("RequestLimitExceeded", "Request limit exceeded."),
+                    )
+                }
+                "DescribeSecurityGroups" => (200, groups_xml()),
+                "DescribeManagedPrefixLists" => (200, lists_xml(&[])),
+                "DescribeSecurityGroupRules" => (200, rules_xml(&[])),
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }))
+    }
+    let replay = serve(2);
+    let observed = recorded_backend(&replay, Mode::Rules)
+        .observe()
+        .expect("observe after two throttled answers");
+    assert!(observed.ranges.is_empty());
+    assert_eq!(
+        replay
+            .actions()
+            .iter()
+            .filter(|action| *action == "DescribeSecurityGroups")
+            .count(),
+        3
+    );
+
+    let replay = serve(usize::MAX);
+    let error = recorded_backend(&replay, Mode::Rules)
+        .observe()
+        .expect_err("lasting throttling");
+    assert_eq!(
+        error.kind,
+        ErrorKind::Transient,
+        "{error}: {}",
+        error.source
+    );
+    assert!(
+        error.source.to_string().contains("RequestLimitExceeded"),
+        "{}",
+        error.source
+    );
+    assert_eq!(replay.actions().len(), 5, "{:?}", replay.actions());
+}
