@@ -62,6 +62,9 @@ pub enum BackendKind {
     /// ufw's own rules, through `ufw`.
     #[cfg(feature = "ufw")]
     Ufw,
+    /// AWS security groups, through the EC2 API.
+    #[cfg(feature = "aws")]
+    Aws,
     /// The in-memory firewall of the core's tests; never in a shipped binary.
     #[cfg(test)]
     Memory,
@@ -84,6 +87,9 @@ pub enum BackendEntry {
     /// `kind = "ufw"`.
     #[cfg(feature = "ufw")]
     Ufw(Entry<cf_allowlist_ufw::UfwOptions>),
+    /// `kind = "aws"`.
+    #[cfg(feature = "aws")]
+    Aws(Entry<cf_allowlist_aws::AwsOptions>),
     /// `kind = "memory"` (tests only).
     #[cfg(test)]
     Memory(Entry<MemoryOptions>),
@@ -128,6 +134,14 @@ pub enum BackendSpec {
         /// Rules folder, program, and whether ufw may be enabled.
         ufw: cf_allowlist_ufw::UfwOptions,
     },
+    /// AWS security groups.
+    #[cfg(feature = "aws")]
+    Aws {
+        /// Ports (restrict is always false: refused at load).
+        policy: Policy,
+        /// Groups, region, mode and quota.
+        aws: cf_allowlist_aws::AwsOptions,
+    },
     /// The in-memory firewall (tests only).
     #[cfg(test)]
     Memory {
@@ -161,6 +175,11 @@ macro_rules! with_options {
             BackendSpec::Ufw {
                 policy: $policy,
                 ufw: $options,
+            } => $body,
+            #[cfg(feature = "aws")]
+            BackendSpec::Aws {
+                policy: $policy,
+                aws: $options,
             } => $body,
             #[cfg(test)]
             BackendSpec::Memory {
@@ -197,6 +216,8 @@ impl BackendKind {
             BackendKind::NginxRealip => "nginx-realip",
             #[cfg(feature = "ufw")]
             BackendKind::Ufw => "ufw",
+            #[cfg(feature = "aws")]
+            BackendKind::Aws => "aws",
             #[cfg(test)]
             BackendKind::Memory => "memory",
         }
@@ -215,6 +236,8 @@ impl BackendEntry {
             BackendKind::NginxRealip => BackendEntry::NginxRealip(Entry::default()),
             #[cfg(feature = "ufw")]
             BackendKind::Ufw => BackendEntry::Ufw(Entry::default()),
+            #[cfg(feature = "aws")]
+            BackendKind::Aws => BackendEntry::Aws(Entry::default()),
             #[cfg(test)]
             BackendKind::Memory => BackendEntry::Memory(Entry::default()),
         }
@@ -231,6 +254,8 @@ impl BackendEntry {
             BackendEntry::NginxRealip(_) => BackendKind::NginxRealip,
             #[cfg(feature = "ufw")]
             BackendEntry::Ufw(_) => BackendKind::Ufw,
+            #[cfg(feature = "aws")]
+            BackendEntry::Aws(_) => BackendKind::Aws,
             #[cfg(test)]
             BackendEntry::Memory(_) => BackendKind::Memory,
         }
@@ -279,6 +304,11 @@ impl BackendEntry {
                 policy: policy(entry, defaults, ports, restrict)?,
                 ufw: entry.options.clone(),
             },
+            #[cfg(feature = "aws")]
+            BackendEntry::Aws(entry) => BackendSpec::Aws {
+                policy: policy(entry, defaults, ports, restrict)?,
+                aws: entry.options.clone(),
+            },
             #[cfg(test)]
             BackendEntry::Memory(entry) => BackendSpec::Memory {
                 policy: policy(entry, defaults, ports, restrict)?,
@@ -303,6 +333,8 @@ impl BackendSpec {
             BackendSpec::NginxRealip { .. } => BackendKind::NginxRealip,
             #[cfg(feature = "ufw")]
             BackendSpec::Ufw { .. } => BackendKind::Ufw,
+            #[cfg(feature = "aws")]
+            BackendSpec::Aws { .. } => BackendKind::Aws,
             #[cfg(test)]
             BackendSpec::Memory { .. } => BackendKind::Memory,
         }
@@ -495,6 +527,34 @@ impl BackendOptions for cf_allowlist_ufw::UfwOptions {
     }
 }
 
+#[cfg(feature = "aws")]
+impl BackendOptions for cf_allowlist_aws::AwsOptions {
+    fn build(&self, policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
+        // Our rules' descriptions say `cf-allowlist`; a group's rules are found by that.
+        Box::new(cf_allowlist_aws::AwsBackend::new(
+            self.clone(),
+            policy.clone(),
+        ))
+    }
+
+    fn describe(&self) -> String {
+        let region = self
+            .region
+            .as_deref()
+            .map(|region| format!(" in {region}"))
+            .unwrap_or_default();
+        format!(
+            "{}{region}, {} mode",
+            self.security_group_ids.join(", "),
+            self.mode
+        )
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        self.check(policy)
+    }
+}
+
 /// Options of the in-memory backend of the core's tests.
 #[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -653,5 +713,41 @@ mod tests {
         let again: Vec<BackendSpec> =
             serde_json::from_str(&serde_json::to_string(&specs).unwrap()).unwrap();
         assert_eq!(again, specs);
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn aws_refuses_restrict_and_needs_a_group_at_load() {
+        let defaults = Policy {
+            ports: vec![80, 443],
+            restrict: false,
+        };
+        let entries = parse(
+            "[[backend]]\nkind = \"aws\"\nrestrict = true\nsecurity_group_ids = [\"sg-0abc\"]",
+        )
+        .unwrap();
+        let error = entries[0].resolve(&defaults, None, None).unwrap_err();
+        assert!(
+            error.contains("restrict has no meaning for a security group"),
+            "{error}"
+        );
+        let error = BackendEntry::for_kind(BackendKind::Aws)
+            .resolve(&defaults, None, None)
+            .unwrap_err();
+        assert!(
+            error.contains("security_group_ids must name at least one"),
+            "{error}"
+        );
+        let entries = parse(
+            "[[backend]]\nkind = \"aws\"\nsecurity_group_ids = [\"sg-0abc\", \"sg-0def\"]\nregion = \"eu-west-1\"\nmode = \"prefix-list\"\nmax_rules = 120",
+        )
+        .unwrap();
+        let spec = entries[0].resolve(&defaults, None, None).unwrap();
+        assert_eq!(
+            spec.describe(),
+            "aws (sg-0abc, sg-0def in eu-west-1, prefix-list mode, tcp 80,443)"
+        );
+        let error = parse("[[backend]]\nkind = \"aws\"\ntable = \"filter\"").unwrap_err();
+        assert!(error.contains("unknown field `table`"), "{error}");
     }
 }

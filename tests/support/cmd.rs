@@ -44,16 +44,20 @@ impl Run {
             .args(["netns", "exec", netns])
             .arg(program)
             .args(args);
-        command.env_remove("CF_ALLOWLIST_CONFIG");
-        command.env_remove("CF_ALLOWLIST_STATE_DIR");
+        // Whatever was set or removed so far carries over (`ip netns exec` passes it on).
+        for (key, value) in self.command.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
         Run {
             command,
             display: format!("(in {netns}) {}", self.display),
         }
     }
 
-    /// Sets an environment variable for the run (after [`Run::in_netns`], which starts a new
-    /// command line).
+    /// Sets an environment variable for the run (before or after [`Run::in_netns`]).
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Run {
         self.command.env(key, value);
         self
