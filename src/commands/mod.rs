@@ -2,6 +2,7 @@
 //! `rollback`, planning a target against every backend and applying the plan, lives here.
 
 pub mod completions;
+pub mod doctor;
 pub mod history;
 pub mod purge;
 pub mod rollback;
