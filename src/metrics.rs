@@ -317,3 +317,48 @@ pub fn read_values(path: &Path) -> BTreeMap<String, f64> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_run_did_not_measure_is_carried_over_from_the_previous_file() {
+        let mut previous: BTreeMap<String, Samples> = BTreeMap::new();
+        previous.insert(
+            "cf_allowlist_backend_effective".into(),
+            vec![("{backend=\"nftables (inet filter input)\"}".into(), 0.0)],
+        );
+        previous.insert(
+            "cf_allowlist_last_success_timestamp_seconds".into(),
+            vec![(String::new(), 100.0)],
+        );
+        previous.insert(
+            "cf_allowlist_refusals_total".into(),
+            vec![(String::new(), 2.0)],
+        );
+        let mut measured: BTreeMap<&'static str, Samples> = BTreeMap::new();
+        measured.insert(
+            "cf_allowlist_last_run_exit_code",
+            vec![(String::new(), 3.0)],
+        );
+        let text = render(&measured, &previous);
+        assert!(text.contains(
+            "cf_allowlist_backend_effective{backend=\"nftables (inet filter input)\"} 0\n"
+        ));
+        assert!(text.contains("cf_allowlist_last_success_timestamp_seconds 100\n"));
+        assert!(text.contains("cf_allowlist_refusals_total 3\n"));
+        assert!(text.contains("# TYPE cf_allowlist_refusals_total counter\n"));
+        assert!(text.contains("cf_allowlist_refusals_since_success 1\n"));
+        // Never measured and never written: no family at all, not an empty one.
+        assert!(!text.contains("cf_allowlist_generation"));
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(
+            backend_label("a \"b\" \\c"),
+            "{backend=\"a \\\"b\\\" \\\\c\"}"
+        );
+    }
+}

@@ -685,3 +685,184 @@ pub fn conntrack(table: Option<sockets::Conntrack>) -> Finding {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(strict: bool) -> DoctorSettings {
+        DoctorSettings {
+            fetch: false,
+            server_name: Some("origin.example".into()),
+            tls_ports: vec![443],
+            strict,
+            cert_warn_days: 14,
+            max_age: Duration::from_secs(2 * 3600),
+            metrics_file: None,
+        }
+    }
+
+    fn ranges(list: &[&str]) -> Ranges {
+        list.iter().map(|text| text.parse().unwrap()).collect()
+    }
+
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 1_800_000_000;
+
+    fn certificate() -> tls::Certificate {
+        tls::Certificate {
+            subject: "CN=origin.example".into(),
+            issuer: "CN=Example CA".into(),
+            names: vec!["origin.example".into()],
+            not_before: NOW - 30 * DAY,
+            not_after: NOW + 60 * DAY,
+            self_signed: false,
+            name_error: None,
+            trust_error: None,
+        }
+    }
+
+    fn judge(certificate: &tls::Certificate, strict: bool) -> Vec<(Level, String)> {
+        certificate_findings(
+            "tcp 443",
+            "origin.example",
+            certificate,
+            &settings(strict),
+            UNIX_EPOCH + Duration::from_secs(NOW as u64),
+        )
+        .into_iter()
+        .map(|finding| (finding.level, finding.evidence))
+        .collect()
+    }
+
+    #[test]
+    fn a_union_of_held_networks_covers_a_listed_range() {
+        let held = ranges(&["192.0.2.0/25", "192.0.2.128/25", "2001:db8::/32"]);
+        let target = ranges(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
+        assert_eq!(
+            uncovered(&target, &held),
+            vec!["198.51.100.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert!(uncovered(&target, &target).is_empty());
+        assert_eq!(uncovered(&target, &Ranges::new()).len(), 3);
+    }
+
+    #[test]
+    fn the_last_sync_is_ok_then_a_warning_then_a_problem() {
+        let now = UNIX_EPOCH + Duration::from_secs(NOW as u64);
+        let ago = |hours: u64| {
+            Some((
+                "then".to_owned(),
+                Some(now - Duration::from_secs(hours * 3600)),
+            ))
+        };
+        let max = Duration::from_secs(2 * 3600);
+        assert_eq!(sync_age(ago(1), now, max).level, Level::Ok);
+        assert_eq!(sync_age(ago(3), now, max).level, Level::Warning);
+        assert!(
+            sync_age(ago(3), now, max)
+                .evidence
+                .contains("older than 2h")
+        );
+        assert_eq!(sync_age(ago(25), now, max).level, Level::Problem);
+        assert_eq!(sync_age(None, now, max).level, Level::Warning);
+    }
+
+    #[test]
+    fn a_good_certificate_is_one_ok_finding() {
+        let found = judge(&certificate(), true);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, Level::Ok);
+        assert!(found[0].1.contains("(60 days)"), "{found:?}");
+    }
+
+    #[test]
+    fn expiry_warns_within_the_warning_days_and_is_a_problem_once_past() {
+        let mut soon = certificate();
+        soon.not_after = NOW + 3 * DAY + 10;
+        assert_eq!(judge(&soon, false)[0].0, Level::Warning);
+        assert!(judge(&soon, false)[0].1.contains("expires in 3 days"));
+        let mut expired = certificate();
+        expired.not_after = NOW - DAY;
+        assert_eq!(judge(&expired, false)[0].0, Level::Problem);
+        assert!(judge(&expired, false)[0].1.contains("expired on"));
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_fine_for_full_and_fatal_for_full_strict() {
+        let mut own = certificate();
+        own.self_signed = true;
+        own.trust_error = Some("invalid peer certificate: UnknownIssuer".into());
+        let full = judge(&own, false);
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].0, Level::Warning);
+        assert!(
+            full[0]
+                .1
+                .contains("self-signed: fine for Cloudflare's Full mode, fatal for Full (strict)")
+        );
+        assert_eq!(judge(&own, true)[0].0, Level::Problem);
+    }
+
+    #[test]
+    fn a_name_mismatch_is_a_problem_whatever_the_mode() {
+        let mut other = certificate();
+        other.names = vec!["other.example".into()];
+        other.name_error = Some("certificate not valid for name".into());
+        let found = judge(&other, false);
+        assert_eq!(found[0].0, Level::Problem);
+        assert!(
+            found[0]
+                .1
+                .contains("not valid for origin.example (it names other.example)")
+        );
+    }
+
+    #[test]
+    fn only_a_listener_outside_loopback_counts() {
+        let addresses = |list: &[&str]| -> Vec<SocketAddr> {
+            list.iter().map(|text| text.parse().unwrap()).collect()
+        };
+        assert_eq!(listener(443, &addresses(&["[::]:443"])).level, Level::Ok);
+        assert_eq!(
+            listener(443, &addresses(&["192.0.2.1:443"])).level,
+            Level::Ok
+        );
+        let loopback = listener(443, &addresses(&["127.0.0.1:443", "[::1]:443"]));
+        assert_eq!(loopback.level, Level::Problem);
+        assert!(loopback.evidence.starts_with("only loopback listens"));
+        assert_eq!(listener(443, &[]).level, Level::Problem);
+        assert_eq!(
+            probe_addresses(&addresses(&["[::]:443", "0.0.0.0:443"])),
+            addresses(&["127.0.0.1:443", "[::1]:443"])
+        );
+    }
+
+    #[test]
+    fn conntrack_warns_above_80_and_is_a_problem_above_95_percent() {
+        let at = |count| conntrack(Some(sockets::Conntrack { count, max: 100 })).level;
+        assert_eq!(at(80), Level::Ok);
+        assert_eq!(at(81), Level::Warning);
+        assert_eq!(at(95), Level::Warning);
+        assert_eq!(at(96), Level::Problem);
+        assert_eq!(conntrack(None).level, Level::Ok);
+    }
+
+    #[test]
+    fn the_verdict_is_the_worst_finding_and_the_summary_names_it() {
+        let report = DoctorReport::of(vec![
+            Finding::new("state", Level::Ok, "last sync", "1m ago"),
+            Finding::new("headroom", Level::Warning, "conntrack", "85%"),
+            Finding::new("listener", Level::Problem, "tcp 443", "nothing listens"),
+        ]);
+        assert_eq!(report.exit_status().code(), 2);
+        assert_eq!(
+            report.summary,
+            "1 problem, 1 warning: listener tcp 443: nothing listens"
+        );
+        assert_eq!(report.checks[0].check, "listener");
+        let fine = DoctorReport::of(vec![Finding::new("state", Level::Ok, "x", "y")]);
+        assert_eq!(fine.exit_status().code(), 0);
+        assert_eq!(fine.summary, "1 check passed");
+    }
+}
