@@ -207,7 +207,7 @@ pub fn sync_age(
     let evidence = format!("{shown} ago ({text})");
     let hint =
         "check `systemctl status cf-allowlist-sync.timer` and `journalctl -u cf-allowlist-sync`";
-    if age > STALE_PROBLEM.max(max_age) {
+    if age > STALE_PROBLEM {
         Finding::new("state", Level::Problem, "last sync", evidence).hint(hint)
     } else if age > max_age {
         Finding::new(
