@@ -52,7 +52,8 @@ pub struct ConfigFile {
     /// The backends to keep open.
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendEntry>,
-    /// Where sync, rollback and restore write Prometheus metrics (textfile collector).
+    /// Where sync, rollback and restore write Prometheus metrics (textfile collector); empty:
+    /// none.
     pub metrics_file: Option<PathBuf>,
     /// `doctor`'s defaults.
     #[serde(default)]
