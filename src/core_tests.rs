@@ -839,3 +839,24 @@ fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
     assert_eq!(again[crate::metrics::REFUSALS_SINCE_SUCCESS], 0.0);
     assert_eq!(again["cf_allowlist_refusals_total"], 1.0);
 }
+
+#[test]
+fn doctor_with_fetch_checks_against_the_live_list() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    host.serve(&[
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8:a::/48",
+    ]);
+    let snapshot = host.run(&["doctor"]);
+    assert_eq!(doctor_findings(&snapshot, "coverage")[0]["level"], "ok");
+    let fetched = host.run(&["doctor", "--fetch"]);
+    let coverage = doctor_findings(&fetched, "coverage");
+    assert_eq!(coverage[0]["level"], "problem", "{coverage:#?}");
+    assert_eq!(
+        coverage[0]["evidence"],
+        "does not allow 1 of 4 listed ranges: 203.0.113.0/24"
+    );
+}

@@ -1,6 +1,6 @@
 //! What a command did, as typed values. A command decides and returns its report; the printer
-//! renders it once, as text or as one JSON object (and, later, as metrics), so that every
-//! output comes from one source.
+//! renders it once, as text or as one JSON object, and [`crate::metrics`] writes the metrics
+//! file from the same outcome, so that every output comes from one source.
 //!
 //! The JSON form of every report is wrapped in one envelope (see [`Outcome::to_json`]):
 //! `command`, `exit_code`, `changed`, `warnings`, and `error` when the command failed. The

@@ -668,3 +668,17 @@ fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failur
         .collect();
     assert!(strays.is_empty(), "{strays:?}");
 }
+
+#[test]
+fn a_doctor_command_line_it_cannot_read_is_unknown() {
+    let outcome = cf(&["--output", "json", "doctor", "--no-such-flag"]).run();
+    let json = outcome.json();
+    outcome.code(3);
+    assert_eq!(json["exit_code"], 3);
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--no-such-flag")
+    );
+}
