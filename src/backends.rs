@@ -421,7 +421,16 @@ impl BackendOptions for cf_allowlist_iptables::IptablesOptions {
     }
 
     fn describe(&self) -> String {
-        format!("{} variant, {} mode", self.variant, self.mode)
+        let docker = if self.docker_user {
+            ", DOCKER-USER too"
+        } else {
+            ""
+        };
+        format!("{} variant, {} mode{docker}", self.variant, self.mode)
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        self.check(policy.restrict)
     }
 
     fn filters_host_input(&self) -> bool {

@@ -75,11 +75,30 @@ pub enum Command {
     /// Check that Cloudflare can really reach this origin; a monitoring plugin (exit 0 OK,
     /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN). Read-only.
     Doctor(DoctorArgs),
+    /// Work with the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     Completions(CompletionsArgs),
     /// Print the man page (roff), for packaging.
     #[command(hide = true)]
     Manpage,
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file (default: --config, else /etc/cf-allowlist/config.toml) and
+    /// print the settings it resolves to; fetches nothing and touches no firewall.
+    Check(ConfigCheckArgs),
+}
+
+/// Options of `config check`.
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// The file to check (overrides --config).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 /// Options of `completions`.
@@ -113,6 +132,7 @@ impl Command {
             Command::Unpin => "unpin",
             Command::Purge(_) => "purge",
             Command::Doctor(_) => "doctor",
+            Command::Config(_) => "config",
             Command::Completions(_) => "completions",
             Command::Manpage => "manpage",
         }

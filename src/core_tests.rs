@@ -232,9 +232,23 @@ fn when_the_second_backend_fails_the_error_names_the_first_as_changed() {
     );
     assert_eq!(host.held(0).len(), 3);
     assert!(host.firewall(1).lock().set.is_none());
-    // status tells the truth: a holds what no generation records yet, b holds nothing.
+    // status tells the truth: the first backend holds what no generation records yet (not
+    // "unexpected" ranges).
     let status = host.run(&["status", "--backend", "memory"]);
     assert_eq!(status.code(), 0);
+    assert_eq!(
+        status.json["backends"][0]["in_sync"], true,
+        "{:#}",
+        status.json
+    );
+    assert!(
+        status.json["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("holds the ranges of a sync that failed"),
+        "{:#}",
+        status.json
+    );
     // The next sync converges both and records generation 1.
     let next = host.run(&["sync"]);
     assert_eq!(next.code(), 0);

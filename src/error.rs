@@ -207,6 +207,14 @@ impl Error {
             Error::State(StateError::LockBusy { .. }) => Some(
                 "wait for the other run to finish, or raise lock_timeout_secs".to_owned(),
             ),
+            Error::State(StateError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Some(
+                    "run as root (the state directory and the firewall are root's), or give --state-dir a directory you may write for a dry run"
+                        .to_owned(),
+                )
+            }
             Error::State(StateError::Insecure { path, .. }) => Some(format!(
                 "make it private to the user that runs cf-allowlist: `chown -R root: {0}` and `chmod -R go-w {0}`",
                 path.display()

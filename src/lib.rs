@@ -91,8 +91,16 @@ fn usage_error(args: &[OsString], error: &clap::Error) -> ExitStatus {
     if !error.use_stderr() {
         return ExitStatus::Success;
     }
+    // The command typed: the first word that names one (global flags may come first).
+    let commands = <Cli as clap::CommandFactory>::command();
+    let command = args
+        .iter()
+        .skip(1)
+        .filter_map(|arg| arg.to_str())
+        .find(|arg| commands.get_subcommands().any(|sub| sub.get_name() == *arg))
+        .unwrap_or("");
     // doctor is a monitoring plugin: a command line it cannot read is UNKNOWN.
-    let status = if args.get(1).is_some_and(|arg| arg == "doctor") {
+    let status = if command == "doctor" {
         ExitStatus::Unknown
     } else {
         ExitStatus::Failure
@@ -111,7 +119,7 @@ fn usage_error(args: &[OsString], error: &clap::Error) -> ExitStatus {
             .trim_start_matches("error: ")
             .to_owned();
         let object = serde_json::json!({
-            "command": args.get(1).and_then(|arg| arg.to_str()).unwrap_or(""),
+            "command": command,
             "exit_code": status.code(),
             "changed": false,
             "warnings": [],
@@ -175,7 +183,11 @@ fn execute(cli: &Cli, printer: &Printer) -> Outcome {
 }
 
 fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
-    let config = settings::read_config(cli.config.as_deref())?;
+    // `config check FILE` reads its own file, which may not be the --config one.
+    let config = match &cli.command {
+        Command::Config(_) => settings::ConfigFile::default(),
+        _ => settings::read_config(cli.config.as_deref())?,
+    };
     let no_overrides = BackendOverrides::default();
     Ok(match &cli.command {
         Command::Sync(args) => {
@@ -243,6 +255,12 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
             let doctor = settings::resolve_doctor(cli, args, &config)?;
             let chosen = (!args.backends.is_empty()).then(|| settings.backends.clone());
             Report::Doctor(commands::doctor::run(&settings, &doctor, chosen, printer)?)
+        }
+        Command::Config(cli::ConfigCommand::Check(args)) => {
+            let path = args.file.as_deref().or(cli.config.as_deref());
+            let config = settings::read_config(path)?;
+            let settings = settings::resolve(cli, &config, &no_overrides)?;
+            Report::Config(commands::config::check(path, &settings))
         }
         Command::Completions(_) | Command::Manpage => {
             unreachable!("answered in `run` before the config is read")

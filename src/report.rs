@@ -103,6 +103,8 @@ pub enum Report {
     Unpin(UnpinReport),
     /// `doctor`.
     Doctor(DoctorReport),
+    /// `config check`.
+    Config(ConfigReport),
 }
 
 impl Report {
@@ -115,6 +117,7 @@ impl Report {
             Report::Purge(report) => serde_json::to_value(report),
             Report::Unpin(report) => serde_json::to_value(report),
             Report::Doctor(report) => serde_json::to_value(report),
+            Report::Config(report) => serde_json::to_value(report),
         };
         value.expect("reports serialise")
     }
@@ -128,6 +131,7 @@ impl Report {
             Report::Purge(report) => report.text(),
             Report::Unpin(report) => report.text(),
             Report::Doctor(report) => report.text(),
+            Report::Config(report) => report.text(),
         }
     }
 
@@ -136,7 +140,11 @@ impl Report {
         match self {
             Report::Sync(report) => report.changed(),
             Report::Purge(report) => !report.removed.is_empty(),
-            Report::Status(_) | Report::History(_) | Report::Unpin(_) | Report::Doctor(_) => false,
+            Report::Status(_)
+            | Report::History(_)
+            | Report::Unpin(_)
+            | Report::Doctor(_)
+            | Report::Config(_) => false,
         }
     }
 
@@ -786,5 +794,81 @@ fn plural(count: usize, noun: &str) -> String {
         format!("1 {noun}")
     } else {
         format!("{count} {noun}s")
+    }
+}
+/// What `config check` resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigReport {
+    /// The file checked (`None`: the default path, absent, so defaults only).
+    pub config_file: Option<String>,
+    /// The resolved settings.
+    pub settings: ResolvedSettings,
+}
+
+/// The settings every command would run with, as `config check` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedSettings {
+    /// The state directory.
+    pub state_dir: String,
+    /// The sources, in order.
+    pub sources: Vec<String>,
+    /// Each backend, described, with its saved form.
+    pub backends: Vec<ResolvedBackend>,
+    /// Refuse IPv4 ranges broader than this prefix length.
+    pub broadest_prefix_v4: u8,
+    /// Refuse IPv6 ranges broader than this prefix length.
+    pub broadest_prefix_v6: u8,
+    /// Seconds to connect to a source.
+    pub connect_timeout_secs: u64,
+    /// Seconds for a whole request.
+    pub request_timeout_secs: u64,
+    /// The largest answer accepted.
+    pub max_body_bytes: u64,
+    /// Seconds to wait for another run.
+    pub lock_timeout_secs: u64,
+    /// Days after which the builtin list's age warning shows on every run.
+    pub builtin_max_age_days: u64,
+}
+
+/// One resolved backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedBackend {
+    /// Its kind.
+    pub kind: &'static str,
+    /// The plan's description of it.
+    pub description: String,
+    /// The spec as the state records it.
+    pub spec: serde_json::Value,
+}
+
+impl ConfigReport {
+    fn text(&self) -> String {
+        let settings = &self.settings;
+        let mut text = format!(
+            "{}: valid\n",
+            self.config_file
+                .as_deref()
+                .unwrap_or("no config file (defaults)")
+        );
+        let _ = writeln!(text, "state_dir = {}", settings.state_dir);
+        let _ = writeln!(text, "sources = {}", settings.sources.join(", "));
+        if settings.backends.is_empty() {
+            text.push_str("backends: none (sync needs --backend or a [[backend]] table)\n");
+        }
+        for backend in &settings.backends {
+            let _ = writeln!(text, "backend {}", backend.description);
+        }
+        let _ = writeln!(
+            text,
+            "broadest prefixes /{} (IPv4), /{} (IPv6); timeouts {}s connect, {}s request, {}s lock; answers up to {} bytes; builtin list warned about past {} days",
+            settings.broadest_prefix_v4,
+            settings.broadest_prefix_v6,
+            settings.connect_timeout_secs,
+            settings.request_timeout_secs,
+            settings.lock_timeout_secs,
+            settings.max_body_bytes,
+            settings.builtin_max_age_days
+        );
+        text
     }
 }

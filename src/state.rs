@@ -29,6 +29,9 @@ const LOCK_FILE: &str = "lock";
 /// A copy of the pin outside `state.json`, so that a pin survives the rebuild of a corrupt
 /// `state.json` (a boot-time restore must not silently unpin a rollback).
 const PIN_FILE: &str = "pin.json";
+/// What a sync that changed some backends and then failed left unrecorded.
+const UNRECORDED_FILE: &str = "unrecorded.json";
+
 /// The state directory's owner id, written once when the directory is first locked: before
 /// anything is written to a firewall, so that every mark we write names an id we keep.
 const OWNER_FILE: &str = "owner";
@@ -139,6 +142,19 @@ pub fn new_owner_id() -> String {
         bytes = ((nanos as u64) ^ u64::from(std::process::id())).to_le_bytes();
     }
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Backends a failed sync changed before it failed: they hold ranges no generation records.
+/// Written (best effort) when a sync fails part-way, removed by the next successful sync, so
+/// that `status` can say what those backends hold instead of calling it unexpected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unrecorded {
+    /// When the sync failed.
+    pub time: String,
+    /// The backends it changed, as the plan describes them.
+    pub backends: Vec<String>,
+    /// The ranges it brought them to.
+    pub ranges: Ranges,
 }
 
 /// A pinned generation.
@@ -448,6 +464,24 @@ impl StateDir {
         cache: &BTreeMap<String, CachedSource>,
     ) -> Result<(), StateError> {
         write_json(&self.path.join(SOURCES_FILE), cache)
+    }
+
+    /// What a sync that failed part-way left unrecorded, if anything.
+    pub fn read_unrecorded(&self) -> Option<Unrecorded> {
+        read_json(&self.path.join(UNRECORDED_FILE)).ok().flatten()
+    }
+
+    /// Records (or, with `None`, clears) what a failed sync left unrecorded.
+    pub fn write_unrecorded(&self, unrecorded: Option<&Unrecorded>) -> Result<(), StateError> {
+        let path = self.path.join(UNRECORDED_FILE);
+        match unrecorded {
+            Some(unrecorded) => write_json(&path, unrecorded),
+            None => match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(error) => Err(Self::io("remove", &path)(error)),
+            },
+        }
     }
 
     /// Replaces `state.json`, and keeps the copy of the pin beside it in step.

@@ -469,3 +469,86 @@ fn config_mistakes_fail_at_load_before_any_fetch() {
         .stderr_has(message);
     }
 }
+
+#[test]
+fn config_check_prints_the_resolved_settings_or_the_mistake() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.example.toml");
+    cf(&["config", "check", example])
+        .run()
+        .code(0)
+        .stdout_has("config.example.toml: valid")
+        .stdout_has("backend nftables (inet filter input, tcp 80,443)");
+    let json = cf(&["--output", "json", "config", "check", example])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(json["settings"]["backends"][1]["kind"], "iptables");
+    assert_eq!(json["settings"]["connect_timeout_secs"], 10);
+    let dir = tempfile::tempdir().unwrap();
+    let broken = write(
+        dir.path(),
+        "config.toml",
+        "[[backend]]\nkind = \"nftables\"\nmode = \"ipset\"\n",
+    );
+    let json = cf(&["--output", "json", "config", "check", &broken])
+        .run()
+        .code(1)
+        .json();
+    assert!(
+        json["error"]["causes"][0]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `mode`"),
+        "{json:#}"
+    );
+}
+
+#[test]
+fn without_root_or_without_nft_the_error_says_what_to_do() {
+    crate::support::require_root();
+    let bin = env!("CARGO_BIN_EXE_cf-allowlist");
+    // As an unprivileged user, in a namespace of our own: nft is refused by the kernel.
+    let output = std::process::Command::new("unshare")
+        .args([
+            "-n",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin,
+        ])
+        .args([
+            "sync",
+            "--dry-run",
+            "--backend",
+            "nftables",
+            "--source",
+            "builtin",
+        ])
+        .args(["--state-dir", "/nonexistent/state", "--output", "json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{json:#}");
+    let hint = json["error"]["hint"].as_str().unwrap();
+    assert!(hint.starts_with("run as root"), "{json:#}");
+    assert!(
+        !hint.contains("status"),
+        "the hint suggests a command that fails the same way: {hint}"
+    );
+    // With nft missing (hidden by a mount namespace of our own), the hint names the package.
+    let output = std::process::Command::new("unshare")
+        .args(["-m", "-n", "sh", "-c"])
+        .arg(format!(
+            "mount --bind /dev/null /usr/sbin/nft && exec {bin} sync --dry-run --backend nftables --source builtin --state-dir /nonexistent/state"
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`nft` was not found"), "{stderr}");
+    assert!(
+        stderr.contains("hint: install it: `apt-get install nftables`"),
+        "{stderr}"
+    );
+}

@@ -304,3 +304,22 @@ fn purge_finds_our_rules_when_the_state_was_lost() {
         .stderr_has("belonged to another cf-allowlist state directory");
     assert_eq!(lab.origin.ruleset(), base, "purge left a trace");
 }
+
+#[test]
+fn restrict_on_a_host_with_docker_says_published_ports_are_not_covered() {
+    let lab = Lab::new();
+    lab.load_nft_ruleset();
+    // What Docker leaves in iptables-nft: DOCKER and DOCKER-USER chains, FORWARD jumping to them.
+    lab.origin.exec_with_input(
+        "iptables-nft-restore",
+        &["--noflush"],
+        "*filter\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n-A DOCKER-USER -j RETURN\nCOMMIT\n",
+    );
+    lab.sync("nftables", &["--restrict"])
+        .code(0)
+        .stderr_has("Docker's chains exist: ports Docker publishes are forwarded to containers");
+    // Without restrict there is nothing to say.
+    lab.sync("nftables", &["--no-restrict", "-v"])
+        .code(0)
+        .stderr_lacks("Docker's chains exist");
+}

@@ -115,8 +115,17 @@ if want config; then
   grep -q 'nftables (inet filter input, tcp 80,443)' "$work/config.out" || fail "example: nftables backend not resolved"
   grep -q 'iptables (auto variant, auto mode, tcp 80,443)' "$work/config.out" || fail "example: iptables backend not resolved"
   echo "example config: $(echo "$keys" | wc -w) keys documented, dry run exit 0"
-  # TODO(core team): once `cf-allowlist config check` exists, also run
-  # `cf-allowlist config check packaging/config.example.toml` (text and --output json) here.
+  "$bin" config check packaging/config.example.toml >"$work/check.out" \
+    || fail "config check refused the example config"
+  grep -q '^packaging/config.example.toml: valid$' "$work/check.out" || fail "config check: $(cat "$work/check.out")"
+  "$bin" --output json config check packaging/config.example.toml \
+    | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["exit_code"] == 0 and len(j["settings"]["backends"]) == 2, j' \
+    || fail "config check --output json"
+  # Uncommented, the other kinds' examples are valid too.
+  sed 's/^# \(kind\|rules_dir\|program\|enable\|write\|path\|test_command\|reload_command\) /\1 /; s/^# \[\[backend\]\]/[[backend]]/' \
+    packaging/config.example.toml >"$work/all-kinds.toml"
+  "$bin" config check "$work/all-kinds.toml" >/dev/null || fail "the commented backend examples are not valid"
+  echo "config check: the example and its commented kinds are valid"
 fi
 
 # --- systemd --------------------------------------------------------------------------------

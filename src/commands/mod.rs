@@ -2,6 +2,7 @@
 //! `rollback`, planning a target against every backend and applying the plan, lives here.
 
 pub mod completions;
+pub mod config;
 pub mod doctor;
 pub mod history;
 pub mod purge;
@@ -194,6 +195,17 @@ pub fn judge_effect(plans: &mut [BackendPlan], target: &Ranges, printer: &Printe
             return;
         }
     };
+    if host.docker_chains_present() {
+        for plan in plans
+            .iter()
+            .filter(|plan| plan.spec.filters_host_input() && plan.spec.policy().restrict)
+        {
+            printer.warn_repeating(format!(
+                "{}: Docker's chains exist: ports Docker publishes are forwarded to containers, not delivered to INPUT, so restrict does not cover them (filter them in Docker's DOCKER-USER chain, or publish them on 127.0.0.1 behind a local proxy)",
+                plan.spec.describe()
+            ));
+        }
+    }
     let ranges: Vec<ipnet::IpNet> = target.iter().copied().collect();
     for plan in plans
         .iter_mut()

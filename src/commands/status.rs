@@ -29,10 +29,27 @@ pub fn run(
         .as_ref()
         .map(|generation| generation.ranges.clone())
         .unwrap_or_default();
+    let unrecorded = state_dir.read_unrecorded();
     let mut plans = Vec::new();
     for spec in &backends {
         let observed = spec.build(state.owner.as_deref()).observe()?;
-        let change = Change::between(&observed, &target);
+        // A backend a failed sync changed holds that sync's ranges, which no generation
+        // records: compare it with those, and say so, rather than call them unexpected.
+        let holds_unrecorded = unrecorded
+            .as_ref()
+            .filter(|unrecorded| unrecorded.backends.contains(&spec.describe()));
+        if let Some(unrecorded) = holds_unrecorded {
+            printer.warn(format!(
+                "{}: holds the ranges of a sync that failed at {} ({}), which no generation records; the next successful sync records them",
+                spec.describe(),
+                unrecorded.time,
+                crate::validate::counts(&unrecorded.ranges)
+            ));
+        }
+        let change = Change::between(
+            &observed,
+            holds_unrecorded.map_or(&target, |unrecorded| &unrecorded.ranges),
+        );
         if let Some(reason) = foreign_owner(spec, &observed, state.owner.as_deref()) {
             printer.warn(reason);
         }

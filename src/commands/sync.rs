@@ -15,7 +15,7 @@ use crate::printer::Printer;
 use crate::report::{SyncCommand, SyncOutcome, SyncReport};
 use crate::settings::Settings;
 use crate::sources::{self, CachedSource, SourceError};
-use crate::state::{Generation, LastSync, StateDir, now_rfc3339};
+use crate::state::{Generation, LastSync, StateDir, Unrecorded, now_rfc3339};
 use crate::validate::{self, counts};
 
 /// Flags of `sync` that are not settings.
@@ -235,7 +235,17 @@ pub fn run(
         ranges: counts(&plan.target),
     };
     failpoint::pause_point("before-apply");
-    apply_plans(&mut plan.backends, &pending, owner.as_deref(), printer)?;
+    if let Err(error) = apply_plans(&mut plan.backends, &pending, owner.as_deref(), printer) {
+        if let Error::Partial { applied, .. } = &error {
+            // Best effort: if even this cannot be written, the error still says it all.
+            let _ = state_dir.write_unrecorded(Some(&Unrecorded {
+                time: now_rfc3339(),
+                backends: applied.clone(),
+                ranges: plan.target.clone(),
+            }));
+        }
+        return Err(error);
+    }
     for spec in &plan.retired {
         let removed = spec
             .build(owner.as_deref())
@@ -276,6 +286,7 @@ pub fn run(
             state_dir.write_source_cache(cache)?;
         }
         state_dir.write_state(&state)?;
+        state_dir.write_unrecorded(None)?;
         Ok(())
     };
     record().map_err(|error| partial(&changed, &pending, error))?;

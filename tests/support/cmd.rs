@@ -99,6 +99,13 @@ impl Outcome {
         self
     }
 
+    /// Asserts stderr does not contain `text`.
+    #[track_caller]
+    pub fn stderr_lacks(&self, text: &str) -> &Outcome {
+        assert!(!self.stderr.contains(text), "stderr has {text:?}\n{self}");
+        self
+    }
+
     /// Asserts stdout is empty.
     #[track_caller]
     pub fn silent(&self) -> &Outcome {

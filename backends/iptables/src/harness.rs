@@ -123,6 +123,7 @@ impl Harness for IptablesHarness {
             IptablesOptions {
                 variant,
                 mode: self.mode,
+                docker_user: false,
             },
             policy.clone(),
         ))

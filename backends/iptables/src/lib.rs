@@ -97,6 +97,25 @@ pub struct IptablesOptions {
     /// Rules or ipset.
     #[serde(default)]
     pub mode: Mode,
+    /// Also restrict the ports Docker publishes: they are forwarded to containers, not
+    /// delivered to INPUT, so the same allow and drop go into a chain jumped to from Docker's
+    /// DOCKER-USER chain, matched on the connection's original (published) destination port.
+    /// Needs `restrict`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub docker_user: bool,
+}
+
+impl IptablesOptions {
+    /// Checks the options with the policy they are combined with.
+    pub fn check(&self, restrict: bool) -> Result<(), String> {
+        if self.docker_user && !restrict {
+            return Err(
+                "`docker_user` restricts the ports Docker publishes, so it needs `restrict = true` (Docker already lets every source reach a published port)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// What can go wrong in this backend.
@@ -207,9 +226,8 @@ impl Snapshot {
             .map(|state| {
                 let jumps: Vec<&String> = state.live.jumps.iter().map(|(_, spec)| spec).collect();
                 (
-                    state.live.chain_exists,
-                    &state.live.rules,
-                    jumps,
+                    (state.live.chain_exists, &state.live.rules, jumps),
+                    (&state.live.docker_rules, &state.live.docker_jumps),
                     &state.set,
                     state.leftover_copy,
                 )
@@ -362,6 +380,111 @@ impl IptablesBackend {
         rules
     }
 
+    /// Our Docker chain's rules for `ranges`, as argument lists in iptables-save's form: let
+    /// each listed range through to each published port, then drop every other new
+    /// connection to those ports that Docker's DNAT made.
+    fn wanted_docker_rules(&self, family: Family, ranges: &Ranges) -> Vec<String> {
+        let quote = |comment: String| {
+            if comment.contains(' ') {
+                format!("\"{comment}\"")
+            } else {
+                comment
+            }
+        };
+        let accept = quote(self.comment(names::COMMENT));
+        let drop = quote(self.comment(names::RESTRICT_COMMENT));
+        let mut rules = Vec::new();
+        for range in ranges.family(family) {
+            for port in &self.policy.ports {
+                rules.push(format!(
+                    "-s {range} -p tcp -m conntrack --ctstate DNAT --ctorigdstport {port} -m comment --comment {accept} -j RETURN"
+                ));
+            }
+        }
+        for port in &self.policy.ports {
+            rules.push(format!(
+                "-p tcp -m conntrack --ctstate DNAT --ctorigdstport {port} -m comment --comment {drop} -j DROP"
+            ));
+        }
+        rules
+    }
+
+    /// What is wrong with our Docker chain and its jump, for `ranges`.
+    fn docker_repairs(
+        &self,
+        family: Family,
+        live: &Live,
+        ranges: &Ranges,
+        tool: &str,
+    ) -> Vec<String> {
+        let mut repairs = Vec::new();
+        if !self.options.docker_user || !live.docker_user_exists {
+            if live.docker_chain_exists || !live.docker_jumps.is_empty() {
+                repairs.push(format!(
+                    "remove chain {} from {tool} (docker_user is off)",
+                    names::DOCKER_CHAIN
+                ));
+            }
+            return repairs;
+        }
+        let wanted = self.wanted_docker_rules(family, ranges);
+        let sorted = |rules: &[String]| {
+            let mut rules = rules.to_vec();
+            rules.sort();
+            rules
+        };
+        if !live.docker_chain_exists {
+            repairs.push(format!("create chain {} in {tool}", names::DOCKER_CHAIN));
+        } else if sorted(&live.docker_rules) != sorted(&wanted)
+            || live.docker_rules.last() != wanted.last()
+        {
+            repairs.push(format!("rewrite chain {} in {tool}", names::DOCKER_CHAIN));
+        }
+        let spec = names::docker_jump_spec(&self.comment(names::COMMENT));
+        if live.docker_jumps.len() != 1 || live.docker_jumps[0] != spec {
+            repairs.push(format!(
+                "fix the jump from {} in {tool}",
+                names::DOCKER_USER
+            ));
+        }
+        repairs
+    }
+
+    /// The restore lines for our Docker chain and its jump (empty when in order).
+    fn docker_lines(
+        &self,
+        family: Family,
+        live: &Live,
+        ranges: &Ranges,
+        force: bool,
+    ) -> Vec<String> {
+        let tool = "";
+        if self.docker_repairs(family, live, ranges, tool).is_empty() && !force {
+            return Vec::new();
+        }
+        let mut lines: Vec<String> = live
+            .docker_jumps
+            .iter()
+            .map(|spec| format!("-D {} {spec}", names::DOCKER_USER))
+            .collect();
+        if self.options.docker_user && live.docker_user_exists {
+            lines.push(format!(":{} - [0:0]", names::DOCKER_CHAIN));
+            lines.extend(
+                self.wanted_docker_rules(family, ranges)
+                    .into_iter()
+                    .map(|rule| format!("-A {} {rule}", names::DOCKER_CHAIN)),
+            );
+            lines.push(format!(
+                "-I {} 1 {}",
+                names::DOCKER_USER,
+                names::docker_jump_spec(&self.comment(names::COMMENT))
+            ));
+        } else if live.docker_chain_exists {
+            lines.push(format!("-F {0}\n-X {0}", names::DOCKER_CHAIN));
+        }
+        lines
+    }
+
     /// Judges one family's listing: the ranges it allows and what is structurally wrong.
     fn judge(
         &self,
@@ -435,6 +558,7 @@ impl IptablesBackend {
                 names::NEW_SUFFIX
             ));
         }
+        repairs.extend(self.docker_repairs(family, &live, &ranges, &tool_name));
         Ok(FamilyState {
             live,
             set,
@@ -535,6 +659,17 @@ impl IptablesBackend {
             script.push_str(&line);
             script.push('\n');
         }
+        // The Docker chain follows the list: refilled whenever the ranges change.
+        let ranges_change = !add.is_empty() || !remove.is_empty();
+        for line in self.docker_lines(
+            family,
+            &state.live,
+            &wanted,
+            ranges_change && self.options.docker_user,
+        ) {
+            script.push_str(&line);
+            script.push('\n');
+        }
         if script != "*filter\n" {
             script.push_str("COMMIT\n");
             restore(variant, family, &script)?;
@@ -564,8 +699,24 @@ impl IptablesBackend {
             Err(error) => return Err(error),
         };
         let tool_name = variant.tool(family, "save").replace("-save", "");
-        if live.chain_exists || !live.jumps.is_empty() {
+        if live.chain_exists
+            || !live.jumps.is_empty()
+            || live.docker_chain_exists
+            || !live.docker_jumps.is_empty()
+        {
             let mut script = String::from("*filter\n");
+            for spec in &live.docker_jumps {
+                let _ = writeln!(script, "-D {} {spec}", names::DOCKER_USER);
+                removed.push(format!(
+                    "jump to {} from {} in {tool_name}",
+                    names::DOCKER_CHAIN,
+                    names::DOCKER_USER
+                ));
+            }
+            if live.docker_chain_exists {
+                let _ = writeln!(script, "-F {0}\n-X {0}", names::DOCKER_CHAIN);
+                removed.push(format!("chain {} in {tool_name}", names::DOCKER_CHAIN));
+            }
             for (_, spec) in &live.jumps {
                 let _ = writeln!(script, "-D {} {spec}", names::INPUT);
                 removed.push(format!(
@@ -683,6 +834,18 @@ impl Backend for IptablesBackend {
             observed.ranges.extend(state.ranges.iter().copied());
             observed.repairs.extend(state.repairs.iter().cloned());
             observed.owners.extend(owners(&state.live));
+        }
+        if self.options.docker_user
+            && snapshot
+                .families
+                .iter()
+                .any(|state| !state.live.docker_user_exists)
+        {
+            observed.warnings.push(format!(
+                "docker_user is on but {} has no {} chain (Docker is not running, or not with this iptables): published ports are not restricted",
+                snapshot.variant.name(),
+                names::DOCKER_USER
+            ));
         }
         Ok(observed)
     }

@@ -44,3 +44,13 @@ pub fn jump_spec(comment: &str) -> String {
         format!("-m comment --comment {comment} -j {CHAIN}")
     }
 }
+
+/// Our chain for forwarded traffic to ports Docker publishes (option `docker_user`).
+pub const DOCKER_CHAIN: &str = "CF-ALLOWLIST-DOCKER";
+/// Docker's chain for its users' rules, evaluated first on the FORWARD path.
+pub const DOCKER_USER: &str = "DOCKER-USER";
+
+/// The jump from DOCKER-USER to our Docker chain with `comment`, as iptables-save prints it.
+pub fn docker_jump_spec(comment: &str) -> String {
+    jump_spec(comment).replace(&format!("-j {CHAIN}"), &format!("-j {DOCKER_CHAIN}"))
+}

@@ -68,6 +68,14 @@ pub struct Live {
     /// The INPUT rules that jump to our chain: their 1-based position in INPUT and their
     /// argument list after `-A INPUT`.
     pub jumps: Vec<(usize, String)>,
+    /// Whether Docker's DOCKER-USER chain exists.
+    pub docker_user_exists: bool,
+    /// Whether our Docker chain exists.
+    pub docker_chain_exists: bool,
+    /// Our Docker chain's rules, as argument lists after `-A CHAIN`.
+    pub docker_rules: Vec<String>,
+    /// The DOCKER-USER rules that jump to our Docker chain, as argument lists.
+    pub docker_jumps: Vec<String>,
 }
 
 /// Why a listing could not be read.
@@ -219,6 +227,12 @@ pub fn parse_save(text: &str) -> Result<Live, ParseError> {
             if name == names::CHAIN {
                 live.chain_exists = true;
             }
+            if name == names::DOCKER_USER {
+                live.docker_user_exists = true;
+            }
+            if name == names::DOCKER_CHAIN {
+                live.docker_chain_exists = true;
+            }
             if !matches!(name, "INPUT" | "FORWARD" | "OUTPUT") || policy != "ACCEPT" {
                 live.in_use = true;
             }
@@ -233,7 +247,16 @@ pub fn parse_save(text: &str) -> Result<Live, ParseError> {
         if all[1] == names::INPUT {
             input_position += 1;
         }
-        if all[1] == names::CHAIN {
+        let rest = || line[format!("-A {} ", all[1]).len()..].to_owned();
+        if all[1] == names::DOCKER_CHAIN {
+            live.docker_rules.push(rest());
+        } else if all[1] == names::DOCKER_USER
+            && arguments
+                .windows(2)
+                .any(|pair| pair[0] == "-j" && pair[1] == names::DOCKER_CHAIN)
+        {
+            live.docker_jumps.push(rest());
+        } else if all[1] == names::CHAIN {
             live.rules.push(parse_rule(arguments)?);
         } else if all[1] == names::INPUT
             && arguments

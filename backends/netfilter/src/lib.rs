@@ -515,9 +515,11 @@ impl Host {
     /// Whether Docker's chains (`DOCKER`, `DOCKER-USER`) exist in an iptables filter table,
     /// either variant.
     pub fn docker_chains_present(&self) -> bool {
+        // Docker writes through iptables, nft or legacy; an iptables-nft table whose rules nft
+        // prints natively is indistinguishable from a plain `ip filter` table, so the chain
+        // names decide.
         self.tables.iter().any(|table| {
-            table.origin != Origin::Nft
-                && table.name == "filter"
+            table.name == "filter"
                 && (table.chains.contains_key("DOCKER") || table.chains.contains_key("DOCKER-USER"))
         })
     }
