@@ -361,7 +361,7 @@ pub fn uncovered(target: &Ranges, held: &Ranges) -> Vec<IpNet> {
 }
 
 /// The shadowing analysis for every backend that filters this host's input, plus Docker's
-/// chains (published ports bypass INPUT).
+/// chains (published ports bypass INPUT: see [`docker`]).
 fn shadowing(backends: &[BackendSpec], target: &Ranges) -> Vec<Finding> {
     let filtering: Vec<&BackendSpec> = backends
         .iter()
@@ -389,18 +389,51 @@ fn shadowing(backends: &[BackendSpec], target: &Ranges) -> Vec<Finding> {
         findings.extend(summary_findings(&spec.describe(), &summary));
     }
     if host.docker_chains_present() {
-        findings.push(
-            Finding::new(
-                "shadowing",
-                Level::Warning,
-                "docker",
-                "Docker's chains are present: ports published by containers are forwarded \
-                 through DOCKER-USER, not the INPUT chain our rules are in",
-            )
-            .hint("if the web server runs in a container with a published port, allow the ranges in DOCKER-USER"),
-        );
+        findings.push(docker(backends));
     }
     findings
+}
+
+/// Docker's chains exist: ports Docker publishes are forwarded to containers, not delivered to
+/// the INPUT path the analysis follows. Only restrict makes that a warning (its drop does not
+/// reach them unless the iptables backend also fills DOCKER-USER); without it a published port
+/// is open to everyone, Cloudflare included, and the finding only says what was not followed.
+fn docker(backends: &[BackendSpec]) -> Finding {
+    let uncovered: Vec<String> = backends
+        .iter()
+        .filter(|spec| spec.filters_host_input() && spec.policy().restrict)
+        .filter(|spec| !covers_docker_user(spec))
+        .map(BackendSpec::describe)
+        .collect();
+    if uncovered.is_empty() {
+        return Finding::new(
+            "shadowing",
+            Level::Ok,
+            "docker",
+            "Docker's chains exist: ports Docker publishes are forwarded, not delivered to INPUT, \
+             and are not followed by this analysis",
+        );
+    }
+    Finding::new(
+        "shadowing",
+        Level::Warning,
+        "docker",
+        format!(
+            "Docker's chains exist: ports Docker publishes are forwarded, not delivered to \
+             INPUT, so the restrict of {} does not cover them",
+            uncovered.join(" and ")
+        ),
+    )
+    .hint("set `docker_user = true` on the iptables backend, or publish containers on 127.0.0.1 behind a local proxy")
+}
+
+/// Whether the backend also applies its allow and drop in Docker's DOCKER-USER chain.
+fn covers_docker_user(spec: &BackendSpec) -> bool {
+    match spec {
+        #[cfg(feature = "iptables")]
+        BackendSpec::Iptables { iptables, .. } => iptables.docker_user,
+        _ => false,
+    }
 }
 
 /// The findings of one backend's shadowing summary: each blocker a problem, each doubt a
@@ -835,6 +868,33 @@ mod tests {
         assert_eq!(
             probe_addresses(&addresses(&["[::]:443", "0.0.0.0:443"])),
             addresses(&["127.0.0.1:443", "[::1]:443"])
+        );
+    }
+
+    fn specs(config: &str) -> Vec<BackendSpec> {
+        use clap::Parser;
+        let cli = crate::cli::Cli::parse_from(["cf-allowlist", "sync"]);
+        let config: crate::settings::ConfigFile = toml::from_str(config).unwrap();
+        crate::settings::resolve(&cli, &config, &Default::default())
+            .unwrap()
+            .backends
+    }
+
+    #[test]
+    fn docker_is_a_warning_only_for_a_restrict_that_does_not_reach_docker_user() {
+        let nftables = specs("restrict = true\n[[backend]]\nkind = \"nftables\"\n");
+        let warned = docker(&nftables);
+        assert_eq!(warned.level, Level::Warning);
+        assert!(
+            warned.evidence.contains("restrict of nftables ("),
+            "{warned:?}"
+        );
+        let covered =
+            specs("restrict = true\n[[backend]]\nkind = \"iptables\"\ndocker_user = true\n");
+        assert_eq!(docker(&covered).level, Level::Ok);
+        assert_eq!(
+            docker(&specs("[[backend]]\nkind = \"nftables\"\n")).level,
+            Level::Ok
         );
     }
 
