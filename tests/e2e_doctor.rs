@@ -214,7 +214,7 @@ fn doctor_names_a_reject_before_our_iptables_jump() {
 }
 
 #[test]
-fn doctor_names_a_ufw_deny_inserted_before_our_allows() {
+fn doctor_names_a_ufw_deny_inserted_before_our_allows_and_ufw_switched_off() {
     require_root();
     std::thread::spawn(|| {
         let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
@@ -254,6 +254,26 @@ fn doctor_names_a_ufw_deny_inserted_before_our_allows() {
         // The deny ufw inserted into its own chain, ahead of our allows.
         assert!(evidence.contains("ufw-user-input"), "{evidence}");
         assert!(evidence.contains("443"), "{evidence}");
+        assert_eq!(json["exit_code"], 2);
+
+        // ufw switched off: none of its rules, ours included, are in force.
+        ufw(&["disable"]);
+        let json = lab.cf(&doctor).json();
+        let found = not_ok(&json);
+        let keys: Vec<(&str, &str)> = found
+            .iter()
+            .map(|((level, check, _), _)| (level.as_str(), check.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [("problem", "coverage"), ("warning", "coverage")],
+            "{json:#}"
+        );
+        assert!(
+            found[0].1.contains("enable ufw (it is inactive"),
+            "{}",
+            found[0].1
+        );
         assert_eq!(json["exit_code"], 2);
         drop(lab);
         sandbox.assert_host_untouched();
