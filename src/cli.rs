@@ -36,6 +36,10 @@ pub struct Cli {
     /// Also say what was checked when nothing changed.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Write a Prometheus textfile-collector file here at the end of every sync, rollback and
+    /// restore, success or failure (overrides `metrics_file` in the config).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -68,6 +72,9 @@ pub enum Command {
     Unpin,
     /// Remove everything the tool created in the firewall, and nothing else.
     Purge(BackendArgs),
+    /// Check that Cloudflare can really reach this origin; a monitoring plugin (exit 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN). Read-only.
+    Doctor(DoctorArgs),
     /// Work with the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -124,6 +131,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Unpin => "unpin",
             Command::Purge(_) => "purge",
+            Command::Doctor(_) => "doctor",
             Command::Config(_) => "config",
             Command::Completions(_) => "completions",
             Command::Manpage => "manpage",
@@ -188,4 +196,33 @@ pub struct RollbackArgs {
     /// The generation to go back to (default: the one before the current).
     #[arg(long, value_name = "GENERATION")]
     pub to: Option<u64>,
+}
+
+/// Options of `doctor`; each overrides the config file's `[doctor]` table.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Backends to check (default: the configured ones, else those of the last sync).
+    #[arg(long = "backend", value_enum, value_name = "KIND")]
+    pub backends: Vec<BackendKind>,
+    /// Check against the list fetched now from the sources instead of the current generation.
+    #[arg(long)]
+    pub fetch: bool,
+    /// The name to send as SNI and to check the origin's certificate against; without it the
+    /// TLS check is skipped.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Managed ports that serve TLS, comma separated (default 443).
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub tls_ports: Option<Vec<u16>>,
+    /// Treat a certificate public roots do not trust as a problem (Cloudflare's "Full
+    /// (strict)" mode) instead of a warning ("Full").
+    #[arg(long)]
+    pub strict: bool,
+    /// Warn when the certificate expires within this many days (default 14).
+    #[arg(long, value_name = "DAYS")]
+    pub cert_warn_days: Option<u64>,
+    /// Warn when the last successful sync is older than this (default 2h; always a problem
+    /// past 24h).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<humantime::Duration>,
 }

@@ -660,3 +660,217 @@ fn no_restrict_turns_off_what_restrict_turned_on() {
     assert_eq!(host.run(&["sync", "--restrict", "--no-restrict"]).code(), 0);
     assert!(!host.firewall(0).lock().rules[0].restrict);
 }
+
+/// The findings of one doctor check in a doctor run's JSON.
+fn doctor_findings(run: &Ran, check: &str) -> Vec<Value> {
+    run.json["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks: {:#}", run.json))
+        .iter()
+        .filter(|finding| finding["check"] == check)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn doctor_names_a_range_a_backend_no_longer_allows() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    let healthy = host.run(&["doctor"]);
+    let coverage = doctor_findings(&healthy, "coverage");
+    assert_eq!(coverage.len(), 1, "{:#}", healthy.json);
+    assert_eq!(coverage[0]["level"], "ok");
+    assert!(
+        coverage[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("allows every listed range (2 IPv4, 1 IPv6)")
+    );
+    let state = doctor_findings(&healthy, "state");
+    assert!(
+        state.iter().all(|finding| finding["level"] == "ok"),
+        "{state:#?}"
+    );
+
+    // Somebody replaced the set by hand: one listed range is gone, another is split in two
+    // halves, which still covers it.
+    host.firewall(0).lock().set = Some(ranges(&[
+        "192.0.2.0/25",
+        "192.0.2.128/25",
+        "2001:db8:a::/48",
+    ]));
+    let broken = host.run(&["doctor"]);
+    assert_eq!(broken.code(), 2, "{:#}", broken.json);
+    assert_eq!(broken.json["status"], "critical");
+    let coverage = doctor_findings(&broken, "coverage");
+    assert_eq!(coverage.len(), 1, "{coverage:#?}");
+    assert_eq!(coverage[0]["level"], "problem");
+    assert_eq!(
+        coverage[0]["evidence"],
+        "does not allow 1 of 3 listed ranges: 198.51.100.0/24"
+    );
+    assert!(
+        coverage[0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("cf-allowlist restore")
+    );
+    // Read-only: the firewall is as it was left.
+    assert_eq!(host.held(0).len(), 3);
+}
+
+#[test]
+fn doctor_warns_about_a_pin_and_a_missing_sync() {
+    let host = Host::new(&["a"]);
+    let never = host.run(&["doctor"]);
+    let state = doctor_findings(&never, "state");
+    assert!(
+        state.iter().any(|finding| finding["level"] == "warning"
+            && finding["evidence"] == "no successful sync yet"),
+        "{state:#?}"
+    );
+    assert_eq!(doctor_findings(&never, "coverage")[0]["subject"], "list");
+
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    host.serve(&[
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8:a::/48",
+    ]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    assert_eq!(host.run(&["rollback"]).code(), 0);
+    let pinned = host.run(&["doctor"]);
+    let pin: Vec<Value> = doctor_findings(&pinned, "state")
+        .into_iter()
+        .filter(|finding| finding["subject"] == "pin")
+        .collect();
+    assert_eq!(pin.len(), 1, "{:#}", pinned.json);
+    assert_eq!(pin[0]["level"], "warning");
+    assert!(
+        pin[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("pinned to generation 1")
+    );
+}
+
+#[test]
+fn doctor_is_unknown_when_it_cannot_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    let generations = host.state_dir().join("generations");
+    std::fs::set_permissions(&generations, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = host.run(&["doctor"]);
+    assert_eq!(run.code(), 3, "{:#}", run.json);
+    assert_eq!(run.json["status"], "unknown");
+    assert!(
+        run.json["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("doctor could not run: ")
+    );
+    assert!(run.message().contains("writable by everyone"));
+}
+
+/// Runs the whole command line, as the binary does (metrics are written by `run`).
+fn run_whole(host: &Host, args: &[&str]) -> i32 {
+    let config = host.dir.path().join("config.toml");
+    let state = host.state_dir();
+    let mut argv = vec![
+        "cf-allowlist".to_owned(),
+        "--quiet".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--state-dir".to_owned(),
+        state.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|arg| (*arg).to_owned()));
+    crate::run(argv).code()
+}
+
+#[test]
+fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
+    let host = Host::new(&["a"]);
+    let metrics = host.dir.path().join("cf-allowlist.prom");
+    let flag = metrics.display().to_string();
+    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 0);
+    let first = crate::metrics::read_values(&metrics);
+    let success = first["cf_allowlist_last_success_timestamp_seconds"];
+    assert!(success > 0.0);
+    assert_eq!(first["cf_allowlist_last_run_success"], 1.0);
+    assert_eq!(first["cf_allowlist_generation"], 1.0);
+    assert_eq!(first["cf_allowlist_refusals_total"], 0.0);
+
+    // The shrink guard refuses: counted, and the last success stays.
+    host.serve(&["192.0.2.0/24"]);
+    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 3);
+    let refused = crate::metrics::read_values(&metrics);
+    assert_eq!(
+        refused["cf_allowlist_last_success_timestamp_seconds"],
+        success
+    );
+    assert_eq!(refused["cf_allowlist_last_run_exit_code"], 3.0);
+    assert_eq!(refused["cf_allowlist_refusals_total"], 1.0);
+    assert_eq!(refused[crate::metrics::REFUSALS_SINCE_SUCCESS], 1.0);
+    assert_eq!(refused["cf_allowlist_generation"], 1.0);
+    // doctor reads the count from the file.
+    let doctor = host.run(&["doctor", "--metrics-file", &flag]);
+    let refusals: Vec<Value> = doctor_findings(&doctor, "state")
+        .into_iter()
+        .filter(|finding| finding["subject"] == "refusals")
+        .collect();
+    assert_eq!(refusals[0]["level"], "warning", "{refusals:#?}");
+
+    // A source that fails validation: an error, and still the same last success.
+    host.serve(&["10.0.0.0/8"]);
+    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 1);
+    let failed = crate::metrics::read_values(&metrics);
+    assert_eq!(
+        failed["cf_allowlist_last_success_timestamp_seconds"],
+        success
+    );
+    assert_eq!(failed["cf_allowlist_last_run_success"], 0.0);
+    assert_eq!(failed["cf_allowlist_refusals_total"], 1.0);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains("cf_allowlist_backend_in_sync{backend=\"memory ("),
+        "{text}"
+    );
+
+    // A dry run writes nothing; the next success resets the refusals since success.
+    let before = std::fs::read(&metrics).unwrap();
+    assert_eq!(
+        run_whole(&host, &["sync", "--dry-run", "--metrics-file", &flag]),
+        1
+    );
+    assert_eq!(std::fs::read(&metrics).unwrap(), before);
+    host.serve(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
+    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 0);
+    let again = crate::metrics::read_values(&metrics);
+    assert!(again["cf_allowlist_last_success_timestamp_seconds"] >= success);
+    assert_eq!(again[crate::metrics::REFUSALS_SINCE_SUCCESS], 0.0);
+    assert_eq!(again["cf_allowlist_refusals_total"], 1.0);
+}
+
+#[test]
+fn doctor_with_fetch_checks_against_the_live_list() {
+    let host = Host::new(&["a"]);
+    assert_eq!(host.run(&["sync"]).code(), 0);
+    host.serve(&[
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8:a::/48",
+    ]);
+    let snapshot = host.run(&["doctor"]);
+    assert_eq!(doctor_findings(&snapshot, "coverage")[0]["level"], "ok");
+    let fetched = host.run(&["doctor", "--fetch"]);
+    let coverage = doctor_findings(&fetched, "coverage");
+    assert_eq!(coverage[0]["level"], "problem", "{coverage:#?}");
+    assert_eq!(
+        coverage[0]["evidence"],
+        "does not allow 1 of 4 listed ranges: 203.0.113.0/24"
+    );
+}

@@ -24,6 +24,12 @@ pub enum ExitStatus {
     LockBusy,
     /// 5: applied, but another table, chain or firewall still blocks a listed range.
     NotEffective,
+    /// 1 from `doctor` (monitoring-plugin convention): WARNING, the worst finding is a warning.
+    Warning,
+    /// 2 from `doctor`: CRITICAL, at least one problem.
+    Critical,
+    /// 3 from `doctor`: UNKNOWN, doctor itself could not run.
+    Unknown,
 }
 
 impl ExitStatus {
@@ -36,6 +42,9 @@ impl ExitStatus {
             ExitStatus::Refused => 3,
             ExitStatus::LockBusy => 4,
             ExitStatus::NotEffective => 5,
+            ExitStatus::Warning => 1,
+            ExitStatus::Critical => 2,
+            ExitStatus::Unknown => 3,
         }
     }
 }

@@ -13,8 +13,10 @@ pub mod commands;
 pub mod error;
 pub mod failpoint;
 pub mod guards;
+pub mod metrics;
 pub mod plan;
 pub mod printer;
+pub mod probe;
 pub mod report;
 pub mod settings;
 pub mod sources;
@@ -42,6 +44,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let started = std::time::Instant::now();
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -53,8 +56,32 @@ where
         return status;
     }
     let outcome = execute(&cli, &printer);
+    if let Some(path) = metrics_target(&cli)
+        && let Err(error) = metrics::write(&path, &outcome, started)
+    {
+        printer.warn(format!(
+            "could not write the metrics file {}: {error}",
+            path.display()
+        ));
+    }
     printer.finish(&outcome);
     outcome.exit_status()
+}
+
+/// The metrics file to write after this command, if any: only runs that apply (`sync`
+/// without `--dry-run`, `rollback`, `restore`) write it. The config is read again here
+/// because a run that failed on its config still writes the `--metrics-file` it was given.
+fn metrics_target(cli: &Cli) -> Option<std::path::PathBuf> {
+    let applies = match &cli.command {
+        Command::Sync(args) => !args.dry_run,
+        Command::Rollback(_) | Command::Restore(_) => true,
+        _ => false,
+    };
+    if !applies {
+        return None;
+    }
+    let config = settings::read_config(cli.config.as_deref()).unwrap_or_default();
+    settings::metrics_file(cli, &config)
 }
 
 /// Prints clap's message (help, version or a usage error); with `--output json`, a usage
@@ -64,6 +91,20 @@ fn usage_error(args: &[OsString], error: &clap::Error) -> ExitStatus {
     if !error.use_stderr() {
         return ExitStatus::Success;
     }
+    // The command typed: the first word that names one (global flags may come first).
+    let commands = <Cli as clap::CommandFactory>::command();
+    let command = args
+        .iter()
+        .skip(1)
+        .filter_map(|arg| arg.to_str())
+        .find(|arg| commands.get_subcommands().any(|sub| sub.get_name() == *arg))
+        .unwrap_or("");
+    // doctor is a monitoring plugin: a command line it cannot read is UNKNOWN.
+    let status = if command == "doctor" {
+        ExitStatus::Unknown
+    } else {
+        ExitStatus::Failure
+    };
     let wants_json = args
         .windows(2)
         .any(|pair| pair[0] == "--output" && pair[1] == "json")
@@ -78,8 +119,8 @@ fn usage_error(args: &[OsString], error: &clap::Error) -> ExitStatus {
             .trim_start_matches("error: ")
             .to_owned();
         let object = serde_json::json!({
-            "command": args.get(1).and_then(|arg| arg.to_str()).unwrap_or(""),
-            "exit_code": ExitStatus::Failure.code(),
+            "command": command,
+            "exit_code": status.code(),
             "changed": false,
             "warnings": [],
             "error": {"message": message, "causes": [], "hint": "see --help"},
@@ -89,7 +130,7 @@ fn usage_error(args: &[OsString], error: &clap::Error) -> ExitStatus {
             serde_json::to_string_pretty(&object).expect("JSON serialises")
         );
     }
-    ExitStatus::Failure
+    status
 }
 
 /// Settings for a command that acts on the backends of the last sync unless `--backend` names
@@ -127,6 +168,11 @@ fn execute(cli: &Cli, printer: &Printer) -> Outcome {
             };
             (Some(report), error)
         }
+        // doctor reports UNKNOWN, first line included, when it could not run.
+        Err(error) if matches!(cli.command, Command::Doctor(_)) => (
+            Some(Report::Doctor(report::DoctorReport::unknown(&error))),
+            Some(error),
+        ),
         Err(error) => (None, Some(error)),
     };
     Outcome {
@@ -200,6 +246,16 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
             &last_sync_settings(cli, &config, args)?,
             printer,
         )?),
+        Command::Doctor(args) => {
+            let overrides = BackendOverrides {
+                kinds: &args.backends,
+                ..BackendOverrides::default()
+            };
+            let settings = settings::resolve(cli, &config, &overrides)?;
+            let doctor = settings::resolve_doctor(cli, args, &config)?;
+            let chosen = (!args.backends.is_empty()).then(|| settings.backends.clone());
+            Report::Doctor(commands::doctor::run(&settings, &doctor, chosen, printer)?)
+        }
         Command::Config(cli::ConfigCommand::Check(args)) => {
             let path = args.file.as_deref().or(cli.config.as_deref());
             let config = settings::read_config(path)?;

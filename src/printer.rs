@@ -160,3 +160,14 @@ fn write_out(stream: &mut dyn Write, text: &str) {
     let _ = stream.write_all(text.as_bytes());
     let _ = stream.flush();
 }
+
+/// An error and its causes on one line, `error: cause: cause`, for one-line evidence.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    text
+}

@@ -1,6 +1,6 @@
 //! What a command did, as typed values. A command decides and returns its report; the printer
-//! renders it once, as text or as one JSON object (and, later, as metrics), so that every
-//! output comes from one source.
+//! renders it once, as text or as one JSON object, and [`crate::metrics`] writes the metrics
+//! file from the same outcome, so that every output comes from one source.
 //!
 //! The JSON form of every report is wrapped in one envelope (see [`Outcome::to_json`]):
 //! `command`, `exit_code`, `changed`, `warnings`, and `error` when the command failed. The
@@ -44,6 +44,10 @@ pub struct Outcome {
 impl Outcome {
     /// How the process exits.
     pub fn exit_status(&self) -> ExitStatus {
+        // doctor follows the monitoring-plugin convention whether or not it failed.
+        if let Some(Report::Doctor(report)) = &self.report {
+            return report.exit_status();
+        }
         match (&self.error, &self.report) {
             (Some(error), _) => error.exit_status(),
             (None, Some(report)) => report.exit_status(),
@@ -97,6 +101,8 @@ pub enum Report {
     Purge(PurgeReport),
     /// `unpin`.
     Unpin(UnpinReport),
+    /// `doctor`.
+    Doctor(DoctorReport),
     /// `config check`.
     Config(ConfigReport),
 }
@@ -110,6 +116,7 @@ impl Report {
             Report::History(report) => serde_json::to_value(report),
             Report::Purge(report) => serde_json::to_value(report),
             Report::Unpin(report) => serde_json::to_value(report),
+            Report::Doctor(report) => serde_json::to_value(report),
             Report::Config(report) => serde_json::to_value(report),
         };
         value.expect("reports serialise")
@@ -123,6 +130,7 @@ impl Report {
             Report::History(report) => report.text(),
             Report::Purge(report) => report.text(),
             Report::Unpin(report) => report.text(),
+            Report::Doctor(report) => report.text(),
             Report::Config(report) => report.text(),
         }
     }
@@ -132,7 +140,11 @@ impl Report {
         match self {
             Report::Sync(report) => report.changed(),
             Report::Purge(report) => !report.removed.is_empty(),
-            Report::Status(_) | Report::History(_) | Report::Unpin(_) | Report::Config(_) => false,
+            Report::Status(_)
+            | Report::History(_)
+            | Report::Unpin(_)
+            | Report::Doctor(_)
+            | Report::Config(_) => false,
         }
     }
 
@@ -140,6 +152,7 @@ impl Report {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Report::Sync(report) => report.exit_status(),
+            Report::Doctor(report) => report.exit_status(),
             _ => ExitStatus::Success,
         }
     }
@@ -606,6 +619,183 @@ impl UnpinReport {
     }
 }
 
+/// How bad one doctor finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Checked and fine.
+    Ok,
+    /// Works now, but needs attention (WARNING).
+    Warning,
+    /// Cloudflare cannot reach the origin, or soon will not (CRITICAL).
+    Problem,
+}
+
+impl Level {
+    fn word(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Problem => "problem",
+        }
+    }
+}
+
+/// One finding of `doctor`: a check, what it looked at, what it saw, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The check: `state`, `coverage`, `shadowing`, `listener`, `tls`, `headroom`.
+    pub check: &'static str,
+    /// How bad it is.
+    pub level: Level,
+    /// What was looked at (a backend, a port, a counter).
+    pub subject: String,
+    /// One line of evidence.
+    pub evidence: String,
+    /// What to do about it (none when all is well).
+    pub hint: Option<String>,
+}
+
+impl Finding {
+    /// A finding without a hint.
+    pub fn new(
+        check: &'static str,
+        level: Level,
+        subject: impl Into<String>,
+        evidence: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            check,
+            level,
+            subject: subject.into(),
+            evidence: evidence.into(),
+            hint: None,
+        }
+    }
+
+    /// The same with a hint.
+    pub fn hint(mut self, hint: impl Into<String>) -> Finding {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// doctor's overall verdict, as the monitoring-plugin convention names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DoctorStatus {
+    /// Exit 0: every check passed.
+    Ok,
+    /// Exit 1: the worst finding is a warning.
+    Warning,
+    /// Exit 2: at least one problem.
+    Critical,
+    /// Exit 3: doctor itself could not run.
+    Unknown,
+}
+
+/// What `doctor` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DoctorReport {
+    /// The verdict.
+    pub status: DoctorStatus,
+    /// The one-line summary (the text output's first line, after the status).
+    pub summary: String,
+    /// Every finding, problems first.
+    pub checks: Vec<Finding>,
+}
+
+impl DoctorReport {
+    /// The report of a doctor run over `checks`: the verdict is the worst finding.
+    pub fn of(mut checks: Vec<Finding>) -> DoctorReport {
+        // Problems first, then warnings, then what is fine; each group in check order.
+        checks.sort_by_key(|finding| std::cmp::Reverse(finding.level));
+        let count = |level: Level| checks.iter().filter(|f| f.level == level).count();
+        let (problems, warnings) = (count(Level::Problem), count(Level::Warning));
+        let status = if problems > 0 {
+            DoctorStatus::Critical
+        } else if warnings > 0 {
+            DoctorStatus::Warning
+        } else {
+            DoctorStatus::Ok
+        };
+        let summary = match checks.first() {
+            Some(worst) if worst.level > Level::Ok => {
+                let mut parts = Vec::new();
+                if problems > 0 {
+                    parts.push(plural(problems, "problem"));
+                }
+                if warnings > 0 {
+                    parts.push(plural(warnings, "warning"));
+                }
+                format!(
+                    "{}: {} {}: {}",
+                    parts.join(", "),
+                    worst.check,
+                    worst.subject,
+                    worst.evidence
+                )
+            }
+            _ => format!("{} passed", plural(checks.len(), "check")),
+        };
+        DoctorReport {
+            status,
+            summary,
+            checks,
+        }
+    }
+
+    /// The report of a doctor run that could not run at all.
+    pub fn unknown(error: &Error) -> DoctorReport {
+        DoctorReport {
+            status: DoctorStatus::Unknown,
+            summary: format!("doctor could not run: {error}"),
+            checks: Vec::new(),
+        }
+    }
+
+    /// doctor's exit code: the monitoring-plugin convention, not the other commands'.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self.status {
+            DoctorStatus::Ok => ExitStatus::Success,
+            DoctorStatus::Warning => ExitStatus::Warning,
+            DoctorStatus::Critical => ExitStatus::Critical,
+            DoctorStatus::Unknown => ExitStatus::Unknown,
+        }
+    }
+
+    fn text(&self) -> String {
+        let status = match self.status {
+            DoctorStatus::Ok => "OK",
+            DoctorStatus::Warning => "WARNING",
+            DoctorStatus::Critical => "CRITICAL",
+            DoctorStatus::Unknown => "UNKNOWN",
+        };
+        let mut text = format!("CF-ALLOWLIST {status} - {}\n", self.summary);
+        for finding in &self.checks {
+            let _ = writeln!(
+                text,
+                "{:<8} {:<9} {}: {}",
+                finding.level.word(),
+                finding.check,
+                finding.subject,
+                finding.evidence
+            );
+            if let Some(hint) = &finding.hint {
+                let _ = writeln!(text, "{:<18} hint: {hint}", "");
+            }
+        }
+        text
+    }
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
 /// What `config check` resolved.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigReport {

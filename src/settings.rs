@@ -52,6 +52,86 @@ pub struct ConfigFile {
     /// The backends to keep open.
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendEntry>,
+    /// Where sync, rollback and restore write Prometheus metrics (textfile collector); empty:
+    /// none.
+    pub metrics_file: Option<PathBuf>,
+    /// `doctor`'s defaults.
+    #[serde(default)]
+    pub doctor: DoctorConfig,
+}
+
+/// The `[doctor]` table of the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoctorConfig {
+    /// The SNI name to check the origin's certificate against.
+    pub server_name: Option<String>,
+    /// Managed ports that serve TLS (default `[443]`).
+    pub tls_ports: Option<Vec<u16>>,
+    /// Warn when the certificate expires within this many days (default 14).
+    pub cert_warn_days: Option<u64>,
+    /// Warn past this age of the last successful sync, as `2h` or `90m` (default `2h`).
+    pub max_age: Option<String>,
+    /// Cloudflare's "Full (strict)" mode: an untrusted certificate is a problem.
+    pub strict: Option<bool>,
+}
+
+/// What `doctor` checks against, resolved from its flags, the `[doctor]` table and the
+/// defaults.
+#[derive(Debug, Clone)]
+pub struct DoctorSettings {
+    /// Check against a freshly fetched list instead of the current generation.
+    pub fetch: bool,
+    /// SNI name; no TLS check without one.
+    pub server_name: Option<String>,
+    /// Ports that serve TLS.
+    pub tls_ports: Vec<u16>,
+    /// Whether an untrusted certificate is a problem.
+    pub strict: bool,
+    /// Warn when the certificate expires within this many days.
+    pub cert_warn_days: u64,
+    /// Warn when the last successful sync is older.
+    pub max_age: Duration,
+    /// The metrics file, read for refusals since the last success.
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// Resolves `doctor`'s settings.
+pub fn resolve_doctor(
+    cli: &Cli,
+    args: &crate::cli::DoctorArgs,
+    config: &ConfigFile,
+) -> Result<DoctorSettings, Error> {
+    let table = &config.doctor;
+    let max_age = match (&args.max_age, &table.max_age) {
+        (Some(flag), _) => (*flag).into(),
+        (None, Some(text)) => humantime::parse_duration(text)
+            .map_err(|error| Error::Setting(format!("[doctor] max_age {text:?}: {error}")))?,
+        (None, None) => Duration::from_secs(2 * 3600),
+    };
+    Ok(DoctorSettings {
+        fetch: args.fetch,
+        server_name: args
+            .server_name
+            .clone()
+            .or_else(|| table.server_name.clone()),
+        tls_ports: args
+            .tls_ports
+            .clone()
+            .or_else(|| table.tls_ports.clone())
+            .unwrap_or_else(|| vec![443]),
+        strict: args.strict || table.strict.unwrap_or(false),
+        cert_warn_days: args.cert_warn_days.or(table.cert_warn_days).unwrap_or(14),
+        max_age,
+        metrics_file: metrics_file(cli, config),
+    })
+}
+
+/// The metrics file: `--metrics-file`, else the config's `metrics_file`.
+pub fn metrics_file(cli: &Cli, config: &ConfigFile) -> Option<PathBuf> {
+    cli.metrics_file
+        .clone()
+        .or_else(|| config.metrics_file.clone())
 }
 
 /// Settings shared by every command.

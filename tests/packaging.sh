@@ -105,7 +105,7 @@ if want config; then
   keys=$(awk '/^pub struct (ConfigFile|BackendEntry)/,/^}/' src/settings.rs \
     | sed -n 's/^ *pub \([a-z_0-9]*\):.*/\1/p' | sed 's/^backends$/backend/' | sort -u)
   for key in $keys; do
-    grep -Eq "^(\[\[)?$key( =|\]\])" packaging/config.example.toml \
+    grep -Eq "^(\[\[?)?$key( =|\]\]?)" packaging/config.example.toml \
       || fail "config.example.toml does not set '$key'"
   done
   # The example names both backends, so its dry run observes them: inside a namespace of its own.

@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 #[cfg(feature = "aws")]
 mod e2e_aws;
+mod e2e_doctor;
 mod e2e_iptables;
 mod e2e_nftables;
 mod e2e_nginx;

@@ -3,6 +3,7 @@
 
 pub mod completions;
 pub mod config;
+pub mod doctor;
 pub mod history;
 pub mod purge;
 pub mod rollback;
