@@ -3,6 +3,7 @@
 
 mod cli;
 mod conformance;
+mod counts;
 mod e2e_iptables;
 mod e2e_nftables;
 mod e2e_nginx;
