@@ -485,7 +485,7 @@ impl StateDir {
     }
 
     /// Records the time of a successful sync that changed nothing: one line, no fsync, no
-    /// rename (see [`LAST_RUN_FILE`]). Created with mode 0600 and never through a symlink.
+    /// rename (the `last-run` file). Created with mode 0600 and never through a symlink.
     pub fn write_last_run(&self, time: &str) -> Result<(), StateError> {
         let path = self.path.join(LAST_RUN_FILE);
         OpenOptions::new()
@@ -660,6 +660,42 @@ mod tests {
         let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(state_dir.path()), 0o700);
         assert_eq!(mode(&state_dir.generation_path(1)), 0o600);
+    }
+
+    #[test]
+    fn the_last_run_file_is_the_last_sync_time_when_newer_and_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path().join("state"));
+        let _lock = state_dir.lock(Duration::from_secs(1)).unwrap();
+        let state = State {
+            version: FORMAT_VERSION,
+            last_sync: Some(LastSync {
+                time: "2026-11-01T10:00:00Z".into(),
+                backends: Vec::new(),
+            }),
+            ..State::default()
+        };
+        state_dir.write_state(&state).unwrap();
+        let time = |state_dir: &StateDir| state_dir.load().unwrap().state.last_sync.unwrap().time;
+        state_dir.write_last_run("2026-11-02T10:00:00Z").unwrap();
+        assert_eq!(time(&state_dir), "2026-11-02T10:00:00Z");
+        assert_eq!(
+            state_dir
+                .load()
+                .unwrap()
+                .on_disk
+                .unwrap()
+                .last_sync
+                .unwrap()
+                .time,
+            "2026-11-01T10:00:00Z",
+            "on_disk is state.json as written"
+        );
+        // Older than state.json (a sync that changed something since), or torn: state.json wins.
+        state_dir.write_last_run("2026-10-30T10:00:00Z").unwrap();
+        assert_eq!(time(&state_dir), "2026-11-01T10:00:00Z");
+        fs::write(state_dir.path().join(LAST_RUN_FILE), "2026-11-0").unwrap();
+        assert_eq!(time(&state_dir), "2026-11-01T10:00:00Z");
     }
 
     #[test]
