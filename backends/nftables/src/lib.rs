@@ -112,6 +112,9 @@ impl NftablesError {
             {
                 BackendError::new(LABEL, step, ErrorKind::Permission, self)
             }
+            NftablesError::Netlink(netlink::NetlinkError::Interrupted(_)) => {
+                BackendError::new(LABEL, step, ErrorKind::Transient, self)
+            }
             NftablesError::Netlink(_) => BackendError::new(LABEL, step, ErrorKind::Rejected, self),
             NftablesError::BadName(_) => BackendError::new(LABEL, step, ErrorKind::Rejected, self),
         }
@@ -297,7 +300,7 @@ impl NftablesBackend {
                 return Ok(live);
             }
             if attempts >= 5 {
-                return Ok(live);
+                return Err(netlink::NetlinkError::Interrupted("the ruleset".to_owned()).into());
             }
         }
     }

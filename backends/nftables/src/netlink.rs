@@ -63,8 +63,8 @@ pub enum NetlinkError {
     /// An answer we could not read.
     #[error("unreadable netlink answer: {0}")]
     Malformed(&'static str),
-    /// The set kept changing while it was read.
-    #[error("set {0} changed during every attempt to read it")]
+    /// The set (or the ruleset) kept changing while it was read.
+    #[error("{0} changed during every attempt to read it")]
     Interrupted(String),
 }
 
@@ -260,7 +260,7 @@ pub fn read_set(table: &str, set: &str, family: Family) -> Result<Option<Element
         }
         return Ok(Some(intervals_to_elements(raw, family)));
     }
-    Err(NetlinkError::Interrupted(set.to_owned()))
+    Err(NetlinkError::Interrupted(format!("set {set}")))
 }
 
 fn nul_terminated(name: &str) -> Vec<u8> {
