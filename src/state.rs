@@ -35,6 +35,11 @@ const UNRECORDED_FILE: &str = "unrecorded.json";
 /// The state directory's owner id, written once when the directory is first locked: before
 /// anything is written to a firewall, so that every mark we write names an id we keep.
 const OWNER_FILE: &str = "owner";
+/// When the last sync that changed nothing succeeded: one small line, written without fsync
+/// (losing it in a crash costs only a slightly older "last sync" in `status`). A no-op sync
+/// writes only this, instead of rewriting `state.json` and `sources.json` (4 fsyncs and 2
+/// renames) on every cron run.
+const LAST_RUN_FILE: &str = "last-run";
 /// How many generations are kept; older ones are deleted after a new one is written.
 pub const KEEP_GENERATIONS: usize = 50;
 const FORMAT_VERSION: u32 = 1;
@@ -231,6 +236,9 @@ pub struct Loaded {
     pub current: Option<Generation>,
     /// One message per file that was unreadable and what was used instead.
     pub recovered: Vec<String>,
+    /// `state.json` exactly as read (before the `last-run` time was laid over it), or `None`
+    /// when it was missing or rebuilt: a run whose new state equals it need not write it.
+    pub on_disk: Option<State>,
 }
 
 /// The state directory.
@@ -366,8 +374,14 @@ impl StateDir {
     pub fn load(&self) -> Result<Loaded, StateError> {
         self.check_directories()?;
         let mut recovered = Vec::new();
+        let mut on_disk = None;
         let mut state = match self.read_state() {
-            Ok(state) => state,
+            Ok(state) => {
+                if self.path.join(STATE_FILE).exists() {
+                    on_disk = Some(state.clone());
+                }
+                state
+            }
             Err(StateError::Corrupt { path, source }) => {
                 let newest = self.newest_readable(None)?;
                 let pinned: Option<Pin> = read_json(&self.path.join(PIN_FILE)).ok().flatten();
@@ -389,6 +403,11 @@ impl StateDir {
             }
             Err(error) => return Err(error),
         };
+        if let (Some(last), Some(time)) = (state.last_sync.as_mut(), self.read_last_run())
+            && time > last.time
+        {
+            last.time = time;
+        }
         state.owner = Some(match self.read_owner()? {
             Some(owner) => owner,
             // A directory never locked (a dry run, status): an id nobody else has; nothing is
@@ -431,6 +450,7 @@ impl StateDir {
             state,
             current,
             recovered,
+            on_disk,
         })
     }
 
@@ -496,6 +516,29 @@ impl StateDir {
             },
         }
         write_json(&self.path.join(STATE_FILE), state)
+    }
+
+    /// Records the time of a successful sync that changed nothing: one line, no fsync, no
+    /// rename (the `last-run` file). Created with mode 0600 and never through a symlink.
+    pub fn write_last_run(&self, time: &str) -> Result<(), StateError> {
+        let path = self.path.join(LAST_RUN_FILE);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|mut file| file.write_all(format!("{time}\n").as_bytes()))
+            .map_err(Self::io("write", &path))
+    }
+
+    /// The time in `last-run`, if it reads as one of ours (a torn write reads as nothing).
+    fn read_last_run(&self) -> Option<String> {
+        let text = fs::read_to_string(self.path.join(LAST_RUN_FILE)).ok()?;
+        let time = text.strip_suffix('\n')?;
+        humantime::parse_rfc3339(time).ok()?;
+        Some(time.to_owned())
     }
 
     fn generation_path(&self, generation: u64) -> PathBuf {
@@ -651,6 +694,42 @@ mod tests {
         let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(state_dir.path()), 0o700);
         assert_eq!(mode(&state_dir.generation_path(1)), 0o600);
+    }
+
+    #[test]
+    fn the_last_run_file_is_the_last_sync_time_when_newer_and_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path().join("state"));
+        let _lock = state_dir.lock(Duration::from_secs(1)).unwrap();
+        let state = State {
+            version: FORMAT_VERSION,
+            last_sync: Some(LastSync {
+                time: "2026-11-01T10:00:00Z".into(),
+                backends: Vec::new(),
+            }),
+            ..State::default()
+        };
+        state_dir.write_state(&state).unwrap();
+        let time = |state_dir: &StateDir| state_dir.load().unwrap().state.last_sync.unwrap().time;
+        state_dir.write_last_run("2026-11-02T10:00:00Z").unwrap();
+        assert_eq!(time(&state_dir), "2026-11-02T10:00:00Z");
+        assert_eq!(
+            state_dir
+                .load()
+                .unwrap()
+                .on_disk
+                .unwrap()
+                .last_sync
+                .unwrap()
+                .time,
+            "2026-11-01T10:00:00Z",
+            "on_disk is state.json as written"
+        );
+        // Older than state.json (a sync that changed something since), or torn: state.json wins.
+        state_dir.write_last_run("2026-10-30T10:00:00Z").unwrap();
+        assert_eq!(time(&state_dir), "2026-11-01T10:00:00Z");
+        fs::write(state_dir.path().join(LAST_RUN_FILE), "2026-11-0").unwrap();
+        assert_eq!(time(&state_dir), "2026-11-01T10:00:00Z");
     }
 
     #[test]

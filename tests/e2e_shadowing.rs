@@ -301,6 +301,13 @@ fn sync_iptables(lab: &Lab, variant: &str, mode: &str) {
 /// The same sync again, once something else blocks: exit 5, naming the blocker.
 fn resync_iptables_blocked(lab: &Lab, hint: &str) {
     let config = lab.state.path().join("config.toml").display().to_string();
+    // status sees it at once; the next sync that writes (here: an upstream change) exits 5.
+    let json = lab.cf(&["--output", "json", "status"]).code(0).json();
+    assert_eq!(json["backends"][0]["effective"], false, "{json:#}");
+    lab.fixture.set(
+        "/ips-v4",
+        crate::support::fixture::Reply::ok(crate::support::lab::SECOND_V4),
+    );
     let sources = lab.source_args();
     let mut args = vec!["--config", config.as_str(), "sync"];
     args.extend(sources.iter().map(String::as_str));

@@ -88,3 +88,65 @@ fn nftables_refills_a_set_when_many_ranges_go_and_keeps_the_rest() {
     .join()
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }
+
+#[test]
+fn nftables_reads_set_elements_from_the_kernel_as_nft_lists_them() {
+    use cf_allowlist_nftables::harness::NftablesHarness;
+    require_root();
+    std::thread::spawn(|| {
+        unshare_thread_netns();
+        let harness = NftablesHarness::with_base_ruleset();
+        let backend = harness.backend(&default_policy());
+        sync(backend.as_ref(), &many_v6(3));
+        // Neighbours (one's end is the other's start), single addresses (/32, /128), a prefix
+        // ending at the top of 2000::/3, and many of them: the elements read over netlink must
+        // be exactly what nft itself lists.
+        let mut batch = String::from(
+            "add element inet filter cf_allowlist_v4 { 198.51.100.0/25, 198.51.100.128/25, 192.0.2.1, 203.0.113.7 }\n\
+             add element inet filter cf_allowlist_v6 { 2001:db8:ffff::/48, 2001:db8:2::1, 3fff:ff00::/24 }\n",
+        );
+        let extra: Vec<String> = (0..3000)
+            .map(|index| format!("2001:db8:1:{index:x}::/64"))
+            .collect();
+        batch.push_str(&format!(
+            "add element inet filter cf_allowlist_v6 {{ {} }}\n",
+            extra.join(", ")
+        ));
+        let status = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(batch.as_bytes())?;
+                child.wait()
+            })
+            .unwrap();
+        assert!(status.success());
+        let listed: std::collections::BTreeSet<String> = must("nft", &["-j", "list", "ruleset"])
+            .split("\"prefix\": {\"addr\": \"")
+            .skip(1)
+            .filter_map(|rest| {
+                let (address, rest) = rest.split_once('"')?;
+                let length = rest.split("\"len\": ").nth(1)?.split('}').next()?;
+                Some(format!("{address}/{length}"))
+            })
+            .chain(
+                ["192.0.2.1/32", "203.0.113.7/32", "2001:db8:2::1/128"]
+                    .into_iter()
+                    .map(str::to_owned),
+            )
+            .collect();
+        let observed: std::collections::BTreeSet<String> = backend
+            .observe()
+            .unwrap()
+            .ranges
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(observed.len(), 3 + 4 + 3 + 3000);
+        assert_eq!(observed, listed);
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod conformance;
+mod counts;
 #[cfg(feature = "aws")]
 mod e2e_aws;
 mod e2e_doctor;

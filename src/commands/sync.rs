@@ -56,9 +56,12 @@ pub fn fetch_all(
                 printer.warn_repeating(warning.clone());
             }
         }
-        // Validate per source so that the error names the source that sent the bad range.
-        validate::validate(&fetched.networks, &settings.limits)
-            .map_err(|refused| SourceError::refused(source, refused))?;
+        // Check per source so that the error names the source that sent the bad range; the
+        // duplicates and covered ranges are found once, over all sources, below.
+        for network in &fetched.networks {
+            validate::check(network, &settings.limits)
+                .map_err(|refused| SourceError::refused(source, refused))?;
+        }
         printer.note(&format!(
             "{source}: {} ranges{}",
             fetched.networks.len(),
@@ -73,8 +76,7 @@ pub fn fetch_all(
             new_cache.insert(key, cached);
         }
     }
-    let validated = validate::validate(&networks, &settings.limits)
-        .map_err(|refused| SourceError::refused("(all sources)", refused))?;
+    let validated = validate::deduplicate(&networks);
     for (covered, cover) in &validated.covered {
         printer.note(&format!(
             "{covered} is inside {cover}: only {cover} is kept"
@@ -113,10 +115,15 @@ pub fn run(
     for message in &loaded.recovered {
         printer.warn(message.clone());
     }
-    let (mut state, current) = (loaded.state, loaded.current);
+    let (mut state, current, on_disk) = (loaded.state, loaded.current, loaded.on_disk);
 
     let mut refusals = Vec::new();
     let mut source_cache = None;
+    let old_source_cache = if state.pinned.is_none() {
+        state_dir.read_source_cache()
+    } else {
+        BTreeMap::new()
+    };
     let (target, sources, upstream) = match &state.pinned {
         Some(pin) => {
             printer.warn_repeating(format!(
@@ -127,7 +134,7 @@ pub fn run(
             (generation.ranges, generation.sources, None)
         }
         None => {
-            let (target, cache) = fetch_all(settings, &state_dir.read_source_cache(), printer)?;
+            let (target, cache) = fetch_all(settings, &old_source_cache, printer)?;
             source_cache = Some(cache);
             let upstream = UpstreamChange::between(
                 current
@@ -256,7 +263,12 @@ pub fn run(
         }
     }
     failpoint::pause_point("after-apply");
-    judge_effect(&mut plan.backends, &plan.target, printer);
+    // Whether the change really lets the ranges in: after every run that wrote something. A
+    // run that changed nothing does not read the whole firewall again (a cron job's no-op
+    // stays one listing of our own parts); `status` and `doctor` check it on demand.
+    if plan.changes_firewall() {
+        judge_effect(&mut plan.backends, &plan.target, printer);
+    }
 
     // Every backend holds the target: now, and only now, record it. A failure here leaves the
     // firewall changed and unrecorded, and the error says so.
@@ -278,11 +290,29 @@ pub fn run(
         state.current_generation = Some(generation);
         state.purged = None;
         state.written = settings.backends.clone();
+        let now = now_rfc3339();
         state.last_sync = Some(LastSync {
-            time: now_rfc3339(),
+            time: now.clone(),
             backends: settings.backends.clone(),
         });
-        if let Some(cache) = &source_cache {
+        // Nothing changed (the cron case): leave state.json and sources.json as they are and
+        // record only the time, in one small unsynced file.
+        let cache_unchanged = source_cache
+            .as_ref()
+            .is_none_or(|cache| *cache == old_source_cache);
+        let state_unchanged = on_disk.as_ref().is_some_and(|on_disk| {
+            let mut same_time = state.clone();
+            same_time.owner = None;
+            if let (Some(last), Some(old)) = (same_time.last_sync.as_mut(), &on_disk.last_sync) {
+                last.time = old.time.clone();
+            }
+            same_time == *on_disk
+        });
+        if !is_new && cache_unchanged && state_unchanged {
+            state_dir.write_last_run(&now)?;
+            return Ok(());
+        }
+        if let Some(cache) = source_cache.as_ref().filter(|_| is_new || !cache_unchanged) {
             state_dir.write_source_cache(cache)?;
         }
         state_dir.write_state(&state)?;

@@ -10,9 +10,11 @@
 //!
 //! Every change is a text batch piped to one `nft -f -`, which nft applies as one transaction:
 //! set elements are added and removed in place (the set is never empty in between) and a failed
-//! batch changes nothing. State is read back with `nft -j list ruleset`.
+//! batch changes nothing. State is read with the terse `nft -t -j list ruleset` (structure only)
+//! plus the elements of our two sets straight from the kernel ([`netlink`]); see there why.
 
 pub mod names;
+pub mod netlink;
 mod ruleset;
 
 use std::fmt::Write as _;
@@ -91,6 +93,9 @@ pub enum NftablesError {
     /// `nft` printed something we could not read.
     #[error("could not read nft's listing")]
     Parse(#[from] ruleset::ParseError),
+    /// The kernel's set elements could not be read.
+    #[error("could not read our sets' elements from the kernel")]
+    Netlink(#[from] netlink::NetlinkError),
     /// A table or chain name that nft would misread.
     #[error("{0}")]
     BadName(String),
@@ -102,6 +107,19 @@ impl NftablesError {
         match self {
             NftablesError::Tool(error) => BackendError::tool(LABEL, step, "nftables", error),
             NftablesError::Parse(_) => BackendError::new(LABEL, step, ErrorKind::Rejected, self),
+            NftablesError::Netlink(netlink::NetlinkError::Io(ref error))
+                if error.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                BackendError::new(LABEL, step, ErrorKind::Permission, self)
+            }
+            // EPERM or EACCES from the kernel: no CAP_NET_ADMIN.
+            NftablesError::Netlink(netlink::NetlinkError::Kernel { errno: 1 | 13, .. }) => {
+                BackendError::new(LABEL, step, ErrorKind::Permission, self)
+            }
+            NftablesError::Netlink(netlink::NetlinkError::Interrupted(_)) => {
+                BackendError::new(LABEL, step, ErrorKind::Transient, self)
+            }
+            NftablesError::Netlink(_) => BackendError::new(LABEL, step, ErrorKind::Rejected, self),
             NftablesError::BadName(_) => BackendError::new(LABEL, step, ErrorKind::Rejected, self),
         }
     }
@@ -187,6 +205,42 @@ fn only_ours_left(listing: &str) -> bool {
     true
 }
 
+/// The block of `table inet NAME { … }` in a text listing of the ruleset (empty if absent).
+fn table_block(listing: &str, table: &str) -> String {
+    let header = format!("table inet {table} {{");
+    let mut block = String::new();
+    let mut inside = false;
+    for line in listing.lines() {
+        if !inside && line == header {
+            inside = true;
+        }
+        if inside {
+            block.push_str(line);
+            block.push('\n');
+            if line == "}" {
+                break;
+            }
+        }
+    }
+    block
+}
+
+/// The last reading in this process: the network namespace it was taken in (the inode of
+/// `/proc/thread-self/ns/net`: each namespace counts its own generations, and the tests' threads
+/// each enter their own), the ruleset generation at the time, table, chain and what was read.
+/// See [`NftablesBackend::remembered`].
+type Reading = ((std::thread::ThreadId, u64), u32, String, String, Live);
+static LAST_READ: std::sync::Mutex<Option<Reading>> = std::sync::Mutex::new(None);
+
+/// The identity of the calling thread's network namespace, with the thread: an inode number
+/// is reused once its namespace is gone, a thread id never is, and a thread keeps its namespace.
+fn namespace_id() -> Option<(std::thread::ThreadId, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|meta| (std::thread::current().id(), meta.ino()))
+}
+
 /// Keeps an nftables chain open to a set of ranges.
 #[derive(Debug, Clone)]
 pub struct NftablesBackend {
@@ -220,14 +274,83 @@ impl NftablesBackend {
         Ok(tool::locate("nft")?)
     }
 
+    /// Reads our parts: the structure from `nft -t -j list ruleset` (terse: no set elements,
+    /// so it costs a few milliseconds however large any set is) and the elements of our own two
+    /// sets from the kernel ([`netlink`]). The ruleset's generation id is read before and after;
+    /// if a transaction committed in between, the reading is repeated, so the result is one
+    /// consistent snapshot as a single `nft list ruleset` was.
     fn read(&self) -> Result<Live, NftablesError> {
         let nft = self.nft()?;
-        let json = tool::run(&nft, &["-j", "list", "ruleset"], None)?;
-        Ok(ruleset::parse(
-            &json,
-            &self.options.table,
-            &self.options.chain,
-        )?)
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let before = netlink::generation()?;
+            if let Some(live) = self.remembered(before) {
+                return Ok(live);
+            }
+            let json = tool::run(&nft, &["-t", "-j", "list", "ruleset"], None)?;
+            let mut live = ruleset::parse(&json, &self.options.table, &self.options.chain)?;
+            for family in Family::ALL {
+                let name = names::set_name(family);
+                if let Some(set) = live.sets.get_mut(name) {
+                    let elements =
+                        netlink::read_set(&self.options.table, name, family)?.unwrap_or_default();
+                    set.elements = elements.networks;
+                    set.odd_elements = elements.odd;
+                }
+            }
+            if netlink::generation()? == before {
+                self.remember(before, &live);
+                return Ok(live);
+            }
+            if attempts >= 5 {
+                return Err(netlink::NetlinkError::Interrupted("the ruleset".to_owned()).into());
+            }
+        }
+    }
+
+    /// What this process last read of the same table and chain, if the ruleset's generation
+    /// is still the one it was read at: no transaction has committed since, so the firewall is
+    /// exactly as read (the generation is read before the listing, so a change during it shows
+    /// up as a newer generation). Saves the re-read before an apply, which would list the same.
+    fn remembered(&self, generation: u32) -> Option<Live> {
+        let namespace = namespace_id()?;
+        let cache = LAST_READ.lock().ok()?;
+        let (in_namespace, at, table, chain, live) = cache.as_ref()?;
+        (*in_namespace == namespace
+            && *at == generation
+            && *table == self.options.table
+            && *chain == self.options.chain)
+            .then(|| live.clone())
+    }
+
+    fn remember(&self, generation: u32, live: &Live) {
+        if let (Some(namespace), Ok(mut cache)) = (namespace_id(), LAST_READ.lock()) {
+            *cache = Some((
+                namespace,
+                generation,
+                self.options.table.clone(),
+                self.options.chain.clone(),
+                live.clone(),
+            ));
+        }
+    }
+
+    /// The terse text listing (`nft -t list ruleset`: comments included, set elements left
+    /// out) of each of `tables` in the `inet` family. nft 1.0.6 leaves table and chain comments
+    /// out of its JSON, and lists a single table only after fetching every set element of the
+    /// ruleset (seconds at 100,000), so one terse listing of the ruleset is split instead.
+    fn table_listings(&self, tables: &[String]) -> Result<Vec<(String, String)>, NftablesError> {
+        if tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let nft = self.nft()?;
+        let text = tool::run(&nft, &["-t", "list", "ruleset"], None)?;
+        let text = String::from_utf8_lossy(&text);
+        Ok(tables
+            .iter()
+            .map(|table| (table.clone(), table_block(&text, table)))
+            .collect())
     }
 
     /// The text listing of every table holding strays (other than ours).
@@ -235,16 +358,12 @@ impl NftablesBackend {
         &self,
         strays: &ruleset::Strays,
     ) -> Result<Vec<(String, String)>, NftablesError> {
-        let nft = self.nft()?;
-        let mut listings = Vec::new();
-        for table in strays.tables() {
-            if table == self.options.table {
-                continue;
-            }
-            let text = tool::run(&nft, &["list", "table", "inet", &table], None)?;
-            listings.push((table, String::from_utf8_lossy(&text).into_owned()));
-        }
-        Ok(listings)
+        let tables: Vec<String> = strays
+            .tables()
+            .into_iter()
+            .filter(|table| *table != self.options.table)
+            .collect();
+        self.table_listings(&tables)
     }
 
     fn run_batch(&self, batch: &str) -> Result<(), NftablesError> {
@@ -573,11 +692,11 @@ impl Backend for NftablesBackend {
         if live.table_exists {
             // nft 1.0.6 leaves comments out of its JSON, so ownership of the table and chain
             // is read from the text listing.
-            let nft = self.nft().map_err(|error| error.at("read the ruleset"))?;
-            let text = tool::run(&nft, &["list", "table", "inet", table], None)
-                .map_err(|error| NftablesError::from(error).at("read the ruleset"))?;
-            let (table_ours, chain_ours) =
-                names::created_by_us(&String::from_utf8_lossy(&text), chain);
+            let listing = self
+                .table_listings(std::slice::from_ref(table))
+                .map_err(|error| error.at("read the ruleset"))?;
+            let text = listing.first().map(|(_, text)| text.as_str()).unwrap_or("");
+            let (table_ours, chain_ours) = names::created_by_us(text, chain);
             let chain_empty = live.foreign_rules_in_chain == 0;
             if table_ours && chain_empty && live.foreign_objects_in_table == 0 {
                 let _ = writeln!(batch, "delete table inet {table}");
