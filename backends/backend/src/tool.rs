@@ -136,3 +136,41 @@ pub fn run(program: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8
     }
     Ok(output.stdout)
 }
+
+/// Splits a line of `iptables-save` output into words the way iptables reads them: whitespace
+/// separates, double quotes group (`--comment "cf-allowlist owner=…"`), a backslash inside
+/// quotes escapes the next character. Returns the words and whether the quotes were balanced.
+pub fn split_words(line: &str) -> (Vec<String>, bool) {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut in_quotes = false;
+    let mut has_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                has_word = true;
+            }
+            '\\' if in_quotes => {
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if has_word {
+                    words.push(std::mem::take(&mut current));
+                    has_word = false;
+                }
+            }
+            c => {
+                current.push(c);
+                has_word = true;
+            }
+        }
+    }
+    if has_word {
+        words.push(current);
+    }
+    (words, !in_quotes)
+}

@@ -98,43 +98,12 @@ fn parse_net(text: &str) -> Option<IpNet> {
     }
 }
 
-/// Splits a rule line into words, honouring double quotes.
+/// Splits a rule line into words, honouring double quotes; an unterminated quote is an error.
 pub fn words(line: &str) -> Result<Vec<String>, ParseError> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut in_quotes = false;
-    let mut has_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                in_quotes = !in_quotes;
-                has_word = true;
-            }
-            '\\' if in_quotes => {
-                if let Some(next) = chars.next() {
-                    current.push(next);
-                }
-            }
-            c if c.is_whitespace() && !in_quotes => {
-                if has_word {
-                    words.push(std::mem::take(&mut current));
-                    has_word = false;
-                }
-            }
-            c => {
-                current.push(c);
-                has_word = true;
-            }
-        }
+    match cf_allowlist_backend::tool::split_words(line) {
+        (words, true) => Ok(words),
+        (_, false) => Err(ParseError::Quote(line.to_owned())),
     }
-    if in_quotes {
-        return Err(ParseError::Quote(line.to_owned()));
-    }
-    if has_word {
-        words.push(current);
-    }
-    Ok(words)
 }
 
 /// Parses one rule's arguments (after `-A CHAIN`).

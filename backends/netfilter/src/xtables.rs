@@ -70,40 +70,10 @@ fn parse_net(text: &str) -> Option<IpNet> {
     }
 }
 
-/// Splits a rule line into words, honouring double quotes (as iptables-save writes them).
+/// Splits a rule line into words, honouring double quotes (as iptables-save writes them); an
+/// unterminated quote keeps what was read.
 pub fn words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut in_quotes = false;
-    let mut has_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                in_quotes = !in_quotes;
-                has_word = true;
-            }
-            '\\' if in_quotes => {
-                if let Some(next) = chars.next() {
-                    current.push(next);
-                }
-            }
-            c if c.is_whitespace() && !in_quotes => {
-                if has_word {
-                    words.push(std::mem::take(&mut current));
-                    has_word = false;
-                }
-            }
-            c => {
-                current.push(c);
-                has_word = true;
-            }
-        }
-    }
-    if has_word {
-        words.push(current);
-    }
-    words
+    cf_allowlist_backend::tool::split_words(line).0
 }
 
 /// The hooks and priority iptables registers a table's built-in chains at.
