@@ -286,13 +286,12 @@ def nftables_rows(args):
 
 def ufw_sandbox(work_dir):
     """Copies of ufw's files for a mount namespace; returns the shell prologue that binds them."""
-    sandbox = os.path.join("/root", f".cfa-perf-ufw-{os.getpid()}")
-    if not os.path.exists(sandbox):
-        os.makedirs(sandbox)
-        subprocess.run(["cp", "-a", "/etc/ufw", f"{sandbox}/etc-ufw"], check=True)
-        subprocess.run(["cp", "-a", "/usr/lib/ufw", f"{sandbox}/lib-ufw"], check=True)
-        subprocess.run(["cp", "-a", "/etc/default/ufw", f"{sandbox}/default-ufw"], check=True)
-        os.makedirs(f"{sandbox}/run")
+    # Under /root, not /tmp: ufw complains about world-writable folders above its files.
+    sandbox = tempfile.mkdtemp(prefix=".cfa-perf-ufw-", dir="/root")
+    subprocess.run(["cp", "-a", "/etc/ufw", f"{sandbox}/etc-ufw"], check=True)
+    subprocess.run(["cp", "-a", "/usr/lib/ufw", f"{sandbox}/lib-ufw"], check=True)
+    subprocess.run(["cp", "-a", "/etc/default/ufw", f"{sandbox}/default-ufw"], check=True)
+    os.makedirs(f"{sandbox}/run")
     return sandbox, (
         f"mount --bind {sandbox}/run /run; mount --bind {sandbox}/etc-ufw /etc/ufw; "
         f"mount --bind {sandbox}/lib-ufw /usr/lib/ufw; mount --bind {sandbox}/default-ufw /etc/default/ufw; "
@@ -451,7 +450,6 @@ def ufw_rows(args):
     # 22 and 1,000 ranges (the issue's sizes), as far as --sizes asks for them.
     for size in [size for size in (22, 1000) if size in args.sizes or (size == 1000 and 100000 in args.sizes)]:
         work = Work('[[backend]]\nkind = "ufw"\n')
-        sandbox, prologue = ufw_sandbox(work.dir)
         try:
             source = work.source("a", ranges(size))
             listed = [line for line in ranges(size).split("\n") if line]
@@ -459,6 +457,9 @@ def ufw_rows(args):
             ours_first, ours_noop, reference = [], [], []
             for attempt in range(max(3, args.runs // 3)):
                 for turn in ((0, 1) if attempt % 2 == 0 else (1, 0)):
+                    # A fresh copy of ufw's files for every run: what one run left (our rules,
+                    # or the reference's) must not make the next one a no-op.
+                    sandbox, prologue = ufw_sandbox(work.dir)
                     shutil.rmtree(work.state, ignore_errors=True)
                     sync = " ".join(work.sync(source))
                     if turn == 0:
@@ -472,6 +473,7 @@ def ufw_rows(args):
                         handle.write(script)
                     out = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "bash", script_file],
                                          capture_output=True, text=True).stdout.split()
+                    shutil.rmtree(sandbox, ignore_errors=True)
                     if turn == 0:
                         ours_first.append(int(out[-2]) / 1e9)
                         ours_noop.append(int(out[-1]) / 1e9)
@@ -481,7 +483,6 @@ def ufw_rows(args):
                 f"{median(reference) / median(ours_noop):.0f}x faster")
             row(f"first sync, ufw, {size} ranges (ref: re-running `ufw allow` for each)", median(ours_first), median(reference), "ms")
         finally:
-            shutil.rmtree(sandbox, ignore_errors=True)
             work.close()
 
 
@@ -489,9 +490,15 @@ def aws_rows(args):
     if not accepts_backend("aws"):
         note("AWS rows: skipped, `--backend aws` is not built into this binary")
         return
-    if shutil.which("moto_server") is None:
-        note("AWS rows: skipped, moto_server is not installed (`pip install 'moto[server]'`)")
+    # moto from the test venv (tests/run makes it), else from PATH.
+    venv = os.environ.get("CF_TEST_VENV", os.path.join(ROOT, "target", "test-venv"))
+    moto = os.path.join(venv, "bin", "moto_server")
+    if not os.path.exists(moto):
+        moto = shutil.which("moto_server")
+    if moto is None:
+        note("AWS rows: skipped, moto_server is not installed (`tests/run` puts it in target/test-venv)")
         return
+    python = os.path.join(os.path.dirname(moto), "python")
     import json
     import socket
     import urllib.request
@@ -502,7 +509,7 @@ def aws_rows(args):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = dict(os.environ, MOTO_ENABLE_RECORDING="True", MOTO_RECORDER_FILEPATH=recording)
-    server = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+    server = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         endpoint = f"http://127.0.0.1:{port}"
@@ -514,8 +521,13 @@ def aws_rows(args):
                 time.sleep(0.1)
         aws_env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                        AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+        # A security group to keep open, made through moto's API with the venv's boto3.
+        group = subprocess.run(
+            [python, "-c", "import boto3, sys; ec2 = boto3.client('ec2', endpoint_url=sys.argv[1]); "
+             "print(ec2.create_security_group(GroupName='web', Description='bench')['GroupId'])", endpoint],
+            env=aws_env, capture_output=True, text=True, check=True).stdout.strip()
         with open(work.config, "w") as file:
-            file.write('[[backend]]\nkind = "aws"\n')
+            file.write(f'[[backend]]\nkind = "aws"\nsecurity_group_ids = ["{group}"]\n')
         source = work.source("a", ranges(22))
 
         def calls():
@@ -529,11 +541,17 @@ def aws_rows(args):
             actions = []
             for entry in entries:
                 body = entry.get("body") or ""
-                action = next((part.split("=", 1)[1] for part in str(body).split("&") if part.startswith("Action=")), "?")
-                actions.append(action)
+                if entry.get("body_encoded"):
+                    import base64
+                    body = base64.b64decode(body).decode("utf-8", "replace")
+                action = next((part.split("=", 1)[1] for part in str(body).split("&") if part.startswith("Action=")), None)
+                if action:
+                    # moto's own API calls (the recorder's) carry no EC2 action.
+                    actions.append(action)
             return actions
 
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/recorder/start-recording", method="POST"))
+        calls()  # forget the set-up's own calls (the group's creation)
         first = subprocess.run(work.sync(source), env=aws_env, capture_output=True, text=True)
         first_calls = calls()
         noop = subprocess.run(work.sync(source), env=aws_env, capture_output=True, text=True)
