@@ -12,14 +12,14 @@ use ipnet::IpNet;
 
 use crate::support::lab::{ADMIN, IN_FIRST_LIST, Lab, PORTS, SOURCES};
 
-const UFW4: &str = include_str!("../backends/netfilter/testdata/ufw4.rules");
-const UFW6: &str = include_str!("../backends/netfilter/testdata/ufw6.rules");
+const UFW4: &str = include_str!("../crates/netfilter/testdata/ufw4.rules");
+const UFW6: &str = include_str!("../crates/netfilter/testdata/ufw6.rules");
 const REAL_UFW4: &str =
-    include_str!("../backends/netfilter/testdata/recorded/ufw-real.filter4.save");
+    include_str!("../crates/netfilter/testdata/recorded/ufw-real.filter4.save");
 const REAL_UFW6: &str =
-    include_str!("../backends/netfilter/testdata/recorded/ufw-real.filter6.save");
-const FIREWALLD: &str = include_str!("../backends/netfilter/testdata/firewalld.nft");
-const DEBIAN: &str = include_str!("../backends/netfilter/testdata/debian.nft");
+    include_str!("../crates/netfilter/testdata/recorded/ufw-real.filter6.save");
+const FIREWALLD: &str = include_str!("../crates/netfilter/testdata/firewalld.nft");
+const DEBIAN: &str = include_str!("../crates/netfilter/testdata/debian.nft");
 
 /// The lab's served list (`LIST_V4`, `LIST_V6`) as networks.
 fn listed_ranges() -> Vec<IpNet> {
