@@ -232,7 +232,8 @@ if want deb; then
     ./usr/lib/tmpfiles.d/cf-allowlist.conf ./usr/share/doc/cf-allowlist/examples/cron.d/cf-allowlist \
     ./usr/share/doc/cf-allowlist/examples/config.toml ./usr/share/man/man1/cf-allowlist.1.gz \
     ./usr/share/bash-completion/completions/cf-allowlist ./usr/share/zsh/vendor-completions/_cf-allowlist \
-    ./usr/share/fish/vendor_completions.d/cf-allowlist.fish ./usr/share/doc/cf-allowlist/copyright; do
+    ./usr/share/fish/vendor_completions.d/cf-allowlist.fish ./usr/share/doc/cf-allowlist/copyright \
+    ./usr/share/doc/cf-allowlist/docs/commands.md ./usr/share/doc/cf-allowlist/docs/backends/nftables.md; do
     grep -q " $path\$" "$work/deb-contents" || fail "package lacks $path"
   done
   grep -q '^ Package: cf-allowlist$' "$work/deb-info" || fail "control: Package"

@@ -113,7 +113,7 @@ impl AwsError {
         };
         error.hint = match error.code.as_deref() {
             Some("UnauthorizedOperation") => Some(format!(
-                "allow ec2:{operation} in the IAM policy of this role or user (README: The AWS backend)"
+                "allow ec2:{operation} in the IAM policy of this role or user (docs/backends/aws.md)"
             )),
             Some("AuthFailure") => {
                 Some("check the AWS credentials (environment, profile or instance role)".into())
