@@ -40,6 +40,15 @@ pub struct Cli {
     /// restore, success or failure (overrides `metrics_file` in the config).
     #[arg(long, global = true, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Run this program after a sync, rollback or restore that changed a firewall or saw the
+    /// upstream list change, with the JSON report on stdin (overrides `on_change` in the
+    /// config).
+    #[arg(long, global = true, value_name = "PROGRAM")]
+    pub on_change: Option<PathBuf>,
+    /// Also allow Cloudflare's China Network ranges (JD Cloud), from the JSON API's
+    /// `jdcloud_cidrs` (with no source configured, the API asked with `?networks=jdcloud`).
+    #[arg(long, global = true)]
+    pub jdcloud: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod error;
 pub mod failpoint;
 pub mod guards;
+pub mod hook;
 pub mod metrics;
 pub mod plan;
 pub mod printer;
@@ -64,8 +65,36 @@ where
             path.display()
         ));
     }
+    run_hook(&cli, &outcome, &printer);
     printer.finish(&outcome);
     outcome.exit_status()
+}
+
+/// Runs the `on_change` hook after a run that applied (not a dry run) and changed a firewall
+/// or saw the upstream list change. Its failure is a warning: the run already happened.
+fn run_hook(cli: &Cli, outcome: &Outcome, printer: &Printer) {
+    let applies = match &cli.command {
+        Command::Sync(args) => !args.dry_run,
+        Command::Rollback(_) | Command::Restore(_) => true,
+        _ => false,
+    };
+    let news = matches!(&outcome.report, Some(Report::Sync(sync)) if sync.plan.has_news());
+    if !applies || !(news || outcome.changed()) {
+        return;
+    }
+    let config = settings::read_config(cli.config.as_deref()).unwrap_or_default();
+    let Ok(Some(hook)) = settings::on_change(cli, &config) else {
+        return;
+    };
+    let report = outcome.to_json(&printer.warnings());
+    let event = hook::Event {
+        command: cli.command.name(),
+        exit_code: outcome.exit_status().code(),
+        report: &report,
+    };
+    if let Err(error) = hook.run(&event) {
+        printer.warn(format!("the on_change hook {error}"));
+    }
 }
 
 /// The metrics file to write after this command, if any: only runs that apply (`sync`

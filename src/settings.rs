@@ -13,7 +13,7 @@ use crate::backends::{BackendEntry, BackendKind, BackendSpec, normalise_ports};
 use crate::cli::{Cli, OutputFormat};
 use crate::error::Error;
 use crate::printer::{Printer, Verbosity};
-use crate::sources::{DEFAULT_SOURCES, FetchSettings, Source};
+use crate::sources::{DEFAULT_SOURCES, FetchSettings, JDCLOUD_SOURCE, Source};
 use crate::state::DEFAULT_STATE_DIR;
 use crate::validate::Limits;
 
@@ -55,6 +55,14 @@ pub struct ConfigFile {
     /// Where sync, rollback and restore write Prometheus metrics (textfile collector); empty:
     /// none.
     pub metrics_file: Option<PathBuf>,
+    /// Also allow Cloudflare's China Network ranges (JD Cloud), from the JSON API's
+    /// `jdcloud_cidrs` (default false).
+    pub jdcloud: Option<bool>,
+    /// A program to run after a run that changed a firewall or saw the list change, with
+    /// the JSON report on stdin: `["/path/to/program", "arg"]`.
+    pub on_change: Option<Vec<String>>,
+    /// How long the `on_change` program may run (default 30).
+    pub on_change_timeout_secs: Option<u64>,
     /// `doctor`'s defaults.
     #[serde(default)]
     pub doctor: DoctorConfig,
@@ -125,6 +133,18 @@ pub fn resolve_doctor(
         max_age,
         metrics_file: metrics_file(cli, config),
     })
+}
+
+/// The `on_change` hook: `--on-change PROGRAM`, else the config's `on_change`.
+pub fn on_change(cli: &Cli, config: &ConfigFile) -> Result<Option<crate::hook::Hook>, Error> {
+    let argv = match (&cli.on_change, &config.on_change) {
+        (Some(program), _) => vec![program.display().to_string()],
+        (None, Some(argv)) => argv.clone(),
+        (None, None) => return Ok(None),
+    };
+    crate::hook::resolve(argv, config.on_change_timeout_secs)
+        .map(Some)
+        .map_err(Error::Setting)
 }
 
 /// The metrics file: `--metrics-file`, else the config's `metrics_file`.
@@ -206,10 +226,15 @@ pub fn resolve(
     config: &ConfigFile,
     overrides: &BackendOverrides<'_>,
 ) -> Result<Settings, Error> {
+    on_change(cli, config)?;
+    let jdcloud = cli.jdcloud || config.jdcloud.unwrap_or(false);
     let source_texts: Vec<String> = if !overrides.sources.is_empty() {
         overrides.sources.to_vec()
     } else if let Some(sources) = &config.sources {
         sources.clone()
+    } else if jdcloud {
+        // The text lists cannot carry JD Cloud's ranges; the JSON API asked for them can.
+        vec![JDCLOUD_SOURCE.to_owned()]
     } else {
         DEFAULT_SOURCES.iter().map(|s| (*s).to_owned()).collect()
     };
@@ -222,6 +247,11 @@ pub fn resolve(
         .iter()
         .map(|text| Source::parse(text))
         .collect::<Result<Vec<_>, _>>()?;
+    if jdcloud && sources.iter().all(|source| *source == Source::Builtin) {
+        return Err(Error::Setting(format!(
+            "jdcloud is on but the only source is the builtin list, which has no JD Cloud ranges: use {JDCLOUD_SOURCE} (or a file holding its answer)"
+        )));
+    }
 
     let default_policy = Policy {
         ports: normalise_ports(
@@ -314,6 +344,7 @@ pub fn resolve(
             max_body_bytes: config
                 .max_body_bytes
                 .unwrap_or(fetch_defaults.max_body_bytes),
+            jdcloud,
         },
         lock_timeout: seconds(config.lock_timeout_secs, Duration::from_secs(60)),
         builtin_max_age_days: config.builtin_max_age_days.unwrap_or(180),

@@ -14,5 +14,6 @@ mod e2e_ownership;
 mod e2e_safety;
 mod e2e_shadowing;
 mod e2e_ufw;
+mod hooks;
 mod large_lists;
 mod support;

@@ -28,6 +28,8 @@ pub struct FetchSettings {
     pub total_timeout: Duration,
     /// The largest body (or file) accepted; real lists are well under 1 KiB.
     pub max_body_bytes: u64,
+    /// Whether JSON answers must carry JD Cloud's ranges too (`jdcloud = true`).
+    pub jdcloud: bool,
 }
 
 impl Default for FetchSettings {
@@ -36,6 +38,7 @@ impl Default for FetchSettings {
             connect_timeout: Duration::from_secs(10),
             total_timeout: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
+            jdcloud: false,
         }
     }
 }
@@ -539,6 +542,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             total_timeout: Duration::from_secs(10),
             max_body_bytes: 64,
+            jdcloud: false,
         }
     }
 

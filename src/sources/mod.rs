@@ -20,6 +20,10 @@ pub const BUILTIN_DATE: &str = "2026-10-01";
 const BUILTIN_V4: &str = include_str!("../builtin/ips-v4");
 const BUILTIN_V6: &str = include_str!("../builtin/ips-v6");
 
+/// The source used with `jdcloud` when none is configured: the JSON API, asked for JD Cloud's
+/// ranges too.
+pub const JDCLOUD_SOURCE: &str = "https://api.cloudflare.com/client/v4/ips?networks=jdcloud";
+
 /// Cloudflare's published lists, used when no source is configured.
 pub const DEFAULT_SOURCES: [&str; 2] = [
     "https://www.cloudflare.com/ips-v4",
@@ -267,6 +271,10 @@ pub struct CachedSource {
     pub last_modified: Option<String>,
     /// The networks that answer held.
     pub networks: Vec<IpNet>,
+    /// Whether JD Cloud's ranges were asked for (a cached answer read without them is no
+    /// answer for a run that wants them, and the other way round).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub jdcloud: bool,
 }
 
 /// The networks one source yielded, in the order it listed them.
@@ -310,6 +318,7 @@ pub fn load(
                     "source {url} is plain http: its answer is not authenticated"
                 ));
             }
+            let cached = cached.filter(|cached| cached.jdcloud == settings.jdcloud);
             let validators = cached
                 .filter(|cached| cached.etag.is_some() || cached.last_modified.is_some())
                 .map(|cached| fetch::Validators {
@@ -334,6 +343,7 @@ pub fn load(
                             etag,
                             last_modified,
                             networks: Vec::new(),
+                            jdcloud: settings.jdcloud,
                         });
                     }
                     body
@@ -341,10 +351,11 @@ pub fn load(
             }
         }
     };
-    fetched.networks = parse::parse_body(&body).map_err(|cause| SourceError::Parse {
-        source_name: source.to_string(),
-        cause,
-    })?;
+    fetched.networks =
+        parse::parse_body_with(&body, settings.jdcloud).map_err(|cause| SourceError::Parse {
+            source_name: source.to_string(),
+            cause,
+        })?;
     if let Some(cache) = fetched.cache.as_mut() {
         cache.networks = fetched.networks.clone();
     }

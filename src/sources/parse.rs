@@ -45,10 +45,16 @@ pub enum ParseError {
 
 /// Parses a text list or a JSON API answer.
 pub fn parse_body(body: &[u8]) -> Result<Vec<IpNet>, ParseError> {
+    parse_body_with(body, false)
+}
+
+/// Parses a text list or a JSON API answer; with `jdcloud`, a JSON answer must also carry
+/// Cloudflare's China Network ranges (`jdcloud_cidrs`), which are taken too.
+pub fn parse_body_with(body: &[u8], jdcloud: bool) -> Result<Vec<IpNet>, ParseError> {
     let text = std::str::from_utf8(body).map_err(|_| ParseError::NotText)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim_start().starts_with('{') {
-        parse_json(text)
+        parse_json_with(text, jdcloud)
     } else {
         parse_list(text)
     }
@@ -110,6 +116,13 @@ fn quote(text: &str) -> String {
 /// Parses Cloudflare's `/client/v4/ips` answer: `success` must be true and the CIDR arrays must
 /// hold strings of their own family.
 pub fn parse_json(text: &str) -> Result<Vec<IpNet>, ParseError> {
+    parse_json_with(text, false)
+}
+
+/// [`parse_json`], and with `jdcloud` the `jdcloud_cidrs` array too (both families mixed, as
+/// `?networks=jdcloud` answers): required then, so that a URL without that query fails
+/// instead of silently leaving JD Cloud's ranges out.
+pub fn parse_json_with(text: &str, jdcloud: bool) -> Result<Vec<IpNet>, ParseError> {
     let json = |reason: &str| ParseError::Json(reason.to_owned());
     let root: Value = serde_json::from_str(text)
         .map_err(|error| ParseError::Json(format!("not valid JSON ({error})")))?;
@@ -153,6 +166,23 @@ pub fn parse_json(text: &str) -> Result<Vec<IpNet>, ParseError> {
     }
     if !any_array {
         return Err(json("no `ipv4_cidrs` or `ipv6_cidrs` array"));
+    }
+    if jdcloud {
+        let array = result
+            .get("jdcloud_cidrs")
+            .ok_or_else(|| {
+                json("no `jdcloud_cidrs` array (jdcloud is on: ask the API with `?networks=jdcloud`)")
+            })?
+            .as_array()
+            .ok_or_else(|| json("`jdcloud_cidrs` is not an array"))?;
+        for (index, item) in array.iter().enumerate() {
+            let text = item.as_str().ok_or_else(|| {
+                ParseError::Json(format!("`jdcloud_cidrs[{index}]` is not a string"))
+            })?;
+            let network = parse_cidr(text.trim(), 0)
+                .map_err(|error| ParseError::Json(format!("`jdcloud_cidrs[{index}]`: {error}")))?;
+            networks.push(network);
+        }
     }
     if networks.is_empty() {
         return Err(ParseError::Empty);
@@ -245,6 +275,44 @@ mod tests {
         assert_eq!(
             parse_body(body.as_bytes()).unwrap(),
             nets(&["198.51.100.0/24", "2001:db8::/32"])
+        );
+    }
+
+    #[test]
+    fn jd_clouds_ranges_are_read_only_when_asked_for_and_then_required() {
+        let body = r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"],"ipv6_cidrs":["2001:db8::/32"],"jdcloud_cidrs":["203.0.113.0/24","2001:db8:ff::/48"],"etag":"x"},"success":true,"errors":[],"messages":[]}"#;
+        assert_eq!(
+            parse_body(body.as_bytes()).unwrap(),
+            nets(&["198.51.100.0/24", "2001:db8::/32"])
+        );
+        assert_eq!(
+            parse_body_with(body.as_bytes(), true).unwrap(),
+            nets(&[
+                "198.51.100.0/24",
+                "2001:db8::/32",
+                "203.0.113.0/24",
+                "2001:db8:ff::/48"
+            ])
+        );
+        let without =
+            r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"],"ipv6_cidrs":[]},"success":true}"#;
+        let error = parse_body_with(without.as_bytes(), true).unwrap_err();
+        assert!(error.to_string().contains("?networks=jdcloud"), "{error}");
+        for bad in [
+            r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"],"jdcloud_cidrs":"203.0.113.0/24"},"success":true}"#,
+            r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"],"jdcloud_cidrs":[7]},"success":true}"#,
+            r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"],"jdcloud_cidrs":["203.0.113.7/24"]},"success":true}"#,
+            r#"{"result":{"ipv4_cidrs":["198.51.100.0/24"],"jdcloud_cidrs":["<html>"]},"success":true}"#,
+        ] {
+            assert!(
+                parse_body_with(bad.as_bytes(), true).is_err(),
+                "{bad} was accepted"
+            );
+        }
+        // A text list cannot carry them; it is read as it is.
+        assert_eq!(
+            parse_body_with(b"198.51.100.0/24", true).unwrap(),
+            nets(&["198.51.100.0/24"])
         );
     }
 
