@@ -59,6 +59,11 @@ pub enum BackendKind {
     #[serde(rename = "nginx-realip")]
     #[value(name = "nginx-realip")]
     NginxRealip,
+    /// Apache's mod_remoteip include file (`RemoteIPTrustedProxy`), not a firewall.
+    #[cfg(feature = "nginx")]
+    #[serde(rename = "apache-realip")]
+    #[value(name = "apache-realip")]
+    ApacheRealip,
     /// ufw's own rules, through `ufw`.
     #[cfg(feature = "ufw")]
     Ufw,
@@ -84,6 +89,10 @@ pub enum BackendEntry {
     #[cfg(feature = "nginx")]
     #[serde(rename = "nginx-realip")]
     NginxRealip(Entry<cf_allowlist_nginx::NginxOptions>),
+    /// `kind = "apache-realip"`.
+    #[cfg(feature = "nginx")]
+    #[serde(rename = "apache-realip")]
+    ApacheRealip(Entry<cf_allowlist_nginx::ApacheOptions>),
     /// `kind = "ufw"`.
     #[cfg(feature = "ufw")]
     Ufw(Entry<cf_allowlist_ufw::UfwOptions>),
@@ -125,6 +134,15 @@ pub enum BackendSpec {
         policy: Policy,
         /// The file and the test and reload commands.
         nginx: cf_allowlist_nginx::NginxOptions,
+    },
+    /// Apache's mod_remoteip include file.
+    #[cfg(feature = "nginx")]
+    #[serde(rename = "apache-realip")]
+    ApacheRealip {
+        /// Ports and restrict mode (neither reaches the file; restrict is refused).
+        policy: Policy,
+        /// The file and the test and reload commands.
+        apache: cf_allowlist_nginx::ApacheOptions,
     },
     /// ufw.
     #[cfg(feature = "ufw")]
@@ -171,6 +189,11 @@ macro_rules! with_options {
                 policy: $policy,
                 nginx: $options,
             } => $body,
+            #[cfg(feature = "nginx")]
+            BackendSpec::ApacheRealip {
+                policy: $policy,
+                apache: $options,
+            } => $body,
             #[cfg(feature = "ufw")]
             BackendSpec::Ufw {
                 policy: $policy,
@@ -214,6 +237,8 @@ impl BackendKind {
             BackendKind::Iptables => "iptables",
             #[cfg(feature = "nginx")]
             BackendKind::NginxRealip => "nginx-realip",
+            #[cfg(feature = "nginx")]
+            BackendKind::ApacheRealip => "apache-realip",
             #[cfg(feature = "ufw")]
             BackendKind::Ufw => "ufw",
             #[cfg(feature = "aws")]
@@ -234,6 +259,8 @@ impl BackendEntry {
             BackendKind::Iptables => BackendEntry::Iptables(Entry::default()),
             #[cfg(feature = "nginx")]
             BackendKind::NginxRealip => BackendEntry::NginxRealip(Entry::default()),
+            #[cfg(feature = "nginx")]
+            BackendKind::ApacheRealip => BackendEntry::ApacheRealip(Entry::default()),
             #[cfg(feature = "ufw")]
             BackendKind::Ufw => BackendEntry::Ufw(Entry::default()),
             #[cfg(feature = "aws")]
@@ -252,6 +279,8 @@ impl BackendEntry {
             BackendEntry::Iptables(_) => BackendKind::Iptables,
             #[cfg(feature = "nginx")]
             BackendEntry::NginxRealip(_) => BackendKind::NginxRealip,
+            #[cfg(feature = "nginx")]
+            BackendEntry::ApacheRealip(_) => BackendKind::ApacheRealip,
             #[cfg(feature = "ufw")]
             BackendEntry::Ufw(_) => BackendKind::Ufw,
             #[cfg(feature = "aws")]
@@ -299,6 +328,11 @@ impl BackendEntry {
                 policy: policy(entry, defaults, ports, restrict)?,
                 nginx: entry.options.clone(),
             },
+            #[cfg(feature = "nginx")]
+            BackendEntry::ApacheRealip(entry) => BackendSpec::ApacheRealip {
+                policy: policy(entry, defaults, ports, restrict)?,
+                apache: entry.options.clone(),
+            },
             #[cfg(feature = "ufw")]
             BackendEntry::Ufw(entry) => BackendSpec::Ufw {
                 policy: policy(entry, defaults, ports, restrict)?,
@@ -331,6 +365,8 @@ impl BackendSpec {
             BackendSpec::Iptables { .. } => BackendKind::Iptables,
             #[cfg(feature = "nginx")]
             BackendSpec::NginxRealip { .. } => BackendKind::NginxRealip,
+            #[cfg(feature = "nginx")]
+            BackendSpec::ApacheRealip { .. } => BackendKind::ApacheRealip,
             #[cfg(feature = "ufw")]
             BackendSpec::Ufw { .. } => BackendKind::Ufw,
             #[cfg(feature = "aws")]
@@ -475,6 +511,33 @@ impl BackendOptions for cf_allowlist_nginx::NginxOptions {
     fn build(&self, _policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
         // The include file's header names cf-allowlist; one file has one writer.
         Box::new(cf_allowlist_nginx::NginxBackend::new(self.clone()))
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        if policy.restrict {
+            return Err(
+                "`restrict` does not apply to a real-IP list (it drops no traffic); set \
+                 `restrict = false` in this [[backend]] table or leave `--restrict` off"
+                    .to_owned(),
+            );
+        }
+        self.check()
+    }
+
+    fn has_ports(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(feature = "nginx")]
+impl BackendOptions for cf_allowlist_nginx::ApacheOptions {
+    fn build(&self, _policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
+        // The include file's header names cf-allowlist; one file has one writer.
+        Box::new(cf_allowlist_nginx::NginxBackend::apache(self.clone()))
     }
 
     fn describe(&self) -> String {

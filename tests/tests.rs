@@ -4,6 +4,7 @@
 mod cli;
 mod conformance;
 mod counts;
+mod e2e_apache;
 #[cfg(feature = "aws")]
 mod e2e_aws;
 mod e2e_doctor;

@@ -43,10 +43,65 @@ use cf_allowlist_backend::{Backend, BackendError, Basis, Change, ErrorKind, Obse
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-const LABEL: &str = "nginx-realip";
+/// Which web server's real-IP list a file is: the lines differ, the handling does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Server {
+    /// nginx's realip module: `set_real_ip_from RANGE;` and `real_ip_header`.
+    Nginx,
+    /// Apache's mod_remoteip: `RemoteIPTrustedProxy RANGE` and `RemoteIPHeader`.
+    Apache,
+}
 
-/// The Debian package that provides `nginx`, for the missing-tool hint.
-const PACKAGE: &str = "nginx-light";
+impl Server {
+    /// The backend's label, as in the config (`kind`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Server::Nginx => "nginx-realip",
+            Server::Apache => "apache-realip",
+        }
+    }
+
+    /// The server's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Nginx => "nginx",
+            Server::Apache => "Apache",
+        }
+    }
+
+    /// The Debian package that provides the server's control program, for the missing-tool
+    /// hint.
+    fn package(self) -> &'static str {
+        match self {
+            Server::Nginx => "nginx-light",
+            Server::Apache => "apache2",
+        }
+    }
+
+    /// The header comment after [`names::HEADER_FIRST_LINE`].
+    fn header_rest(self) -> [&'static str; 2] {
+        match self {
+            Server::Nginx => names::HEADER_REST,
+            Server::Apache => names::APACHE_HEADER_REST,
+        }
+    }
+
+    /// What stands before and after a range on its line.
+    fn range_affixes(self) -> (&'static str, &'static str) {
+        match self {
+            Server::Nginx => (names::SET_REAL_IP_FROM, ";"),
+            Server::Apache => (names::REMOTE_IP_TRUSTED_PROXY, ""),
+        }
+    }
+
+    /// The line naming the header that carries the client's address.
+    fn header_line(self) -> String {
+        match self {
+            Server::Nginx => format!("{} {};", names::REAL_IP_HEADER, names::CF_CONNECTING_IP),
+            Server::Apache => format!("{} {}", names::REMOTE_IP_HEADER, names::CF_CONNECTING_IP),
+        }
+    }
+}
 
 /// Where the file goes and how nginx is checked and reloaded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,6 +171,60 @@ impl NginxOptions {
     }
 }
 
+/// Where Apache's file goes and how Apache is checked and reloaded (`kind = "apache-realip"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApacheOptions {
+    /// The include file this backend owns; absolute. Apache must include it (Debian:
+    /// `a2enconf cf-allowlist-remoteip` for the default path) and load mod_remoteip.
+    #[serde(default = "apache_default_path")]
+    pub path: PathBuf,
+    /// The command that checks Apache's configuration, as an argument vector (no shell).
+    #[serde(default = "apache_default_test_command")]
+    pub test_command: Vec<String>,
+    /// The command that makes Apache load the new file, as an argument vector (no shell).
+    #[serde(default = "apache_default_reload_command")]
+    pub reload_command: Vec<String>,
+}
+
+fn apache_default_path() -> PathBuf {
+    PathBuf::from(names::APACHE_DEFAULT_PATH)
+}
+
+fn apache_default_test_command() -> Vec<String> {
+    names::APACHE_DEFAULT_TEST_COMMAND
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn apache_default_reload_command() -> Vec<String> {
+    names::APACHE_DEFAULT_RELOAD_COMMAND
+        .map(str::to_owned)
+        .to_vec()
+}
+
+impl Default for ApacheOptions {
+    fn default() -> ApacheOptions {
+        ApacheOptions {
+            path: apache_default_path(),
+            test_command: apache_default_test_command(),
+            reload_command: apache_default_reload_command(),
+        }
+    }
+}
+
+impl ApacheOptions {
+    /// Checks the options at config load, as [`NginxOptions::check`] does.
+    pub fn check(&self) -> Result<(), String> {
+        NginxOptions {
+            path: self.path.clone(),
+            test_command: self.test_command.clone(),
+            reload_command: self.reload_command.clone(),
+        }
+        .check()
+    }
+}
+
 /// What can go wrong in this backend.
 #[derive(Debug, thiserror::Error)]
 pub enum NginxError {
@@ -156,9 +265,12 @@ pub enum NginxError {
     },
     /// The reload command failed after the new file was installed.
     #[error(
-        "{path} is valid and in place, but nginx did not reload: it still uses the previous list (the next sync retries the reload)"
+        "{path} is valid and in place, but {server} did not reload: it still uses the previous list (the next sync retries the reload)",
+        server = server.name()
     )]
     Reload {
+        /// The web server.
+        server: Server,
         /// The file.
         path: PathBuf,
         /// The reload command's failure.
@@ -167,9 +279,12 @@ pub enum NginxError {
     },
     /// The reload command failed after the file was deleted.
     #[error(
-        "{path} was deleted, but nginx did not reload: it still trusts the header from the old list until it reloads (`cf-allowlist purge` again retries)"
+        "{path} was deleted, but {server} did not reload: it still trusts the header from the old list until it reloads (`cf-allowlist purge` again retries)",
+        server = server.name()
     )]
     ReloadAfterPurge {
+        /// The web server.
+        server: Server,
         /// The file.
         path: PathBuf,
         /// The reload command's failure.
@@ -182,14 +297,17 @@ pub enum NginxError {
 }
 
 impl NginxError {
-    /// The backend error for a failed `step`.
-    fn at(self, step: &'static str) -> BackendError {
+    /// The backend error of `server`'s backend for a failed `step`.
+    fn at(self, server: Server, step: &'static str) -> BackendError {
         let (kind, package) = match &self {
             NginxError::Invalid { source, .. }
             | NginxError::Reload { source, .. }
             | NginxError::ReloadAfterPurge { source, .. } => {
                 let kind = source.kind();
-                (kind, (kind == ErrorKind::MissingTool).then_some(PACKAGE))
+                (
+                    kind,
+                    (kind == ErrorKind::MissingTool).then_some(server.package()),
+                )
             }
             NginxError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -200,7 +318,7 @@ impl NginxError {
         };
         BackendError {
             package,
-            ..BackendError::new(LABEL, step, kind, self)
+            ..BackendError::new(server.label(), step, kind, self)
         }
     }
 }
@@ -220,22 +338,23 @@ impl Live {
     }
 }
 
-/// The file as this backend writes it for `ranges`.
+/// nginx's file as this backend writes it for `ranges`.
 pub fn render(ranges: &Ranges) -> String {
+    render_for(Server::Nginx, ranges)
+}
+
+/// `server`'s file as this backend writes it for `ranges`.
+pub fn render_for(server: Server, ranges: &Ranges) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "{}", names::HEADER_FIRST_LINE);
-    for line in names::HEADER_REST {
+    for line in server.header_rest() {
         let _ = writeln!(text, "{line}");
     }
+    let (before, after) = server.range_affixes();
     for net in ranges {
-        let _ = writeln!(text, "{} {net};", names::SET_REAL_IP_FROM);
+        let _ = writeln!(text, "{before} {net}{after}");
     }
-    let _ = writeln!(
-        text,
-        "{} {};",
-        names::REAL_IP_HEADER,
-        names::CF_CONNECTING_IP
-    );
+    let _ = writeln!(text, "{}", server.header_line());
     text
 }
 
@@ -252,14 +371,19 @@ pub fn is_ours(bytes: &[u8]) -> bool {
 /// Strict: every line that is not our header, one canonical `set_real_ip_from CIDR;` or the
 /// one `real_ip_header CF-Connecting-IP;` is reported.
 pub fn parse(bytes: &[u8], path: &Path) -> (Ranges, Vec<String>) {
+    parse_for(Server::Nginx, bytes, path)
+}
+
+/// [`parse`] for `server`'s file.
+pub fn parse_for(server: Server, bytes: &[u8], path: &Path) -> (Ranges, Vec<String>) {
     let text = String::from_utf8_lossy(bytes);
     let mut ranges = Ranges::new();
     let mut repairs = Vec::new();
     let mut header_lines = 0;
     let header: Vec<&str> = std::iter::once(names::HEADER_FIRST_LINE)
-        .chain(names::HEADER_REST)
+        .chain(server.header_rest())
         .collect();
-    let real_ip_header = format!("{} {};", names::REAL_IP_HEADER, names::CF_CONNECTING_IP);
+    let real_ip_header = server.header_line();
     for (index, line) in text.lines().enumerate() {
         if index < header.len() && line == header[index] {
             header_lines += 1;
@@ -269,7 +393,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> (Ranges, Vec<String>) {
             // Counted once over the whole file, below.
             continue;
         }
-        match parse_range_line(line) {
+        match parse_range_line(server, line) {
             Some(net) => {
                 if !ranges.insert(net) {
                     repairs.push(format!("remove the duplicate `{line}`"));
@@ -291,7 +415,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> (Ranges, Vec<String>) {
     if header_lines != header.len() {
         repairs.push("restore the header comment".to_owned());
     }
-    if repairs.is_empty() && render(&ranges).as_bytes() != bytes {
+    if repairs.is_empty() && render_for(server, &ranges).as_bytes() != bytes {
         repairs.push(format!(
             "rewrite {} in the order and form cf-allowlist writes",
             path.display()
@@ -300,27 +424,50 @@ pub fn parse(bytes: &[u8], path: &Path) -> (Ranges, Vec<String>) {
     (ranges, repairs)
 }
 
-/// `set_real_ip_from CIDR;` exactly as we write it: one space, a network without host bits in
-/// its canonical spelling. Anything else (a bare address, `unix:`, host bits set) is not ours.
-fn parse_range_line(line: &str) -> Option<IpNet> {
+/// `set_real_ip_from CIDR;` (or Apache's `RemoteIPTrustedProxy CIDR`) exactly as we write it:
+/// one space, a network without host bits in its canonical spelling. Anything else (a bare
+/// address, `unix:`, host bits set) is not ours.
+fn parse_range_line(server: Server, line: &str) -> Option<IpNet> {
+    let (before, after) = server.range_affixes();
     let argument = line
-        .strip_prefix(names::SET_REAL_IP_FROM)?
+        .strip_prefix(before)?
         .strip_prefix(' ')?
-        .strip_suffix(';')?;
+        .strip_suffix(after)?;
     let net: IpNet = argument.parse().ok()?;
     (net.trunc() == net && net.to_string() == argument).then_some(net)
 }
 
-/// Keeps an nginx include file listing the ranges nginx trusts with the real-IP header.
+/// Keeps a web server's include file listing the ranges it trusts with the real-IP header
+/// (nginx's, or Apache's with [`NginxBackend::apache`]).
 #[derive(Debug, Clone)]
 pub struct NginxBackend {
+    server: Server,
     options: NginxOptions,
 }
 
 impl NginxBackend {
-    /// A backend owning the file and commands of `options`.
+    /// A backend owning the nginx file and commands of `options`.
     pub fn new(options: NginxOptions) -> NginxBackend {
-        NginxBackend { options }
+        NginxBackend {
+            server: Server::Nginx,
+            options,
+        }
+    }
+
+    /// A backend owning the Apache (mod_remoteip) file and commands of `options`.
+    pub fn apache(options: ApacheOptions) -> NginxBackend {
+        NginxBackend {
+            server: Server::Apache,
+            options: NginxOptions {
+                path: options.path,
+                test_command: options.test_command,
+                reload_command: options.reload_command,
+            },
+        }
+    }
+
+    fn error(&self, error: NginxError, step: &'static str) -> BackendError {
+        error.at(self.server, step)
     }
 
     fn path(&self) -> &Path {
@@ -410,13 +557,20 @@ impl NginxBackend {
             None => self.remove(self.path()),
         };
         match (result, previous) {
-            (Ok(()), Some(_)) => "the previous file was put back and nginx was not reloaded".into(),
-            (Ok(()), None) => "the new file was removed again and nginx was not reloaded".into(),
+            (Ok(()), Some(_)) => format!(
+                "the previous file was put back and {} was not reloaded",
+                self.server.name()
+            ),
+            (Ok(()), None) => format!(
+                "the new file was removed again and {} was not reloaded",
+                self.server.name()
+            ),
             (Err(error), _) => format!(
-                "putting the previous file back failed too ({error}: {}); nginx was not reloaded",
+                "putting the previous file back failed too ({error}: {}); {} was not reloaded",
                 std::error::Error::source(&error)
                     .map(ToString::to_string)
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                self.server.name()
             ),
         }
     }
@@ -430,20 +584,23 @@ enum RunError {
 
 impl Backend for NginxBackend {
     fn label(&self) -> String {
-        LABEL.to_owned()
+        self.server.label().to_owned()
     }
 
     fn observe(&self) -> Result<Observed, BackendError> {
         let live = self
             .read()
-            .map_err(|error| error.at("read the include file"))?;
+            .map_err(|error| self.error(error, "read the include file"))?;
         let path = self.path();
         let (ranges, mut repairs) = match &live.file {
             None => (Ranges::new(), vec![format!("create {}", path.display())]),
-            Some(bytes) => parse(bytes, path),
+            Some(bytes) => parse_for(self.server, bytes, path),
         };
         if live.reload_pending {
-            repairs.push("reload nginx (the last reload did not complete)".to_owned());
+            repairs.push(format!(
+                "reload {} (the last reload did not complete)",
+                self.server.name()
+            ));
         }
         Ok(Observed {
             ranges,
@@ -460,10 +617,10 @@ impl Backend for NginxBackend {
         }
         let live = self
             .read()
-            .map_err(|error| error.at("read the include file"))?;
+            .map_err(|error| self.error(error, "read the include file"))?;
         if live.basis() != change.basis {
             return Err(BackendError::stale(
-                LABEL,
+                self.server.label(),
                 format!("{} changed since it was observed", self.path().display()),
             ));
         }
@@ -472,12 +629,12 @@ impl Backend for NginxBackend {
         // behind and the next sync reloads.
         if !live.reload_pending {
             self.write(&marker, b"")
-                .map_err(|error| error.at("install the include file"))?;
+                .map_err(|error| self.error(error, "install the include file"))?;
         }
-        let wanted = render(&change.target);
+        let wanted = render_for(self.server, &change.target);
         if live.file.as_deref() != Some(wanted.as_bytes()) {
             self.write(self.path(), wanted.as_bytes())
-                .map_err(|error| error.at("install the include file"))?;
+                .map_err(|error| self.error(error, "install the include file"))?;
             match self.run(&self.options.test_command, "test command") {
                 Ok(()) => {}
                 Err(failure) => {
@@ -490,32 +647,33 @@ impl Backend for NginxBackend {
                         RunError::Empty(what) => NginxError::EmptyCommand(what),
                         RunError::Tool(source) => NginxError::Invalid { restored, source },
                     };
-                    return Err(error.at("validate the new include file"));
+                    return Err(self.error(error, "validate the new include file"));
                 }
             }
         }
         match self.run(&self.options.reload_command, "reload command") {
             Ok(()) => {}
             Err(RunError::Empty(what)) => {
-                return Err(NginxError::EmptyCommand(what).at("reload nginx"));
+                return Err(self.error(NginxError::EmptyCommand(what), "reload the web server"));
             }
             Err(RunError::Tool(source)) => {
                 return Err(NginxError::Reload {
+                    server: self.server,
                     path: self.path().to_owned(),
                     source,
                 }
-                .at("reload nginx"));
+                .at(self.server, "reload the web server"));
             }
         }
         self.remove(&marker)
-            .map_err(|error| error.at("reload nginx"))
+            .map_err(|error| self.error(error, "reload the web server"))
     }
 
     fn purge(&self) -> Result<Vec<String>, BackendError> {
         let live = match self.read() {
             // Somebody else's file at our path: nothing there is ours to remove.
             Err(NginxError::NotOurs { .. }) => return Ok(Vec::new()),
-            other => other.map_err(|error| error.at("read the include file"))?,
+            other => other.map_err(|error| self.error(error, "read the include file"))?,
         };
         if live.file.is_none() && !live.reload_pending {
             return Ok(Vec::new());
@@ -525,29 +683,30 @@ impl Backend for NginxBackend {
         if live.file.is_some() {
             if !live.reload_pending {
                 self.write(&marker, b"")
-                    .map_err(|error| error.at("delete the include file"))?;
+                    .map_err(|error| self.error(error, "delete the include file"))?;
             }
             self.remove(self.path())
-                .map_err(|error| error.at("delete the include file"))?;
+                .map_err(|error| self.error(error, "delete the include file"))?;
             removed.push(format!("the include file {}", self.path().display()));
         }
         match self.run(&self.options.reload_command, "reload command") {
             Ok(()) => {}
             Err(RunError::Empty(what)) => {
-                return Err(NginxError::EmptyCommand(what).at("reload nginx"));
+                return Err(self.error(NginxError::EmptyCommand(what), "reload the web server"));
             }
             Err(RunError::Tool(source)) => {
                 return Err(NginxError::ReloadAfterPurge {
+                    server: self.server,
                     path: self.path().to_owned(),
                     source,
                 }
-                .at("reload nginx"));
+                .at(self.server, "reload the web server"));
             }
         }
         self.remove(&marker)
-            .map_err(|error| error.at("reload nginx"))?;
+            .map_err(|error| self.error(error, "reload the web server"))?;
         if live.file.is_none() {
-            removed.push("a pending reload of nginx (done)".to_owned());
+            removed.push(format!("a pending reload of {} (done)", self.server.name()));
         }
         Ok(removed)
     }
@@ -604,6 +763,44 @@ mod tests {
              # file from Cloudflare's list and `cf-allowlist purge` deletes it.\n\
              set_real_ip_from 192.0.2.0/24;\n\
              real_ip_header CF-Connecting-IP;\n"
+        );
+    }
+
+    #[test]
+    fn apaches_file_names_mod_remoteips_directives_and_parses_back_strictly() {
+        let path = Path::new("/x/cf-remoteip.conf");
+        let target = ranges(&["192.0.2.0/24", "2001:db8::/32"]);
+        let text = render_for(Server::Apache, &target);
+        assert_eq!(
+            text,
+            "# cf-allowlist: generated file, do not edit.\n\
+             # Apache (mod_remoteip) trusts CF-Connecting-IP only from these ranges; `cf-allowlist sync`\n\
+             # rewrites this file from Cloudflare's list and `cf-allowlist purge` deletes it.\n\
+             RemoteIPTrustedProxy 192.0.2.0/24\n\
+             RemoteIPTrustedProxy 2001:db8::/32\n\
+             RemoteIPHeader CF-Connecting-IP\n"
+        );
+        assert!(is_ours(text.as_bytes()));
+        assert_eq!(
+            parse_for(Server::Apache, text.as_bytes(), path),
+            (target.clone(), Vec::new())
+        );
+        // Apache's lines are not nginx's, and the other way round.
+        let (_, repairs) = parse_for(Server::Nginx, text.as_bytes(), path);
+        assert!(!repairs.is_empty());
+        let (_, repairs) = parse_for(Server::Apache, render(&target).as_bytes(), path);
+        assert!(!repairs.is_empty());
+        // RemoteIPInternalProxy would trust private addresses too: not ours.
+        let (held, repairs) = parse_for(
+            Server::Apache,
+            text.replace("RemoteIPTrustedProxy 192", "RemoteIPInternalProxy 192")
+                .as_bytes(),
+            path,
+        );
+        assert_eq!(held, ranges(&["2001:db8::/32"]));
+        assert_eq!(
+            repairs,
+            vec!["remove unrecognised line 4: \"RemoteIPInternalProxy 192.0.2.0/24\""]
         );
     }
 

@@ -18,6 +18,28 @@ pub const HEADER_REST: [&str; 2] = [
     "# file from Cloudflare's list and `cf-allowlist purge` deletes it.",
 ];
 
+/// The rest of the header of Apache's file.
+pub const APACHE_HEADER_REST: [&str; 2] = [
+    "# Apache (mod_remoteip) trusts CF-Connecting-IP only from these ranges; `cf-allowlist sync`",
+    "# rewrites this file from Cloudflare's list and `cf-allowlist purge` deletes it.",
+];
+
+/// Where Apache's file goes unless `path` says otherwise: Debian's `conf-available`, enabled
+/// once with `a2enmod remoteip && a2enconf cf-allowlist-remoteip`.
+pub const APACHE_DEFAULT_PATH: &str = "/etc/apache2/conf-available/cf-allowlist-remoteip.conf";
+
+/// The default command that checks Apache's whole configuration.
+pub const APACHE_DEFAULT_TEST_COMMAND: [&str; 2] = ["apache2ctl", "configtest"];
+
+/// The default command that makes Apache load the new file without dropping connections.
+pub const APACHE_DEFAULT_RELOAD_COMMAND: [&str; 2] = ["apache2ctl", "graceful"];
+
+/// mod_remoteip's directive naming a trusted (public) proxy range.
+pub const REMOTE_IP_TRUSTED_PROXY: &str = "RemoteIPTrustedProxy";
+
+/// mod_remoteip's directive naming the header that carries the client's address.
+pub const REMOTE_IP_HEADER: &str = "RemoteIPHeader";
+
 /// The directive naming a trusted range.
 pub const SET_REAL_IP_FROM: &str = "set_real_ip_from";
 
