@@ -178,7 +178,7 @@ impl Apache {
         config
     }
 
-    fn sync(&self, config: &PathBuf) -> crate::support::cmd::Outcome {
+    fn sync(&self, config: &std::path::Path) -> crate::support::cmd::Outcome {
         cf(&["--config", &config.display().to_string(), "sync"])
             .state(&self.path("state"))
             .in_netns(&self.netns.name)
