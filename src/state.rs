@@ -806,8 +806,14 @@ mod tests {
 
     #[test]
     fn a_state_written_by_the_first_release_loads() {
+        // A copy: the state directory must be owned by the user running the test.
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-0.1.0");
-        let loaded = StateDir::new(fixture).load().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("generations")).unwrap();
+        for file in ["state.json", "generations/00000001.json"] {
+            std::fs::copy(fixture.join(file), dir.path().join(file)).unwrap();
+        }
+        let loaded = StateDir::new(dir.path()).load().unwrap();
         assert!(loaded.recovered.is_empty(), "{:?}", loaded.recovered);
         assert_eq!(loaded.state.current_generation, Some(1));
         assert_eq!(loaded.current.unwrap().ranges.len(), 22);

@@ -4,6 +4,7 @@ mod memory {
     cf_allowlist_backend::conformance_tests!(cf_allowlist_memory::MemoryHarness::default());
 }
 
+#[cfg(feature = "e2e")]
 /// nftables in a fresh namespace per test, holding a Debian-like ruleset with policy drop.
 mod nftables_debian_ruleset {
     use crate::support::{netns::unshare_thread_netns, require_root};
@@ -18,6 +19,7 @@ mod nftables_debian_ruleset {
     cf_allowlist_backend::conformance_tests!(harness());
 }
 
+#[cfg(feature = "e2e")]
 /// nftables in a fresh namespace with an empty ruleset: the backend creates table and chain.
 mod nftables_empty_ruleset {
     use crate::support::{netns::unshare_thread_netns, require_root};
@@ -32,6 +34,7 @@ mod nftables_empty_ruleset {
     cf_allowlist_backend::conformance_tests!(harness());
 }
 
+#[cfg(feature = "e2e")]
 /// iptables in each variant and mode, in a fresh namespace per test with a policy-DROP ruleset.
 mod iptables {
     macro_rules! variant_and_mode {
@@ -57,6 +60,7 @@ mod iptables {
     variant_and_mode!(legacy_ipset, Legacy, Ipset);
 }
 
+#[cfg(feature = "e2e")]
 /// nginx's real-IP include file in a private configuration folder per test, validated by the
 /// real `nginx -t` (Debian's nginx); reloads are recorded (tests/e2e_nginx.rs reloads a real
 /// nginx). A real-IP list has no ports, restrict mode or verdicts: the two behaviours about
@@ -72,6 +76,7 @@ mod nginx_realip {
     });
 }
 
+#[cfg(feature = "e2e")]
 /// ufw in a private mount and network namespace per test (see `cf_allowlist_ufw::harness`),
 /// starting inactive as Debian installs it; one `ufw` call per rule, and batches.
 mod ufw {
@@ -100,6 +105,7 @@ mod ufw {
     }
 }
 
+#[cfg(feature = "e2e")]
 /// AWS security groups in a moto EC2 server started for each test, in both modes.
 mod aws {
     macro_rules! mode {

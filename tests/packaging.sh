@@ -53,7 +53,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 step "build"
-cargo build --quiet
+cargo build --quiet --features full
 bin="$root/target/debug/cf-allowlist"
 [ -x "$bin" ] || fail "no binary at $bin"
 
