@@ -29,6 +29,7 @@
 //!   a duplicate, or any difference from what this backend would write is drift to repair.
 
 pub mod names;
+mod registry;
 
 #[cfg(feature = "harness")]
 pub mod harness;

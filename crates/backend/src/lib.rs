@@ -12,7 +12,10 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod options;
 pub mod tool;
+
+pub use options::BackendOptions;
 
 use std::collections::BTreeSet;
 use std::fmt;
