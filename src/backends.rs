@@ -491,6 +491,30 @@ mod tests {
         assert!(spec.policy().restrict && notes.is_empty());
     }
 
+    /// The registry says which Debian packages each backend drives; tests/run installs them
+    /// and the Debian package recommends or suggests them.
+    #[test]
+    fn tests_run_and_the_debian_package_name_every_backends_packages() {
+        let run = include_str!("../tests/run");
+        let manifest: toml::Table = toml::from_str(include_str!("../Cargo.toml")).unwrap();
+        let deb = &manifest["package"]["metadata"]["deb"];
+        let relations = format!("{} {}", deb["recommends"], deb["suggests"]);
+        for kind in <BackendKind as clap::ValueEnum>::value_variants() {
+            for package in kind.debian_packages() {
+                assert!(
+                    run.contains(&format!(":{package} ")) || run.contains(&format!(":{package};")),
+                    "tests/run does not install {package} (backend {})",
+                    kind.name()
+                );
+                assert!(
+                    relations.contains(package),
+                    "the Debian package neither recommends nor suggests {package} (backend {})",
+                    kind.name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_state_written_by_the_first_release_still_loads() {
         let state: serde_json::Value =

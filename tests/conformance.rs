@@ -16,7 +16,10 @@ mod nftables_debian_ruleset {
         NftablesHarness::with_base_ruleset()
     }
 
-    cf_allowlist_backend::conformance_tests!(harness());
+    cf_allowlist_backend::conformance_tests!(harness(); skip {
+        no_listed_range_is_missing_during_an_apply:
+            "one apply is one nft transaction: there is no intermediate state to look at (tests/e2e_safety.rs kills runs mid-apply instead)",
+    });
 }
 
 #[cfg(feature = "e2e")]
@@ -31,7 +34,10 @@ mod nftables_empty_ruleset {
         NftablesHarness::empty()
     }
 
-    cf_allowlist_backend::conformance_tests!(harness());
+    cf_allowlist_backend::conformance_tests!(harness(); skip {
+        no_listed_range_is_missing_during_an_apply:
+            "one apply is one nft transaction: there is no intermediate state to look at (tests/e2e_safety.rs kills runs mid-apply instead)",
+    });
 }
 
 #[cfg(feature = "e2e")]
@@ -50,7 +56,10 @@ mod iptables {
                     IptablesHarness::new(Concrete::$variant, Mode::$mode)
                 }
 
-                cf_allowlist_backend::conformance_tests!(harness());
+                cf_allowlist_backend::conformance_tests!(harness(); skip {
+                    no_listed_range_is_missing_during_an_apply:
+                        "one apply is one iptables-restore transaction per family (and an ipset swap): the harness cannot look between them (tests/e2e_safety.rs kills runs mid-apply instead)",
+                });
             }
         };
     }
@@ -73,6 +82,8 @@ mod nginx_realip {
             "a real-IP list drops nothing: restrict is refused for nginx-realip at config load",
         changing_the_policy_rewrites_the_rules:
             "ports and restrict do not reach a real-IP list: nginx trusts the header per source address",
+        no_listed_range_is_missing_during_an_apply:
+            "the include file is replaced by one rename: there is no intermediate file to look at",
     });
 }
 
@@ -101,7 +112,10 @@ mod ufw {
             UfwHarness::writing(cf_allowlist_ufw::Write::Batch)
         }
 
-        cf_allowlist_backend::conformance_tests!(harness());
+        cf_allowlist_backend::conformance_tests!(harness(); skip {
+            no_listed_range_is_missing_during_an_apply:
+                "a batch is one ufw run, and the harness records ufw's rule files between runs only",
+        });
     }
 }
 
