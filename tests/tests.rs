@@ -8,6 +8,7 @@
 //! when what it needs is missing.
 
 mod cli;
+mod config_example;
 mod conformance;
 #[cfg(feature = "e2e")]
 mod counts;
