@@ -15,6 +15,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod atomic;
 mod options;
 pub mod tool;
 
