@@ -580,7 +580,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("benches/perf.py needs root (network namespaces)")
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "full"], cwd=ROOT, check=True)
     with open("/proc/loadavg") as file:
         load = file.read().split()[:3]
     print(f"load average at start: {' '.join(load)}; {os.cpu_count()} cores; "

@@ -1,404 +1,224 @@
 //! The backend registry: the one place that names concrete backends.
 //!
-//! For each backend it says which kind it is (`--backend KIND`, `kind = "…"`), which options its
-//! `[[backend]]` table takes, how the resolved spec that the state records is built into a
-//! [`Backend`], and how it is described in plans. Everything else in the crate handles
-//! backends through [`BackendSpec`] and the [`Backend`] trait.
+//! [`registry!`] takes one line per backend (its cargo feature, its kind as the config file
+//! and `--backend` spell it, the field its options are saved under, and its options type) and
+//! generates [`BackendKind`], [`BackendEntry`], [`BackendSpec`] and every match over them.
+//! Everything a kind needs beyond that line (how it is built and described, its checks, what
+//! restrict and Docker mean for it, its Debian packages) comes from its options'
+//! [`BackendOptions`] impl, in the backend's own crate. The config table and the saved spec
+//! are internally tagged enums, so an option of one backend in another's table cannot be
+//! written down (each options struct rejects unknown keys), and the state does not depend on
+//! clap.
 //!
-//! Adding a backend: a crate under `backends/`, a cargo feature for it, and here one variant in
-//! [`BackendKind`], [`BackendEntry`] and [`BackendSpec`], one arm in `with_options!`, and one
-//! [`BackendOptions`] impl. The config table and the saved spec are internally tagged enums, so
-//! an option of one backend in another's table cannot be written down (each options struct
-//! rejects unknown keys), and the state does not depend on clap.
-
-use std::fmt::Debug;
+//! Adding a backend: a crate under `backends/` implementing [`Backend`] and
+//! [`BackendOptions`], a cargo feature for it, and one line in the `registry!` call below
+//! (ARCHITECTURE.md, "Adding a backend"; `tests/sixth_backend.sh` checks it).
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use cf_allowlist_backend::BackendOptions;
 use cf_allowlist_backend::{Backend, Policy};
 
-/// What one kind of backend's options must provide.
-pub trait BackendOptions:
-    Debug + Clone + Default + PartialEq + Eq + Serialize + DeserializeOwned
-{
-    /// Builds the backend for `policy`; what it writes is marked as `owner`'s (a state
-    /// directory's id) where the backend can carry a mark.
-    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend>;
-    /// Where it writes, for plans: `inet filter input`.
-    fn describe(&self) -> String;
-    /// Whether the backend's accepts filter this host's own input (so that other tables and
-    /// chains of the host's netfilter can cancel them: the shadowing analysis applies).
-    fn filters_host_input(&self) -> bool {
-        false
-    }
-    /// Checks the options (and the policy they are combined with) at config load, before any
-    /// fetch; the message completes "invalid backend options: …".
-    fn validate(&self, _policy: &Policy) -> Result<(), String> {
-        Ok(())
-    }
-    /// Whether what it writes is limited to the policy's ports (a firewall's rules are; a web
-    /// server's real-IP list is not), for plans.
-    fn has_ports(&self) -> bool {
-        true
-    }
-}
+/// Generates the kind, config-entry and saved-spec enums and their matches from one line per
+/// backend: `#[cfg(feature = "…")] Variant = "kind", options_field: OptionsType, "doc";`.
+macro_rules! registry {
+    ($( $(#[$cfg:meta])* $variant:ident = $name:literal, $field:ident: $options:ty, $doc:literal; )*) => {
+        /// The kinds of backend compiled into this build, as `--backend` names them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
+        pub enum BackendKind {
+            $(
+                #[doc = $doc]
+                $(#[$cfg])*
+                #[serde(rename = $name)]
+                #[value(name = $name)]
+                $variant,
+            )*
+        }
 
-/// The kinds of backend compiled into this build, as `--backend` names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// nftables, through `nft`.
-    #[cfg(feature = "nftables")]
-    Nftables,
-    /// iptables and ip6tables (nf_tables or legacy), optionally with ipset.
-    #[cfg(feature = "iptables")]
-    Iptables,
-    /// nginx's real-IP include file (`set_real_ip_from`), not a firewall.
-    #[cfg(feature = "nginx")]
-    #[serde(rename = "nginx-realip")]
-    #[value(name = "nginx-realip")]
-    NginxRealip,
-    /// Apache's mod_remoteip include file (`RemoteIPTrustedProxy`), not a firewall.
-    #[cfg(feature = "nginx")]
-    #[serde(rename = "apache-realip")]
-    #[value(name = "apache-realip")]
-    ApacheRealip,
-    /// ufw's own rules, through `ufw`.
-    #[cfg(feature = "ufw")]
-    Ufw,
-    /// AWS security groups, through the EC2 API.
-    #[cfg(feature = "aws")]
-    Aws,
-    /// The in-memory firewall of the core's tests; never in a shipped binary.
-    #[cfg(test)]
-    Memory,
-}
+        /// One `[[backend]]` table of the config file.
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum BackendEntry {
+            $(
+                #[doc = $doc]
+                $(#[$cfg])*
+                #[serde(rename = $name)]
+                $variant(Entry<$options>),
+            )*
+        }
 
-/// One `[[backend]]` table of the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum BackendEntry {
-    /// `kind = "nftables"`.
-    #[cfg(feature = "nftables")]
-    Nftables(Entry<cf_allowlist_nftables::NftablesOptions>),
-    /// `kind = "iptables"`.
-    #[cfg(feature = "iptables")]
-    Iptables(Entry<cf_allowlist_iptables::IptablesOptions>),
-    /// `kind = "nginx-realip"`.
-    #[cfg(feature = "nginx")]
-    #[serde(rename = "nginx-realip")]
-    NginxRealip(Entry<cf_allowlist_nginx::NginxOptions>),
-    /// `kind = "apache-realip"`.
-    #[cfg(feature = "nginx")]
-    #[serde(rename = "apache-realip")]
-    ApacheRealip(Entry<cf_allowlist_nginx::ApacheOptions>),
-    /// `kind = "ufw"`.
-    #[cfg(feature = "ufw")]
-    Ufw(Entry<cf_allowlist_ufw::UfwOptions>),
-    /// `kind = "aws"`.
-    #[cfg(feature = "aws")]
-    Aws(Entry<cf_allowlist_aws::AwsOptions>),
-    /// `kind = "memory"` (tests only).
-    #[cfg(test)]
-    Memory(Entry<MemoryOptions>),
-}
+        /// A fully resolved backend: the policy and options it writes with. The state records
+        /// these, so that later commands act on the same firewall parts. The saved form is
+        /// `{"kind": "nftables", "policy": {…}, "nftables": {…}}`, as it has been since the
+        /// first release.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum BackendSpec {
+            $(
+                #[doc = $doc]
+                $(#[$cfg])*
+                #[serde(rename = $name)]
+                $variant {
+                    /// Ports and restrict mode.
+                    policy: Policy,
+                    /// The backend's own options.
+                    $field: $options,
+                },
+            )*
+        }
 
-/// A fully resolved backend: the policy and options it writes with. The state records these,
-/// so that later commands act on the same firewall parts. The saved form is
-/// `{"kind": "nftables", "policy": {…}, "nftables": {…}}`, as it has been since the first release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum BackendSpec {
-    /// nftables.
-    #[cfg(feature = "nftables")]
-    Nftables {
-        /// Ports and restrict mode.
-        policy: Policy,
-        /// Table and chain.
-        nftables: cf_allowlist_nftables::NftablesOptions,
-    },
-    /// iptables.
-    #[cfg(feature = "iptables")]
-    Iptables {
-        /// Ports and restrict mode.
-        policy: Policy,
-        /// Variant and mode.
-        iptables: cf_allowlist_iptables::IptablesOptions,
-    },
-    /// nginx's real-IP include file.
-    #[cfg(feature = "nginx")]
-    #[serde(rename = "nginx-realip")]
-    NginxRealip {
-        /// Ports and restrict mode (neither reaches the file; restrict is refused).
-        policy: Policy,
-        /// The file and the test and reload commands.
-        nginx: cf_allowlist_nginx::NginxOptions,
-    },
-    /// Apache's mod_remoteip include file.
-    #[cfg(feature = "nginx")]
-    #[serde(rename = "apache-realip")]
-    ApacheRealip {
-        /// Ports and restrict mode (neither reaches the file; restrict is refused).
-        policy: Policy,
-        /// The file and the test and reload commands.
-        apache: cf_allowlist_nginx::ApacheOptions,
-    },
-    /// ufw.
-    #[cfg(feature = "ufw")]
-    Ufw {
-        /// Ports and restrict mode.
-        policy: Policy,
-        /// Rules folder, program, and whether ufw may be enabled.
-        ufw: cf_allowlist_ufw::UfwOptions,
-    },
-    /// AWS security groups.
-    #[cfg(feature = "aws")]
-    Aws {
-        /// Ports (restrict is always false: refused at load).
-        policy: Policy,
-        /// Groups, region, mode and quota.
-        aws: cf_allowlist_aws::AwsOptions,
-    },
-    /// The in-memory firewall (tests only).
-    #[cfg(test)]
-    Memory {
-        /// Ports and restrict mode.
-        policy: Policy,
-        /// Which named firewall.
-        memory: MemoryOptions,
-    },
-}
+        impl BackendKind {
+            /// The kind's name, as in the config file.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $(#[$cfg])* BackendKind::$variant => $name, )*
+                }
+            }
 
-/// Runs `$body` with the spec's policy and options bound, whatever its kind.
-macro_rules! with_options {
-    ($spec:expr, |$policy:ident, $options:ident| $body:expr) => {
-        match $spec {
-            #[cfg(feature = "nftables")]
-            BackendSpec::Nftables {
-                policy: $policy,
-                nftables: $options,
-            } => $body,
-            #[cfg(feature = "iptables")]
-            BackendSpec::Iptables {
-                policy: $policy,
-                iptables: $options,
-            } => $body,
-            #[cfg(feature = "nginx")]
-            BackendSpec::NginxRealip {
-                policy: $policy,
-                nginx: $options,
-            } => $body,
-            #[cfg(feature = "nginx")]
-            BackendSpec::ApacheRealip {
-                policy: $policy,
-                apache: $options,
-            } => $body,
-            #[cfg(feature = "ufw")]
-            BackendSpec::Ufw {
-                policy: $policy,
-                ufw: $options,
-            } => $body,
-            #[cfg(feature = "aws")]
-            BackendSpec::Aws {
-                policy: $policy,
-                aws: $options,
-            } => $body,
-            #[cfg(test)]
-            BackendSpec::Memory {
-                policy: $policy,
-                memory: $options,
-            } => $body,
+            /// Whether at most one backend of this kind may be configured (see
+            /// [`BackendOptions::one_per_host`]).
+            pub fn one_per_host(self) -> bool {
+                match self {
+                    $( $(#[$cfg])* BackendKind::$variant => <$options>::one_per_host(), )*
+                }
+            }
+
+            /// Why restrict means nothing for this kind, if it does not (see
+            /// [`BackendOptions::restrict_does_not_apply`]).
+            pub fn restrict_does_not_apply(self) -> Option<&'static str> {
+                match self {
+                    $( $(#[$cfg])* BackendKind::$variant => <$options>::restrict_does_not_apply(), )*
+                }
+            }
+
+            /// The Debian packages whose tools it runs.
+            pub fn debian_packages(self) -> &'static [&'static str] {
+                match self {
+                    $( $(#[$cfg])* BackendKind::$variant => <$options>::debian_packages(), )*
+                }
+            }
+        }
+
+        impl BackendEntry {
+            /// The entry `--backend KIND` stands for when the config has none of that kind.
+            pub fn for_kind(kind: BackendKind) -> BackendEntry {
+                match kind {
+                    $( $(#[$cfg])* BackendKind::$variant => BackendEntry::$variant(Entry::default()), )*
+                }
+            }
+
+            /// Its kind.
+            pub fn kind(&self) -> BackendKind {
+                match self {
+                    $( $(#[$cfg])* BackendEntry::$variant(_) => BackendKind::$variant, )*
+                }
+            }
+
+            /// Resolves the entry with the shared policy `defaults` and the command line's
+            /// `ports`/`restrict` (which win over both), and validates the result. Where restrict
+            /// means nothing for the kind, the top-level `restrict = true` is passed by with a
+            /// note in `notes`; asked for in the entry or on the command line, it is refused.
+            pub fn resolve(
+                &self,
+                defaults: &Policy,
+                ports: Option<&[u16]>,
+                restrict: Option<bool>,
+                notes: &mut Vec<String>,
+            ) -> Result<BackendSpec, String> {
+                let spec = match self {
+                    $(
+                        $(#[$cfg])*
+                        BackendEntry::$variant(entry) => BackendSpec::$variant {
+                            policy: entry.policy($name, defaults, ports, restrict, notes)?,
+                            $field: entry.options.clone(),
+                        },
+                    )*
+                };
+                spec.validate()
+                    .map_err(|message| format!("backend {}: {message}", spec.kind().name()))?;
+                Ok(spec)
+            }
+        }
+
+        impl BackendSpec {
+            /// Its kind.
+            pub fn kind(&self) -> BackendKind {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { .. } => BackendKind::$variant, )*
+                }
+            }
+
+            /// Ports and restrict mode.
+            pub fn policy(&self) -> &Policy {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { policy, .. } => policy, )*
+                }
+            }
+
+            fn validate(&self) -> Result<(), String> {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { policy, $field } => $field.validate(policy), )*
+                }
+            }
+
+            /// Builds the backend, marking what it writes as `owner`'s.
+            pub fn build(&self, owner: Option<&str>) -> Box<dyn Backend> {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { policy, $field } => $field.build(policy, owner), )*
+                }
+            }
+
+            /// Whether its accepts filter this host's own input (see [`BackendOptions`]).
+            pub fn filters_host_input(&self) -> bool {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { $field, .. } => $field.filters_host_input(), )*
+                }
+            }
+
+            /// Whether it also filters Docker's DOCKER-USER chain (see [`BackendOptions`]).
+            pub fn covers_docker(&self) -> bool {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { $field, .. } => $field.covers_docker(), )*
+                }
+            }
+
+            /// Where it writes, and whether its rules have ports.
+            fn place(&self) -> (String, bool) {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { $field, .. } => ($field.describe(), $field.has_ports()), )*
+                }
+            }
         }
     };
 }
 
-impl BackendKind {
-    /// Whether at most one backend of this kind may be configured: those whose parts have
-    /// fixed names on the host (and whose observe removes our parts found elsewhere, which a
-    /// second one would be).
-    pub fn one_per_host(self) -> bool {
-        match self {
-            #[cfg(feature = "nftables")]
-            BackendKind::Nftables => true,
-            #[cfg(feature = "iptables")]
-            BackendKind::Iptables => true,
-            #[allow(unreachable_patterns)]
-            _ => false,
-        }
-    }
-
-    /// The kind's name, as in the config file.
-    pub fn name(self) -> &'static str {
-        match self {
-            #[cfg(feature = "nftables")]
-            BackendKind::Nftables => "nftables",
-            #[cfg(feature = "iptables")]
-            BackendKind::Iptables => "iptables",
-            #[cfg(feature = "nginx")]
-            BackendKind::NginxRealip => "nginx-realip",
-            #[cfg(feature = "nginx")]
-            BackendKind::ApacheRealip => "apache-realip",
-            #[cfg(feature = "ufw")]
-            BackendKind::Ufw => "ufw",
-            #[cfg(feature = "aws")]
-            BackendKind::Aws => "aws",
-            #[cfg(test)]
-            BackendKind::Memory => "memory",
-        }
-    }
-}
-
-impl BackendEntry {
-    /// The entry `--backend KIND` stands for when the config has none of that kind.
-    pub fn for_kind(kind: BackendKind) -> BackendEntry {
-        match kind {
-            #[cfg(feature = "nftables")]
-            BackendKind::Nftables => BackendEntry::Nftables(Entry::default()),
-            #[cfg(feature = "iptables")]
-            BackendKind::Iptables => BackendEntry::Iptables(Entry::default()),
-            #[cfg(feature = "nginx")]
-            BackendKind::NginxRealip => BackendEntry::NginxRealip(Entry::default()),
-            #[cfg(feature = "nginx")]
-            BackendKind::ApacheRealip => BackendEntry::ApacheRealip(Entry::default()),
-            #[cfg(feature = "ufw")]
-            BackendKind::Ufw => BackendEntry::Ufw(Entry::default()),
-            #[cfg(feature = "aws")]
-            BackendKind::Aws => BackendEntry::Aws(Entry::default()),
-            #[cfg(test)]
-            BackendKind::Memory => BackendEntry::Memory(Entry::default()),
-        }
-    }
-
-    /// Its kind.
-    pub fn kind(&self) -> BackendKind {
-        match self {
-            #[cfg(feature = "nftables")]
-            BackendEntry::Nftables(_) => BackendKind::Nftables,
-            #[cfg(feature = "iptables")]
-            BackendEntry::Iptables(_) => BackendKind::Iptables,
-            #[cfg(feature = "nginx")]
-            BackendEntry::NginxRealip(_) => BackendKind::NginxRealip,
-            #[cfg(feature = "nginx")]
-            BackendEntry::ApacheRealip(_) => BackendKind::ApacheRealip,
-            #[cfg(feature = "ufw")]
-            BackendEntry::Ufw(_) => BackendKind::Ufw,
-            #[cfg(feature = "aws")]
-            BackendEntry::Aws(_) => BackendKind::Aws,
-            #[cfg(test)]
-            BackendEntry::Memory(_) => BackendKind::Memory,
-        }
-    }
-
-    /// Resolves the entry with the shared policy `defaults` and the command line's
-    /// `ports`/`restrict` (which win over both), and validates the result.
-    pub fn resolve(
-        &self,
-        defaults: &Policy,
-        ports: Option<&[u16]>,
-        restrict: Option<bool>,
-    ) -> Result<BackendSpec, String> {
-        fn policy<O>(
-            entry: &Entry<O>,
-            defaults: &Policy,
-            ports: Option<&[u16]>,
-            restrict: Option<bool>,
-        ) -> Result<Policy, String> {
-            let ports = match (ports, &entry.ports) {
-                (Some(ports), _) => normalise_ports(ports.to_vec())?,
-                (None, Some(ports)) => normalise_ports(ports.clone())?,
-                (None, None) => defaults.ports.clone(),
-            };
-            let restrict = restrict.or(entry.restrict).unwrap_or(defaults.restrict);
-            Ok(Policy { ports, restrict })
-        }
-        let spec = match self {
-            #[cfg(feature = "nftables")]
-            BackendEntry::Nftables(entry) => BackendSpec::Nftables {
-                policy: policy(entry, defaults, ports, restrict)?,
-                nftables: entry.options.clone(),
-            },
-            #[cfg(feature = "iptables")]
-            BackendEntry::Iptables(entry) => BackendSpec::Iptables {
-                policy: policy(entry, defaults, ports, restrict)?,
-                iptables: entry.options.clone(),
-            },
-            #[cfg(feature = "nginx")]
-            BackendEntry::NginxRealip(entry) => BackendSpec::NginxRealip {
-                policy: policy(entry, defaults, ports, restrict)?,
-                nginx: entry.options.clone(),
-            },
-            #[cfg(feature = "nginx")]
-            BackendEntry::ApacheRealip(entry) => BackendSpec::ApacheRealip {
-                policy: policy(entry, defaults, ports, restrict)?,
-                apache: entry.options.clone(),
-            },
-            #[cfg(feature = "ufw")]
-            BackendEntry::Ufw(entry) => BackendSpec::Ufw {
-                policy: policy(entry, defaults, ports, restrict)?,
-                ufw: entry.options.clone(),
-            },
-            #[cfg(feature = "aws")]
-            BackendEntry::Aws(entry) => BackendSpec::Aws {
-                policy: policy(entry, defaults, ports, restrict)?,
-                aws: entry.options.clone(),
-            },
-            #[cfg(test)]
-            BackendEntry::Memory(entry) => BackendSpec::Memory {
-                policy: policy(entry, defaults, ports, restrict)?,
-                memory: entry.options.clone(),
-            },
-        };
-        with_options!(&spec, |policy, options| options.validate(policy))
-            .map_err(|message| format!("backend {}: {message}", spec.kind().name()))?;
-        Ok(spec)
-    }
+registry! {
+    #[cfg(feature = "nftables")]
+    Nftables = "nftables", nftables: cf_allowlist_nftables::NftablesOptions, "nftables, through `nft`.";
+    #[cfg(feature = "iptables")]
+    Iptables = "iptables", iptables: cf_allowlist_iptables::IptablesOptions, "iptables and ip6tables (nf_tables or legacy), optionally with ipset.";
+    #[cfg(feature = "nginx")]
+    NginxRealip = "nginx-realip", nginx: cf_allowlist_nginx::NginxOptions, "nginx's real-IP include file (`set_real_ip_from`), not a firewall.";
+    #[cfg(feature = "nginx")]
+    ApacheRealip = "apache-realip", apache: cf_allowlist_nginx::ApacheOptions, "Apache's mod_remoteip include file (`RemoteIPTrustedProxy`), not a firewall.";
+    #[cfg(feature = "ufw")]
+    Ufw = "ufw", ufw: cf_allowlist_ufw::UfwOptions, "ufw's own rules, through `ufw`.";
+    #[cfg(feature = "aws")]
+    Aws = "aws", aws: cf_allowlist_aws::AwsOptions, "AWS security groups, through the EC2 API.";
+    #[cfg(test)]
+    Memory = "memory", memory: MemoryOptions, "The in-memory firewall of the core's tests; never in a shipped binary.";
 }
 
 impl BackendSpec {
-    /// Its kind.
-    pub fn kind(&self) -> BackendKind {
-        match self {
-            #[cfg(feature = "nftables")]
-            BackendSpec::Nftables { .. } => BackendKind::Nftables,
-            #[cfg(feature = "iptables")]
-            BackendSpec::Iptables { .. } => BackendKind::Iptables,
-            #[cfg(feature = "nginx")]
-            BackendSpec::NginxRealip { .. } => BackendKind::NginxRealip,
-            #[cfg(feature = "nginx")]
-            BackendSpec::ApacheRealip { .. } => BackendKind::ApacheRealip,
-            #[cfg(feature = "ufw")]
-            BackendSpec::Ufw { .. } => BackendKind::Ufw,
-            #[cfg(feature = "aws")]
-            BackendSpec::Aws { .. } => BackendKind::Aws,
-            #[cfg(test)]
-            BackendSpec::Memory { .. } => BackendKind::Memory,
-        }
-    }
-
-    /// Whether its accepts filter this host's own input (see [`BackendOptions`]).
-    pub fn filters_host_input(&self) -> bool {
-        with_options!(self, |_policy, options| options.filters_host_input())
-    }
-
-    /// Ports and restrict mode.
-    pub fn policy(&self) -> &Policy {
-        with_options!(self, |policy, _options| policy)
-    }
-
-    /// Builds the backend, marking what it writes as `owner`'s.
-    pub fn build(&self, owner: Option<&str>) -> Box<dyn Backend> {
-        with_options!(self, |policy, options| options.build(policy, owner))
-    }
-
     /// A short description for plans: `nftables (inet filter input, tcp 80,443)`; a backend
     /// whose rules have no ports is described by its place alone.
     pub fn describe(&self) -> String {
         let policy = self.policy();
         let ports: Vec<String> = policy.ports.iter().map(u16::to_string).collect();
         let restrict = if policy.restrict { ", restrict" } else { "" };
-        let place = with_options!(self, |_policy, options| options.describe());
-        if !with_options!(self, |_policy, options| options.has_ports()) {
+        let (place, has_ports) = self.place();
+        if !has_ports {
             return format!("{} ({place})", self.kind().name());
         }
         format!(
@@ -419,6 +239,40 @@ pub struct Entry<O> {
     pub restrict: Option<bool>,
     /// The backend's own options.
     pub options: O,
+}
+
+impl<O: BackendOptions> Entry<O> {
+    /// The entry's policy: the command line's `ports`/`restrict` win over the entry's, which
+    /// win over the top-level `defaults`. The top-level `restrict = true` is not applied where
+    /// restrict means nothing for the kind: `notes` says so instead.
+    fn policy(
+        &self,
+        kind: &str,
+        defaults: &Policy,
+        ports: Option<&[u16]>,
+        restrict: Option<bool>,
+        notes: &mut Vec<String>,
+    ) -> Result<Policy, String> {
+        let ports = match (ports, &self.ports) {
+            (Some(ports), _) => normalise_ports(ports.to_vec())?,
+            (None, Some(ports)) => normalise_ports(ports.clone())?,
+            (None, None) => defaults.ports.clone(),
+        };
+        let restrict = match (restrict.or(self.restrict), O::restrict_does_not_apply()) {
+            // Asked for explicitly: the options' check refuses it where it means nothing.
+            (Some(restrict), _) => restrict,
+            (None, None) => defaults.restrict,
+            (None, Some(reason)) => {
+                if defaults.restrict {
+                    notes.push(format!(
+                        "backend {kind}: the top-level `restrict = true` does not apply here ({reason})"
+                    ));
+                }
+                false
+            }
+        };
+        Ok(Policy { ports, restrict })
+    }
 }
 
 impl<'de, O: DeserializeOwned> Deserialize<'de> for Entry<O> {
@@ -455,167 +309,6 @@ pub fn normalise_ports(mut ports: Vec<u16>) -> Result<Vec<u16>, String> {
         return Err("ports must be a non-empty list of TCP ports from 1 to 65535".into());
     }
     Ok(ports)
-}
-
-#[cfg(feature = "nftables")]
-impl BackendOptions for cf_allowlist_nftables::NftablesOptions {
-    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend> {
-        Box::new(
-            cf_allowlist_nftables::NftablesBackend::new(self.clone(), policy.clone())
-                .owned_by(owner.map(str::to_owned)),
-        )
-    }
-
-    fn describe(&self) -> String {
-        format!("inet {} {}", self.table, self.chain)
-    }
-
-    fn validate(&self, _policy: &Policy) -> Result<(), String> {
-        self.check_names()
-    }
-
-    fn filters_host_input(&self) -> bool {
-        true
-    }
-}
-
-#[cfg(feature = "iptables")]
-impl BackendOptions for cf_allowlist_iptables::IptablesOptions {
-    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend> {
-        Box::new(
-            cf_allowlist_iptables::IptablesBackend::new(self.clone(), policy.clone())
-                .owned_by(owner.map(str::to_owned)),
-        )
-    }
-
-    fn describe(&self) -> String {
-        let docker = if self.docker_user {
-            ", DOCKER-USER too"
-        } else {
-            ""
-        };
-        format!("{} variant, {} mode{docker}", self.variant, self.mode)
-    }
-
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
-        self.check(policy.restrict)
-    }
-
-    fn filters_host_input(&self) -> bool {
-        true
-    }
-}
-
-#[cfg(feature = "nginx")]
-impl BackendOptions for cf_allowlist_nginx::NginxOptions {
-    fn build(&self, _policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
-        // The include file's header names cf-allowlist; one file has one writer.
-        Box::new(cf_allowlist_nginx::NginxBackend::new(self.clone()))
-    }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
-        if policy.restrict {
-            return Err(
-                "`restrict` does not apply to a real-IP list (it drops no traffic); set \
-                 `restrict = false` in this [[backend]] table or leave `--restrict` off"
-                    .to_owned(),
-            );
-        }
-        self.check()
-    }
-
-    fn has_ports(&self) -> bool {
-        false
-    }
-}
-
-#[cfg(feature = "nginx")]
-impl BackendOptions for cf_allowlist_nginx::ApacheOptions {
-    fn build(&self, _policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
-        // The include file's header names cf-allowlist; one file has one writer.
-        Box::new(cf_allowlist_nginx::NginxBackend::apache(self.clone()))
-    }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
-        if policy.restrict {
-            return Err(
-                "`restrict` does not apply to a real-IP list (it drops no traffic); set \
-                 `restrict = false` in this [[backend]] table or leave `--restrict` off"
-                    .to_owned(),
-            );
-        }
-        self.check()
-    }
-
-    fn has_ports(&self) -> bool {
-        false
-    }
-}
-
-#[cfg(feature = "ufw")]
-impl BackendOptions for cf_allowlist_ufw::UfwOptions {
-    fn build(&self, policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
-        // ufw's rules carry the plain `cf-allowlist` comment: ufw matches rules by spec, and
-        // an owner mark would make two state directories' rules look different to us but the
-        // same to ufw.
-        Box::new(cf_allowlist_ufw::UfwBackend::new(
-            self.clone(),
-            policy.clone(),
-        ))
-    }
-
-    fn describe(&self) -> String {
-        let enable = if self.enable { ", may enable" } else { "" };
-        format!(
-            "rules in {}, {}{enable}",
-            self.rules_dir.display(),
-            self.write
-        )
-    }
-
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
-        self.check(policy)
-    }
-
-    fn filters_host_input(&self) -> bool {
-        true
-    }
-}
-
-#[cfg(feature = "aws")]
-impl BackendOptions for cf_allowlist_aws::AwsOptions {
-    fn build(&self, policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
-        // Our rules' descriptions say `cf-allowlist`; a group's rules are found by that.
-        Box::new(cf_allowlist_aws::AwsBackend::new(
-            self.clone(),
-            policy.clone(),
-        ))
-    }
-
-    fn describe(&self) -> String {
-        let region = self
-            .region
-            .as_deref()
-            .map(|region| format!(" in {region}"))
-            .unwrap_or_default();
-        format!(
-            "{}{region}, {} mode",
-            self.security_group_ids.join(", "),
-            self.mode
-        )
-    }
-
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
-        self.check(policy)
-    }
 }
 
 /// Options of the in-memory backend of the core's tests.
@@ -695,7 +388,9 @@ mod tests {
             ports: vec![80, 443],
             restrict: true,
         };
-        let spec = entries[0].resolve(&defaults, None, None).unwrap();
+        let spec = entries[0]
+            .resolve(&defaults, None, None, &mut Vec::new())
+            .unwrap();
         assert_eq!(spec.policy().ports, vec![443, 8443]);
         assert!(spec.policy().restrict);
         assert_eq!(
@@ -703,7 +398,7 @@ mod tests {
             "nftables (inet fw input, tcp 443,8443, restrict)"
         );
         let spec = entries[0]
-            .resolve(&defaults, Some(&[80]), Some(false))
+            .resolve(&defaults, Some(&[80]), Some(false), &mut Vec::new())
             .unwrap();
         assert_eq!(spec.describe(), "nftables (inet fw input, tcp 80)");
     }
@@ -715,7 +410,9 @@ mod tests {
             ports: vec![80],
             restrict: false,
         };
-        let error = entries[0].resolve(&defaults, None, None).unwrap_err();
+        let error = entries[0]
+            .resolve(&defaults, None, None, &mut Vec::new())
+            .unwrap_err();
         assert!(error.contains("chain name"), "{error}");
     }
 
@@ -731,30 +428,93 @@ mod tests {
              test_command = [\"/usr/sbin/nginx\", \"-t\", \"-q\"]",
         )
         .unwrap();
-        let spec = entries[0].resolve(&defaults, None, None).unwrap();
+        let spec = entries[0]
+            .resolve(&defaults, None, None, &mut Vec::new())
+            .unwrap();
         assert_eq!(spec.describe(), "nginx-realip (/srv/nginx/realip.conf)");
         // The saved spec reads back, and the kind is spelled with its hyphen.
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["kind"], "nginx-realip");
         assert_eq!(serde_json::from_value::<BackendSpec>(json).unwrap(), spec);
-        let error = entries[0].resolve(&defaults, None, Some(true)).unwrap_err();
+        let error = entries[0]
+            .resolve(&defaults, None, Some(true), &mut Vec::new())
+            .unwrap_err();
         assert!(
             error.contains("backend nginx-realip: `restrict` does not apply"),
             "{error}"
         );
         let entries =
             parse("[[backend]]\nkind = \"nginx-realip\"\npath = \"realip.conf\"").unwrap();
-        let error = entries[0].resolve(&defaults, None, None).unwrap_err();
+        let error = entries[0]
+            .resolve(&defaults, None, None, &mut Vec::new())
+            .unwrap_err();
         assert!(error.contains("`path` must be absolute"), "{error}");
         let error = parse("[[backend]]\nkind = \"nginx-realip\"\ntable = \"filter\"").unwrap_err();
         assert!(error.contains("unknown field `table`"), "{error}");
         let defaults_only = BackendEntry::for_kind(BackendKind::NginxRealip)
-            .resolve(&defaults, None, None)
+            .resolve(&defaults, None, None, &mut Vec::new())
             .unwrap();
         assert_eq!(
             defaults_only.describe(),
             "nginx-realip (/etc/nginx/conf.d/cf-allowlist-realip.conf)"
         );
+    }
+
+    /// Issue 18 item 7: README calls the top-level `restrict` the default for every backend.
+    #[cfg(feature = "nginx")]
+    #[test]
+    fn the_top_level_restrict_passes_a_real_ip_list_by_with_a_note() {
+        let defaults = Policy {
+            ports: vec![80, 443],
+            restrict: true,
+        };
+        let mut notes = Vec::new();
+        let spec = BackendEntry::for_kind(BackendKind::NginxRealip)
+            .resolve(&defaults, None, None, &mut notes)
+            .unwrap();
+        assert!(!spec.policy().restrict);
+        assert_eq!(
+            notes,
+            [
+                "backend nginx-realip: the top-level `restrict = true` does not apply here (a real-IP list drops no traffic)"
+            ]
+        );
+        // In its own table it is still a mistake.
+        let entries = parse("[[backend]]\nkind = \"nginx-realip\"\nrestrict = true").unwrap();
+        let error = entries[0]
+            .resolve(&defaults, None, None, &mut Vec::new())
+            .unwrap_err();
+        assert!(error.contains("`restrict` does not apply"), "{error}");
+        // Where it means something, it applies, without a note.
+        let mut notes = Vec::new();
+        let spec = BackendEntry::for_kind(BackendKind::Memory)
+            .resolve(&defaults, None, None, &mut notes)
+            .unwrap();
+        assert!(spec.policy().restrict && notes.is_empty());
+    }
+
+    /// The registry says which Debian packages each backend drives; tests/run installs them
+    /// and the Debian package recommends or suggests them.
+    #[test]
+    fn tests_run_and_the_debian_package_name_every_backends_packages() {
+        let run = include_str!("../tests/run");
+        let manifest: toml::Table = toml::from_str(include_str!("../Cargo.toml")).unwrap();
+        let deb = &manifest["package"]["metadata"]["deb"];
+        let relations = format!("{} {}", deb["recommends"], deb["suggests"]);
+        for kind in <BackendKind as clap::ValueEnum>::value_variants() {
+            for package in kind.debian_packages() {
+                assert!(
+                    run.contains(&format!(":{package} ")) || run.contains(&format!(":{package};")),
+                    "tests/run does not install {package} (backend {})",
+                    kind.name()
+                );
+                assert!(
+                    relations.contains(package),
+                    "the Debian package neither recommends nor suggests {package} (backend {})",
+                    kind.name()
+                );
+            }
+        }
     }
 
     #[test]
@@ -789,13 +549,15 @@ mod tests {
             "[[backend]]\nkind = \"aws\"\nrestrict = true\nsecurity_group_ids = [\"sg-0abc\"]",
         )
         .unwrap();
-        let error = entries[0].resolve(&defaults, None, None).unwrap_err();
+        let error = entries[0]
+            .resolve(&defaults, None, None, &mut Vec::new())
+            .unwrap_err();
         assert!(
             error.contains("restrict has no meaning for a security group"),
             "{error}"
         );
         let error = BackendEntry::for_kind(BackendKind::Aws)
-            .resolve(&defaults, None, None)
+            .resolve(&defaults, None, None, &mut Vec::new())
             .unwrap_err();
         assert!(
             error.contains("security_group_ids must name at least one"),
@@ -805,7 +567,9 @@ mod tests {
             "[[backend]]\nkind = \"aws\"\nsecurity_group_ids = [\"sg-0abc\", \"sg-0def\"]\nregion = \"eu-west-1\"\nmode = \"prefix-list\"\nmax_rules = 120",
         )
         .unwrap();
-        let spec = entries[0].resolve(&defaults, None, None).unwrap();
+        let spec = entries[0]
+            .resolve(&defaults, None, None, &mut Vec::new())
+            .unwrap();
         assert_eq!(
             spec.describe(),
             "aws (sg-0abc, sg-0def in eu-west-1, prefix-list mode, tcp 80,443)"

@@ -227,6 +227,7 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
                 restrict: args.restrict_override(),
             };
             let settings = settings::resolve(cli, &config, &overrides)?;
+            settings.notes.iter().for_each(|note| printer.note(note));
             let options = commands::sync::SyncOptions {
                 dry_run: args.dry_run,
                 detailed_exitcode: args.detailed_exitcode,

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -104,22 +103,13 @@ pub fn write(path: &Path, outcome: &Outcome, started: Instant) -> std::io::Resul
         &measure(outcome, now, started.elapsed().as_secs_f64()),
         &previous,
     );
-    let directory = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut file = tempfile::Builder::new()
-        .prefix(".cf-allowlist-metrics")
-        .tempfile_in(directory)?;
-    file.write_all(text.as_bytes())?;
     // The collector runs as another user (node_exporter): the file must be readable.
-    std::fs::set_permissions(
-        file.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|error| error.error)?;
-    Ok(())
+    cf_allowlist_backend::atomic::AtomicWrite {
+        prefix: ".cf-allowlist-metrics",
+        suffix: "",
+        mode: 0o644,
+    }
+    .write(path, text.as_bytes())
 }
 
 /// What this run measured, by family; families it did not measure are absent.

@@ -172,6 +172,9 @@ pub struct Settings {
     /// Past this age (in days) the builtin list's warning is shown on every run, not only
     /// when a run has something to say.
     pub builtin_max_age_days: u64,
+    /// What the config asks for that does not apply, said with `-v` (the top-level
+    /// `restrict = true` for a backend where restrict means nothing).
+    pub notes: Vec<String>,
 }
 
 /// What the command line overrides for backends.
@@ -283,9 +286,15 @@ pub fn resolve(
             .collect()
     };
     let mut backends = Vec::new();
+    let mut notes = Vec::new();
     for entry in entries {
         let spec = entry
-            .resolve(&default_policy, overrides.ports, overrides.restrict)
+            .resolve(
+                &default_policy,
+                overrides.ports,
+                overrides.restrict,
+                &mut notes,
+            )
             .map_err(Error::Setting)?;
         if spec.kind().one_per_host()
             && backends
@@ -348,6 +357,7 @@ pub fn resolve(
         },
         lock_timeout: seconds(config.lock_timeout_secs, Duration::from_secs(60)),
         builtin_max_age_days: config.builtin_max_age_days.unwrap_or(180),
+        notes,
     })
 }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -653,24 +653,15 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
 /// directory, created exclusively (a planted symlink cannot redirect it) with mode 0600, fsync,
 /// rename over the target, fsync of the directory.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let dir = path.parent().expect("state files live in a directory");
     let mut json = serde_json::to_vec_pretty(value).expect("state serialises");
     json.push(b'\n');
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".cf-allowlist.")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(StateDir::io("create a temporary file in", dir))?;
-    temporary
-        .write_all(&json)
-        .and_then(|()| temporary.as_file().sync_all())
-        .map_err(StateDir::io("write", temporary.path()))?;
-    temporary
-        .persist(path)
-        .map_err(|error| StateDir::io("replace", path)(error.error))?;
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(StateDir::io("sync", dir))
+    cf_allowlist_backend::atomic::AtomicWrite {
+        prefix: ".cf-allowlist.",
+        suffix: "",
+        mode: 0o600,
+    }
+    .write(path, &json)
+    .map_err(StateDir::io("write", path))
 }
 
 #[cfg(test)]
@@ -806,8 +797,14 @@ mod tests {
 
     #[test]
     fn a_state_written_by_the_first_release_loads() {
+        // A copy: the state directory must be owned by the user running the test.
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-0.1.0");
-        let loaded = StateDir::new(fixture).load().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("generations")).unwrap();
+        for file in ["state.json", "generations/00000001.json"] {
+            std::fs::copy(fixture.join(file), dir.path().join(file)).unwrap();
+        }
+        let loaded = StateDir::new(dir.path()).load().unwrap();
         assert!(loaded.recovered.is_empty(), "{:?}", loaded.recovered);
         assert_eq!(loaded.state.current_generation, Some(1));
         assert_eq!(loaded.current.unwrap().ranges.len(), 22);

@@ -412,6 +412,7 @@ fn an_https_source_with_an_untrusted_certificate_is_refused() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn restricting_the_port_of_this_ssh_session_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     cf(&[
@@ -504,6 +505,7 @@ fn config_check_prints_the_resolved_settings_or_the_mistake() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn without_root_or_without_nft_the_error_says_what_to_do() {
     crate::support::require_root();
     let bin = env!("CARGO_BIN_EXE_cf-allowlist");

@@ -4,6 +4,7 @@ mod memory {
     cf_allowlist_backend::conformance_tests!(cf_allowlist_memory::MemoryHarness::default());
 }
 
+#[cfg(feature = "e2e")]
 /// nftables in a fresh namespace per test, holding a Debian-like ruleset with policy drop.
 mod nftables_debian_ruleset {
     use crate::support::{netns::unshare_thread_netns, require_root};
@@ -15,9 +16,13 @@ mod nftables_debian_ruleset {
         NftablesHarness::with_base_ruleset()
     }
 
-    cf_allowlist_backend::conformance_tests!(harness());
+    cf_allowlist_backend::conformance_tests!(harness(); skip {
+        no_listed_range_is_missing_during_an_apply:
+            "one apply is one nft transaction: there is no intermediate state to look at (tests/e2e_safety.rs kills runs mid-apply instead)",
+    });
 }
 
+#[cfg(feature = "e2e")]
 /// nftables in a fresh namespace with an empty ruleset: the backend creates table and chain.
 mod nftables_empty_ruleset {
     use crate::support::{netns::unshare_thread_netns, require_root};
@@ -29,9 +34,13 @@ mod nftables_empty_ruleset {
         NftablesHarness::empty()
     }
 
-    cf_allowlist_backend::conformance_tests!(harness());
+    cf_allowlist_backend::conformance_tests!(harness(); skip {
+        no_listed_range_is_missing_during_an_apply:
+            "one apply is one nft transaction: there is no intermediate state to look at (tests/e2e_safety.rs kills runs mid-apply instead)",
+    });
 }
 
+#[cfg(feature = "e2e")]
 /// iptables in each variant and mode, in a fresh namespace per test with a policy-DROP ruleset.
 mod iptables {
     macro_rules! variant_and_mode {
@@ -47,7 +56,10 @@ mod iptables {
                     IptablesHarness::new(Concrete::$variant, Mode::$mode)
                 }
 
-                cf_allowlist_backend::conformance_tests!(harness());
+                cf_allowlist_backend::conformance_tests!(harness(); skip {
+                    no_listed_range_is_missing_during_an_apply:
+                        "one apply is one iptables-restore transaction per family (and an ipset swap): the harness cannot look between them (tests/e2e_safety.rs kills runs mid-apply instead)",
+                });
             }
         };
     }
@@ -57,6 +69,7 @@ mod iptables {
     variant_and_mode!(legacy_ipset, Legacy, Ipset);
 }
 
+#[cfg(feature = "e2e")]
 /// nginx's real-IP include file in a private configuration folder per test, validated by the
 /// real `nginx -t` (Debian's nginx); reloads are recorded (tests/e2e_nginx.rs reloads a real
 /// nginx). A real-IP list has no ports, restrict mode or verdicts: the two behaviours about
@@ -69,9 +82,12 @@ mod nginx_realip {
             "a real-IP list drops nothing: restrict is refused for nginx-realip at config load",
         changing_the_policy_rewrites_the_rules:
             "ports and restrict do not reach a real-IP list: nginx trusts the header per source address",
+        no_listed_range_is_missing_during_an_apply:
+            "the include file is replaced by one rename: there is no intermediate file to look at",
     });
 }
 
+#[cfg(feature = "e2e")]
 /// ufw in a private mount and network namespace per test (see `cf_allowlist_ufw::harness`),
 /// starting inactive as Debian installs it; one `ufw` call per rule, and batches.
 mod ufw {
@@ -96,10 +112,14 @@ mod ufw {
             UfwHarness::writing(cf_allowlist_ufw::Write::Batch)
         }
 
-        cf_allowlist_backend::conformance_tests!(harness());
+        cf_allowlist_backend::conformance_tests!(harness(); skip {
+            no_listed_range_is_missing_during_an_apply:
+                "a batch is one ufw run, and the harness records ufw's rule files between runs only",
+        });
     }
 }
 
+#[cfg(feature = "e2e")]
 /// AWS security groups in a moto EC2 server started for each test, in both modes.
 mod aws {
     macro_rules! mode {

@@ -163,6 +163,10 @@ fn expected_rules(ranges: &[&str], ports: &[u16]) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_sync_creates_exactly_our_rules_and_a_second_run_writes_nothing() {
     let aws = Aws::new();
 
@@ -199,6 +203,10 @@ fn aws_sync_creates_exactly_our_rules_and_a_second_run_writes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_an_upstream_change_authorizes_the_new_range_before_revoking_the_old() {
     let aws = Aws::new();
     aws.sync(&[]).code(0);
@@ -246,6 +254,10 @@ fn aws_an_upstream_change_authorizes_the_new_range_before_revoking_the_old() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_a_rule_revoked_by_hand_is_restored_once() {
     let aws = Aws::new();
     aws.sync(&[]).code(0);
@@ -268,6 +280,10 @@ fn aws_a_rule_revoked_by_hand_is_restored_once() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_quota_exceeded_is_refused_before_any_write() {
     let aws = Aws::new();
     // 3 IPv4 ranges × 2 ports + 1 foreign rule = 7 > 6.
@@ -288,6 +304,10 @@ fn aws_quota_exceeded_is_refused_before_any_write() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_errors_name_the_group_and_the_code() {
     let aws = Aws::new();
     aws.configure(&["sg-0000deadbeef".to_owned()], "rules", None);
@@ -306,6 +326,10 @@ fn aws_errors_name_the_group_and_the_code() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_prefix_list_mode_end_to_end_with_groups_sharing_the_lists() {
     let aws = Aws::new();
     aws.configure(&aws.groups.clone(), "prefix-list", None);
@@ -399,6 +423,10 @@ fn aws_prefix_list_mode_end_to_end_with_groups_sharing_the_lists() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_purge_leaves_the_foreign_rules() {
     let aws = Aws::new();
     aws.sync(&[]).code(0);
@@ -437,6 +465,10 @@ fn aws_purge_leaves_the_foreign_rules() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_and_nftables_in_one_run() {
     require_root();
     let origin = Netns::new("aws-origin");

@@ -96,6 +96,7 @@ fn age_last_sync(state_dir: &Path, age: Duration) {
 const NFT_SUBJECT: &str = "nftables (inet filter input, tcp 80,443)";
 
 #[test]
+#[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_finds_a_healthy_origin_ok_then_a_stale_sync() {
     let lab = Lab::new();
     lab.load_nft_ruleset();
@@ -153,6 +154,7 @@ fn doctor_finds_a_healthy_origin_ok_then_a_stale_sync() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_names_a_drop_in_a_second_table() {
     let lab = Lab::new();
     lab.load_nft_ruleset();
@@ -184,6 +186,7 @@ fn doctor_names_a_drop_in_a_second_table() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_names_a_reject_before_our_iptables_jump() {
     let lab = Lab::new();
     lab.load_iptables_rules("nft");
@@ -214,6 +217,7 @@ fn doctor_names_a_reject_before_our_iptables_jump() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_names_a_ufw_deny_inserted_before_our_allows_and_ufw_switched_off() {
     require_root();
     std::thread::spawn(|| {
@@ -461,6 +465,7 @@ fn asn1_time(days: i64) -> String {
 const FULL: &str = "self-signed: fine for Cloudflare's Full mode, fatal for Full (strict)";
 
 #[test]
+#[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_reports_no_listener_and_each_certificate_fault() {
     let origin = Origin::new();
     expect(
@@ -586,6 +591,7 @@ for family in text_string_to_metric_families(open(sys.argv[1]).read()):
 }
 
 #[test]
+#[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failure() {
     let origin = Origin::new();
     let metrics = origin.path("cf-allowlist.prom");

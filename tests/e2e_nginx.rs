@@ -300,6 +300,10 @@ fn shell(script: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and nginx: cargo test --features e2e"
+)]
 fn nginx_trusts_cf_connecting_ip_only_from_the_listed_ranges_and_a_refused_file_is_put_back() {
     let system_nginx_before = snapshot_files(Path::new("/etc/nginx"));
     let nginx = Nginx::start();
@@ -420,6 +424,10 @@ fn nginx_trusts_cf_connecting_ip_only_from_the_listed_ranges_and_a_refused_file_
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and nginx: cargo test --features e2e"
+)]
 fn a_file_that_is_not_ours_is_never_overwritten_or_deleted() {
     let nginx = Nginx::start();
     let path = nginx.sandbox.include_path();
@@ -474,6 +482,10 @@ fn restrict_and_a_relative_path_are_refused_at_config_load() {
 /// file is broken when our change comes; the previous include file is put back byte for byte,
 /// no reload is made and no marker or temporary file is left behind.
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and nginx: cargo test --features e2e"
+)]
 fn a_configuration_the_real_nginx_test_refuses_gets_the_previous_file_back() {
     use cf_allowlist_backend::conformance::{Harness, default_policy, sync, target_a, target_b};
     use cf_allowlist_backend::{Change, ErrorKind};

@@ -53,7 +53,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 step "build"
-cargo build --quiet
+cargo build --quiet --features full
 bin="$root/target/debug/cf-allowlist"
 [ -x "$bin" ] || fail "no binary at $bin"
 
@@ -122,7 +122,7 @@ if want config; then
     | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["exit_code"] == 0 and len(j["settings"]["backends"]) == 2, j' \
     || fail "config check --output json"
   # Uncommented, the other kinds' examples are valid too.
-  sed 's/^# \(kind\|rules_dir\|program\|enable\|write\|path\|test_command\|reload_command\) /\1 /; s/^# \[\[backend\]\]/[[backend]]/' \
+  sed 's/^# \(kind\|rules_dir\|program\|enable\|write\|path\|test_command\|reload_command\|security_group_ids\|region\|mode\|max_rules\) /\1 /; s/^# \[\[backend\]\]/[[backend]]/' \
     packaging/config.example.toml >"$work/all-kinds.toml"
   "$bin" config check "$work/all-kinds.toml" >/dev/null || fail "the commented backend examples are not valid"
   echo "config check: the example and its commented kinds are valid"

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --quiet --bin cf-allowlist
+# Every backend, AWS included: the package is the complete build.
+cargo build --release --quiet --features full --bin cf-allowlist
 binary=target/release/cf-allowlist
 out=target/packaging
 rm -rf "$out" && mkdir -p "$out/completions"

@@ -20,6 +20,7 @@ mod ec2;
 pub mod harness;
 mod model;
 pub mod names;
+mod registry;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

@@ -17,6 +17,7 @@
 //! and warn when both do.
 
 pub mod names;
+mod registry;
 mod save;
 
 use std::collections::BTreeSet;

@@ -15,6 +15,7 @@
 
 pub mod names;
 pub mod netlink;
+mod registry;
 mod ruleset;
 
 use std::fmt::Write as _;

@@ -29,13 +29,12 @@
 //!   a duplicate, or any difference from what this backend would write is drift to repair.
 
 pub mod names;
+mod registry;
 
 #[cfg(feature = "harness")]
 pub mod harness;
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use cf_allowlist_backend::tool::{self, ToolError};
@@ -546,7 +545,7 @@ impl NginxBackend {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             other => other.map_err(io)?,
         }
-        sync_folder(self.folder()).map_err(io)
+        cf_allowlist_backend::atomic::sync_folder(self.folder()).map_err(io)
     }
 
     /// Puts `previous` back at the path (or removes the file when there was none); says what
@@ -712,24 +711,15 @@ impl Backend for NginxBackend {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it (random name, created
-/// `O_CREAT|O_EXCL` so it never follows a planted link), mode 0644, fsynced, renamed over
-/// `path`, then the folder fsynced so the rename survives a crash.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let folder = path.parent().unwrap_or(Path::new("/"));
-    let mut temp = tempfile::Builder::new()
-        .prefix(names::TEMP_PREFIX)
-        .suffix(names::TEMP_SUFFIX)
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(folder)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|error| error.error)?;
-    sync_folder(folder)
-}
-
-fn sync_folder(folder: &Path) -> std::io::Result<()> {
-    std::fs::File::open(folder)?.sync_all()
+/// Writes `bytes` to `path` atomically, mode 0644, the temporary file named so that nginx's
+/// `*.conf` includes never read it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    cf_allowlist_backend::atomic::AtomicWrite {
+        prefix: names::TEMP_PREFIX,
+        suffix: names::TEMP_SUFFIX,
+        mode: 0o644,
+    }
+    .write(path, bytes)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 
 pub mod batch;
 pub mod names;
+mod registry;
 pub mod rules;
 
 use std::path::{Path, PathBuf};

@@ -1,10 +1,13 @@
 //! The contract between cf-allowlist's core and its firewall backends.
 //!
 //! A backend answers three questions and nothing more: what of ours does the firewall hold
-//! ([`Backend::observe`]), bring it to this target in one transaction ([`Backend::apply`]), and
-//! remove every trace of us ([`Backend::purge`]). Deciding *what* to change is not a backend's
-//! job: [`Change::between`] computes it from an observation and a target, so the same rules
-//! (and the same safety guards in the core) hold for every firewall.
+//! ([`Backend::observe`]), make it allow exactly this target ([`Backend::apply`]), and remove
+//! every trace of us ([`Backend::purge`]). The core decides the *target* and judges the plan:
+//! [`Change::between`] computes the ranges to add and remove from an observation and the
+//! target, and the core's guards (shrink, SSH lock-out, staleness) read that [`Change`]. How a
+//! backend gets its firewall to the target is its own affair: nftables and iptables write
+//! `change.add` and `change.remove`; ufw, AWS and nginx read their live rules again and write
+//! what brings them to `change.target`, the shape of Mullvad's `apply_policy(target)`.
 //!
 //! The `conformance` module (behind the `conformance` feature, so it never ships in the binary)
 //! holds the behaviours every backend must show; each backend runs it from the integration
@@ -12,7 +15,11 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod atomic;
+mod options;
 pub mod tool;
+
+pub use options::BackendOptions;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -312,20 +319,32 @@ impl BackendError {
 ///
 /// # The contract
 ///
-/// - **Observe, plan, apply.** The core observes, computes a [`Change`] with
-///   [`Change::between`] and hands exactly that change to `apply`. A backend never decides what
-///   to change; it decides only *how* to write the change into its firewall.
+/// - **Observe, plan, apply to a target.** The core observes, computes a [`Change`] with
+///   [`Change::between`], judges it, and hands it to `apply`. What `apply` must achieve is
+///   `change.target`: the firewall allows exactly those ranges afterwards. `change.add` and
+///   `change.remove` are the plan the core judged, and a backend whose firewall takes a diff
+///   writes them (nftables, iptables); one whose firewall is easier to compare whole re-derives
+///   its writes from `change.target` and the rules it reads again (ufw, AWS, nginx). Either
+///   way, what it writes differs from the judged plan only by drift since the observation,
+///   which the staleness check below bounds.
 /// - **A stale plan is refused.** `apply` reads what it owns again first; if its [`Basis`]
 ///   differs from `change.basis` (an admin, fail2ban or Docker changed our parts since the
 ///   observation), it fails with [`ErrorKind::Stale`] and writes nothing. The core then
-///   re-observes and re-plans once. Somebody else's rules changing is not staleness: we never
-///   address a rule by position, only by spec, handle or id, so they cannot make our writes land
-///   on the wrong rule.
-/// - **Adds before removes.** A range listed both before and after an apply stays allowed at
-///   every moment of it, and new ranges are allowed before stale ones are removed.
+///   re-observes and re-plans once. Somebody else's rules changing is not staleness: deletes
+///   and replacements address a rule by spec, handle or id, never by a position read earlier,
+///   so they cannot land on the wrong rule. One position is computed: ufw has no other way to
+///   put restrict's deny after the allows than `ufw insert N`, with N taken from the rule files
+///   read in the same apply; a ufw call in between can misplace it, which the read-back and the
+///   next observe see and repair.
+/// - **Adds before removes.** A range listed both before and after an apply stays in our rules
+///   at every step of it, and new ranges are allowed before stale ones are removed. (In the
+///   kernel, ufw's reload on every call empties its chains for a moment whatever the order; the
+///   conformance suite checks the order of the steps, not that moment.)
 /// - **Atomicity is per backend and is documented by each**: nftables writes one `nft -f`
 ///   transaction for the whole change; iptables one `iptables-restore` transaction per family
-///   (and an `ipset swap` per set); ufw and cloud APIs one call per rule or batch. Whatever the
+///   (and an `ipset swap` per set); nginx one rename of its include file; ufw and cloud APIs one
+///   call per rule or batch (and ufw reloads its chains, which empties them for a moment, on
+///   every call). Whatever the
 ///   unit, a failed apply leaves a firewall the next observe reads truthfully and the next
 ///   sync converges from.
 /// - **Read back.** After `apply` the core observes again and compares with the target.

@@ -1,0 +1,42 @@
+//! What the registry needs to know about the iptables backend.
+
+use cf_allowlist_backend::{Backend, BackendOptions, Policy};
+
+use crate::{IptablesBackend, IptablesOptions};
+
+impl BackendOptions for IptablesOptions {
+    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend> {
+        Box::new(
+            IptablesBackend::new(self.clone(), policy.clone()).owned_by(owner.map(str::to_owned)),
+        )
+    }
+
+    fn describe(&self) -> String {
+        let docker = if self.docker_user {
+            ", DOCKER-USER too"
+        } else {
+            ""
+        };
+        format!("{} variant, {} mode{docker}", self.variant, self.mode)
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        self.check(policy.restrict)
+    }
+
+    fn filters_host_input(&self) -> bool {
+        true
+    }
+
+    fn covers_docker(&self) -> bool {
+        self.docker_user
+    }
+
+    fn one_per_host() -> bool {
+        true
+    }
+
+    fn debian_packages() -> &'static [&'static str] {
+        &["iptables", "ipset"]
+    }
+}

@@ -1,0 +1,33 @@
+//! What the registry needs to know about the nftables backend.
+
+use cf_allowlist_backend::{Backend, BackendOptions, Policy};
+
+use crate::{NftablesBackend, NftablesOptions};
+
+impl BackendOptions for NftablesOptions {
+    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend> {
+        Box::new(
+            NftablesBackend::new(self.clone(), policy.clone()).owned_by(owner.map(str::to_owned)),
+        )
+    }
+
+    fn describe(&self) -> String {
+        format!("inet {} {}", self.table, self.chain)
+    }
+
+    fn validate(&self, _policy: &Policy) -> Result<(), String> {
+        self.check_names()
+    }
+
+    fn filters_host_input(&self) -> bool {
+        true
+    }
+
+    fn one_per_host() -> bool {
+        true
+    }
+
+    fn debian_packages() -> &'static [&'static str] {
+        &["nftables"]
+    }
+}

@@ -1,0 +1,70 @@
+//! What a backend's options supply to the registry (`src/backends.rs` of the binary).
+//!
+//! Each backend crate implements [`BackendOptions`] for its own `[[backend]]` options, next to
+//! the backend it builds, so that everything the core needs to know about one kind of backend
+//! (how to build and describe it, which checks its options need, what restrict and Docker mean
+//! for it, which Debian package it drives) lives in that backend's crate. The registry then
+//! names each backend in one line.
+
+use std::fmt::Debug;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Backend, Policy};
+
+/// What one kind of backend's options must provide.
+pub trait BackendOptions:
+    Debug + Clone + Default + PartialEq + Eq + Serialize + DeserializeOwned
+{
+    /// Builds the backend for `policy`; what it writes is marked as `owner`'s (a state
+    /// directory's id) where the backend can carry a mark.
+    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend>;
+
+    /// Where it writes, for plans: `inet filter input`.
+    fn describe(&self) -> String;
+
+    /// Checks the options (and the policy they are combined with) at config load, before any
+    /// fetch; the message completes "invalid backend options: …".
+    fn validate(&self, _policy: &Policy) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether the backend's accepts filter this host's own input (so that other tables and
+    /// chains of the host's netfilter can cancel them: the shadowing analysis applies).
+    fn filters_host_input(&self) -> bool {
+        false
+    }
+
+    /// Whether what it writes is limited to the policy's ports (a firewall's rules are; a web
+    /// server's real-IP list is not), for plans.
+    fn has_ports(&self) -> bool {
+        true
+    }
+
+    /// Whether its allow and restrict's drop also apply in Docker's DOCKER-USER chain, which
+    /// sees the ports Docker publishes (INPUT never does).
+    fn covers_docker(&self) -> bool {
+        false
+    }
+
+    /// Whether at most one backend of this kind may be configured: those whose parts have
+    /// fixed names on the host (and whose observe removes our parts found elsewhere, which a
+    /// second one would be).
+    fn one_per_host() -> bool {
+        false
+    }
+
+    /// Why restrict mode means nothing for this kind, or `None` where it drops what the list
+    /// does not allow. Where it means nothing, the top-level `restrict = true` passes it by
+    /// with a note, and `restrict = true` in its own `[[backend]]` table is refused.
+    fn restrict_does_not_apply() -> Option<&'static str> {
+        None
+    }
+
+    /// The Debian packages whose tools it runs (`tests/run` installs them; the package's
+    /// description names them).
+    fn debian_packages() -> &'static [&'static str] {
+        &[]
+    }
+}
