@@ -157,81 +157,52 @@ fn more_ports_than_one_multiport_rule_takes_are_split_and_all_open() {
 }
 
 #[test]
-fn docker_user_restricts_a_published_port_that_input_never_sees() {
-    use crate::support::lab::ORIGIN_V4;
-    use crate::support::netns::{Listeners, Netns, connects};
+fn docker_user_restricts_a_published_port_and_lets_the_containers_replies_out() {
+    use crate::support::docker::{Container, answered};
     let lab = Lab::new();
-    // A "container" behind the origin, and a DNAT standing in for `docker run -p 8080:80`.
-    let container = Netns::new("container");
-    lab.origin.ip(&[
-        "link",
-        "add",
-        "vc",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &container.name,
-    ]);
-    lab.origin
-        .ip(&["addr", "add", "198.51.100.249/30", "dev", "vc"]);
-    lab.origin.ip(&["link", "set", "vc", "up"]);
-    container.ip(&["addr", "add", "198.51.100.250/30", "dev", "eth0"]);
-    container.ip(&["link", "set", "eth0", "up"]);
-    container.ip(&["route", "add", "default", "via", "198.51.100.249"]);
-    lab.origin.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    let _web = Listeners::start(&container, &[80]);
-    lab.origin.exec_with_input(
-        "iptables-nft-restore",
-        &["--noflush"],
-        "*filter\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\nCOMMIT\n\
-         *nat\n-A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination 198.51.100.250:80\nCOMMIT\n",
-    );
-    let origin: std::net::IpAddr = ORIGIN_V4.parse().unwrap();
-    let reaches = |source: &str| connects(&lab.edge, source.parse().unwrap(), origin, 8080);
+    lab.load_iptables_rules("nft");
+    let _container = Container::start(&lab, "nft");
     assert!(
-        reaches("203.0.113.200"),
-        "the published port is not reachable to begin with"
+        answered(&lab, "203.0.113.200"),
+        "the published port does not answer to begin with"
     );
 
     let config = lab.state.path().join("config.toml");
     std::fs::write(
         &config,
-        "restrict = true\nports = [8080]\n[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\ndocker_user = true\n",
+        "restrict = true\nports = [8443]\n[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\ndocker_user = true\n",
     )
     .unwrap();
     let config = config.display().to_string();
     sync(&lab, &config, &[])
         .code(0)
-        .stdout_has("~ create chain CF-ALLOWLIST-DOCKER");
+        .stdout_has("~ create chain CF-ALLOWLIST-DOCKER")
+        .stderr_lacks("has no DOCKER-USER chain");
+    for listed in ["198.51.100.10", "203.0.113.10"] {
+        assert!(
+            answered(&lab, listed),
+            "{listed} (listed) gets no answer from the published port: the container's replies are dropped"
+        );
+    }
     assert!(
-        reaches("198.51.100.10"),
-        "a listed source lost the published port"
-    );
-    assert!(
-        reaches("203.0.113.10"),
-        "a listed source lost the published port"
-    );
-    assert!(
-        !reaches("203.0.113.200"),
+        !answered(&lab, "203.0.113.200"),
         "restrict did not cover the published port"
     );
     sync(&lab, &config, &[]).code(0).says_nothing();
+
     // An upstream change follows into the Docker chain; purge removes it.
     lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
     sync(&lab, &config, &[]).code(0);
     assert!(
-        reaches("203.0.113.200"),
-        "a newly listed source cannot reach the published port"
+        answered(&lab, "203.0.113.200"),
+        "a newly listed source gets no answer from the published port"
     );
     assert!(
-        !reaches("203.0.113.10"),
+        !answered(&lab, "203.0.113.10"),
         "a source no longer listed still reaches it"
     );
     lab.cf(&["purge"]).code(0);
     let save = lab.origin.exec("iptables-nft-save", &["-t", "filter"]);
     assert!(!save.contains("CF-ALLOWLIST"), "{save}");
-    assert!(reaches("203.0.113.10"));
+    assert!(answered(&lab, "203.0.113.10"));
 }

@@ -381,8 +381,13 @@ impl IptablesBackend {
     }
 
     /// Our Docker chain's rules for `ranges`, as argument lists in iptables-save's form: let
-    /// each listed range through to each published port, then drop every other new
-    /// connection to those ports that Docker's DNAT made.
+    /// the containers' replies through, then each listed range to each published port, then
+    /// drop every other connection to those ports that Docker's DNAT made.
+    ///
+    /// The replies come first because they cross `FORWARD` carrying the request's conntrack
+    /// status (`--ctstate DNAT`, `--ctorigdstport` the published port) and the container's
+    /// source address: without the RETURN the drop takes every SYN-ACK, and the published port
+    /// is closed to everyone, Cloudflare included.
     fn wanted_docker_rules(&self, family: Family, ranges: &Ranges) -> Vec<String> {
         let quote = |comment: String| {
             if comment.contains(' ') {
@@ -393,7 +398,9 @@ impl IptablesBackend {
         };
         let accept = quote(self.comment(names::COMMENT));
         let drop = quote(self.comment(names::RESTRICT_COMMENT));
-        let mut rules = Vec::new();
+        let mut rules = vec![format!(
+            "-m conntrack --ctdir REPLY -m comment --comment {accept} -j RETURN"
+        )];
         for range in ranges.family(family) {
             for port in &self.policy.ports {
                 rules.push(format!(
@@ -835,11 +842,13 @@ impl Backend for IptablesBackend {
             observed.repairs.extend(state.repairs.iter().cloned());
             observed.owners.extend(owners(&state.live));
         }
+        // Docker without IPv6 makes DOCKER-USER in iptables only: the warning is for a
+        // variant where neither family has it.
         if self.options.docker_user
             && snapshot
                 .families
                 .iter()
-                .any(|state| !state.live.docker_user_exists)
+                .all(|state| !state.live.docker_user_exists)
         {
             observed.warnings.push(format!(
                 "docker_user is on but {} has no {} chain (Docker is not running, or not with this iptables): published ports are not restricted",
