@@ -189,6 +189,13 @@ fn docker_user_restricts_a_published_port_and_lets_the_containers_replies_out() 
         "restrict did not cover the published port"
     );
     sync(&lab, &config, &[]).code(0).says_nothing();
+    // A DNAT target is not a local listener: doctor says the port is published.
+    let doctor = lab.cf(&["--config", &config, "doctor"]);
+    assert!(
+        !doctor.stdout.contains("nothing listens on port 8443"),
+        "{doctor}"
+    );
+    doctor.stdout_has("tcp 8443: published");
 
     // An upstream change follows into the Docker chain; purge removes it.
     lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));

@@ -175,13 +175,39 @@ impl Concrete {
 /// read from /proc without running `iptables-legacy-save`, which would create the tables as a
 /// side effect of reading (and make every later `iptables` command warn about them).
 pub fn legacy_filter_exists(family: Family) -> bool {
+    legacy_table_exists(family, "filter")
+}
+
+/// Whether the legacy (x_tables) `table` of `family` exists (see [`legacy_filter_exists`]).
+fn legacy_table_exists(family: Family, table: &str) -> bool {
     let file = match family {
         // thread-self, not /proc/net (which is the process's): a thread may have entered a
         // namespace of its own, as the tests' threads do.
         Family::V4 => "/proc/thread-self/net/ip_tables_names",
         Family::V6 => "/proc/thread-self/net/ip6_tables_names",
     };
-    std::fs::read_to_string(file).is_ok_and(|names| names.lines().any(|name| name == "filter"))
+    std::fs::read_to_string(file).is_ok_and(|names| names.lines().any(|name| name == table))
+}
+
+/// The TCP ports that a DNAT in the nat table of either family and either variant sends
+/// elsewhere (Docker's published ports), as inclusive ranges: such a port needs no listener
+/// on this host. Reads only; a legacy nat table that does not exist is not read (reading
+/// would create it), and a variant whose tools are missing holds none.
+pub fn published_ports() -> Result<Vec<std::ops::RangeInclusive<u16>>, BackendError> {
+    let mut ports = Vec::new();
+    for variant in [Concrete::Nft, Concrete::Legacy] {
+        for family in Family::ALL {
+            if variant == Concrete::Legacy && !legacy_table_exists(family, "nat") {
+                continue;
+            }
+            match run_tool(&variant.tool(family, "save"), &["-t", "nat"], None) {
+                Ok(text) => ports.extend(save::parse_published(&text)),
+                Err(IptablesError::Tool(ToolError::NotFound { .. })) => {}
+                Err(error) => return Err(error.at("read the nat table")),
+            }
+        }
+    }
+    Ok(ports)
 }
 
 /// The variant plain `iptables` runs, from where its alternatives link leads (no process).

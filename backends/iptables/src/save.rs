@@ -239,6 +239,39 @@ pub fn parse_save(text: &str) -> Result<Live, ParseError> {
     Ok(live)
 }
 
+/// The TCP destination ports (`--dport N` or `--dport A:B`) of the DNAT rules in the nat
+/// table of an `iptables-save -t nat` listing.
+pub fn parse_published(text: &str) -> Vec<std::ops::RangeInclusive<u16>> {
+    let mut in_nat = false;
+    let mut ports = Vec::new();
+    for line in text.lines() {
+        if let Some(table) = line.strip_prefix('*') {
+            in_nat = table == "nat";
+            continue;
+        }
+        if !in_nat || !line.starts_with("-A ") {
+            continue;
+        }
+        let Ok(words) = words(line) else { continue };
+        let has = |pair: [&str; 2]| words.windows(2).any(|found| found == pair);
+        if !has(["-j", "DNAT"]) || !has(["-p", "tcp"]) {
+            continue;
+        }
+        let Some(at) = words.iter().position(|word| word == "--dport") else {
+            continue;
+        };
+        let text = words.get(at + 1).map_or("", String::as_str);
+        let range = match text.split_once(':') {
+            Some((low, high)) => low.parse().ok().zip(high.parse().ok()),
+            None => text.parse().ok().map(|port| (port, port)),
+        };
+        if let Some((low, high)) = range {
+            ports.push(low..=high);
+        }
+    }
+    ports
+}
+
 /// The members of `set` from `ipset save SET` output; `None` if the listing has no such set.
 pub fn parse_ipset(text: &str, set: &str) -> Result<Option<Vec<IpNet>>, ParseError> {
     let mut found = false;
@@ -275,6 +308,21 @@ mod tests {
 -A CF-ALLOWLIST ! -i lo -p tcp -m multiport --dports 80,443 -m comment --comment \"cf-allowlist restrict\" -j DROP
 COMMIT
 ";
+
+    #[test]
+    fn published_ports_are_the_dnat_rules_destination_ports() {
+        let nat = "*nat
+:PREROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 172.17.0.2:443
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 9000:9002 -j DNAT --to-destination 172.17.0.3:9000-9002
+-A DOCKER ! -i docker0 -p udp -m udp --dport 53 -j DNAT --to-destination 172.17.0.4:53
+-A POSTROUTING -p tcp -m tcp --dport 25 -j MASQUERADE
+COMMIT
+";
+        assert_eq!(parse_published(nat), vec![8443..=8443, 9000..=9002]);
+    }
 
     #[test]
     fn reads_our_chain_and_the_jump() {
