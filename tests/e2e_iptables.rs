@@ -213,3 +213,79 @@ fn docker_user_restricts_a_published_port_and_lets_the_containers_replies_out() 
     assert!(!save.contains("CF-ALLOWLIST"), "{save}");
     assert!(answered(&lab, "203.0.113.10"));
 }
+
+#[test]
+fn a_variant_switch_removes_our_parts_from_the_old_variant_and_purge_looks_in_both() {
+    use crate::support::lab::{LIST_V4, ORIGIN_V4};
+    use crate::support::netns::connects;
+    let lab = Lab::new();
+    let origin: std::net::IpAddr = ORIGIN_V4.parse().unwrap();
+    let reaches = |source: &str| connects(&lab.edge, source.parse().unwrap(), origin, 80);
+    let config = lab.state.path().join("config.toml");
+    let use_variant = |variant: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "restrict = true\n[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"rules\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    let config_text = config.display().to_string();
+    let ours = |variant: &str| lab.iptables_state(variant).contains("CF-ALLOWLIST");
+
+    // Restrict in iptables-nft (no other rules: policy accept, so only our drop closes 80).
+    use_variant("nft");
+    sync(&lab, &config_text, &[]).code(0);
+    assert!(reaches("203.0.113.10") && !reaches("203.0.113.200"));
+
+    // The config now says legacy and the list moves: the nft parts go, or their drop would
+    // keep the newly listed 203.0.113.200 out.
+    use_variant("legacy");
+    lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
+    sync(&lab, &config_text, &[])
+        .code(0)
+        .stdout_has("iptables-nft");
+    assert!(ours("legacy"));
+    assert!(!ours("nft"), "the nft variant's parts were left in place");
+    assert!(
+        reaches("203.0.113.200"),
+        "the old variant's drop keeps a listed source out"
+    );
+    assert!(!reaches("203.0.113.10"));
+
+    // What an earlier release left in iptables-nft when the variant changed: purge, which
+    // acts on the recorded (legacy) backend, still finds it.
+    let owner: String =
+        serde_json::from_str(&std::fs::read_to_string(lab.state_dir().join("owner")).unwrap())
+            .unwrap();
+    lab.origin.exec_with_input(
+        "iptables-nft-restore",
+        &["--noflush"],
+        &format!(
+            "*filter\n:CF-ALLOWLIST - [0:0]\n\
+             -A CF-ALLOWLIST ! -i lo -p tcp -m multiport --dports 80,443 -m comment --comment \"cf-allowlist restrict owner={owner}\" -j DROP\n\
+             -I INPUT 1 -m comment --comment \"cf-allowlist owner={owner}\" -j CF-ALLOWLIST\nCOMMIT\n"
+        ),
+    );
+    assert!(!reaches("203.0.113.200"));
+    lab.cf(&["purge"]).code(0).stdout_has("iptables-nft");
+    assert!(!ours("nft") && !ours("legacy"), "purge left parts");
+    assert!(reaches("203.0.113.200"));
+
+    // And back from legacy to nft.
+    sync(&lab, &config_text, &[]).code(0);
+    assert!(ours("legacy") && !ours("nft"));
+    use_variant("nft");
+    lab.fixture.set("/ips-v4", Reply::ok(LIST_V4));
+    sync(&lab, &config_text, &[])
+        .code(0)
+        .stdout_has("iptables-legacy");
+    assert!(
+        !ours("legacy"),
+        "the legacy variant's parts were left in place"
+    );
+    assert!(reaches("203.0.113.10") && !reaches("203.0.113.200"));
+    lab.cf(&["purge"]).code(0);
+    assert!(!ours("nft") && !ours("legacy"));
+}

@@ -157,6 +157,14 @@ impl Concrete {
         }
     }
 
+    /// The other variant.
+    pub fn other(self) -> Concrete {
+        match self {
+            Concrete::Nft => Concrete::Legacy,
+            Concrete::Legacy => Concrete::Nft,
+        }
+    }
+
     /// The tool for a family: `iptables-nft-save`, `ip6tables-legacy-restore`, …
     pub fn tool(self, family: Family, action: &str) -> String {
         let base = match family {
@@ -239,8 +247,11 @@ struct FamilyState {
 #[derive(Debug, Clone)]
 struct Snapshot {
     variant: Concrete,
-    warning: Option<String>,
+    warnings: Vec<String>,
     families: [FamilyState; 2],
+    /// Our parts in the other variant (left there when `variant` changed, or when `auto`
+    /// picked another one), per family: removed by the next apply.
+    orphans: Vec<(Family, Live)>,
 }
 
 impl Snapshot {
@@ -259,8 +270,38 @@ impl Snapshot {
                 )
             })
             .collect();
-        Basis::of((self.variant, parts))
+        let orphans: Vec<_> = self
+            .orphans
+            .iter()
+            .map(|(family, live)| (*family, removal(live, "").0))
+            .collect();
+        Basis::of((self.variant, parts, orphans))
     }
+}
+
+/// Whether a family's listing holds any part of ours.
+fn holds_ours(live: &Live) -> bool {
+    live.chain_exists
+        || !live.jumps.is_empty()
+        || live.docker_chain_exists
+        || !live.docker_jumps.is_empty()
+}
+
+/// Reads both families of `variant`, leaving out a legacy family whose filter table does not
+/// exist (reading would create it) and a variant whose tools are missing.
+fn read_existing(variant: Concrete) -> Result<Vec<(Family, Live)>, IptablesError> {
+    let mut lives = Vec::new();
+    for family in Family::ALL {
+        if variant == Concrete::Legacy && !legacy_filter_exists(family) {
+            continue;
+        }
+        match read_save(variant, family) {
+            Ok(live) => lives.push((family, live)),
+            Err(IptablesError::Tool(ToolError::NotFound { .. })) => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(lives)
 }
 
 /// Keeps iptables and ip6tables open to a set of ranges.
@@ -304,6 +345,8 @@ impl IptablesBackend {
                 read_save(variant, Family::V6)?,
             ])
         };
+        // The other variant's listing, where it was read already (`auto`).
+        let mut other_lives = None;
         let (variant, lives, warning) = match self.options.variant {
             Variant::Nft => (Concrete::Nft, read_variant(Concrete::Nft)?, None),
             Variant::Legacy => (Concrete::Legacy, read_variant(Concrete::Legacy)?, None),
@@ -338,18 +381,63 @@ impl IptablesBackend {
                     (false, true) => (Concrete::Legacy, None),
                     (false, false) => (default, None),
                 };
+                let both = |lives: Option<[Live; 2]>| -> Vec<(Family, Live)> {
+                    lives
+                        .map(|lives| Family::ALL.into_iter().zip(lives).collect())
+                        .unwrap_or_default()
+                };
                 let lives = match (chosen, nft, legacy) {
-                    (Concrete::Nft, Some(lives), _) | (Concrete::Legacy, _, Some(lives)) => lives,
+                    (Concrete::Nft, Some(lives), legacy) => {
+                        other_lives = Some(both(legacy));
+                        lives
+                    }
+                    (Concrete::Legacy, nft, Some(lives)) => {
+                        other_lives = Some(both(nft));
+                        lives
+                    }
                     (other, _, _) => read_variant(other)?,
                 };
                 (chosen, lives, warning)
             }
         };
+        let other = variant.other();
+        let other_lives = match other_lives {
+            Some(lives) => lives,
+            None => read_existing(other)?,
+        };
+        let mut warnings: Vec<String> = warning.into_iter().collect();
+        let mut orphans = Vec::new();
+        for (family, live) in other_lives.into_iter().filter(|(_, live)| holds_ours(live)) {
+            let strangers: Vec<String> = owners(&live)
+                .into_iter()
+                .filter(|owner| Some(owner.as_str()) != self.owner.as_deref())
+                .collect();
+            let tool_name = other.tool(family, "save").replace("-save", "");
+            if !strangers.is_empty() {
+                warnings.push(format!(
+                    "{tool_name} holds a {} chain of another cf-allowlist state directory (owner {}): left alone",
+                    names::CHAIN,
+                    strangers.join(", ")
+                ));
+            } else if live.foreign {
+                // The kernel evaluates both variants and a DROP in either wins: where the
+                // other one still holds rules of its own, our accepts there may be what lets
+                // the list through, so they stay.
+                warnings.push(format!(
+                    "{tool_name} still holds rules besides our {} chain, and the kernel evaluates both variants: our chain there stays but no longer follows the list; move those rules to {} (then a sync removes it) or set `variant`",
+                    names::CHAIN,
+                    variant.name()
+                ));
+            } else {
+                orphans.push((family, live));
+            }
+        }
         let sets = read_ipsets()?;
         let [v4, v6] = lives;
         Ok(Snapshot {
             variant,
-            warning,
+            warnings,
+            orphans,
             families: [
                 self.judge(variant, Family::V4, v4, sets.as_deref())?,
                 self.judge(variant, Family::V6, v6, sets.as_deref())?,
@@ -618,18 +706,20 @@ impl IptablesBackend {
         rules_match(rules, &self.wanted_rules(family, mode, ranges))
     }
 
-    /// Writes one family's part of `change`, whose plan was made from `state`.
+    /// Writes one family's part of `change`, whose plan was made from `state`. Returns whether
+    /// the family left ipset mode, so that its set, no longer referenced, can go (once the
+    /// other variant no longer references it either).
     fn apply_family(
         &self,
         variant: Concrete,
         family: Family,
         state: &FamilyState,
         change: &Change,
-    ) -> Result<(), IptablesError> {
+    ) -> Result<bool, IptablesError> {
         let add: Ranges = change.add.family(family).copied().collect();
         let remove: Ranges = change.remove.family(family).copied().collect();
         if add.is_empty() && remove.is_empty() && state.repairs.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let wanted: Ranges = change.target.family(family).copied().collect();
         let mode = match self.options.mode {
@@ -707,14 +797,10 @@ impl IptablesBackend {
             script.push_str("COMMIT\n");
             restore(variant, family, &script)?;
         }
-        // Leaving ipset mode: the set is no longer referenced and can go.
-        if mode == Mode::Rules && state.set.is_some() {
-            run_tool("ipset", &["destroy", set_name], None)?;
-        }
-        Ok(())
+        Ok(mode == Mode::Rules && state.set.is_some())
     }
 
-    /// Removes our jumps (by spec) and chain from one family of one variant.
+    /// Removes our jumps (by spec) and chains from one family of one variant.
     fn purge_family(
         &self,
         variant: Concrete,
@@ -731,45 +817,63 @@ impl IptablesBackend {
             Err(IptablesError::Tool(ToolError::NotFound { .. })) => return Ok(()),
             Err(error) => return Err(error),
         };
-        let tool_name = variant.tool(family, "save").replace("-save", "");
-        if live.chain_exists
-            || !live.jumps.is_empty()
-            || live.docker_chain_exists
-            || !live.docker_jumps.is_empty()
-        {
-            let mut script = String::from("*filter\n");
-            for spec in &live.docker_jumps {
-                let _ = writeln!(script, "-D {} {spec}", names::DOCKER_USER);
-                removed.push(format!(
-                    "jump to {} from {} in {tool_name}",
-                    names::DOCKER_CHAIN,
-                    names::DOCKER_USER
-                ));
-            }
-            if live.docker_chain_exists {
-                let _ = writeln!(script, "-F {0}\n-X {0}", names::DOCKER_CHAIN);
-                removed.push(format!("chain {} in {tool_name}", names::DOCKER_CHAIN));
-            }
-            for (_, spec) in &live.jumps {
-                let _ = writeln!(script, "-D {} {spec}", names::INPUT);
-                removed.push(format!(
-                    "jump to {} from INPUT in {tool_name}",
-                    names::CHAIN
-                ));
-            }
-            if live.chain_exists {
-                let _ = writeln!(script, "-F {0}\n-X {0}", names::CHAIN);
-                removed.push(format!(
-                    "chain {} ({} rules) in {tool_name}",
-                    names::CHAIN,
-                    live.rules.len()
-                ));
-            }
-            script.push_str("COMMIT\n");
-            restore(variant, family, &script)?;
-        }
-        Ok(())
+        remove_ours(variant, family, &live, removed)
     }
+}
+
+/// The restore script that removes our parts from a family's listing (jumps by spec, then the
+/// chains), and the parts it removes; an empty script when there are none.
+fn removal(live: &Live, tool_name: &str) -> (String, Vec<String>) {
+    let mut removed = Vec::new();
+    if !holds_ours(live) {
+        return (String::new(), removed);
+    }
+    let mut script = String::from("*filter\n");
+    for spec in &live.docker_jumps {
+        let _ = writeln!(script, "-D {} {spec}", names::DOCKER_USER);
+        removed.push(format!(
+            "jump to {} from {} in {tool_name}",
+            names::DOCKER_CHAIN,
+            names::DOCKER_USER
+        ));
+    }
+    if live.docker_chain_exists {
+        let _ = writeln!(script, "-F {0}\n-X {0}", names::DOCKER_CHAIN);
+        removed.push(format!("chain {} in {tool_name}", names::DOCKER_CHAIN));
+    }
+    for (_, spec) in &live.jumps {
+        let _ = writeln!(script, "-D {} {spec}", names::INPUT);
+        removed.push(format!(
+            "jump to {} from INPUT in {tool_name}",
+            names::CHAIN
+        ));
+    }
+    if live.chain_exists {
+        let _ = writeln!(script, "-F {0}\n-X {0}", names::CHAIN);
+        removed.push(format!(
+            "chain {} ({} rules) in {tool_name}",
+            names::CHAIN,
+            live.rules.len()
+        ));
+    }
+    script.push_str("COMMIT\n");
+    (script, removed)
+}
+
+/// Removes our parts from one family of one variant, as read in `live`, in one transaction.
+fn remove_ours(
+    variant: Concrete,
+    family: Family,
+    live: &Live,
+    removed: &mut Vec<String>,
+) -> Result<(), IptablesError> {
+    let tool_name = variant.tool(family, "save").replace("-save", "");
+    let (script, parts) = removal(live, &tool_name);
+    if !script.is_empty() {
+        restore(variant, family, &script)?;
+        removed.extend(parts);
+    }
+    Ok(())
 }
 
 /// Whether the live rules are the wanted ones: the same multiset (range rules may be in any
@@ -859,10 +963,17 @@ impl Backend for IptablesBackend {
             .snapshot()
             .map_err(|error| error.at("read the rules"))?;
         let mut observed = Observed {
-            warnings: snapshot.warning.iter().cloned().collect(),
+            warnings: snapshot.warnings.clone(),
             basis: snapshot.basis(),
             ..Observed::default()
         };
+        let other = snapshot.variant.other();
+        for (family, _) in &snapshot.orphans {
+            observed.repairs.push(format!(
+                "remove our parts from {} (left by another variant)",
+                other.tool(*family, "save").replace("-save", "")
+            ));
+        }
         for state in &snapshot.families {
             observed.ranges.extend(state.ranges.iter().copied());
             observed.repairs.extend(state.repairs.iter().cloned());
@@ -901,22 +1012,33 @@ impl Backend for IptablesBackend {
                 ),
             ));
         }
+        let fail = |error: IptablesError| error.at("apply the change");
+        let mut unused_sets = Vec::new();
         for (family, state) in Family::ALL.iter().zip(&snapshot.families) {
-            self.apply_family(snapshot.variant, *family, state, change)
-                .map_err(|error| error.at("apply the change"))?;
+            if self
+                .apply_family(snapshot.variant, *family, state, change)
+                .map_err(fail)?
+            {
+                unused_sets.push(names::set_name(*family));
+            }
+        }
+        // The other variant's parts go once the chosen one holds the target.
+        for (family, live) in &snapshot.orphans {
+            remove_ours(snapshot.variant.other(), *family, live, &mut Vec::new()).map_err(fail)?;
+        }
+        // Leaving ipset mode: the set is no longer referenced and can go.
+        for set_name in unused_sets {
+            run_tool("ipset", &["destroy", set_name], None).map_err(fail)?;
         }
         Ok(())
     }
 
     fn purge(&self) -> Result<Vec<String>, BackendError> {
         let fail = |error: IptablesError| error.at("purge");
-        let variants = match self.options.variant {
-            Variant::Nft => vec![Concrete::Nft],
-            Variant::Legacy => vec![Concrete::Legacy],
-            Variant::Auto => vec![Concrete::Nft, Concrete::Legacy],
-        };
+        // Both variants, whatever `variant` says now: parts written under an earlier one are
+        // ours too.
         let mut removed = Vec::new();
-        for variant in variants {
+        for variant in [Concrete::Nft, Concrete::Legacy] {
             for family in Family::ALL {
                 self.purge_family(variant, family, &mut removed)
                     .map_err(fail)?;

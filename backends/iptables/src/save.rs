@@ -61,6 +61,9 @@ fn quote(text: &str) -> String {
 pub struct Live {
     /// Whether the filter table has anything at all (rules, user chains, a non-ACCEPT policy).
     pub in_use: bool,
+    /// Whether it has anything besides our chains and jumps: then the kernel's evaluation of
+    /// this variant depends on more than our parts.
+    pub foreign: bool,
     /// Whether our chain exists.
     pub chain_exists: bool,
     /// The rules of our chain, in order.
@@ -204,6 +207,7 @@ pub fn parse_save(text: &str) -> Result<Live, ParseError> {
             }
             if !matches!(name, "INPUT" | "FORWARD" | "OUTPUT") || policy != "ACCEPT" {
                 live.in_use = true;
+                live.foreign |= name != names::CHAIN && name != names::DOCKER_CHAIN;
             }
             continue;
         }
@@ -217,6 +221,15 @@ pub fn parse_save(text: &str) -> Result<Live, ParseError> {
             input_position += 1;
         }
         let rest = || line[format!("-A {} ", all[1]).len()..].to_owned();
+        let jumps_to = |chain: &str| {
+            arguments
+                .windows(2)
+                .any(|pair| pair[0] == "-j" && pair[1] == chain)
+        };
+        live.foreign |= !(all[1] == names::CHAIN
+            || all[1] == names::DOCKER_CHAIN
+            || (all[1] == names::INPUT && jumps_to(names::CHAIN))
+            || (all[1] == names::DOCKER_USER && jumps_to(names::DOCKER_CHAIN)));
         if all[1] == names::DOCKER_CHAIN {
             live.docker_rules.push(rest());
         } else if all[1] == names::DOCKER_USER
@@ -308,6 +321,21 @@ mod tests {
 -A CF-ALLOWLIST ! -i lo -p tcp -m multiport --dports 80,443 -m comment --comment \"cf-allowlist restrict\" -j DROP
 COMMIT
 ";
+
+    #[test]
+    fn a_table_with_only_our_parts_is_not_foreign() {
+        assert!(
+            parse_save(SAVE).unwrap().foreign,
+            "the admin's rule and policy"
+        );
+        let ours: String = SAVE
+            .lines()
+            .filter(|line| !line.contains("admin ssh"))
+            .map(|line| line.replace(":INPUT DROP", ":INPUT ACCEPT") + "\n")
+            .collect();
+        let live = parse_save(&ours).unwrap();
+        assert!(live.in_use && live.chain_exists && !live.foreign, "{ours}");
+    }
 
     #[test]
     fn published_ports_are_the_dnat_rules_destination_ports() {
