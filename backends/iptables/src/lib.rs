@@ -432,7 +432,18 @@ impl IptablesBackend {
                 orphans.push((family, live));
             }
         }
-        let sets = read_ipsets()?;
+        // The sets matter only where a set is or may be used: in rules mode, and in auto mode
+        // while no rule of ours matches one, a list is never written to a set (`ipset save`
+        // would be one more process per run for nothing).
+        let sets_in_use = lives
+            .iter()
+            .flat_map(|live| &live.rules)
+            .any(|rule| rule.match_set.is_some());
+        let sets = if self.options.mode == Mode::Ipset || sets_in_use {
+            read_ipsets()?
+        } else {
+            None
+        };
         let [v4, v6] = lives;
         Ok(Snapshot {
             variant,
