@@ -36,6 +36,8 @@ const UNRECORDED_FILE: &str = "unrecorded.json";
 /// reads, when the directory is first locked: before anything is written to a firewall, so
 /// that every mark we write names an id we keep (ten first runs at once agree on one id).
 const OWNER_FILE: &str = "owner";
+/// The owner id shown before the first real run has created one.
+pub const NEW_OWNER: &str = "(new)";
 /// When the last sync that changed nothing succeeded: one small line, written without fsync
 /// (losing it in a crash costs only a slightly older "last sync" in `status`). A no-op sync
 /// writes only this, instead of rewriting `state.json` and `sources.json` (4 fsyncs and 2
@@ -431,9 +433,10 @@ impl StateDir {
         }
         state.owner = Some(match self.read_owner()? {
             Some(owner) => owner,
-            // A directory never locked (a dry run, status): an id nobody else has; nothing is
-            // written with it.
-            None => new_owner_id(),
+            // A directory never locked (a dry run, status): the first real run creates the
+            // id; until then previews show this placeholder (a random id would differ from
+            // the real run's). Nobody's parts carry it and nothing is written with it.
+            None => NEW_OWNER.to_owned(),
         });
         if state.written.is_empty()
             && let Some(last) = &state.last_sync
