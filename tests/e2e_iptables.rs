@@ -289,3 +289,37 @@ fn a_variant_switch_removes_our_parts_from_the_old_variant_and_purge_looks_in_bo
     lab.cf(&["purge"]).code(0);
     assert!(!ours("nft") && !ours("legacy"));
 }
+
+#[test]
+fn a_port_change_says_which_ports() {
+    use crate::support::cmd::cf;
+    use crate::support::netns::Netns;
+    crate::support::require_root();
+    for (backend, was) in [
+        ("iptables", "ports 80,443 become 8443"),
+        ("nftables", "from ports 80,443 to 8443"),
+    ] {
+        let netns = Netns::new("ports");
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list");
+        std::fs::write(&list, "198.51.100.0/25\n2001:db8:cf::/48\n").unwrap();
+        let list = list.display().to_string();
+        let sync = |ports: &str| {
+            cf(&[
+                "sync",
+                "--backend",
+                backend,
+                "--source",
+                &list,
+                "--ports",
+                ports,
+            ])
+            .state(&dir.path().join("state"))
+            .in_netns(&netns.name)
+            .run()
+        };
+        sync("80,443").code(0);
+        let change = sync("8443");
+        change.code(0).stdout_has(was).stdout_lacks("altered");
+    }
+}

@@ -678,10 +678,32 @@ impl IptablesBackend {
             ));
         }
         if live.chain_exists && !self.chain_is_sound(family, &live.rules, uses_set, &ranges) {
-            repairs.push(format!(
-                "rewrite chain {} in {tool_name} (duplicate, altered or foreign rules, or another mode)",
-                names::CHAIN
-            ));
+            let live_ports: BTreeSet<u16> = live
+                .rules
+                .iter()
+                .flat_map(|rule| rule.ports.iter().copied())
+                .collect();
+            let wanted_ports: BTreeSet<u16> = self.policy.ports.iter().copied().collect();
+            let listed = |ports: &BTreeSet<u16>| {
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            repairs.push(if live_ports != wanted_ports && !live_ports.is_empty() {
+                format!(
+                    "rewrite chain {} in {tool_name}: ports {} become {}",
+                    names::CHAIN,
+                    listed(&live_ports),
+                    listed(&wanted_ports)
+                )
+            } else {
+                format!(
+                    "rewrite chain {} in {tool_name} (duplicate, altered or foreign rules, or another mode)",
+                    names::CHAIN
+                )
+            });
         }
         if leftover_copy {
             repairs.push(format!(
