@@ -310,6 +310,46 @@ pub struct IptablesBackend {
     options: IptablesOptions,
     policy: Policy,
     owner: Option<String>,
+    /// What this instance's last apply proved without a read (see [`Proven`]).
+    proven: std::sync::Arc<std::sync::Mutex<Option<Proven>>>,
+}
+
+/// An apply's result proven by the kernel instead of a read-back: iptables-nft lives in the
+/// nf_tables kernel tables, whose ruleset generation moves by one per committed transaction.
+/// When it moved by exactly our restores between a consistent reading and the end of the
+/// apply, nobody else wrote: the firewall is what was read plus what was written. Only for the
+/// nf_tables variant in rules mode (legacy tables and ipsets have no generation).
+#[derive(Debug, Clone)]
+struct Proven {
+    /// The network namespace it holds in (generations are per namespace).
+    netns: String,
+    /// The generation after the apply.
+    generation: u32,
+    /// What a read-back would have observed.
+    observed: Observed,
+}
+
+/// The nf_tables ruleset generation of this thread's network namespace and the namespace's
+/// identity, or `None` when they cannot be read (then everything is read back as before).
+fn nf_tables_generation() -> Option<(String, u32)> {
+    let netns = std::fs::read_link("/proc/thread-self/ns/net").ok()?;
+    let generation = cf_allowlist_nftables::netlink::generation().ok()?;
+    Some((netns.display().to_string(), generation))
+}
+
+/// What one family's apply wrote.
+#[derive(Debug, Clone, Default)]
+struct Written {
+    /// The family's listing as the write leaves it, predicted (what a read would show if
+    /// nobody else wrote).
+    after: Live,
+    /// iptables-restore transactions run.
+    restores: u32,
+    /// Whether an ipset was written or is matched on: no generation covers a set, whose
+    /// members change without a transaction of nf_tables.
+    ipset: bool,
+    /// Whether the family left ipset mode, so that its set, no longer referenced, can go.
+    unused_set: bool,
 }
 
 impl IptablesBackend {
@@ -319,6 +359,7 @@ impl IptablesBackend {
             options,
             policy,
             owner: None,
+            proven: std::sync::Arc::default(),
         }
     }
 
@@ -739,20 +780,25 @@ impl IptablesBackend {
         rules_match(rules, &self.wanted_rules(family, mode, ranges))
     }
 
-    /// Writes one family's part of `change`, whose plan was made from `state`. Returns whether
-    /// the family left ipset mode, so that its set, no longer referenced, can go (once the
-    /// other variant no longer references it either).
+    /// Writes one family's part of `change`, whose plan was made from `state`, and says what
+    /// it wrote (a set no longer referenced goes once the other variant no longer references
+    /// it either).
     fn apply_family(
         &self,
         variant: Concrete,
         family: Family,
         state: &FamilyState,
         change: &Change,
-    ) -> Result<bool, IptablesError> {
+    ) -> Result<Written, IptablesError> {
+        let mut written = Written {
+            after: state.live.clone(),
+            ..Written::default()
+        };
         let add: Ranges = change.add.family(family).copied().collect();
         let remove: Ranges = change.remove.family(family).copied().collect();
         if add.is_empty() && remove.is_empty() && state.repairs.is_empty() {
-            return Ok(false);
+            written.ipset = state.uses_set;
+            return Ok(written);
         }
         let wanted: Ranges = change.target.family(family).copied().collect();
         let mode = match self.options.mode {
@@ -783,6 +829,7 @@ impl IptablesBackend {
                 }
                 let _ = writeln!(script, "swap {copy_name} {set_name}\ndestroy {copy_name}");
                 run_tool("ipset", &["restore"], Some(&script))?;
+                written.ipset = true;
             }
         }
         let rules = self.wanted_rules(family, mode, &wanted);
@@ -796,11 +843,21 @@ impl IptablesBackend {
             for range in &add {
                 for rule in self.accept_rules(Some(*range), None) {
                     let _ = writeln!(script, "-I {} 1 {}", names::CHAIN, rule.render());
+                    written.after.rules.insert(0, rule);
                 }
             }
             for range in &remove {
                 for rule in self.accept_rules(Some(*range), None) {
                     let _ = writeln!(script, "-D {} {}", names::CHAIN, rule.render());
+                    // `-D` by spec deletes the first rule that matches.
+                    if let Some(at) = written
+                        .after
+                        .rules
+                        .iter()
+                        .position(|live| live.render() == rule.render())
+                    {
+                        written.after.rules.remove(at);
+                    }
                 }
             }
         } else if !chain_matches {
@@ -810,27 +867,86 @@ impl IptablesBackend {
             for rule in &rules {
                 let _ = writeln!(script, "-A {} {}", names::CHAIN, rule.render());
             }
+            written.after.rules = rules.clone();
         }
+        written.after.chain_exists = true;
         for line in jump_fixes(&state.live, &self.jump_spec()) {
             script.push_str(&line);
             script.push('\n');
         }
+        // Whatever the fixes, exactly one exact jump is left (positions are not compared).
+        written.after.jumps = vec![(1, self.jump_spec())];
         // The Docker chain follows the list: refilled whenever the ranges change.
         let ranges_change = !add.is_empty() || !remove.is_empty();
-        for line in self.docker_lines(
+        let docker_lines = self.docker_lines(
             family,
             &state.live,
             &wanted,
             ranges_change && self.options.docker_user,
-        ) {
+        );
+        if !docker_lines.is_empty() {
+            let docker = self.options.docker_user && state.live.docker_user_exists;
+            let after = &mut written.after;
+            after.docker_chain_exists = docker;
+            after.docker_rules = if docker {
+                self.wanted_docker_rules(family, &wanted)
+            } else {
+                Vec::new()
+            };
+            after.docker_jumps = if docker {
+                vec![names::docker_jump_spec(&self.comment(names::COMMENT))]
+            } else {
+                Vec::new()
+            };
+        }
+        for line in docker_lines {
             script.push_str(&line);
             script.push('\n');
         }
         if script != "*filter\n" {
             script.push_str("COMMIT\n");
             restore(variant, family, &script)?;
+            written.restores += 1;
         }
-        Ok(mode == Mode::Rules && state.set.is_some())
+        written.unused_set = mode == Mode::Rules && state.set.is_some();
+        written.ipset |= written.unused_set || mode == Mode::Ipset;
+        Ok(written)
+    }
+
+    /// What `snapshot` shows, as the trait reports it.
+    fn observed(&self, snapshot: &Snapshot) -> Observed {
+        let mut observed = Observed {
+            warnings: snapshot.warnings.clone(),
+            basis: snapshot.basis(),
+            ..Observed::default()
+        };
+        let other = snapshot.variant.other();
+        for (family, _) in &snapshot.orphans {
+            observed.repairs.push(format!(
+                "remove our parts from {} (left by another variant)",
+                other.tool(*family, "save").replace("-save", "")
+            ));
+        }
+        for state in &snapshot.families {
+            observed.ranges.extend(state.ranges.iter().copied());
+            observed.repairs.extend(state.repairs.iter().cloned());
+            observed.owners.extend(owners(&state.live));
+        }
+        // Docker without IPv6 makes DOCKER-USER in iptables only: the warning is for a
+        // variant where neither family has it.
+        if self.options.docker_user
+            && snapshot
+                .families
+                .iter()
+                .all(|state| !state.live.docker_user_exists)
+        {
+            observed.warnings.push(format!(
+                "docker_user is on but {} has no {} chain (Docker is not running, or not with this iptables): published ports are not restricted",
+                snapshot.variant.name(),
+                names::DOCKER_USER
+            ));
+        }
+        observed
     }
 
     /// Removes our jumps (by spec) and chains from one family of one variant.
@@ -992,51 +1108,39 @@ impl Backend for IptablesBackend {
     }
 
     fn observe(&self) -> Result<Observed, BackendError> {
+        let proven = self
+            .proven
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        if let Some(proven) = proven
+            && nf_tables_generation() == Some((proven.netns, proven.generation))
+        {
+            return Ok(proven.observed);
+        }
         let snapshot = self
             .snapshot()
             .map_err(|error| error.at("read the rules"))?;
-        let mut observed = Observed {
-            warnings: snapshot.warnings.clone(),
-            basis: snapshot.basis(),
-            ..Observed::default()
-        };
-        let other = snapshot.variant.other();
-        for (family, _) in &snapshot.orphans {
-            observed.repairs.push(format!(
-                "remove our parts from {} (left by another variant)",
-                other.tool(*family, "save").replace("-save", "")
-            ));
-        }
-        for state in &snapshot.families {
-            observed.ranges.extend(state.ranges.iter().copied());
-            observed.repairs.extend(state.repairs.iter().cloned());
-            observed.owners.extend(owners(&state.live));
-        }
-        // Docker without IPv6 makes DOCKER-USER in iptables only: the warning is for a
-        // variant where neither family has it.
-        if self.options.docker_user
-            && snapshot
-                .families
-                .iter()
-                .all(|state| !state.live.docker_user_exists)
-        {
-            observed.warnings.push(format!(
-                "docker_user is on but {} has no {} chain (Docker is not running, or not with this iptables): published ports are not restricted",
-                snapshot.variant.name(),
-                names::DOCKER_USER
-            ));
-        }
-        Ok(observed)
+        Ok(self.observed(&snapshot))
     }
 
     fn apply(&self, change: &Change) -> Result<(), BackendError> {
         if change.is_empty() {
             return Ok(());
         }
+        let proof_possible = self.options.variant != Variant::Legacy;
+        let before = nf_tables_generation().filter(|_| proof_possible);
         let snapshot = self
             .snapshot()
             .map_err(|error| error.at("read the rules"))?;
+        // The reading is consistent only if nothing committed while it was taken.
+        let consistent = before.is_some() && nf_tables_generation() == before;
         if snapshot.basis() != change.basis {
+            // A prediction that differs from the reading must not answer the re-observation.
+            *self
+                .proven
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()) = None;
             return Err(BackendError::stale(
                 LABEL,
                 format!(
@@ -1047,13 +1151,19 @@ impl Backend for IptablesBackend {
         }
         let fail = |error: IptablesError| error.at("apply the change");
         let mut unused_sets = Vec::new();
+        let mut restores = 0;
+        let mut ipset = false;
+        let mut predicted = Vec::new();
         for (family, state) in Family::ALL.iter().zip(&snapshot.families) {
-            if self
+            let written = self
                 .apply_family(snapshot.variant, *family, state, change)
-                .map_err(fail)?
-            {
+                .map_err(fail)?;
+            restores += written.restores;
+            ipset |= written.ipset;
+            if written.unused_set {
                 unused_sets.push(names::set_name(*family));
             }
+            predicted.push(written.after);
         }
         // The other variant's parts go once the chosen one holds the target.
         for (family, live) in &snapshot.orphans {
@@ -1063,6 +1173,44 @@ impl Backend for IptablesBackend {
         for set_name in unused_sets {
             run_tool("ipset", &["destroy", set_name], None).map_err(fail)?;
         }
+        // Proven: read consistently, then exactly our restores committed, no ipset and no
+        // legacy table touched. The read-back (`observe`) is then answered without a read.
+        let after = nf_tables_generation();
+        let proven = match (before, after) {
+            (Some((netns, first)), Some((netns_after, last)))
+                if consistent
+                    && snapshot.variant == Concrete::Nft
+                    && !ipset
+                    && snapshot.orphans.is_empty()
+                    && netns == netns_after
+                    && last == first.wrapping_add(restores) =>
+            {
+                // Judged like a reading, so that its ranges, repairs and basis are what a
+                // read-back would find.
+                let [v4, v6]: [Live; 2] = predicted.try_into().expect("two families");
+                let after = Snapshot {
+                    variant: snapshot.variant,
+                    warnings: snapshot.warnings.clone(),
+                    orphans: Vec::new(),
+                    families: [
+                        self.judge(snapshot.variant, Family::V4, v4, None)
+                            .map_err(fail)?,
+                        self.judge(snapshot.variant, Family::V6, v6, None)
+                            .map_err(fail)?,
+                    ],
+                };
+                Some(Proven {
+                    netns,
+                    generation: last,
+                    observed: self.observed(&after),
+                })
+            }
+            _ => None,
+        };
+        *self
+            .proven
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = proven;
         Ok(())
     }
 
