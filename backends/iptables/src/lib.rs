@@ -310,23 +310,36 @@ pub struct IptablesBackend {
     options: IptablesOptions,
     policy: Policy,
     owner: Option<String>,
-    /// What this instance's last apply proved without a read (see [`Proven`]).
-    proven: std::sync::Arc<std::sync::Mutex<Option<Proven>>>,
 }
 
-/// An apply's result proven by the kernel instead of a read-back: iptables-nft lives in the
-/// nf_tables kernel tables, whose ruleset generation moves by one per committed transaction.
-/// When it moved by exactly our restores between a consistent reading and the end of the
-/// apply, nobody else wrote: the firewall is what was read plus what was written. Only for the
-/// nf_tables variant in rules mode (legacy tables and ipsets have no generation).
+/// A reading of our parts that holds as long as the nf_tables ruleset generation of its
+/// network namespace has not moved: iptables-nft lives in the nf_tables kernel tables, whose
+/// generation moves by one per committed transaction. It was either read consistently (the
+/// generation was the same before and after the saves) or predicted by an apply that moved
+/// the generation by exactly its own restores (nobody else wrote, so the firewall is what was
+/// read plus what was written). Only for the nf_tables variant without sets and without legacy
+/// tables: those have no generation. Kept per thread (a sync observes, applies and reads back
+/// on one thread; a thread's namespace is part of the key).
 #[derive(Debug, Clone)]
-struct Proven {
-    /// The network namespace it holds in (generations are per namespace).
+struct Reading {
+    /// The network namespace (generations are per namespace).
     netns: String,
-    /// The generation after the apply.
+    /// The generation it holds at.
     generation: u32,
-    /// What a read-back would have observed.
-    observed: Observed,
+    /// The options, policy and owner it was judged with.
+    config: Basis,
+    /// What it found.
+    snapshot: Snapshot,
+}
+
+thread_local! {
+    /// This thread's last [`Reading`].
+    static LAST_READING: std::cell::RefCell<Option<Reading>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `reading` as this thread's last one, or forgets it with `None`.
+fn remember(reading: Option<Reading>) {
+    LAST_READING.with(|last| *last.borrow_mut() = reading);
 }
 
 /// The nf_tables ruleset generation of this thread's network namespace and the namespace's
@@ -359,7 +372,6 @@ impl IptablesBackend {
             options,
             policy,
             owner: None,
-            proven: std::sync::Arc::default(),
         }
     }
 
@@ -495,6 +507,57 @@ impl IptablesBackend {
                 self.judge(variant, Family::V6, v6, sets.as_deref())?,
             ],
         })
+    }
+
+    /// The options, policy and owner, as a key for [`Reading`].
+    fn config(&self) -> Basis {
+        Basis::of((&self.options, &self.policy, &self.owner))
+    }
+
+    /// Our parts: this thread's last reading when the generation vouches for it, else read
+    /// (and remembered when vouched for). Also returns the namespace and generation the
+    /// snapshot holds at, when something vouches for it.
+    fn read(&self) -> Result<(Snapshot, Option<(String, u32)>), IptablesError> {
+        let vouchable = self.options.variant != Variant::Legacy
+            && self.options.mode != Mode::Ipset
+            && !Family::ALL
+                .iter()
+                .any(|family| legacy_filter_exists(*family));
+        let before = nf_tables_generation().filter(|_| vouchable);
+        if let Some((netns, generation)) = &before {
+            let last = LAST_READING.with(|last| {
+                last.borrow()
+                    .as_ref()
+                    .filter(|reading| {
+                        reading.netns == *netns
+                            && reading.generation == *generation
+                            && reading.config == self.config()
+                    })
+                    .map(|reading| reading.snapshot.clone())
+            });
+            if let Some(snapshot) = last {
+                return Ok((snapshot, before));
+            }
+        }
+        let snapshot = self.snapshot()?;
+        let uses_sets = snapshot
+            .families
+            .iter()
+            .any(|state| state.uses_set || state.set.is_some());
+        let consistent = before.is_some() && nf_tables_generation() == before;
+        let vouched = before.filter(|_| {
+            consistent
+                && snapshot.variant == Concrete::Nft
+                && !uses_sets
+                && snapshot.orphans.is_empty()
+        });
+        remember(vouched.clone().map(|(netns, generation)| Reading {
+            netns,
+            generation,
+            config: self.config(),
+            snapshot: snapshot.clone(),
+        }));
+        Ok((snapshot, vouched))
     }
 
     /// The managed ports in groups one multiport match takes.
@@ -1108,19 +1171,7 @@ impl Backend for IptablesBackend {
     }
 
     fn observe(&self) -> Result<Observed, BackendError> {
-        let proven = self
-            .proven
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clone();
-        if let Some(proven) = proven
-            && nf_tables_generation() == Some((proven.netns, proven.generation))
-        {
-            return Ok(proven.observed);
-        }
-        let snapshot = self
-            .snapshot()
-            .map_err(|error| error.at("read the rules"))?;
+        let (snapshot, _) = self.read().map_err(|error| error.at("read the rules"))?;
         Ok(self.observed(&snapshot))
     }
 
@@ -1128,19 +1179,10 @@ impl Backend for IptablesBackend {
         if change.is_empty() {
             return Ok(());
         }
-        let proof_possible = self.options.variant != Variant::Legacy;
-        let before = nf_tables_generation().filter(|_| proof_possible);
-        let snapshot = self
-            .snapshot()
-            .map_err(|error| error.at("read the rules"))?;
-        // The reading is consistent only if nothing committed while it was taken.
-        let consistent = before.is_some() && nf_tables_generation() == before;
+        let (snapshot, before) = self.read().map_err(|error| error.at("read the rules"))?;
+        // Whatever happens next, the remembered reading no longer holds.
+        remember(None);
         if snapshot.basis() != change.basis {
-            // A prediction that differs from the reading must not answer the re-observation.
-            *self
-                .proven
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner()) = None;
             return Err(BackendError::stale(
                 LABEL,
                 format!(
@@ -1173,17 +1215,12 @@ impl Backend for IptablesBackend {
         for set_name in unused_sets {
             run_tool("ipset", &["destroy", set_name], None).map_err(fail)?;
         }
-        // Proven: read consistently, then exactly our restores committed, no ipset and no
-        // legacy table touched. The read-back (`observe`) is then answered without a read.
+        // Vouched for before, then exactly our restores committed and no set was written:
+        // the read-back (`observe`) is answered by the prediction, without a read.
         let after = nf_tables_generation();
-        let proven = match (before, after) {
+        match (before, after) {
             (Some((netns, first)), Some((netns_after, last)))
-                if consistent
-                    && snapshot.variant == Concrete::Nft
-                    && !ipset
-                    && snapshot.orphans.is_empty()
-                    && netns == netns_after
-                    && last == first.wrapping_add(restores) =>
+                if !ipset && netns == netns_after && last == first.wrapping_add(restores) =>
             {
                 // Judged like a reading, so that its ranges, repairs and basis are what a
                 // read-back would find.
@@ -1199,18 +1236,15 @@ impl Backend for IptablesBackend {
                             .map_err(fail)?,
                     ],
                 };
-                Some(Proven {
+                remember(Some(Reading {
                     netns,
                     generation: last,
-                    observed: self.observed(&after),
-                })
+                    config: self.config(),
+                    snapshot: after,
+                }));
             }
-            _ => None,
-        };
-        *self
-            .proven
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = proven;
+            _ => {}
+        }
         Ok(())
     }
 
