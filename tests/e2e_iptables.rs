@@ -323,3 +323,45 @@ fn a_port_change_says_which_ports() {
         change.code(0).stdout_has(was).stdout_lacks("altered");
     }
 }
+
+#[test]
+fn auto_follows_the_rules_to_the_other_variant_and_leaves_nothing_behind() {
+    let lab = Lab::new();
+    lab.load_iptables_rules("legacy");
+    let config = lab.state.path().join("config.toml");
+    std::fs::write(&config, "[[backend]]\nkind = \"iptables\"\n").unwrap();
+    let config = config.display().to_string();
+    sync(&lab, &config, &[]).code(0);
+    assert!(lab.iptables_state("legacy").contains(":CF-ALLOWLIST"));
+
+    // The admin moves the host's rules to iptables-nft (an upgrade, say): legacy keeps only
+    // what is ours.
+    lab.load_iptables_rules("nft");
+    for tool in ["iptables", "ip6tables"] {
+        let save = lab
+            .origin
+            .exec(&format!("{tool}-legacy-save"), &["-t", "filter"]);
+        let only_ours: String = save
+            .lines()
+            .filter(|line| {
+                line.starts_with('*') || line.contains("CF-ALLOWLIST") || *line == "COMMIT"
+            })
+            .map(|line| match line {
+                "*filter" => {
+                    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                        .to_owned()
+                }
+                line => format!("{line}\n"),
+            })
+            .collect();
+        lab.origin
+            .exec_with_input(&format!("{tool}-legacy-restore"), &[], &only_ours);
+    }
+    sync(&lab, &config, &[])
+        .code(0)
+        .stdout_has("remove our parts from iptables-legacy")
+        .stderr_lacks("rules exist in both");
+    assert!(lab.iptables_state("nft").contains(":CF-ALLOWLIST"));
+    assert!(!lab.iptables_state("legacy").contains("CF-ALLOWLIST"));
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+}

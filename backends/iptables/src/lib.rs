@@ -418,8 +418,10 @@ impl IptablesBackend {
                 } else {
                     None
                 };
+                // Rules of others decide: a variant holding only our parts (left by an earlier
+                // choice) is not where the host's rules are.
                 let in_use =
-                    |lives: &Option<[Live; 2]>| lives.iter().flatten().any(|live| live.in_use);
+                    |lives: &Option<[Live; 2]>| lives.iter().flatten().any(|live| live.foreign);
                 let (chosen, warning) = match (in_use(&nft), in_use(&legacy)) {
                     (true, true) => (
                         default,
