@@ -13,7 +13,9 @@ use crate::backends::BackendKind;
 #[command(name = "cf-allowlist", version, about, long_about = None)]
 #[command(
     after_help = "Exit codes: 0 success, 1 error, 2 changes pending (sync --dry-run \
---detailed-exitcode), 3 refused by a safety guard (see --force), 4 another run holds the lock"
+--detailed-exitcode), 3 refused by a safety guard (see --force), 4 another run holds the lock, \
+5 applied but not effective (another rule still blocks the listed ranges). \
+doctor: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
 )]
 pub struct Cli {
     /// Config file (TOML); a missing file at the default path is fine.
@@ -168,7 +170,7 @@ pub struct SyncArgs {
     #[arg(long = "backend", value_enum, value_name = "KIND")]
     pub backends: Vec<BackendKind>,
     /// TCP ports to open, comma separated (default 80,443).
-    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    #[arg(long, value_delimiter = ',', value_name = "PORTS", value_parser = tcp_port())]
     pub ports: Option<Vec<u16>>,
     /// Also drop every other source on the managed ports.
     #[arg(long, overrides_with = "no_restrict")]
@@ -221,7 +223,7 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
     /// Managed ports that serve TLS, comma separated (default 443).
-    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    #[arg(long, value_delimiter = ',', value_name = "PORTS", value_parser = tcp_port())]
     pub tls_ports: Option<Vec<u16>>,
     /// Treat a certificate public roots do not trust as a problem (Cloudflare's "Full
     /// (strict)" mode) instead of a warning ("Full").
@@ -234,4 +236,9 @@ pub struct DoctorArgs {
     /// past 24h).
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<humantime::Duration>,
+}
+
+/// A TCP port, 1 to 65535 (port 0 cannot be connected to).
+fn tcp_port() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..)
 }

@@ -874,3 +874,29 @@ fn doctor_with_fetch_checks_against_the_live_list() {
         "does not allow 1 of 4 listed ranges: 203.0.113.0/24"
     );
 }
+
+#[test]
+fn ten_concurrent_first_runs_leave_one_owner_that_the_rules_carry() {
+    // Cron plus an admin, or a fleet rollout with a retry: several first runs at once on a
+    // fresh state directory. Every round must end with the `owner` file naming the id in the
+    // rules, so that later syncs adopt their own parts.
+    for round in 0..12 {
+        let host = Host::new(&["a"]);
+        std::thread::scope(|scope| {
+            for _ in 0..10 {
+                scope.spawn(|| host.run(&["sync"]));
+            }
+        });
+        let owner_file: String =
+            serde_json::from_str(&std::fs::read_to_string(host.state_dir().join("owner")).unwrap())
+                .unwrap();
+        let in_rules = host.firewall(0).lock().owner.clone();
+        assert_eq!(
+            in_rules.as_deref(),
+            Some(owner_file.as_str()),
+            "round {round}: the owner file differs from the rules' owner"
+        );
+        let later = host.run(&["sync"]);
+        assert_eq!(later.code(), 0, "round {round}: {:#}", later.json);
+    }
+}

@@ -325,12 +325,16 @@ impl SyncReport {
                     }
                     SyncCommand::Sync if self.plan.has_news() || verbose => {
                         text.push_str(&self.plan.render_text(false));
-                        let verb = if self.plan.changes_firewall() {
-                            "applied"
+                        if self.plan.changes_firewall() {
+                            let _ = writeln!(text, "applied generation {generation} ({ranges})");
+                        } else if self.plan.has_news() {
+                            let _ = writeln!(text, "recorded generation {generation} ({ranges})");
                         } else {
-                            "recorded"
-                        };
-                        let _ = writeln!(text, "{verb} generation {generation} ({ranges})");
+                            let _ = writeln!(
+                                text,
+                                "nothing to change: generation {generation} ({ranges}) is in place"
+                            );
+                        }
                     }
                     _ => {}
                 }

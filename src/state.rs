@@ -32,9 +32,12 @@ const PIN_FILE: &str = "pin.json";
 /// What a sync that changed some backends and then failed left unrecorded.
 const UNRECORDED_FILE: &str = "unrecorded.json";
 
-/// The state directory's owner id, written once when the directory is first locked: before
-/// anything is written to a firewall, so that every mark we write names an id we keep.
+/// The state directory's owner id, created once, under the lock and never replaced while it
+/// reads, when the directory is first locked: before anything is written to a firewall, so
+/// that every mark we write names an id we keep (ten first runs at once agree on one id).
 const OWNER_FILE: &str = "owner";
+/// The owner id shown before the first real run has created one.
+pub const NEW_OWNER: &str = "(new)";
 /// When the last sync that changed nothing succeeded: one small line, written without fsync
 /// (losing it in a crash costs only a slightly older "last sync" in `status`). A no-op sync
 /// writes only this, instead of rewriting `state.json` and `sources.json` (4 fsyncs and 2
@@ -278,7 +281,8 @@ impl StateDir {
     }
 
     /// Creates the directory (mode 0700) if needed and takes the exclusive lock, waiting at
-    /// most `timeout` for another run to finish.
+    /// most `timeout` for another run to finish; then, holding it, gives the directory its
+    /// owner id if it has none.
     pub fn lock(&self, timeout: Duration) -> Result<Lock, StateError> {
         self.create()?;
         let path = self.path.join(LOCK_FILE);
@@ -294,6 +298,7 @@ impl StateDir {
         loop {
             match file.try_lock() {
                 Ok(()) => {
+                    self.create_owner()?;
                     return Ok(Lock {
                         _file: file,
                         waited: started.elapsed(),
@@ -328,11 +333,29 @@ impl StateDir {
             .mode(0o700)
             .create(&generations)
             .map_err(Self::io("create", &generations))?;
-        self.check_directories()?;
-        if self.read_owner()?.is_none() {
-            write_json(&self.path.join(OWNER_FILE), &new_owner_id())?;
+        self.check_directories()
+    }
+
+    /// Gives the directory an owner id if it has none; called with the lock held. A missing
+    /// file is created only if it still does not exist (create-new), so that an id another run
+    /// already wrote into the rules is never replaced, even by a run of an older release that
+    /// wrote it without the lock; only a damaged one is replaced.
+    fn create_owner(&self) -> Result<(), StateError> {
+        let path = self.path.join(OWNER_FILE);
+        if self.read_owner()?.is_some() {
+            return Ok(());
         }
-        Ok(())
+        if path.exists() {
+            return write_json(&path, &new_owner_id());
+        }
+        match write_json_new(&path, &new_owner_id()) {
+            Err(StateError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// The owner id, if the directory has one.
@@ -410,9 +433,10 @@ impl StateDir {
         }
         state.owner = Some(match self.read_owner()? {
             Some(owner) => owner,
-            // A directory never locked (a dry run, status): an id nobody else has; nothing is
-            // written with it.
-            None => new_owner_id(),
+            // A directory never locked (a dry run, status): the first real run creates the
+            // id; until then previews show this placeholder (a random id would differ from
+            // the real run's). Nobody's parts carry it and nothing is written with it.
+            None => NEW_OWNER.to_owned(),
         });
         if state.written.is_empty()
             && let Some(last) = &state.last_sync
@@ -653,15 +677,30 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
 /// directory, created exclusively (a planted symlink cannot redirect it) with mode 0600, fsync,
 /// rename over the target, fsync of the directory.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    write_json_as(path, value, false)
+}
+
+/// [`write_json`], but only if `path` does not exist yet (the temporary file is linked in,
+/// never renamed over): an existing file fails with `AlreadyExists` and is left as it was.
+fn write_json_new<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    write_json_as(path, value, true)
+}
+
+fn write_json_as<T: Serialize>(path: &Path, value: &T, new: bool) -> Result<(), StateError> {
     let mut json = serde_json::to_vec_pretty(value).expect("state serialises");
     json.push(b'\n');
-    cf_allowlist_backend::atomic::AtomicWrite {
+    let atomic = cf_allowlist_backend::atomic::AtomicWrite {
         prefix: ".cf-allowlist.",
         suffix: "",
         mode: 0o600,
+    };
+    if new {
+        atomic
+            .write_new(path, &json)
+            .map_err(StateDir::io("create", path))
+    } else {
+        atomic.write(path, &json).map_err(StateDir::io("write", path))
     }
-    .write(path, &json)
-    .map_err(StateDir::io("write", path))
 }
 
 #[cfg(test)]

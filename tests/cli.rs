@@ -554,3 +554,40 @@ fn without_root_or_without_nft_the_error_says_what_to_do() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_top_level_help_lists_every_exit_code() {
+    cf(&["--help"])
+        .run()
+        .code(0)
+        .stdout_has("4 another run holds the lock")
+        .stdout_has("5 applied but not effective");
+}
+
+#[test]
+fn a_port_out_of_range_is_refused_as_outside_1_to_65535() {
+    let dir = tempfile::tempdir().unwrap();
+    for ports in ["70000", "0"] {
+        let outcome = cf(&["sync", "--dry-run", "--source", "builtin", "--ports", ports])
+            .state(&dir.path().join("state"))
+            .run();
+        assert_ne!(outcome.code, 0, "{outcome}");
+        outcome.stderr_lacks("0..=65535");
+        assert!(
+            outcome.stderr.contains("1..=65535") || outcome.stderr.contains("1 to 65535"),
+            "{outcome}"
+        );
+    }
+}
+
+#[test]
+fn restore_with_nothing_saved_creates_no_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    cf(&["restore"])
+        .state(&state)
+        .run()
+        .code(0)
+        .stdout_has("no generation has been saved yet");
+    assert!(!state.exists(), "restore created the state directory");
+}

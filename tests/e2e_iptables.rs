@@ -157,81 +157,211 @@ fn more_ports_than_one_multiport_rule_takes_are_split_and_all_open() {
 }
 
 #[test]
-fn docker_user_restricts_a_published_port_that_input_never_sees() {
-    use crate::support::lab::ORIGIN_V4;
-    use crate::support::netns::{Listeners, Netns, connects};
+fn docker_user_restricts_a_published_port_and_lets_the_containers_replies_out() {
+    use crate::support::docker::{Container, answered};
     let lab = Lab::new();
-    // A "container" behind the origin, and a DNAT standing in for `docker run -p 8080:80`.
-    let container = Netns::new("container");
-    lab.origin.ip(&[
-        "link",
-        "add",
-        "vc",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &container.name,
-    ]);
-    lab.origin
-        .ip(&["addr", "add", "198.51.100.249/30", "dev", "vc"]);
-    lab.origin.ip(&["link", "set", "vc", "up"]);
-    container.ip(&["addr", "add", "198.51.100.250/30", "dev", "eth0"]);
-    container.ip(&["link", "set", "eth0", "up"]);
-    container.ip(&["route", "add", "default", "via", "198.51.100.249"]);
-    lab.origin.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    let _web = Listeners::start(&container, &[80]);
-    lab.origin.exec_with_input(
-        "iptables-nft-restore",
-        &["--noflush"],
-        "*filter\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\nCOMMIT\n\
-         *nat\n-A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination 198.51.100.250:80\nCOMMIT\n",
-    );
-    let origin: std::net::IpAddr = ORIGIN_V4.parse().unwrap();
-    let reaches = |source: &str| connects(&lab.edge, source.parse().unwrap(), origin, 8080);
+    lab.load_iptables_rules("nft");
+    let _container = Container::start(&lab, "nft");
     assert!(
-        reaches("203.0.113.200"),
-        "the published port is not reachable to begin with"
+        answered(&lab, "203.0.113.200"),
+        "the published port does not answer to begin with"
     );
 
     let config = lab.state.path().join("config.toml");
     std::fs::write(
         &config,
-        "restrict = true\nports = [8080]\n[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\ndocker_user = true\n",
+        "restrict = true\nports = [8443]\n[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\ndocker_user = true\n",
     )
     .unwrap();
     let config = config.display().to_string();
     sync(&lab, &config, &[])
         .code(0)
-        .stdout_has("~ create chain CF-ALLOWLIST-DOCKER");
+        .stdout_has("~ create chain CF-ALLOWLIST-DOCKER")
+        .stderr_lacks("has no DOCKER-USER chain");
+    for listed in ["198.51.100.10", "203.0.113.10"] {
+        assert!(
+            answered(&lab, listed),
+            "{listed} (listed) gets no answer from the published port: the container's replies are dropped"
+        );
+    }
     assert!(
-        reaches("198.51.100.10"),
-        "a listed source lost the published port"
-    );
-    assert!(
-        reaches("203.0.113.10"),
-        "a listed source lost the published port"
-    );
-    assert!(
-        !reaches("203.0.113.200"),
+        !answered(&lab, "203.0.113.200"),
         "restrict did not cover the published port"
     );
     sync(&lab, &config, &[]).code(0).says_nothing();
+    // A DNAT target is not a local listener: doctor says the port is published.
+    let doctor = lab.cf(&["--config", &config, "doctor"]);
+    assert!(
+        !doctor.stdout.contains("nothing listens on port 8443"),
+        "{doctor}"
+    );
+    doctor.stdout_has("tcp 8443: published");
+
     // An upstream change follows into the Docker chain; purge removes it.
     lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
     sync(&lab, &config, &[]).code(0);
     assert!(
-        reaches("203.0.113.200"),
-        "a newly listed source cannot reach the published port"
+        answered(&lab, "203.0.113.200"),
+        "a newly listed source gets no answer from the published port"
     );
     assert!(
-        !reaches("203.0.113.10"),
+        !answered(&lab, "203.0.113.10"),
         "a source no longer listed still reaches it"
     );
     lab.cf(&["purge"]).code(0);
     let save = lab.origin.exec("iptables-nft-save", &["-t", "filter"]);
     assert!(!save.contains("CF-ALLOWLIST"), "{save}");
-    assert!(reaches("203.0.113.10"));
+    assert!(answered(&lab, "203.0.113.10"));
+}
+
+#[test]
+fn a_variant_switch_removes_our_parts_from_the_old_variant_and_purge_looks_in_both() {
+    use crate::support::lab::{LIST_V4, ORIGIN_V4};
+    use crate::support::netns::connects;
+    let lab = Lab::new();
+    let origin: std::net::IpAddr = ORIGIN_V4.parse().unwrap();
+    let reaches = |source: &str| connects(&lab.edge, source.parse().unwrap(), origin, 80);
+    let config = lab.state.path().join("config.toml");
+    let use_variant = |variant: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "restrict = true\n[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"rules\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    let config_text = config.display().to_string();
+    let ours = |variant: &str| lab.iptables_state(variant).contains("CF-ALLOWLIST");
+
+    // Restrict in iptables-nft (no other rules: policy accept, so only our drop closes 80).
+    use_variant("nft");
+    sync(&lab, &config_text, &[]).code(0);
+    assert!(reaches("203.0.113.10") && !reaches("203.0.113.200"));
+
+    // The config now says legacy and the list moves: the nft parts go, or their drop would
+    // keep the newly listed 203.0.113.200 out.
+    use_variant("legacy");
+    lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
+    sync(&lab, &config_text, &[])
+        .code(0)
+        .stdout_has("iptables-nft");
+    assert!(ours("legacy"));
+    assert!(!ours("nft"), "the nft variant's parts were left in place");
+    assert!(
+        reaches("203.0.113.200"),
+        "the old variant's drop keeps a listed source out"
+    );
+    assert!(!reaches("203.0.113.10"));
+
+    // What an earlier release left in iptables-nft when the variant changed: purge, which
+    // acts on the recorded (legacy) backend, still finds it.
+    let owner: String =
+        serde_json::from_str(&std::fs::read_to_string(lab.state_dir().join("owner")).unwrap())
+            .unwrap();
+    lab.origin.exec_with_input(
+        "iptables-nft-restore",
+        &["--noflush"],
+        &format!(
+            "*filter\n:CF-ALLOWLIST - [0:0]\n\
+             -A CF-ALLOWLIST ! -i lo -p tcp -m multiport --dports 80,443 -m comment --comment \"cf-allowlist restrict owner={owner}\" -j DROP\n\
+             -I INPUT 1 -m comment --comment \"cf-allowlist owner={owner}\" -j CF-ALLOWLIST\nCOMMIT\n"
+        ),
+    );
+    assert!(!reaches("203.0.113.200"));
+    lab.cf(&["purge"]).code(0).stdout_has("iptables-nft");
+    assert!(!ours("nft") && !ours("legacy"), "purge left parts");
+    assert!(reaches("203.0.113.200"));
+
+    // And back from legacy to nft.
+    sync(&lab, &config_text, &[]).code(0);
+    assert!(ours("legacy") && !ours("nft"));
+    use_variant("nft");
+    lab.fixture.set("/ips-v4", Reply::ok(LIST_V4));
+    sync(&lab, &config_text, &[])
+        .code(0)
+        .stdout_has("iptables-legacy");
+    assert!(
+        !ours("legacy"),
+        "the legacy variant's parts were left in place"
+    );
+    assert!(reaches("203.0.113.10") && !reaches("203.0.113.200"));
+    lab.cf(&["purge"]).code(0);
+    assert!(!ours("nft") && !ours("legacy"));
+}
+
+#[test]
+fn a_port_change_says_which_ports() {
+    use crate::support::cmd::cf;
+    use crate::support::netns::Netns;
+    crate::support::require_root();
+    for (backend, was) in [
+        ("iptables", "ports 80,443 become 8443"),
+        ("nftables", "from ports 80,443 to 8443"),
+    ] {
+        let netns = Netns::new("ports");
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list");
+        std::fs::write(&list, "198.51.100.0/25\n2001:db8:cf::/48\n").unwrap();
+        let list = list.display().to_string();
+        let sync = |ports: &str| {
+            cf(&[
+                "sync",
+                "--backend",
+                backend,
+                "--source",
+                &list,
+                "--ports",
+                ports,
+            ])
+            .state(&dir.path().join("state"))
+            .in_netns(&netns.name)
+            .run()
+        };
+        sync("80,443").code(0);
+        let change = sync("8443");
+        change.code(0).stdout_has(was).stdout_lacks("altered");
+    }
+}
+
+#[test]
+fn auto_follows_the_rules_to_the_other_variant_and_leaves_nothing_behind() {
+    let lab = Lab::new();
+    lab.load_iptables_rules("legacy");
+    let config = lab.state.path().join("config.toml");
+    std::fs::write(&config, "[[backend]]\nkind = \"iptables\"\n").unwrap();
+    let config = config.display().to_string();
+    sync(&lab, &config, &[]).code(0);
+    assert!(lab.iptables_state("legacy").contains(":CF-ALLOWLIST"));
+
+    // The admin moves the host's rules to iptables-nft (an upgrade, say): legacy keeps only
+    // what is ours.
+    lab.load_iptables_rules("nft");
+    for tool in ["iptables", "ip6tables"] {
+        let save = lab
+            .origin
+            .exec(&format!("{tool}-legacy-save"), &["-t", "filter"]);
+        let only_ours: String = save
+            .lines()
+            .filter(|line| {
+                line.starts_with('*') || line.contains("CF-ALLOWLIST") || *line == "COMMIT"
+            })
+            .map(|line| match line {
+                "*filter" => {
+                    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                        .to_owned()
+                }
+                line => format!("{line}\n"),
+            })
+            .collect();
+        lab.origin
+            .exec_with_input(&format!("{tool}-legacy-restore"), &[], &only_ours);
+    }
+    sync(&lab, &config, &[])
+        .code(0)
+        .stdout_has("remove our parts from iptables-legacy")
+        .stderr_lacks("rules exist in both");
+    assert!(lab.iptables_state("nft").contains(":CF-ALLOWLIST"));
+    assert!(!lab.iptables_state("legacy").contains("CF-ALLOWLIST"));
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
 }

@@ -323,3 +323,47 @@ fn restrict_on_a_host_with_docker_says_published_ports_are_not_covered() {
         .code(0)
         .stderr_lacks("Docker's chains exist");
 }
+
+/// The owner ids (`owner=…`) a run printed.
+fn owner_ids(text: &str) -> std::collections::BTreeSet<String> {
+    text.split("owner=")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"')
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_dry_run_shows_no_made_up_owner_id_and_a_noop_says_it_recorded_nothing() {
+    crate::support::require_root();
+    let netns = Netns::new("owner");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let list = dir.path().join("list");
+    std::fs::write(&list, "198.51.100.0/25\n").unwrap();
+    let list = list.display().to_string();
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["sync", "--backend", "nftables", "--source", &list, "-v"];
+        args.extend_from_slice(extra);
+        cf(&args).state(&state).in_netns(&netns.name).run()
+    };
+    let preview = sync(&["--dry-run"]);
+    preview.code(0);
+    assert!(!state.exists(), "the dry run created the state directory");
+    sync(&[]).code(0);
+    let owner: String =
+        serde_json::from_str(&std::fs::read_to_string(state.join("owner")).unwrap()).unwrap();
+    for shown in owner_ids(&preview.stdout) {
+        assert!(
+            shown == owner || !shown.chars().all(|c| c.is_ascii_hexdigit()),
+            "the dry run showed owner id {shown}, the run wrote {owner}\n{preview}"
+        );
+    }
+    sync(&[])
+        .code(0)
+        .stdout_has("nothing to change")
+        .stdout_lacks("recorded generation");
+}

@@ -133,13 +133,19 @@ pub fn run(
     if !ports.is_empty() {
         match sockets::read_listeners() {
             Ok(listening) => {
+                // Read only when a port has no listener: a DNAT (Docker's `-p`) sends it on.
+                let mut published = None;
                 for port in &ports {
                     let here: Vec<SocketAddr> = listening
                         .iter()
                         .filter(|address| address.port() == *port)
                         .copied()
                         .collect();
-                    let finding = listener(*port, &here);
+                    let mut finding = listener(*port, &here);
+                    if here.is_empty() {
+                        finding = published_port(*port, published.get_or_insert_with(dnat_ports))
+                            .unwrap_or(finding);
+                    }
                     let listens = finding.level == Level::Ok;
                     findings.push(finding);
                     if listens && doctor.tls_ports.contains(port) {
@@ -499,6 +505,33 @@ pub fn listener(port: u16, here: &[SocketAddr]) -> Finding {
         "start the web server, or bind it to 0.0.0.0/:: (or the public address); \
          or remove the port from the managed ports",
     )
+}
+
+/// The ports a DNAT sends elsewhere (none when they cannot be read: the finding stays
+/// "nothing listens").
+fn dnat_ports() -> Vec<std::ops::RangeInclusive<u16>> {
+    #[cfg(feature = "iptables")]
+    return cf_allowlist_iptables::published_ports().unwrap_or_default();
+    #[cfg(not(feature = "iptables"))]
+    Vec::new()
+}
+
+/// The listener finding for a port nothing listens on that a DNAT publishes (the listener is
+/// where the DNAT leads, a container for Docker's `-p`), or `None` if no DNAT names it.
+fn published_port(port: u16, published: &[std::ops::RangeInclusive<u16>]) -> Option<Finding> {
+    published
+        .iter()
+        .any(|range| range.contains(&port))
+        .then(|| {
+            Finding::new(
+                "listener",
+                Level::Ok,
+                format!("tcp {port}"),
+                format!(
+                    "published: a DNAT in the nat table forwards port {port} (Docker's `-p`, for instance), so its listener is where the DNAT leads, not on this host"
+                ),
+            )
+        })
 }
 
 /// Where to reach the origin's own listener on this host: a wildcard listener through

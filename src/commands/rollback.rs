@@ -168,8 +168,6 @@ fn changed_backends(plan: &Plan) -> Vec<String> {
 /// sync, without fetching anything. With nothing saved yet it says so and succeeds, so that a
 /// boot-time unit does not fail on a host that has never synced.
 pub fn restore(settings: &Settings, printer: &Printer) -> Result<SyncReport, Error> {
-    let (_, _lock, loaded) = lock_and_load(settings, printer)?;
-    let backends = chosen_backends(settings, loaded.state.last_sync.as_ref());
     let skipped = |reason: &str| SyncReport {
         command: SyncCommand::Restore,
         plan: Plan::empty(),
@@ -178,6 +176,13 @@ pub fn restore(settings: &Settings, printer: &Printer) -> Result<SyncReport, Err
         },
         waited: None,
     };
+    let nothing_saved = "no generation has been saved yet (run `cf-allowlist sync`)";
+    // A boot unit on a host that never synced: taking the lock would create the directory.
+    if !settings.state_dir.exists() {
+        return Ok(skipped(nothing_saved));
+    }
+    let (_, _lock, loaded) = lock_and_load(settings, printer)?;
+    let backends = chosen_backends(settings, loaded.state.last_sync.as_ref());
     if let Some(when) = &loaded.state.purged {
         // A boot unit must not bring back what an admin purged.
         return Ok(skipped(&format!(
@@ -194,9 +199,7 @@ pub fn restore(settings: &Settings, printer: &Printer) -> Result<SyncReport, Err
         });
     }
     let Some(generation) = loaded.current else {
-        return Ok(skipped(
-            "no generation has been saved yet (run `cf-allowlist sync`)",
-        ));
+        return Ok(skipped(nothing_saved));
     };
     if backends.is_empty() {
         return Err(Error::NoBackend);

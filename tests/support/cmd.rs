@@ -96,6 +96,13 @@ impl Outcome {
         self
     }
 
+    /// Asserts stdout does not contain `text`.
+    #[track_caller]
+    pub fn stdout_lacks(&self, text: &str) -> &Outcome {
+        assert!(!self.stdout.contains(text), "stdout has {text:?}\n{self}");
+        self
+    }
+
     /// Asserts stderr contains `text`.
     #[track_caller]
     pub fn stderr_has(&self, text: &str) -> &Outcome {

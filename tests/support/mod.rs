@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cmd;
+pub mod docker;
 pub mod fixture;
 pub mod lab;
 pub mod netns;

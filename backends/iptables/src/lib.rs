@@ -158,6 +158,14 @@ impl Concrete {
         }
     }
 
+    /// The other variant.
+    pub fn other(self) -> Concrete {
+        match self {
+            Concrete::Nft => Concrete::Legacy,
+            Concrete::Legacy => Concrete::Nft,
+        }
+    }
+
     /// The tool for a family: `iptables-nft-save`, `ip6tables-legacy-restore`, …
     pub fn tool(self, family: Family, action: &str) -> String {
         let base = match family {
@@ -176,13 +184,39 @@ impl Concrete {
 /// read from /proc without running `iptables-legacy-save`, which would create the tables as a
 /// side effect of reading (and make every later `iptables` command warn about them).
 pub fn legacy_filter_exists(family: Family) -> bool {
+    legacy_table_exists(family, "filter")
+}
+
+/// Whether the legacy (x_tables) `table` of `family` exists (see [`legacy_filter_exists`]).
+fn legacy_table_exists(family: Family, table: &str) -> bool {
     let file = match family {
         // thread-self, not /proc/net (which is the process's): a thread may have entered a
         // namespace of its own, as the tests' threads do.
         Family::V4 => "/proc/thread-self/net/ip_tables_names",
         Family::V6 => "/proc/thread-self/net/ip6_tables_names",
     };
-    std::fs::read_to_string(file).is_ok_and(|names| names.lines().any(|name| name == "filter"))
+    std::fs::read_to_string(file).is_ok_and(|names| names.lines().any(|name| name == table))
+}
+
+/// The TCP ports that a DNAT in the nat table of either family and either variant sends
+/// elsewhere (Docker's published ports), as inclusive ranges: such a port needs no listener
+/// on this host. Reads only; a legacy nat table that does not exist is not read (reading
+/// would create it), and a variant whose tools are missing holds none.
+pub fn published_ports() -> Result<Vec<std::ops::RangeInclusive<u16>>, BackendError> {
+    let mut ports = Vec::new();
+    for variant in [Concrete::Nft, Concrete::Legacy] {
+        for family in Family::ALL {
+            if variant == Concrete::Legacy && !legacy_table_exists(family, "nat") {
+                continue;
+            }
+            match run_tool(&variant.tool(family, "save"), &["-t", "nat"], None) {
+                Ok(text) => ports.extend(save::parse_published(&text)),
+                Err(IptablesError::Tool(ToolError::NotFound { .. })) => {}
+                Err(error) => return Err(error.at("read the nat table")),
+            }
+        }
+    }
+    Ok(ports)
 }
 
 /// The variant plain `iptables` runs, from where its alternatives link leads (no process).
@@ -214,8 +248,11 @@ struct FamilyState {
 #[derive(Debug, Clone)]
 struct Snapshot {
     variant: Concrete,
-    warning: Option<String>,
+    warnings: Vec<String>,
     families: [FamilyState; 2],
+    /// Our parts in the other variant (left there when `variant` changed, or when `auto`
+    /// picked another one), per family: removed by the next apply.
+    orphans: Vec<(Family, Live)>,
 }
 
 impl Snapshot {
@@ -234,8 +271,38 @@ impl Snapshot {
                 )
             })
             .collect();
-        Basis::of((self.variant, parts))
+        let orphans: Vec<_> = self
+            .orphans
+            .iter()
+            .map(|(family, live)| (*family, removal(live, "").0))
+            .collect();
+        Basis::of((self.variant, parts, orphans))
     }
+}
+
+/// Whether a family's listing holds any part of ours.
+fn holds_ours(live: &Live) -> bool {
+    live.chain_exists
+        || !live.jumps.is_empty()
+        || live.docker_chain_exists
+        || !live.docker_jumps.is_empty()
+}
+
+/// Reads both families of `variant`, leaving out a legacy family whose filter table does not
+/// exist (reading would create it) and a variant whose tools are missing.
+fn read_existing(variant: Concrete) -> Result<Vec<(Family, Live)>, IptablesError> {
+    let mut lives = Vec::new();
+    for family in Family::ALL {
+        if variant == Concrete::Legacy && !legacy_filter_exists(family) {
+            continue;
+        }
+        match read_save(variant, family) {
+            Ok(live) => lives.push((family, live)),
+            Err(IptablesError::Tool(ToolError::NotFound { .. })) => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(lives)
 }
 
 /// Keeps iptables and ip6tables open to a set of ranges.
@@ -244,6 +311,59 @@ pub struct IptablesBackend {
     options: IptablesOptions,
     policy: Policy,
     owner: Option<String>,
+}
+
+/// A reading of our parts that holds as long as the nf_tables ruleset generation of its
+/// network namespace has not moved: iptables-nft lives in the nf_tables kernel tables, whose
+/// generation moves by one per committed transaction. It was either read consistently (the
+/// generation was the same before and after the saves) or predicted by an apply that moved
+/// the generation by exactly its own restores (nobody else wrote, so the firewall is what was
+/// read plus what was written). Only for the nf_tables variant without sets and without legacy
+/// tables: those have no generation. Kept per thread (a sync observes, applies and reads back
+/// on one thread; a thread's namespace is part of the key).
+#[derive(Debug, Clone)]
+struct Reading {
+    /// The network namespace (generations are per namespace).
+    netns: String,
+    /// The generation it holds at.
+    generation: u32,
+    /// The options, policy and owner it was judged with.
+    config: Basis,
+    /// What it found.
+    snapshot: Snapshot,
+}
+
+thread_local! {
+    /// This thread's last [`Reading`].
+    static LAST_READING: std::cell::RefCell<Option<Reading>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `reading` as this thread's last one, or forgets it with `None`.
+fn remember(reading: Option<Reading>) {
+    LAST_READING.with(|last| *last.borrow_mut() = reading);
+}
+
+/// The nf_tables ruleset generation of this thread's network namespace and the namespace's
+/// identity, or `None` when they cannot be read (then everything is read back as before).
+fn nf_tables_generation() -> Option<(String, u32)> {
+    let netns = std::fs::read_link("/proc/thread-self/ns/net").ok()?;
+    let generation = cf_allowlist_nftables::netlink::generation().ok()?;
+    Some((netns.display().to_string(), generation))
+}
+
+/// What one family's apply wrote.
+#[derive(Debug, Clone, Default)]
+struct Written {
+    /// The family's listing as the write leaves it, predicted (what a read would show if
+    /// nobody else wrote).
+    after: Live,
+    /// iptables-restore transactions run.
+    restores: u32,
+    /// Whether an ipset was written or is matched on: no generation covers a set, whose
+    /// members change without a transaction of nf_tables.
+    ipset: bool,
+    /// Whether the family left ipset mode, so that its set, no longer referenced, can go.
+    unused_set: bool,
 }
 
 impl IptablesBackend {
@@ -279,6 +399,8 @@ impl IptablesBackend {
                 read_save(variant, Family::V6)?,
             ])
         };
+        // The other variant's listing, where it was read already (`auto`).
+        let mut other_lives = None;
         let (variant, lives, warning) = match self.options.variant {
             Variant::Nft => (Concrete::Nft, read_variant(Concrete::Nft)?, None),
             Variant::Legacy => (Concrete::Legacy, read_variant(Concrete::Legacy)?, None),
@@ -297,8 +419,10 @@ impl IptablesBackend {
                 } else {
                     None
                 };
+                // Rules of others decide: a variant holding only our parts (left by an earlier
+                // choice) is not where the host's rules are.
                 let in_use =
-                    |lives: &Option<[Live; 2]>| lives.iter().flatten().any(|live| live.in_use);
+                    |lives: &Option<[Live; 2]>| lives.iter().flatten().any(|live| live.foreign);
                 let (chosen, warning) = match (in_use(&nft), in_use(&legacy)) {
                     (true, true) => (
                         default,
@@ -313,23 +437,130 @@ impl IptablesBackend {
                     (false, true) => (Concrete::Legacy, None),
                     (false, false) => (default, None),
                 };
+                let both = |lives: Option<[Live; 2]>| -> Vec<(Family, Live)> {
+                    lives
+                        .map(|lives| Family::ALL.into_iter().zip(lives).collect())
+                        .unwrap_or_default()
+                };
                 let lives = match (chosen, nft, legacy) {
-                    (Concrete::Nft, Some(lives), _) | (Concrete::Legacy, _, Some(lives)) => lives,
+                    (Concrete::Nft, Some(lives), legacy) => {
+                        other_lives = Some(both(legacy));
+                        lives
+                    }
+                    (Concrete::Legacy, nft, Some(lives)) => {
+                        other_lives = Some(both(nft));
+                        lives
+                    }
                     (other, _, _) => read_variant(other)?,
                 };
                 (chosen, lives, warning)
             }
         };
-        let sets = read_ipsets()?;
+        let other = variant.other();
+        let other_lives = match other_lives {
+            Some(lives) => lives,
+            None => read_existing(other)?,
+        };
+        let mut warnings: Vec<String> = warning.into_iter().collect();
+        let mut orphans = Vec::new();
+        for (family, live) in other_lives.into_iter().filter(|(_, live)| holds_ours(live)) {
+            let strangers: Vec<String> = owners(&live)
+                .into_iter()
+                .filter(|owner| Some(owner.as_str()) != self.owner.as_deref())
+                .collect();
+            let tool_name = other.tool(family, "save").replace("-save", "");
+            if !strangers.is_empty() {
+                warnings.push(format!(
+                    "{tool_name} holds a {} chain of another cf-allowlist state directory (owner {}): left alone",
+                    names::CHAIN,
+                    strangers.join(", ")
+                ));
+            } else if live.foreign {
+                // The kernel evaluates both variants and a DROP in either wins: where the
+                // other one still holds rules of its own, our accepts there may be what lets
+                // the list through, so they stay.
+                warnings.push(format!(
+                    "{tool_name} still holds rules besides our {} chain, and the kernel evaluates both variants: our chain there stays but no longer follows the list; move those rules to {} (then a sync removes it) or set `variant`",
+                    names::CHAIN,
+                    variant.name()
+                ));
+            } else {
+                orphans.push((family, live));
+            }
+        }
+        // The sets matter only where a set is or may be used: in rules mode, and in auto mode
+        // while no rule of ours matches one, a list is never written to a set (`ipset save`
+        // would be one more process per run for nothing).
+        let sets_in_use = lives
+            .iter()
+            .flat_map(|live| &live.rules)
+            .any(|rule| rule.match_set.is_some());
+        let sets = if self.options.mode == Mode::Ipset || sets_in_use {
+            read_ipsets()?
+        } else {
+            None
+        };
         let [v4, v6] = lives;
         Ok(Snapshot {
             variant,
-            warning,
+            warnings,
+            orphans,
             families: [
                 self.judge(variant, Family::V4, v4, sets.as_deref())?,
                 self.judge(variant, Family::V6, v6, sets.as_deref())?,
             ],
         })
+    }
+
+    /// The options, policy and owner, as a key for [`Reading`].
+    fn config(&self) -> Basis {
+        Basis::of((&self.options, &self.policy, &self.owner))
+    }
+
+    /// Our parts: this thread's last reading when the generation vouches for it, else read
+    /// (and remembered when vouched for). Also returns the namespace and generation the
+    /// snapshot holds at, when something vouches for it.
+    fn read(&self) -> Result<(Snapshot, Option<(String, u32)>), IptablesError> {
+        let vouchable = self.options.variant != Variant::Legacy
+            && self.options.mode != Mode::Ipset
+            && !Family::ALL
+                .iter()
+                .any(|family| legacy_filter_exists(*family));
+        let before = nf_tables_generation().filter(|_| vouchable);
+        if let Some((netns, generation)) = &before {
+            let last = LAST_READING.with(|last| {
+                last.borrow()
+                    .as_ref()
+                    .filter(|reading| {
+                        reading.netns == *netns
+                            && reading.generation == *generation
+                            && reading.config == self.config()
+                    })
+                    .map(|reading| reading.snapshot.clone())
+            });
+            if let Some(snapshot) = last {
+                return Ok((snapshot, before));
+            }
+        }
+        let snapshot = self.snapshot()?;
+        let uses_sets = snapshot
+            .families
+            .iter()
+            .any(|state| state.uses_set || state.set.is_some());
+        let consistent = before.is_some() && nf_tables_generation() == before;
+        let vouched = before.filter(|_| {
+            consistent
+                && snapshot.variant == Concrete::Nft
+                && !uses_sets
+                && snapshot.orphans.is_empty()
+        });
+        remember(vouched.clone().map(|(netns, generation)| Reading {
+            netns,
+            generation,
+            config: self.config(),
+            snapshot: snapshot.clone(),
+        }));
+        Ok((snapshot, vouched))
     }
 
     /// The managed ports in groups one multiport match takes.
@@ -382,8 +613,13 @@ impl IptablesBackend {
     }
 
     /// Our Docker chain's rules for `ranges`, as argument lists in iptables-save's form: let
-    /// each listed range through to each published port, then drop every other new
-    /// connection to those ports that Docker's DNAT made.
+    /// the containers' replies through, then each listed range to each published port, then
+    /// drop every other connection to those ports that Docker's DNAT made.
+    ///
+    /// The replies come first because they cross `FORWARD` carrying the request's conntrack
+    /// status (`--ctstate DNAT`, `--ctorigdstport` the published port) and the container's
+    /// source address: without the RETURN the drop takes every SYN-ACK, and the published port
+    /// is closed to everyone, Cloudflare included.
     fn wanted_docker_rules(&self, family: Family, ranges: &Ranges) -> Vec<String> {
         let quote = |comment: String| {
             if comment.contains(' ') {
@@ -394,7 +630,9 @@ impl IptablesBackend {
         };
         let accept = quote(self.comment(names::COMMENT));
         let drop = quote(self.comment(names::RESTRICT_COMMENT));
-        let mut rules = Vec::new();
+        let mut rules = vec![format!(
+            "-m conntrack --ctdir REPLY -m comment --comment {accept} -j RETURN"
+        )];
         for range in ranges.family(family) {
             for port in &self.policy.ports {
                 rules.push(format!(
@@ -547,10 +785,32 @@ impl IptablesBackend {
             ));
         }
         if live.chain_exists && !self.chain_is_sound(family, &live.rules, uses_set, &ranges) {
-            repairs.push(format!(
-                "rewrite chain {} in {tool_name} (duplicate, altered or foreign rules, or another mode)",
-                names::CHAIN
-            ));
+            let live_ports: BTreeSet<u16> = live
+                .rules
+                .iter()
+                .flat_map(|rule| rule.ports.iter().copied())
+                .collect();
+            let wanted_ports: BTreeSet<u16> = self.policy.ports.iter().copied().collect();
+            let listed = |ports: &BTreeSet<u16>| {
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            repairs.push(if live_ports != wanted_ports && !live_ports.is_empty() {
+                format!(
+                    "rewrite chain {} in {tool_name}: ports {} become {}",
+                    names::CHAIN,
+                    listed(&live_ports),
+                    listed(&wanted_ports)
+                )
+            } else {
+                format!(
+                    "rewrite chain {} in {tool_name} (duplicate, altered or foreign rules, or another mode)",
+                    names::CHAIN
+                )
+            });
         }
         if leftover_copy {
             repairs.push(format!(
@@ -586,18 +846,25 @@ impl IptablesBackend {
         rules_match(rules, &self.wanted_rules(family, mode, ranges))
     }
 
-    /// Writes one family's part of `change`, whose plan was made from `state`.
+    /// Writes one family's part of `change`, whose plan was made from `state`, and says what
+    /// it wrote (a set no longer referenced goes once the other variant no longer references
+    /// it either).
     fn apply_family(
         &self,
         variant: Concrete,
         family: Family,
         state: &FamilyState,
         change: &Change,
-    ) -> Result<(), IptablesError> {
+    ) -> Result<Written, IptablesError> {
+        let mut written = Written {
+            after: state.live.clone(),
+            ..Written::default()
+        };
         let add: Ranges = change.add.family(family).copied().collect();
         let remove: Ranges = change.remove.family(family).copied().collect();
         if add.is_empty() && remove.is_empty() && state.repairs.is_empty() {
-            return Ok(());
+            written.ipset = state.uses_set;
+            return Ok(written);
         }
         let wanted: Ranges = change.target.family(family).copied().collect();
         let mode = match self.options.mode {
@@ -628,6 +895,7 @@ impl IptablesBackend {
                 }
                 let _ = writeln!(script, "swap {copy_name} {set_name}\ndestroy {copy_name}");
                 run_tool("ipset", &["restore"], Some(&script))?;
+                written.ipset = true;
             }
         }
         let rules = self.wanted_rules(family, mode, &wanted);
@@ -641,11 +909,21 @@ impl IptablesBackend {
             for range in &add {
                 for rule in self.accept_rules(Some(*range), None) {
                     let _ = writeln!(script, "-I {} 1 {}", names::CHAIN, rule.render());
+                    written.after.rules.insert(0, rule);
                 }
             }
             for range in &remove {
                 for rule in self.accept_rules(Some(*range), None) {
                     let _ = writeln!(script, "-D {} {}", names::CHAIN, rule.render());
+                    // `-D` by spec deletes the first rule that matches.
+                    if let Some(at) = written
+                        .after
+                        .rules
+                        .iter()
+                        .position(|live| live.render() == rule.render())
+                    {
+                        written.after.rules.remove(at);
+                    }
                 }
             }
         } else if !chain_matches {
@@ -655,34 +933,89 @@ impl IptablesBackend {
             for rule in &rules {
                 let _ = writeln!(script, "-A {} {}", names::CHAIN, rule.render());
             }
+            written.after.rules = rules.clone();
         }
+        written.after.chain_exists = true;
         for line in jump_fixes(&state.live, &self.jump_spec()) {
             script.push_str(&line);
             script.push('\n');
         }
+        // Whatever the fixes, exactly one exact jump is left (positions are not compared).
+        written.after.jumps = vec![(1, self.jump_spec())];
         // The Docker chain follows the list: refilled whenever the ranges change.
         let ranges_change = !add.is_empty() || !remove.is_empty();
-        for line in self.docker_lines(
+        let docker_lines = self.docker_lines(
             family,
             &state.live,
             &wanted,
             ranges_change && self.options.docker_user,
-        ) {
+        );
+        if !docker_lines.is_empty() {
+            let docker = self.options.docker_user && state.live.docker_user_exists;
+            let after = &mut written.after;
+            after.docker_chain_exists = docker;
+            after.docker_rules = if docker {
+                self.wanted_docker_rules(family, &wanted)
+            } else {
+                Vec::new()
+            };
+            after.docker_jumps = if docker {
+                vec![names::docker_jump_spec(&self.comment(names::COMMENT))]
+            } else {
+                Vec::new()
+            };
+        }
+        for line in docker_lines {
             script.push_str(&line);
             script.push('\n');
         }
         if script != "*filter\n" {
             script.push_str("COMMIT\n");
             restore(variant, family, &script)?;
+            written.restores += 1;
         }
-        // Leaving ipset mode: the set is no longer referenced and can go.
-        if mode == Mode::Rules && state.set.is_some() {
-            run_tool("ipset", &["destroy", set_name], None)?;
-        }
-        Ok(())
+        written.unused_set = mode == Mode::Rules && state.set.is_some();
+        written.ipset |= written.unused_set || mode == Mode::Ipset;
+        Ok(written)
     }
 
-    /// Removes our jumps (by spec) and chain from one family of one variant.
+    /// What `snapshot` shows, as the trait reports it.
+    fn observed(&self, snapshot: &Snapshot) -> Observed {
+        let mut observed = Observed {
+            warnings: snapshot.warnings.clone(),
+            basis: snapshot.basis(),
+            ..Observed::default()
+        };
+        let other = snapshot.variant.other();
+        for (family, _) in &snapshot.orphans {
+            observed.repairs.push(format!(
+                "remove our parts from {} (left by another variant)",
+                other.tool(*family, "save").replace("-save", "")
+            ));
+        }
+        for state in &snapshot.families {
+            observed.ranges.extend(state.ranges.iter().copied());
+            observed.repairs.extend(state.repairs.iter().cloned());
+            observed.owners.extend(owners(&state.live));
+        }
+        // Docker without IPv6 makes DOCKER-USER in iptables only: the warning is for a
+        // variant where neither family has it.
+        if self.options.docker_user
+            && snapshot
+                .families
+                .iter()
+                .all(|state| !state.live.docker_user_exists)
+        {
+            observed.warnings.push(format!(
+                "docker_user is on but {} has no {} chain (Docker is not running, or not with this iptables): published ports are not restricted",
+                snapshot.variant.name(),
+                names::DOCKER_USER
+            ));
+        }
+        observed
+    }
+
+    /// Removes our jumps (by spec) and chains from one family of one variant.
     fn purge_family(
         &self,
         variant: Concrete,
@@ -699,45 +1032,63 @@ impl IptablesBackend {
             Err(IptablesError::Tool(ToolError::NotFound { .. })) => return Ok(()),
             Err(error) => return Err(error),
         };
-        let tool_name = variant.tool(family, "save").replace("-save", "");
-        if live.chain_exists
-            || !live.jumps.is_empty()
-            || live.docker_chain_exists
-            || !live.docker_jumps.is_empty()
-        {
-            let mut script = String::from("*filter\n");
-            for spec in &live.docker_jumps {
-                let _ = writeln!(script, "-D {} {spec}", names::DOCKER_USER);
-                removed.push(format!(
-                    "jump to {} from {} in {tool_name}",
-                    names::DOCKER_CHAIN,
-                    names::DOCKER_USER
-                ));
-            }
-            if live.docker_chain_exists {
-                let _ = writeln!(script, "-F {0}\n-X {0}", names::DOCKER_CHAIN);
-                removed.push(format!("chain {} in {tool_name}", names::DOCKER_CHAIN));
-            }
-            for (_, spec) in &live.jumps {
-                let _ = writeln!(script, "-D {} {spec}", names::INPUT);
-                removed.push(format!(
-                    "jump to {} from INPUT in {tool_name}",
-                    names::CHAIN
-                ));
-            }
-            if live.chain_exists {
-                let _ = writeln!(script, "-F {0}\n-X {0}", names::CHAIN);
-                removed.push(format!(
-                    "chain {} ({} rules) in {tool_name}",
-                    names::CHAIN,
-                    live.rules.len()
-                ));
-            }
-            script.push_str("COMMIT\n");
-            restore(variant, family, &script)?;
-        }
-        Ok(())
+        remove_ours(variant, family, &live, removed)
     }
+}
+
+/// The restore script that removes our parts from a family's listing (jumps by spec, then the
+/// chains), and the parts it removes; an empty script when there are none.
+fn removal(live: &Live, tool_name: &str) -> (String, Vec<String>) {
+    let mut removed = Vec::new();
+    if !holds_ours(live) {
+        return (String::new(), removed);
+    }
+    let mut script = String::from("*filter\n");
+    for spec in &live.docker_jumps {
+        let _ = writeln!(script, "-D {} {spec}", names::DOCKER_USER);
+        removed.push(format!(
+            "jump to {} from {} in {tool_name}",
+            names::DOCKER_CHAIN,
+            names::DOCKER_USER
+        ));
+    }
+    if live.docker_chain_exists {
+        let _ = writeln!(script, "-F {0}\n-X {0}", names::DOCKER_CHAIN);
+        removed.push(format!("chain {} in {tool_name}", names::DOCKER_CHAIN));
+    }
+    for (_, spec) in &live.jumps {
+        let _ = writeln!(script, "-D {} {spec}", names::INPUT);
+        removed.push(format!(
+            "jump to {} from INPUT in {tool_name}",
+            names::CHAIN
+        ));
+    }
+    if live.chain_exists {
+        let _ = writeln!(script, "-F {0}\n-X {0}", names::CHAIN);
+        removed.push(format!(
+            "chain {} ({} rules) in {tool_name}",
+            names::CHAIN,
+            live.rules.len()
+        ));
+    }
+    script.push_str("COMMIT\n");
+    (script, removed)
+}
+
+/// Removes our parts from one family of one variant, as read in `live`, in one transaction.
+fn remove_ours(
+    variant: Concrete,
+    family: Family,
+    live: &Live,
+    removed: &mut Vec<String>,
+) -> Result<(), IptablesError> {
+    let tool_name = variant.tool(family, "save").replace("-save", "");
+    let (script, parts) = removal(live, &tool_name);
+    if !script.is_empty() {
+        restore(variant, family, &script)?;
+        removed.extend(parts);
+    }
+    Ok(())
 }
 
 /// Whether the live rules are the wanted ones: the same multiset (range rules may be in any
@@ -823,41 +1174,17 @@ impl Backend for IptablesBackend {
     }
 
     fn observe(&self) -> Result<Observed, BackendError> {
-        let snapshot = self
-            .snapshot()
-            .map_err(|error| error.at("read the rules"))?;
-        let mut observed = Observed {
-            warnings: snapshot.warning.iter().cloned().collect(),
-            basis: snapshot.basis(),
-            ..Observed::default()
-        };
-        for state in &snapshot.families {
-            observed.ranges.extend(state.ranges.iter().copied());
-            observed.repairs.extend(state.repairs.iter().cloned());
-            observed.owners.extend(owners(&state.live));
-        }
-        if self.options.docker_user
-            && snapshot
-                .families
-                .iter()
-                .any(|state| !state.live.docker_user_exists)
-        {
-            observed.warnings.push(format!(
-                "docker_user is on but {} has no {} chain (Docker is not running, or not with this iptables): published ports are not restricted",
-                snapshot.variant.name(),
-                names::DOCKER_USER
-            ));
-        }
-        Ok(observed)
+        let (snapshot, _) = self.read().map_err(|error| error.at("read the rules"))?;
+        Ok(self.observed(&snapshot))
     }
 
     fn apply(&self, change: &Change) -> Result<(), BackendError> {
         if change.is_empty() {
             return Ok(());
         }
-        let snapshot = self
-            .snapshot()
-            .map_err(|error| error.at("read the rules"))?;
+        let (snapshot, before) = self.read().map_err(|error| error.at("read the rules"))?;
+        // Whatever happens next, the remembered reading no longer holds.
+        remember(None);
         if snapshot.basis() != change.basis {
             return Err(BackendError::stale(
                 LABEL,
@@ -867,22 +1194,69 @@ impl Backend for IptablesBackend {
                 ),
             ));
         }
+        let fail = |error: IptablesError| error.at("apply the change");
+        let mut unused_sets = Vec::new();
+        let mut restores = 0;
+        let mut ipset = false;
+        let mut predicted = Vec::new();
         for (family, state) in Family::ALL.iter().zip(&snapshot.families) {
-            self.apply_family(snapshot.variant, *family, state, change)
-                .map_err(|error| error.at("apply the change"))?;
+            let written = self
+                .apply_family(snapshot.variant, *family, state, change)
+                .map_err(fail)?;
+            restores += written.restores;
+            ipset |= written.ipset;
+            if written.unused_set {
+                unused_sets.push(names::set_name(*family));
+            }
+            predicted.push(written.after);
+        }
+        // The other variant's parts go once the chosen one holds the target.
+        for (family, live) in &snapshot.orphans {
+            remove_ours(snapshot.variant.other(), *family, live, &mut Vec::new()).map_err(fail)?;
+        }
+        // Leaving ipset mode: the set is no longer referenced and can go.
+        for set_name in unused_sets {
+            run_tool("ipset", &["destroy", set_name], None).map_err(fail)?;
+        }
+        // Vouched for before, then exactly our restores committed and no set was written:
+        // the read-back (`observe`) is answered by the prediction, without a read.
+        let after = nf_tables_generation();
+        match (before, after) {
+            (Some((netns, first)), Some((netns_after, last)))
+                if !ipset && netns == netns_after && last == first.wrapping_add(restores) =>
+            {
+                // Judged like a reading, so that its ranges, repairs and basis are what a
+                // read-back would find.
+                let [v4, v6]: [Live; 2] = predicted.try_into().expect("two families");
+                let after = Snapshot {
+                    variant: snapshot.variant,
+                    warnings: snapshot.warnings.clone(),
+                    orphans: Vec::new(),
+                    families: [
+                        self.judge(snapshot.variant, Family::V4, v4, None)
+                            .map_err(fail)?,
+                        self.judge(snapshot.variant, Family::V6, v6, None)
+                            .map_err(fail)?,
+                    ],
+                };
+                remember(Some(Reading {
+                    netns,
+                    generation: last,
+                    config: self.config(),
+                    snapshot: after,
+                }));
+            }
+            _ => {}
         }
         Ok(())
     }
 
     fn purge(&self) -> Result<Vec<String>, BackendError> {
         let fail = |error: IptablesError| error.at("purge");
-        let variants = match self.options.variant {
-            Variant::Nft => vec![Concrete::Nft],
-            Variant::Legacy => vec![Concrete::Legacy],
-            Variant::Auto => vec![Concrete::Nft, Concrete::Legacy],
-        };
+        // Both variants, whatever `variant` says now: parts written under an earlier one are
+        // ours too.
         let mut removed = Vec::new();
-        for variant in variants {
+        for variant in [Concrete::Nft, Concrete::Legacy] {
             for family in Family::ALL {
                 self.purge_family(variant, family, &mut removed)
                     .map_err(fail)?;

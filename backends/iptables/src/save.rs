@@ -61,6 +61,9 @@ fn quote(text: &str) -> String {
 pub struct Live {
     /// Whether the filter table has anything at all (rules, user chains, a non-ACCEPT policy).
     pub in_use: bool,
+    /// Whether it has anything besides our chains and jumps: then the kernel's evaluation of
+    /// this variant depends on more than our parts.
+    pub foreign: bool,
     /// Whether our chain exists.
     pub chain_exists: bool,
     /// The rules of our chain, in order.
@@ -204,6 +207,7 @@ pub fn parse_save(text: &str) -> Result<Live, ParseError> {
             }
             if !matches!(name, "INPUT" | "FORWARD" | "OUTPUT") || policy != "ACCEPT" {
                 live.in_use = true;
+                live.foreign |= name != names::CHAIN && name != names::DOCKER_CHAIN;
             }
             continue;
         }
@@ -217,6 +221,15 @@ pub fn parse_save(text: &str) -> Result<Live, ParseError> {
             input_position += 1;
         }
         let rest = || line[format!("-A {} ", all[1]).len()..].to_owned();
+        let jumps_to = |chain: &str| {
+            arguments
+                .windows(2)
+                .any(|pair| pair[0] == "-j" && pair[1] == chain)
+        };
+        live.foreign |= !(all[1] == names::CHAIN
+            || all[1] == names::DOCKER_CHAIN
+            || (all[1] == names::INPUT && jumps_to(names::CHAIN))
+            || (all[1] == names::DOCKER_USER && jumps_to(names::DOCKER_CHAIN)));
         if all[1] == names::DOCKER_CHAIN {
             live.docker_rules.push(rest());
         } else if all[1] == names::DOCKER_USER
@@ -237,6 +250,39 @@ pub fn parse_save(text: &str) -> Result<Live, ParseError> {
         }
     }
     Ok(live)
+}
+
+/// The TCP destination ports (`--dport N` or `--dport A:B`) of the DNAT rules in the nat
+/// table of an `iptables-save -t nat` listing.
+pub fn parse_published(text: &str) -> Vec<std::ops::RangeInclusive<u16>> {
+    let mut in_nat = false;
+    let mut ports = Vec::new();
+    for line in text.lines() {
+        if let Some(table) = line.strip_prefix('*') {
+            in_nat = table == "nat";
+            continue;
+        }
+        if !in_nat || !line.starts_with("-A ") {
+            continue;
+        }
+        let Ok(words) = words(line) else { continue };
+        let has = |pair: [&str; 2]| words.windows(2).any(|found| found == pair);
+        if !has(["-j", "DNAT"]) || !has(["-p", "tcp"]) {
+            continue;
+        }
+        let Some(at) = words.iter().position(|word| word == "--dport") else {
+            continue;
+        };
+        let text = words.get(at + 1).map_or("", String::as_str);
+        let range = match text.split_once(':') {
+            Some((low, high)) => low.parse().ok().zip(high.parse().ok()),
+            None => text.parse().ok().map(|port| (port, port)),
+        };
+        if let Some((low, high)) = range {
+            ports.push(low..=high);
+        }
+    }
+    ports
 }
 
 /// The members of `set` from `ipset save SET` output; `None` if the listing has no such set.
@@ -275,6 +321,36 @@ mod tests {
 -A CF-ALLOWLIST ! -i lo -p tcp -m multiport --dports 80,443 -m comment --comment \"cf-allowlist restrict\" -j DROP
 COMMIT
 ";
+
+    #[test]
+    fn a_table_with_only_our_parts_is_not_foreign() {
+        assert!(
+            parse_save(SAVE).unwrap().foreign,
+            "the admin's rule and policy"
+        );
+        let ours: String = SAVE
+            .lines()
+            .filter(|line| !line.contains("admin ssh"))
+            .map(|line| line.replace(":INPUT DROP", ":INPUT ACCEPT") + "\n")
+            .collect();
+        let live = parse_save(&ours).unwrap();
+        assert!(live.in_use && live.chain_exists && !live.foreign, "{ours}");
+    }
+
+    #[test]
+    fn published_ports_are_the_dnat_rules_destination_ports() {
+        let nat = "*nat
+:PREROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 172.17.0.2:443
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 9000:9002 -j DNAT --to-destination 172.17.0.3:9000-9002
+-A DOCKER ! -i docker0 -p udp -m udp --dport 53 -j DNAT --to-destination 172.17.0.4:53
+-A POSTROUTING -p tcp -m tcp --dport 25 -j MASQUERADE
+COMMIT
+";
+        assert_eq!(parse_published(nat), vec![8443..=8443, 9000..=9002]);
+    }
 
     #[test]
     fn reads_our_chain_and_the_jump() {

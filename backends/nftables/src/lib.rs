@@ -444,7 +444,27 @@ impl NftablesBackend {
                 if !wanted.iter().any(|rule| rule.comment == shape.comment) {
                     repairs.push(format!("remove rule {:?}", shape.comment));
                 } else if !wanted.contains(shape) {
-                    repairs.push(format!("rewrite altered rule {:?}", shape.comment));
+                    let ports = |ports: &[u16]| {
+                        ports
+                            .iter()
+                            .map(u16::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    repairs.push(
+                        match wanted
+                            .iter()
+                            .find(|rule| rule.comment == shape.comment && rule.ports != shape.ports)
+                        {
+                            Some(rule) => format!(
+                                "rewrite rule {:?} from ports {} to {}",
+                                shape.comment,
+                                ports(&shape.ports),
+                                ports(&rule.ports)
+                            ),
+                            None => format!("rewrite altered rule {:?}", shape.comment),
+                        },
+                    );
                 }
             }
             if repairs.is_empty() {

@@ -22,6 +22,17 @@ impl AtomicWrite<'_> {
     /// `O_CREAT|O_EXCL` so a planted link cannot redirect it) with the mode, fsynced, renamed
     /// over `path`, then the folder fsynced so the rename survives a crash.
     pub fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_as(path, bytes, false)
+    }
+
+    /// [`AtomicWrite::write`], but only if `path` does not exist yet: the temporary file is
+    /// linked in, never renamed over, so an existing file fails with `AlreadyExists` and is
+    /// left as it was (create-once files such as an owner id written by concurrent runs).
+    pub fn write_new(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_as(path, bytes, true)
+    }
+
+    fn write_as(&self, path: &Path, bytes: &[u8], new: bool) -> std::io::Result<()> {
         let folder = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -33,7 +44,13 @@ impl AtomicWrite<'_> {
             .tempfile_in(folder)?;
         temporary.write_all(bytes)?;
         temporary.as_file().sync_all()?;
-        temporary.persist(path).map_err(|error| error.error)?;
+        if new {
+            temporary
+                .persist_noclobber(path)
+                .map_err(|error| error.error)?;
+        } else {
+            temporary.persist(path).map_err(|error| error.error)?;
+        }
         sync_folder(folder)
     }
 }
