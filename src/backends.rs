@@ -32,6 +32,15 @@ pub trait BackendOptions:
     fn filters_host_input(&self) -> bool {
         false
     }
+    /// Where its accepts sit in this host's netfilter, for judging the firewall a plan leaves
+    /// (`None`: not in this host's netfilter).
+    fn place(&self, _host: &cf_allowlist_netfilter::Host) -> Option<cf_allowlist_netfilter::Place> {
+        None
+    }
+    /// Whether its restrict also filters what Docker forwards to containers (DOCKER-USER).
+    fn covers_docker(&self) -> bool {
+        false
+    }
     /// Checks the options (and the policy they are combined with) at config load, before any
     /// fetch; the message completes "invalid backend options: …".
     fn validate(&self, _policy: &Policy) -> Result<(), String> {
@@ -345,6 +354,19 @@ impl BackendSpec {
         with_options!(self, |_policy, options| options.filters_host_input())
     }
 
+    /// Where its accepts sit in `host`'s netfilter (see [`BackendOptions::place`]).
+    pub fn place(
+        &self,
+        host: &cf_allowlist_netfilter::Host,
+    ) -> Option<cf_allowlist_netfilter::Place> {
+        with_options!(self, |_policy, options| options.place(host))
+    }
+
+    /// Whether its restrict also covers Docker's forwarded ports.
+    pub fn covers_docker(&self) -> bool {
+        with_options!(self, |_policy, options| options.covers_docker())
+    }
+
     /// Ports and restrict mode.
     pub fn policy(&self) -> &Policy {
         with_options!(self, |policy, _options| policy)
@@ -438,6 +460,13 @@ impl BackendOptions for cf_allowlist_nftables::NftablesOptions {
         self.check_names()
     }
 
+    fn place(&self, _host: &cf_allowlist_netfilter::Host) -> Option<cf_allowlist_netfilter::Place> {
+        Some(cf_allowlist_netfilter::Place::NftChain {
+            table: self.table.clone(),
+            chain: self.chain.clone(),
+        })
+    }
+
     fn filters_host_input(&self) -> bool {
         true
     }
@@ -463,6 +492,19 @@ impl BackendOptions for cf_allowlist_iptables::IptablesOptions {
 
     fn validate(&self, policy: &Policy) -> Result<(), String> {
         self.check(policy.restrict)
+    }
+
+    fn place(&self, host: &cf_allowlist_netfilter::Host) -> Option<cf_allowlist_netfilter::Place> {
+        let legacy = match self.variant {
+            cf_allowlist_iptables::Variant::Legacy => true,
+            cf_allowlist_iptables::Variant::Nft => false,
+            cf_allowlist_iptables::Variant::Auto => host.has_legacy_filter(),
+        };
+        Some(cf_allowlist_netfilter::Place::IptablesInput { legacy })
+    }
+
+    fn covers_docker(&self) -> bool {
+        self.docker_user
     }
 
     fn filters_host_input(&self) -> bool {
@@ -524,6 +566,10 @@ impl BackendOptions for cf_allowlist_ufw::UfwOptions {
 
     fn filters_host_input(&self) -> bool {
         true
+    }
+
+    fn place(&self, _host: &cf_allowlist_netfilter::Host) -> Option<cf_allowlist_netfilter::Place> {
+        Some(cf_allowlist_netfilter::Place::UfwUserInput)
     }
 }
 

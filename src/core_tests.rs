@@ -606,6 +606,14 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
             .unwrap()
             .contains("another cf-allowlist state directory")
     );
+    let refused = second.run(&["sync"]);
+    assert_eq!(refused.json["refused_by"], serde_json::json!(["owner"]));
+    assert!(
+        refused.message().contains("--force=owner"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(second.run(&["sync", "--force=shrink"]).code(), 3);
     assert_eq!(second.run(&["sync", "--force"]).code(), 0);
     assert_ne!(
         first.firewall(0).lock().owner.as_deref(),
@@ -625,7 +633,7 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
 }
 
 #[test]
-fn restricting_the_ssh_port_is_refused_without_force() {
+fn restricting_the_ssh_port_is_refused_unless_the_ssh_guard_is_named() {
     let host = Host::new(&["a"]);
     let run = host.run(&["sync", "--restrict", "--ports", "22,80"]);
     assert_eq!(run.code(), 3, "{:#}", run.json);
@@ -643,11 +651,27 @@ fn restricting_the_ssh_port_is_refused_without_force() {
             .code(),
         3
     );
-    assert_eq!(
-        host.run(&["sync", "--restrict", "--ports", "22,80", "--force"])
-            .code(),
-        0
+    assert_eq!(run.json["refused_by"], serde_json::json!(["ssh"]));
+    assert!(run.message().contains("[ssh]") && run.message().contains("--force=ssh"));
+    assert!(
+        run.json["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("a bare --force does not override this guard"),
+        "{:#}",
+        run.json
     );
+    // A bare --force, or another guard's name, does not switch the SSH guard off.
+    for force in ["--force", "--force=shrink,owner,reach"] {
+        let run = host.run(&["sync", "--restrict", "--ports", "22,80", force]);
+        assert_eq!(run.code(), 3, "{force}: {:#}", run.json);
+        assert!(host.firewall(0).lock().set.is_none());
+    }
+    let unknown = host.run(&["sync", "--restrict", "--ports", "22,80", "--force=sssh"]);
+    assert_eq!(unknown.code(), 1, "{:#}", unknown.json);
+    assert!(unknown.message().contains("unknown guard `sssh`"));
+    let named = host.run(&["sync", "--restrict", "--ports", "22,80", "--force=ssh"]);
+    assert_eq!(named.code(), 0, "{:#}", named.json);
     // Not restricting port 22 is fine.
     assert_eq!(host.run(&["sync", "--ports", "22,80"]).code(), 0);
 }

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod error;
 pub mod failpoint;
 pub mod guards;
+pub mod judgement;
 pub mod metrics;
 pub mod plan;
 pub mod printer;
@@ -201,7 +202,8 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
             let options = commands::sync::SyncOptions {
                 dry_run: args.dry_run,
                 detailed_exitcode: args.detailed_exitcode,
-                force: args.force,
+                force: guards::Force::parse(args.force.as_deref())
+                    .map_err(|message| Error::Setting(format!("--force: {message}")))?,
             };
             Report::Sync(commands::sync::run(&settings, options, printer)?)
         }

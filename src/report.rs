@@ -243,10 +243,11 @@ impl SyncReport {
         }
     }
 
-    /// What certainly blocks listed ranges after an apply (empty when effective or unsure).
+    /// What certainly blocks listed ranges on the firewall the plan leaves, after an apply or
+    /// in its preview (empty when effective or unsure).
     pub fn blockers(&self) -> Vec<String> {
         match self.outcome {
-            SyncOutcome::Applied { .. } => self
+            SyncOutcome::Applied { .. } | SyncOutcome::Previewed { .. } => self
                 .plan
                 .backends
                 .iter()
@@ -264,11 +265,13 @@ impl SyncReport {
 
     fn exit_status(&self) -> ExitStatus {
         let no_backend = self.plan.backends.is_empty();
+        if self.outcome == SyncOutcome::Refused {
+            return ExitStatus::Refused;
+        }
         if !self.blockers().is_empty() {
             return ExitStatus::NotEffective;
         }
         match self.outcome {
-            SyncOutcome::Refused => ExitStatus::Refused,
             SyncOutcome::Previewed {
                 detailed_exitcode: true,
             } if self.plan.changes_firewall() || (no_backend && self.plan.has_news()) => {

@@ -8,6 +8,7 @@ mod counts;
 mod e2e_aws;
 mod e2e_doctor;
 mod e2e_iptables;
+mod e2e_judgement;
 mod e2e_nftables;
 mod e2e_nginx;
 mod e2e_ownership;

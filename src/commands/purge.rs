@@ -1,8 +1,8 @@
 //! `purge`: remove everything the tool created from each backend, then check nothing of ours is
 //! left. Saved generations stay, so a later sync (or rollback) can bring the rules back.
 
-use crate::commands::other_owners;
 use crate::error::Error;
+use crate::judgement::other_owners;
 use crate::printer::Printer;
 use crate::report::PurgeReport;
 use crate::settings::Settings;
