@@ -151,10 +151,14 @@ fn placements(plans: &[BackendPlan], host: &Host) -> Vec<(usize, Placement)> {
             Some((
                 index,
                 Placement {
-                    place,
+                    place: place.clone(),
                     ranges: plan.change.target.iter().copied().collect(),
                     ports: plan.spec.policy().ports.clone(),
                     restrict: plan.spec.policy().restrict,
+                    // ufw writes a rule per range, appended where ufw puts it: only a plan
+                    // that adds none leaves ufw's rules exactly as they are.
+                    in_place: plan.change.repairs.is_empty()
+                        && (place != Place::UfwUserInput || plan.change.add.is_empty()),
                 },
             ))
         })
@@ -354,44 +358,72 @@ fn simulated_hint(
         }
         (ranges.into_iter().collect(), ports.into_iter().collect())
     };
-    candidates
+    let works = |placements: Vec<Placement>| {
+        let planned = host.planned(&placements);
+        Summary::of(&planned.check(&ranges, &ports)).effective == Some(true)
+            && cuts(host, &planned, &ranges, &ports).is_empty()
+    };
+    let all: Vec<Placement> = placed
+        .iter()
+        .map(|(_, placement)| placement.clone())
+        .collect();
+    for place in candidates
         .into_iter()
         .filter(|place| *place != current.place)
-        .find(|place| {
-            let others: Vec<Placement> = placed
-                .iter()
-                .map(|(i, placement)| {
-                    if *i == index {
-                        Placement {
-                            place: place.clone(),
-                            ..placement.clone()
-                        }
-                    } else {
-                        placement.clone()
-                    }
-                })
-                .collect();
-            let planned = host.planned(&others);
-            Summary::of(&planned.check(&ranges, &ports)).effective == Some(true)
-                && cuts(host, &planned, &ranges, &ports).is_empty()
-        })
-        .map(|place| proposal(&place))
+    {
+        if placed.iter().any(|(_, placement)| placement.place == place) {
+            continue;
+        }
+        let written_there = Placement {
+            place: place.clone(),
+            in_place: false,
+            ..current.clone()
+        };
+        // Instead of this backend, or else alongside it.
+        let instead: Vec<Placement> = placed
+            .iter()
+            .map(|(i, placement)| {
+                if *i == index {
+                    written_there.clone()
+                } else {
+                    placement.clone()
+                }
+            })
+            .collect();
+        if works(instead) {
+            return Some(proposal(&place, false));
+        }
+        // One nftables and one iptables backend per host: alongside only in another kind.
+        let same_kind = placed.iter().any(|(_, placement)| {
+            std::mem::discriminant(&placement.place) == std::mem::discriminant(&place)
+        });
+        let mut alongside = all.clone();
+        alongside.push(written_there);
+        if !same_kind && works(alongside) {
+            return Some(proposal(&place, true));
+        }
+    }
+    None
 }
 
-/// A place as the config that writes there.
-fn proposal(place: &Place) -> String {
-    match place {
-        Place::NftChain { table, chain } => format!(
-            "use `--backend nftables` with table = \"{table}\" and chain = \"{chain}\" (the analysis of that config finds the listed ranges accepted)"
-        ),
+/// A place as the config that writes there, instead of the backend judged or `alongside` it.
+fn proposal(place: &Place, alongside: bool) -> String {
+    let config = match place {
+        Place::NftChain { table, chain } => {
+            format!("`--backend nftables` with table = \"{table}\" and chain = \"{chain}\"")
+        }
         Place::IptablesInput { legacy } => format!(
-            "use `--backend iptables` with variant = \"{}\" (the analysis of that config finds the listed ranges accepted)",
+            "`--backend iptables` with variant = \"{}\"",
             if *legacy { "legacy" } else { "nft" }
         ),
-        Place::UfwUserInput => {
-            "use `--backend ufw` (the analysis of that config finds the listed ranges accepted)"
-                .to_owned()
-        }
+        Place::UfwUserInput => "`--backend ufw`".to_owned(),
+    };
+    if alongside {
+        format!(
+            "add {config} alongside this backend (judged on this host: the listed ranges then get through)"
+        )
+    } else {
+        format!("use {config} (judged on this host: the listed ranges then get through)")
     }
 }
 

@@ -54,14 +54,30 @@ pub struct Placement {
     pub ports: Vec<u16>,
     /// Whether every other non-loopback source is dropped on those ports after the accepts.
     pub restrict: bool,
+    /// Whether the backend keeps its rules where they are (its plan repairs nothing): our
+    /// parts at this place stay in position and only match `ranges` from now on. Otherwise
+    /// they are written anew at the top of the place, as the backends insert them.
+    pub in_place: bool,
 }
 
 impl Host {
     /// This host with our parts removed and `placements` put in their places.
     pub fn planned(&self, placements: &[Placement]) -> Host {
-        let mut tables: Vec<Table> = self.tables.iter().map(without_ours).collect();
+        let kept: Vec<&Placement> = placements.iter().filter(|p| p.in_place).collect();
+        let mut tables: Vec<Table> = self
+            .tables
+            .iter()
+            .map(|table| without_ours(table, &kept))
+            .collect();
         for placement in placements {
-            place(&mut tables, placement);
+            // ufw's rules carry no mark the listing shows: kept in place, they are simply
+            // left as they are.
+            let kept_in_place = placement.in_place
+                && (placement.place == Place::UfwUserInput
+                    || holds_ours(&tables, &placement.place));
+            if !kept_in_place {
+                place(&mut tables, placement);
+            }
         }
         Host {
             tables,
@@ -82,15 +98,81 @@ fn is_ours(rule: &Rule) -> bool {
         || matches!(&rule.action, Action::Verdict(Verdict::Jump(chain) | Verdict::Goto(chain)) if chain == IPTABLES_CHAIN)
 }
 
-fn without_ours(table: &Table) -> Table {
+/// Whether our parts in `chain` of `table` belong to `place`.
+fn owns(place: &Place, table: &Table, chain: &str) -> bool {
+    match place {
+        Place::NftChain {
+            table: name,
+            chain: ours,
+        } => {
+            table.origin == Origin::Nft
+                && table.family == "inet"
+                && &table.name == name
+                && chain == ours
+        }
+        Place::IptablesInput { legacy } => {
+            let origin = if *legacy {
+                Origin::IptablesLegacy
+            } else {
+                Origin::IptablesNft
+            };
+            table.origin == origin && table.name == "filter"
+        }
+        Place::UfwUserInput => false,
+    }
+}
+
+/// Whether any of our parts remain at `place` (after [`without_ours`]).
+fn holds_ours(tables: &[Table], place: &Place) -> bool {
+    tables.iter().any(|table| {
+        table
+            .chains
+            .values()
+            .any(|chain| owns(place, table, &chain.name) && chain.rules.iter().any(is_ours))
+    })
+}
+
+/// The table without our parts, except those of the `kept` placements, which stay in position
+/// and match their placement's ranges.
+fn without_ours(table: &Table, kept: &[&Placement]) -> Table {
     let mut table = table.clone();
-    if table.origin != Origin::Nft {
+    let keeper = |chain: &str, table: &Table| {
+        kept.iter()
+            .find(|placement| owns(&placement.place, table, chain))
+            .copied()
+    };
+    if table.origin != Origin::Nft && keeper(IPTABLES_CHAIN, &table).is_none() {
         table.chains.remove(IPTABLES_CHAIN);
     }
+    let snapshot = table.clone();
     for chain in table.chains.values_mut() {
-        chain.rules.retain(|rule| !is_ours(rule));
+        match keeper(&chain.name, &snapshot) {
+            Some(placement) => {
+                for rule in chain.rules.iter_mut().filter(|rule| is_ours(rule)) {
+                    if rule.action == Action::Verdict(Verdict::Accept) {
+                        with_sources(rule, &placement.ranges);
+                    }
+                }
+            }
+            None => chain.rules.retain(|rule| !is_ours(rule)),
+        }
     }
     table
+}
+
+/// Makes an accept of ours match `ranges` (what its set will hold after the plan).
+fn with_sources(rule: &mut Rule, ranges: &[IpNet]) {
+    for condition in &mut rule.conditions {
+        if let Condition::Compare {
+            field: Field::Source,
+            negate: false,
+            values,
+            ..
+        } = condition
+        {
+            *values = ranges.iter().copied().map(Value::Net).collect();
+        }
+    }
 }
 
 fn compare(field: Field, values: Vec<Value>, negate: bool, text: String) -> Condition {

@@ -571,6 +571,7 @@ mod planned {
             ranges: listed(),
             ports: vec![80, 443],
             restrict,
+            in_place: false,
         }
     }
 
