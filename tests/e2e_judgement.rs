@@ -224,3 +224,188 @@ fn docker_is_warned_about_once_and_not_for_a_backend_that_filters_docker_user() 
         .code(0)
         .stderr_has("Docker");
 }
+
+const UFW4: &str = include_str!("../crates/netfilter/testdata/ufw4.rules");
+const UFW6: &str = include_str!("../crates/netfilter/testdata/ufw6.rules");
+const FIREWALLD: &str = include_str!("../crates/netfilter/testdata/firewalld.nft");
+
+/// One host shape: how to build the firewall, the config to run, and (for a backend removal)
+/// the config synced before.
+struct Shape {
+    name: &'static str,
+    build: fn(&Lab),
+    before: Option<&'static str>,
+    config: &'static str,
+}
+
+fn ufw_like(lab: &Lab, variant: &str) {
+    lab.origin
+        .exec_with_input(&format!("iptables-{variant}-restore"), &[], UFW4);
+    lab.origin
+        .exec_with_input(&format!("ip6tables-{variant}-restore"), &[], UFW6);
+}
+
+fn shapes() -> Vec<Shape> {
+    let nft_filter = "[[backend]]\nkind = \"nftables\"\n";
+    vec![
+        Shape {
+            name: "policy drop",
+            build: Lab::load_nft_ruleset,
+            before: None,
+            config: nft_filter,
+        },
+        Shape {
+            name: "policy accept",
+            build: |lab| {
+                lab.origin.nft_batch(
+                    "table inet filter {\n chain input {\n type filter hook input priority filter; policy accept;\n }\n}\n",
+                )
+            },
+            before: None,
+            config: nft_filter,
+        },
+        Shape {
+            name: "ufw-like on iptables-nft",
+            build: |lab| ufw_like(lab, "nft"),
+            before: None,
+            config: nft_filter,
+        },
+        Shape {
+            name: "ufw-like on iptables-legacy",
+            build: |lab| ufw_like(lab, "legacy"),
+            before: None,
+            config: nft_filter,
+        },
+        Shape {
+            name: "firewalld-like reject",
+            build: |lab| lab.origin.nft_batch(FIREWALLD),
+            before: None,
+            config: nft_filter,
+        },
+        Shape {
+            name: "firewalld-like reject, written into its chain",
+            build: |lab| lab.origin.nft_batch(FIREWALLD),
+            before: None,
+            config: "[[backend]]\nkind = \"nftables\"\ntable = \"firewalld\"\nchain = \"filter_INPUT\"\n",
+        },
+        Shape {
+            name: "second table",
+            build: |lab| {
+                lab.load_nft_ruleset();
+                lab.origin.nft_batch(SECOND_TABLE);
+            },
+            before: None,
+            config: nft_filter,
+        },
+        Shape {
+            name: "jump chain",
+            build: |lab| {
+                lab.origin.nft_batch(
+                    "table inet filter {\n chain allow { }\n chain input {\n type filter hook input priority filter; policy drop;\n ct state established,related accept\n iif lo accept\n jump allow\n tcp dport { 80, 443 } drop\n }\n}\n",
+                )
+            },
+            before: None,
+            config: "[[backend]]\nkind = \"nftables\"\nchain = \"allow\"\n",
+        },
+        Shape {
+            name: "docker-like",
+            build: |lab| {
+                lab.load_iptables_rules("nft");
+                for tool in ["iptables-nft", "ip6tables-nft"] {
+                    lab.origin.exec(tool, &["-N", "DOCKER"]);
+                    lab.origin.exec(tool, &["-N", "DOCKER-USER"]);
+                }
+            },
+            before: None,
+            config: "[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\nrestrict = true\n",
+        },
+        Shape {
+            name: "iptables policy drop, legacy",
+            build: |lab| lab.load_iptables_rules("legacy"),
+            before: None,
+            config: "[[backend]]\nkind = \"iptables\"\nvariant = \"legacy\"\n",
+        },
+        Shape {
+            name: "two backends",
+            build: Lab::load_nft_ruleset,
+            before: None,
+            config: NFT_AND_IPTABLES,
+        },
+        Shape {
+            name: "backend removal",
+            build: Lab::load_nft_ruleset,
+            before: Some(NFT_AND_IPTABLES),
+            config: IPTABLES_ONLY,
+        },
+        Shape {
+            name: "restrict with admin allows",
+            build: |lab| {
+                lab.load_nft_ruleset();
+                lab.origin.nft_batch(
+                    "insert rule inet filter input ip saddr 192.0.2.99 tcp dport 443 accept comment \"admin allow\"\n",
+                );
+            },
+            before: None,
+            config: "[[backend]]\nkind = \"nftables\"\nrestrict = true\n",
+        },
+        Shape {
+            name: "table move into a dropping table",
+            build: |lab| {
+                lab.load_nft_ruleset();
+                lab.origin.nft_batch(SECOND_TABLE);
+            },
+            before: Some(NFTABLES_ONLY),
+            config: "[[backend]]\nkind = \"nftables\"\ntable = \"second\"\n",
+        },
+    ]
+}
+
+/// What must be equal between a dry run and the run: exit code, per-backend verdict and
+/// blockers, and the guards that refused.
+fn verdict(json: &serde_json::Value) -> serde_json::Value {
+    let backends: Vec<serde_json::Value> = json["backends"]
+        .as_array()
+        .map(|backends| {
+            backends
+                .iter()
+                .map(|backend| {
+                    serde_json::json!({
+                        "description": backend["description"],
+                        "effective": backend["effective"],
+                        "blockers": backend["blockers"],
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "exit_code": json["exit_code"],
+        "backends": backends,
+        "refused_by": json["refused_by"],
+    })
+}
+
+/// The dry run returns what the run returns, on every host shape of the issue.
+#[test]
+fn the_dry_run_returns_what_the_run_returns_on_every_host_shape() {
+    for shape in shapes() {
+        let lab = Lab::new();
+        (shape.build)(&lab);
+        if let Some(before) = shape.before {
+            let before = config(&lab, "before.toml", before);
+            let code = sync(&lab, &before, &[]).code;
+            assert!(
+                code == 0 || code == 5,
+                "{}: first sync exit {code}",
+                shape.name
+            );
+        }
+        let run = config(&lab, "run.toml", shape.config);
+        let preview = sync(&lab, &run, &["--dry-run", "--output", "json"]);
+        assert_ne!(preview.code, 1, "{}: {preview}", shape.name);
+        let preview = verdict(&preview.json());
+        let real = verdict(&sync(&lab, &run, &["--output", "json"]).json());
+        assert_eq!(preview, real, "{}", shape.name);
+        eprintln!("{}: {}", shape.name, real);
+    }
+}
