@@ -509,7 +509,30 @@ fn describe_drift(backend: &BackendStatus) -> String {
             .iter()
             .map(|repair| format!("needs to {repair}")),
     );
-    format!("drift: {} (the next sync repairs it)", parts.join("; "))
+    let refused: Vec<&String> = backend
+        .repairs
+        .iter()
+        .filter(|repair| refused_repair(repair))
+        .collect();
+    if refused.is_empty() {
+        return format!("drift: {} (the next sync repairs it)", parts.join("; "));
+    }
+    format!(
+        "drift: {} (a sync with these options does not {}: change the backend's options or do it by hand)",
+        parts.join("; "),
+        refused
+            .iter()
+            .map(|repair| repair.split(" (").next().unwrap_or(repair))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Whether a backend reports a repair it will refuse with its current options (ufw's "enable
+/// ufw … refused unless the backend's `enable` option is set"). A backend says so in the
+/// repair's words; status and doctor must not promise that a sync does it.
+pub fn refused_repair(repair: &str) -> bool {
+    repair.contains("refused unless")
 }
 
 /// The first 16 characters of a digest, or all of it if shorter (never slice data read from

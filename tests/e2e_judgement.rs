@@ -409,3 +409,47 @@ fn the_dry_run_returns_what_the_run_returns_on_every_host_shape() {
         eprintln!("{}: {}", shape.name, real);
     }
 }
+
+/// Scenario 7: ufw switched off, with the backend's `enable` off: status and doctor say that a
+/// sync will not enable it (rather than promise the next sync repairs it), and doctor makes
+/// one coverage statement for the backend, not an ok and a problem.
+#[test]
+fn ufw_switched_off_is_not_promised_to_be_repaired_by_a_sync() {
+    crate::support::require_root();
+    std::thread::spawn(|| {
+        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        ufw(&["default", "deny", "incoming"]);
+        ufw(&["--force", "enable"]);
+        let config = config(&lab, "ufw.toml", "[[backend]]\nkind = \"ufw\"\n");
+        sync(&lab, &config, &[]).code(0);
+        ufw(&["disable"]);
+
+        let status = lab.cf(&["--config", &config, "status"]);
+        assert!(
+            !status.stdout.contains("the next sync repairs it"),
+            "{status}"
+        );
+        assert!(status.stdout.contains("does not enable ufw"), "{status}");
+
+        let json = lab
+            .cf(&["--config", &config, "--output", "json", "doctor"])
+            .json();
+        let coverage: Vec<&serde_json::Value> = json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|finding| finding["check"] == "coverage" && finding["level"] != "warning")
+            .collect();
+        assert_eq!(coverage.len(), 1, "{json:#}");
+        assert_eq!(coverage[0]["level"], "problem", "{json:#}");
+        let hint = coverage[0]["hint"].as_str().unwrap();
+        assert!(!hint.contains("next sync"), "{hint}");
+        assert!(hint.contains("enable ufw"), "{hint}");
+        drop(lab);
+        sandbox.assert_host_untouched();
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}

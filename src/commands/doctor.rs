@@ -308,8 +308,22 @@ pub fn coverage(plan: &BackendPlan) -> Vec<Finding> {
         .collect();
     let uncovered = uncovered(target, &held);
     let mut findings = Vec::new();
-    let restore =
-        "`cf-allowlist restore` re-applies the current generation (so does the next sync)";
+    let refused: Vec<&str> = plan
+        .change
+        .repairs
+        .iter()
+        .filter(|repair| crate::report::refused_repair(repair))
+        .map(|repair| repair.split(" (").next().unwrap_or(repair))
+        .collect();
+    let restore = if refused.is_empty() {
+        "`cf-allowlist restore` re-applies the current generation (so does the next sync)"
+            .to_owned()
+    } else {
+        format!(
+            "neither `restore` nor a sync will {} with these options: change the backend's options (or do it by hand)",
+            refused.join(", ")
+        )
+    };
     let finding = match (uncovered.is_empty(), plan.change.repairs.is_empty()) {
         (true, true) => Finding::new(
             "coverage",
@@ -326,7 +340,7 @@ pub fn coverage(plan: &BackendPlan) -> Vec<Finding> {
                 plan.change.repairs.join("; ")
             ),
         )
-        .hint(restore),
+        .hint(restore.clone()),
         (false, _) => {
             let shown: Vec<String> = uncovered.iter().map(ToString::to_string).collect();
             let mut evidence = format!(
