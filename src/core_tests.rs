@@ -672,6 +672,11 @@ fn restricting_the_ssh_port_is_refused_unless_the_ssh_guard_is_named() {
     assert!(unknown.message().contains("unknown guard `sssh`"));
     let named = host.run(&["sync", "--restrict", "--ports", "22,80", "--force=ssh"]);
     assert_eq!(named.code(), 0, "{:#}", named.json);
+    // Re-applying what was applied with the override (at boot) is not refused again.
+    host.firewall(0).lock().set = None;
+    let restore = host.run(&["restore"]);
+    assert_eq!(restore.code(), 0, "{:#}", restore.json);
+    assert!(host.firewall(0).lock().set.is_some());
     // Not restricting port 22 is fine.
     assert_eq!(host.run(&["sync", "--ports", "22,80"]).code(), 0);
 }

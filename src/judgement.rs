@@ -61,6 +61,10 @@ pub struct Request<'a> {
     pub owner: Option<&'a str>,
     /// Whether the shrink guard compares each backend's holdings with its target.
     pub shrink: bool,
+    /// Whether the ssh guard looks at restricting backends (not when re-applying a generation
+    /// that was applied with the same backends before: a boot-time restore must not be
+    /// refused for what a sync was allowed with `--force=ssh`).
+    pub ssh: bool,
 }
 
 /// Surveys, plans and judges. Only reading: nothing is written anywhere.
@@ -77,7 +81,7 @@ pub fn judge(request: &Request) -> Result<Judged, Error> {
         if request.shrink {
             refusals.extend(shrink_refusals(&spec.describe(), &observed.ranges, target));
         }
-        if spec.policy().restrict {
+        if request.ssh && spec.policy().restrict {
             refusals.extend(guards::restrict_refusals(
                 &spec.describe(),
                 &spec.policy().ports,

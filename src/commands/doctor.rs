@@ -240,7 +240,7 @@ fn refusals(metrics_file: Option<&std::path::Path>) -> Finding {
                 path.display()
             ),
         )
-        .hint("run `cf-allowlist sync --dry-run` to see why; `--force` if the change is intended"),
+        .hint("run `cf-allowlist sync --dry-run` to see which guard refused and why; `--force=NAME` overrides that guard only"),
         Some(_) => Finding::new(
             "state",
             Level::Ok,
@@ -266,6 +266,7 @@ fn judged_findings(backends: &[BackendSpec], target: &Ranges, owner: Option<&str
         retired: &[],
         owner,
         shrink: false,
+        ssh: false,
     }) {
         Ok(judged) => judged,
         Err(error) => {

@@ -45,6 +45,7 @@ pub fn run(
         retired: &[],
         owner: state.owner.as_deref(),
         shrink: false,
+        ssh: false,
     })?;
     for spec in &backends {
         if let Some(unrecorded) = holds_unrecorded(spec) {

@@ -177,6 +177,7 @@ pub fn run(
         retired: &retired,
         owner: owner.as_deref(),
         shrink: true,
+        ssh: true,
     })?;
     refusals.extend(judged.refusals);
     let mut warnings = judged.warnings;
