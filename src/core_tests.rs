@@ -903,3 +903,40 @@ fn doctor_with_fetch_checks_against_the_live_list() {
         "does not allow 1 of 4 listed ranges: 203.0.113.0/24"
     );
 }
+
+/// Issue 17, scenario 6: a run refused by two guards names both; a bare `--force` (adopting
+/// the parts) leaves the SSH guard standing; naming both lets it through.
+#[test]
+fn adopting_parts_with_a_bare_force_does_not_switch_off_the_ssh_guard() {
+    let first = Host::new(&["a"]);
+    assert_eq!(first.run(&["sync"]).code(), 0);
+    let second = first.second_state_directory();
+    let restrict_ssh = ["sync", "--restrict", "--ports", "22,80"];
+    let run = second.run(&restrict_ssh);
+    assert_eq!(run.code(), 3, "{:#}", run.json);
+    assert_eq!(run.json["refused_by"], serde_json::json!(["owner", "ssh"]));
+    let hint = run.json["error"]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("owner: ") && hint.contains("ssh: ") && hint.contains("--force=ssh"),
+        "{hint}"
+    );
+    let bare = second.run(&[&restrict_ssh[..], &["--force"]].concat());
+    assert_eq!(bare.code(), 3, "{:#}", bare.json);
+    assert_eq!(bare.json["refused_by"], serde_json::json!(["ssh"]));
+    let only_owner = second.run(&[&restrict_ssh[..], &["--force=owner"]].concat());
+    assert_eq!(only_owner.json["refused_by"], serde_json::json!(["ssh"]));
+    let both = second.run(&[&restrict_ssh[..], &["--force=owner,ssh"]].concat());
+    assert_eq!(both.code(), 0, "{:#}", both.json);
+    assert!(
+        both.json["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|warning| warning
+                .as_str()
+                .unwrap()
+                .starts_with("--force=ssh overrides")),
+        "{:#}",
+        both.json
+    );
+}
