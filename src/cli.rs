@@ -197,6 +197,10 @@ pub struct RollbackArgs {
     /// The generation to go back to (default: the one before the current).
     #[arg(long, value_name = "GENERATION")]
     pub to: Option<u64>,
+    /// Override safety guards (the `reach` and `owner` guards judge a rollback as a sync):
+    /// bare, every guard but `ssh`; `--force=NAME[,NAME…]`, only those.
+    #[arg(long, value_name = "GUARDS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    pub force: Option<Vec<String>>,
 }
 
 /// Options of `doctor`; each overrides the config file's `[doctor]` table.

@@ -183,6 +183,11 @@ fn execute(cli: &Cli, printer: &Printer) -> Outcome {
     }
 }
 
+/// `--force` / `--force=NAME,…` as the guards it overrides.
+fn force(names: Option<&[String]>) -> Result<guards::Force, Error> {
+    guards::Force::parse(names).map_err(|message| Error::Setting(format!("--force: {message}")))
+}
+
 fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
     // `config check FILE` reads its own file, which may not be the --config one.
     let config = match &cli.command {
@@ -202,8 +207,7 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
             let options = commands::sync::SyncOptions {
                 dry_run: args.dry_run,
                 detailed_exitcode: args.detailed_exitcode,
-                force: guards::Force::parse(args.force.as_deref())
-                    .map_err(|message| Error::Setting(format!("--force: {message}")))?,
+                force: force(args.force.as_deref())?,
             };
             Report::Sync(commands::sync::run(&settings, options, printer)?)
         }
@@ -238,7 +242,12 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
                 backends: Vec::new(),
                 ..settings
             };
-            Report::Sync(commands::rollback::run(&settings, args.to, printer)?)
+            Report::Sync(commands::rollback::run(
+                &settings,
+                args.to,
+                &force(args.force.as_deref())?,
+                printer,
+            )?)
         }
         Command::Unpin => {
             let settings = settings::resolve(cli, &config, &no_overrides)?;

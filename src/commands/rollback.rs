@@ -118,7 +118,12 @@ fn chosen_backends(settings: &Settings, last_sync: Option<&LastSync>) -> Vec<Bac
 }
 
 /// Applies generation `to` (default: the one before the current) and pins it.
-pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<SyncReport, Error> {
+pub fn run(
+    settings: &Settings,
+    to: Option<u64>,
+    force: &Force,
+    printer: &Printer,
+) -> Result<SyncReport, Error> {
     let (state_dir, _lock, loaded) = lock_and_load(settings, printer)?;
     let mut state = loaded.state;
     if let Some(when) = &state.purged {
@@ -155,7 +160,7 @@ pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<Sy
         Some(pin.clone()),
         &settings.limits,
         state.owner.as_deref(),
-        &Force::default(),
+        force,
         printer,
     )?;
     state.current_generation = Some(number);
