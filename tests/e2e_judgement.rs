@@ -453,3 +453,37 @@ fn ufw_switched_off_is_not_promised_to_be_repaired_by_a_sync() {
     .join()
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }
+
+/// Scenario 3 (ufw): the first dry run of the ufw backend on a host whose ufw denies incoming
+/// judges ufw with our allows in it: effective, and no hint to use the backend being run.
+#[test]
+fn a_ufw_dry_run_does_not_advise_the_ufw_backend() {
+    crate::support::require_root();
+    std::thread::spawn(|| {
+        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        ufw(&["default", "deny", "incoming"]);
+        ufw(&["--force", "enable"]);
+        let config = config(&lab, "ufw.toml", "[[backend]]\nkind = \"ufw\"\n");
+        let preview = sync(&lab, &config, &["--dry-run", "--output", "json"]);
+        let json = preview.json();
+        assert_eq!(json["exit_code"], 0, "{json:#}");
+        assert_eq!(json["backends"][0]["effective"], true, "{json:#}");
+        sync(&lab, &config, &["--dry-run"])
+            .code(0)
+            .stderr_lacks("--backend ufw");
+        sync(&lab, &config, &[]).code(0);
+        assert_eq!(
+            lab.open(),
+            expect_open(&IN_FIRST_LIST)
+                .into_iter()
+                .filter(|pair| !pair.ends_with(" 22"))
+                .collect()
+        );
+        drop(lab);
+        sandbox.assert_host_untouched();
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
