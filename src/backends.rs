@@ -183,8 +183,15 @@ macro_rules! registry {
                 }
             }
 
+            /// Where its accepts sit in this host's netfilter, as its options say.
+            fn host_place(&self) -> Option<cf_allowlist_backend::HostPlace> {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { $field, .. } => $field.host_place(), )*
+                }
+            }
+
             /// Where it writes, and whether its rules have ports.
-            fn place(&self) -> (String, bool) {
+            fn where_written(&self) -> (String, bool) {
                 match self {
                     $( $(#[$cfg])* BackendSpec::$variant { $field, .. } => ($field.describe(), $field.has_ports()), )*
                 }
@@ -211,13 +218,33 @@ registry! {
 }
 
 impl BackendSpec {
+    /// Where its accepts sit in `host`'s netfilter (see [`BackendOptions::host_place`]); an
+    /// iptables backend with `variant = "auto"` is placed in the legacy variant when the host
+    /// has a legacy filter table, else in the nf_tables one.
+    pub fn place(
+        &self,
+        host: &cf_allowlist_netfilter::Host,
+    ) -> Option<cf_allowlist_netfilter::Place> {
+        use cf_allowlist_backend::HostPlace;
+        use cf_allowlist_netfilter::Place;
+        Some(match self.host_place()? {
+            HostPlace::NftChain { table, chain } => Place::NftChain { table, chain },
+            HostPlace::IptablesInput { legacy } => Place::IptablesInput {
+                legacy: legacy.unwrap_or_else(|| host.has_legacy_filter()),
+            },
+            HostPlace::UfwUserInput => Place::UfwUserInput,
+        })
+    }
+}
+
+impl BackendSpec {
     /// A short description for plans: `nftables (inet filter input, tcp 80,443)`; a backend
     /// whose rules have no ports is described by its place alone.
     pub fn describe(&self) -> String {
         let policy = self.policy();
         let ports: Vec<String> = policy.ports.iter().map(u16::to_string).collect();
         let restrict = if policy.restrict { ", restrict" } else { "" };
-        let (place, has_ports) = self.place();
+        let (place, has_ports) = self.where_written();
         if !has_ports {
             return format!("{} ({place})", self.kind().name());
         }

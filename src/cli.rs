@@ -159,9 +159,10 @@ pub struct SyncArgs {
     /// With --dry-run: exit 2 when changes are pending.
     #[arg(long, requires = "dry_run")]
     pub detailed_exitcode: bool,
-    /// Apply even when a safety guard refuses the change.
-    #[arg(long)]
-    pub force: bool,
+    /// Override safety guards: bare, every guard but `ssh`; `--force=NAME[,NAME…]`, only those
+    /// (shrink, owner, ssh, reach).
+    #[arg(long, value_name = "GUARDS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    pub force: Option<Vec<String>>,
     /// A source of ranges: an https:// or http:// URL (text list or Cloudflare's JSON API), a
     /// file path, a file:// URL, or `builtin`. Repeatable; replaces the configured sources.
     #[arg(long = "source", value_name = "SOURCE")]
@@ -207,6 +208,10 @@ pub struct RollbackArgs {
     /// The generation to go back to (default: the one before the current).
     #[arg(long, value_name = "GENERATION")]
     pub to: Option<u64>,
+    /// Override safety guards (the `reach` and `owner` guards judge a rollback as a sync):
+    /// bare, every guard but `ssh`; `--force=NAME[,NAME…]`, only those.
+    #[arg(long, value_name = "GUARDS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    pub force: Option<Vec<String>>,
 }
 
 /// Options of `doctor`; each overrides the config file's `[doctor]` table.

@@ -606,6 +606,14 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
             .unwrap()
             .contains("another cf-allowlist state directory")
     );
+    let refused = second.run(&["sync"]);
+    assert_eq!(refused.json["refused_by"], serde_json::json!(["owner"]));
+    assert!(
+        refused.message().contains("--force=owner"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(second.run(&["sync", "--force=shrink"]).code(), 3);
     assert_eq!(second.run(&["sync", "--force"]).code(), 0);
     assert_ne!(
         first.firewall(0).lock().owner.as_deref(),
@@ -625,7 +633,7 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
 }
 
 #[test]
-fn restricting_the_ssh_port_is_refused_without_force() {
+fn restricting_the_ssh_port_is_refused_unless_the_ssh_guard_is_named() {
     let host = Host::new(&["a"]);
     let run = host.run(&["sync", "--restrict", "--ports", "22,80"]);
     assert_eq!(run.code(), 3, "{:#}", run.json);
@@ -643,11 +651,32 @@ fn restricting_the_ssh_port_is_refused_without_force() {
             .code(),
         3
     );
-    assert_eq!(
-        host.run(&["sync", "--restrict", "--ports", "22,80", "--force"])
-            .code(),
-        0
+    assert_eq!(run.json["refused_by"], serde_json::json!(["ssh"]));
+    assert!(run.message().contains("[ssh]") && run.message().contains("--force=ssh"));
+    assert!(
+        run.json["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("a bare --force does not override this guard"),
+        "{:#}",
+        run.json
     );
+    // A bare --force, or another guard's name, does not switch the SSH guard off.
+    for force in ["--force", "--force=shrink,owner,reach"] {
+        let run = host.run(&["sync", "--restrict", "--ports", "22,80", force]);
+        assert_eq!(run.code(), 3, "{force}: {:#}", run.json);
+        assert!(host.firewall(0).lock().set.is_none());
+    }
+    let unknown = host.run(&["sync", "--restrict", "--ports", "22,80", "--force=sssh"]);
+    assert_eq!(unknown.code(), 1, "{:#}", unknown.json);
+    assert!(unknown.message().contains("unknown guard `sssh`"));
+    let named = host.run(&["sync", "--restrict", "--ports", "22,80", "--force=ssh"]);
+    assert_eq!(named.code(), 0, "{:#}", named.json);
+    // Re-applying what was applied with the override (at boot) is not refused again.
+    host.firewall(0).lock().set = None;
+    let restore = host.run(&["restore"]);
+    assert_eq!(restore.code(), 0, "{:#}", restore.json);
+    assert!(host.firewall(0).lock().set.is_some());
     // Not restricting port 22 is fine.
     assert_eq!(host.run(&["sync", "--ports", "22,80"]).code(), 0);
 }
@@ -899,4 +928,41 @@ fn ten_concurrent_first_runs_leave_one_owner_that_the_rules_carry() {
         let later = host.run(&["sync"]);
         assert_eq!(later.code(), 0, "round {round}: {:#}", later.json);
     }
+}
+
+/// Issue 17, scenario 6: a run refused by two guards names both; a bare `--force` (adopting
+/// the parts) leaves the SSH guard standing; naming both lets it through.
+#[test]
+fn adopting_parts_with_a_bare_force_does_not_switch_off_the_ssh_guard() {
+    let first = Host::new(&["a"]);
+    assert_eq!(first.run(&["sync"]).code(), 0);
+    let second = first.second_state_directory();
+    let restrict_ssh = ["sync", "--restrict", "--ports", "22,80"];
+    let run = second.run(&restrict_ssh);
+    assert_eq!(run.code(), 3, "{:#}", run.json);
+    assert_eq!(run.json["refused_by"], serde_json::json!(["owner", "ssh"]));
+    let hint = run.json["error"]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("owner: ") && hint.contains("ssh: ") && hint.contains("--force=ssh"),
+        "{hint}"
+    );
+    let bare = second.run(&[&restrict_ssh[..], &["--force"]].concat());
+    assert_eq!(bare.code(), 3, "{:#}", bare.json);
+    assert_eq!(bare.json["refused_by"], serde_json::json!(["ssh"]));
+    let only_owner = second.run(&[&restrict_ssh[..], &["--force=owner"]].concat());
+    assert_eq!(only_owner.json["refused_by"], serde_json::json!(["ssh"]));
+    let both = second.run(&[&restrict_ssh[..], &["--force=owner,ssh"]].concat());
+    assert_eq!(both.code(), 0, "{:#}", both.json);
+    assert!(
+        both.json["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|warning| warning
+                .as_str()
+                .unwrap()
+                .starts_with("--force=ssh overrides")),
+        "{:#}",
+        both.json
+    );
 }

@@ -96,8 +96,8 @@ pub enum Error {
         detail: String,
     },
     /// A safety guard refused the change; nothing was changed.
-    #[error("refused to apply: {}; nothing was changed", .0.join("; "))]
-    Refused(Vec<String>),
+    #[error("refused to apply: {}; nothing was changed", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<crate::guards::Refusal>),
     /// Applied, but other rules still block listed ranges on managed ports.
     #[error("applied, but not effective: {}", blockers.join("; "))]
     NotEffective {
@@ -201,9 +201,19 @@ impl Error {
                  file; `sync --dry-run` works without one"
                     .to_owned(),
             ),
-            Error::Refused(_) => Some(
-                "check the source; if the change is intended, run again with --force".to_owned(),
-            ),
+            Error::Refused(refusals) => {
+                let mut guards: Vec<crate::guards::Guard> =
+                    refusals.iter().map(|refusal| refusal.guard).collect();
+                guards.sort_unstable();
+                guards.dedup();
+                Some(
+                    guards
+                        .iter()
+                        .map(|guard| format!("{guard}: {}", guard.hint()))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            }
             Error::State(StateError::LockBusy { .. }) => Some(
                 "wait for the other run to finish, or raise lock_timeout_secs".to_owned(),
             ),

@@ -14,6 +14,7 @@ pub mod error;
 pub mod failpoint;
 pub mod guards;
 pub mod hook;
+pub mod judgement;
 pub mod metrics;
 pub mod plan;
 pub mod printer;
@@ -211,6 +212,11 @@ fn execute(cli: &Cli, printer: &Printer) -> Outcome {
     }
 }
 
+/// `--force` / `--force=NAME,…` as the guards it overrides.
+fn force(names: Option<&[String]>) -> Result<guards::Force, Error> {
+    guards::Force::parse(names).map_err(|message| Error::Setting(format!("--force: {message}")))
+}
+
 fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
     // `config check FILE` reads its own file, which may not be the --config one.
     let config = match &cli.command {
@@ -231,7 +237,7 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
             let options = commands::sync::SyncOptions {
                 dry_run: args.dry_run,
                 detailed_exitcode: args.detailed_exitcode,
-                force: args.force,
+                force: force(args.force.as_deref())?,
             };
             Report::Sync(commands::sync::run(&settings, options, printer)?)
         }
@@ -266,7 +272,12 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
                 backends: Vec::new(),
                 ..settings
             };
-            Report::Sync(commands::rollback::run(&settings, args.to, printer)?)
+            Report::Sync(commands::rollback::run(
+                &settings,
+                args.to,
+                &force(args.force.as_deref())?,
+                printer,
+            )?)
         }
         Command::Unpin => {
             let settings = settings::resolve(cli, &config, &no_overrides)?;

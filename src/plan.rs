@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use cf_allowlist_backend::{Change, Family, Ranges};
 
 use crate::backends::BackendSpec;
+use crate::guards::{Guard, Refusal};
 use crate::state::Pin;
 use crate::validate::counts;
 
@@ -68,7 +69,10 @@ pub struct Plan {
     /// Per backend.
     pub backends: Vec<BackendPlan>,
     /// Reasons a safety guard gives against the plan (empty when it passes or with --force).
-    pub refusals: Vec<String>,
+    pub refusals: Vec<Refusal>,
+    /// What the judgement wants the user to know about the plan as a whole (the shadowing
+    /// analysis's doubts, Docker); rendered once, with the backends' own warnings.
+    pub warnings: Vec<String>,
     /// Backends this state directory wrote to that are no longer configured: everything of
     /// ours there is removed once the configured backends hold the target.
     pub retired: Vec<BackendSpec>,
@@ -85,8 +89,17 @@ impl Plan {
             pinned: None,
             backends: Vec::new(),
             refusals: Vec::new(),
+            warnings: Vec::new(),
             retired: Vec::new(),
         }
+    }
+
+    /// The guards that refused the plan, each once.
+    pub fn refused_by(&self) -> Vec<Guard> {
+        let mut guards: Vec<Guard> = self.refusals.iter().map(|refusal| refusal.guard).collect();
+        guards.sort_unstable();
+        guards.dedup();
+        guards
     }
 
     /// Whether any backend has something to write.
@@ -210,7 +223,8 @@ impl Plan {
                 "removed": up.removed.to_strings(),
             })),
             "backends": backends,
-            "refused": self.refusals,
+            "refused": self.refusals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "refused_by": self.refused_by(),
             "retired": self.retired.iter().map(BackendSpec::describe).collect::<Vec<_>>(),
         })
     }
@@ -224,7 +238,7 @@ fn push_ranges(out: &mut String, marker: char, ranges: &Ranges) {
 
 /// The safety guard: reasons to refuse going from `before` to `after`, for each family that
 /// would lose more than half of its ranges or become empty. `what` names the comparison.
-pub fn shrink_refusals(what: &str, before: &Ranges, after: &Ranges) -> Vec<String> {
+pub fn shrink_refusals(what: &str, before: &Ranges, after: &Ranges) -> Vec<Refusal> {
     let mut reasons = Vec::new();
     for family in Family::ALL {
         let had = before.count(family);
@@ -236,12 +250,16 @@ pub fn shrink_refusals(what: &str, before: &Ranges, after: &Ranges) -> Vec<Strin
             .filter(|net| !after.contains(net))
             .count();
         if after.count(family) == 0 {
-            reasons.push(format!(
-                "{what} would leave no {family} ranges (it has {had})"
+            reasons.push(Refusal::new(
+                Guard::Shrink,
+                format!("{what} would leave no {family} ranges (it has {had})"),
             ));
         } else if removed * 2 > had {
-            reasons.push(format!(
-                "{what} would remove {removed} of its {had} {family} ranges (more than half)"
+            reasons.push(Refusal::new(
+                Guard::Shrink,
+                format!(
+                    "{what} would remove {removed} of its {had} {family} ranges (more than half)"
+                ),
             ));
         }
     }
@@ -270,12 +288,18 @@ mod tests {
         let two_less = ranges(&["192.0.2.0/24", "2001:db8::/32"]);
         assert_eq!(
             shrink_refusals("the list", &before, &two_less),
-            vec!["the list would remove 2 of its 3 IPv4 ranges (more than half)"]
+            vec![Refusal::new(
+                Guard::Shrink,
+                "the list would remove 2 of its 3 IPv4 ranges (more than half)"
+            )]
         );
         let no_v6 = ranges(&["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]);
         assert_eq!(
             shrink_refusals("the list", &before, &no_v6),
-            vec!["the list would leave no IPv6 ranges (it has 1)"]
+            vec![Refusal::new(
+                Guard::Shrink,
+                "the list would leave no IPv6 ranges (it has 1)"
+            )]
         );
         assert!(shrink_refusals("x", &Ranges::new(), &no_v6).is_empty());
     }
@@ -310,6 +334,7 @@ mod tests {
                 blockers: Vec::new(),
             }],
             refusals: Vec::new(),
+            warnings: Vec::new(),
             retired: Vec::new(),
         }
     }

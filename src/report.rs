@@ -243,10 +243,11 @@ impl SyncReport {
         }
     }
 
-    /// What certainly blocks listed ranges after an apply (empty when effective or unsure).
+    /// What certainly blocks listed ranges on the firewall the plan leaves, after an apply or
+    /// in its preview (empty when effective or unsure).
     pub fn blockers(&self) -> Vec<String> {
         match self.outcome {
-            SyncOutcome::Applied { .. } => self
+            SyncOutcome::Applied { .. } | SyncOutcome::Previewed { .. } => self
                 .plan
                 .backends
                 .iter()
@@ -264,11 +265,13 @@ impl SyncReport {
 
     fn exit_status(&self) -> ExitStatus {
         let no_backend = self.plan.backends.is_empty();
+        if self.outcome == SyncOutcome::Refused {
+            return ExitStatus::Refused;
+        }
         if !self.blockers().is_empty() {
             return ExitStatus::NotEffective;
         }
         match self.outcome {
-            SyncOutcome::Refused => ExitStatus::Refused,
             SyncOutcome::Previewed {
                 detailed_exitcode: true,
             } if self.plan.changes_firewall() || (no_backend && self.plan.has_news()) => {
@@ -510,7 +513,30 @@ fn describe_drift(backend: &BackendStatus) -> String {
             .iter()
             .map(|repair| format!("needs to {repair}")),
     );
-    format!("drift: {} (the next sync repairs it)", parts.join("; "))
+    let refused: Vec<&String> = backend
+        .repairs
+        .iter()
+        .filter(|repair| refused_repair(repair))
+        .collect();
+    if refused.is_empty() {
+        return format!("drift: {} (the next sync repairs it)", parts.join("; "));
+    }
+    format!(
+        "drift: {} (a sync with these options does not {}: change the backend's options or do it by hand)",
+        parts.join("; "),
+        refused
+            .iter()
+            .map(|repair| repair.split(" (").next().unwrap_or(repair))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Whether a backend reports a repair it will refuse with its current options (ufw's "enable
+/// ufw … refused unless the backend's `enable` option is set"). A backend says so in the
+/// repair's words; status and doctor must not promise that a sync does it.
+pub fn refused_repair(repair: &str) -> bool {
+    repair.contains("refused unless")
 }
 
 /// The first 16 characters of a digest, or all of it if shorter (never slice data read from

@@ -431,7 +431,9 @@ fn restricting_the_port_of_this_ssh_session_is_refused() {
     .run()
     .code(3)
     .stderr_has("drop SSH on port 2222 (the port of this SSH session ($SSH_CONNECTION))")
-    .stderr_has("hint: check the source; if the change is intended, run again with --force");
+    .stderr_has("[ssh]")
+    .stderr_has("hint: ssh: leave the SSH port out of `ports`")
+    .stderr_has("--force=ssh (a bare --force does not override this guard)");
 }
 
 #[test]

@@ -98,6 +98,19 @@ fn fate<'a>(fates: &'a BTreeMap<(&'static str, u16), Fate>, source: &str, port: 
         .unwrap()
 }
 
+/// The analysis's own hint says what to change by hand and where; which of our backends would
+/// help is simulated by the core (see e2e_judgement), never guessed here.
+#[track_caller]
+fn by_hand(by: &Blocker) {
+    assert!(
+        by.hint
+            .contains(&format!("{} {} {}", by.family, by.table, by.base_chain))
+            && !by.hint.contains("--backend"),
+        "{}",
+        by.hint
+    );
+}
+
 fn no_legacy_tables(lab: &Lab) {
     let (v4, v6, _) = kernel_view(lab);
     assert!(
@@ -150,7 +163,7 @@ fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
     assert_eq!((by.table.as_str(), by.chain.as_str()), ("filter", "input"));
     assert!(!by.policy);
     assert!(by.rule.as_deref().unwrap().contains("drop"), "{by}");
-    assert!(by.hint.contains("table = \"filter\" and chain = \"input\""));
+    by_hand(&by);
     assert!(blocker(&fates, "2001:db8:bad::10", 443).rule.is_some());
     let findings = host.check(&listed_ranges(), &[80, 443]);
     for finding in &findings {
@@ -175,7 +188,7 @@ fn ufw_on_iptables_nft_blocks_what_the_nftables_backend_allowed() {
             assert_eq!(by.origin, "iptables-nft");
             assert_eq!(by.base_chain, "INPUT");
             assert!(by.policy, "{by}");
-            assert!(by.hint.contains("`--backend ufw`"), "{}", by.hint);
+            by_hand(&by);
         }
     }
     assert_eq!(fate(&fates, ADMIN, 22), &Fate::Accepted);
@@ -249,7 +262,7 @@ fn ufw_on_iptables_legacy_blocks_and_reading_it_creates_nothing() {
         assert_eq!(by.origin, "iptables-legacy", "{by}");
         assert_eq!(by.owner.as_deref(), Some("ufw"));
         assert!(by.policy);
-        assert!(by.hint.contains("variant = \"legacy\""), "{}", by.hint);
+        by_hand(&by);
     }
     assert_eq!(fate(&fates, ADMIN, 22), &Fate::Accepted);
 }
@@ -351,12 +364,7 @@ fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_a
         assert_eq!((by.family.as_str(), by.table.as_str()), ("inet", "filter"));
         assert_eq!(by.origin, "nftables");
         assert!(by.policy);
-        assert!(
-            by.hint
-                .contains("`--backend nftables` with table = \"filter\" and chain = \"input\""),
-            "{}",
-            by.hint
-        );
+        by_hand(&by);
     }
     assert_eq!(fate(&fates, ADMIN, 22), &Fate::Accepted);
     resync_iptables_blocked(
@@ -385,10 +393,7 @@ fn our_legacy_chain_in_ipset_mode_is_read_through_the_ipset() {
     let by = blocker(&fates, "203.0.113.200", 443);
     assert_eq!(by.origin, "iptables-legacy");
     assert_eq!(by.owner.as_deref(), Some("iptables-legacy"));
-    assert!(
-        by.hint
-            .contains("`--backend iptables` with variant = \"legacy\"")
-    );
+    by_hand(&by);
     for finding in host.check(&listed_ranges(), &[80, 443]) {
         assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
     }

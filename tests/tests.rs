@@ -19,6 +19,8 @@ mod e2e_doctor;
 #[cfg(feature = "e2e")]
 mod e2e_iptables;
 #[cfg(feature = "e2e")]
+mod e2e_judgement;
+#[cfg(feature = "e2e")]
 mod e2e_nftables;
 mod e2e_nginx;
 #[cfg(feature = "e2e")]

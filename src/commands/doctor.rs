@@ -22,6 +22,7 @@ use iprange::IpRange;
 use crate::backends::BackendSpec;
 use crate::error::Error;
 use crate::metrics;
+use crate::plan::BackendPlan;
 use crate::printer::Printer;
 use crate::probe::{sockets, tls};
 use crate::report::{DoctorReport, Finding, Level};
@@ -113,16 +114,8 @@ pub fn run(
             )
             .hint("run `cf-allowlist sync`, or `doctor --fetch` to check against the live list"),
         ),
-        Some(target) => {
-            for spec in &backends {
-                findings.extend(coverage(spec, target, state.owner.as_deref()));
-            }
-        }
-    }
-
-    // Shadowing: nothing else drops what our allows let in.
-    if let Some(target) = target.as_ref().filter(|target| !target.is_empty()) {
-        findings.extend(shadowing(&backends, target));
+        // Coverage and shadowing: the judgement every command uses, one statement each.
+        Some(target) => findings.extend(judged_findings(&backends, target, state.owner.as_deref())),
     }
 
     // Something listens on every managed port, and TLS ports present a usable certificate.
@@ -253,7 +246,7 @@ fn refusals(metrics_file: Option<&std::path::Path>) -> Finding {
                 path.display()
             ),
         )
-        .hint("run `cf-allowlist sync --dry-run` to see why; `--force` if the change is intended"),
+        .hint("run `cf-allowlist sync --dry-run` to see which guard refused and why; `--force=NAME` overrides that guard only"),
         Some(_) => Finding::new(
             "state",
             Level::Ok,
@@ -269,71 +262,144 @@ fn refusals(metrics_file: Option<&std::path::Path>) -> Finding {
     }
 }
 
-/// What a backend holds against the list: every range must be inside the union of what it
-/// allows, and its structure intact.
-pub fn coverage(spec: &BackendSpec, target: &Ranges, owner: Option<&str>) -> Vec<Finding> {
-    let subject = spec.describe();
-    let observed = match spec.build(owner).observe() {
-        Ok(observed) => observed,
+/// Coverage and shadowing from the one judgement ([`crate::judgement::judge`]): per backend,
+/// one coverage statement (what it holds against the list, its structure) and its verdict on
+/// the firewall it leaves; the judgement's warnings (doubts, Docker) as warnings.
+fn judged_findings(backends: &[BackendSpec], target: &Ranges, owner: Option<&str>) -> Vec<Finding> {
+    let judged = match crate::judgement::judge(&crate::judgement::Request {
+        specs: backends,
+        targets: vec![target; backends.len()],
+        retired: &[],
+        owner,
+        shrink: false,
+        ssh: false,
+    }) {
+        Ok(judged) => judged,
         Err(error) => {
             return vec![
                 Finding::new(
                     "coverage",
                     Level::Problem,
-                    subject,
-                    format!("cannot read it: {error}"),
+                    "backends",
+                    format!("cannot read them: {error}"),
                 )
-                .hint(
-                    crate::error::Error::Backend(error)
-                        .hint()
-                        .unwrap_or_default(),
-                ),
+                .hint(error.hint().unwrap_or_default()),
             ];
         }
     };
     let mut findings = Vec::new();
-    let uncovered = uncovered(target, &observed.ranges);
-    if !observed.repairs.is_empty() {
-        findings.push(
-            Finding::new(
-                "coverage",
-                Level::Problem,
-                subject.clone(),
-                format!("its rules are damaged: {}", observed.repairs.join("; ")),
-            )
-            .hint("`cf-allowlist restore` (or the next sync) repairs them"),
-        );
+    for plan in &judged.backends {
+        findings.extend(coverage(plan));
+        findings.extend(shadowing(plan));
     }
-    if uncovered.is_empty() {
-        findings.push(Finding::new(
+    findings.extend(
+        judged
+            .warnings
+            .iter()
+            .map(|warning| Finding::new("shadowing", Level::Warning, "firewall", warning.clone())),
+    );
+    findings
+}
+
+/// What a backend holds against the list, in one statement: every range must be inside the
+/// union of what it allows, and its structure intact.
+pub fn coverage(plan: &BackendPlan) -> Vec<Finding> {
+    let subject = plan.spec.describe();
+    let target = &plan.change.target;
+    let held: Ranges = plan
+        .change
+        .unchanged
+        .iter()
+        .chain(plan.change.remove.iter())
+        .copied()
+        .collect();
+    let uncovered = uncovered(target, &held);
+    let mut findings = Vec::new();
+    let refused: Vec<&str> = plan
+        .change
+        .repairs
+        .iter()
+        .filter(|repair| crate::report::refused_repair(repair))
+        .map(|repair| repair.split(" (").next().unwrap_or(repair))
+        .collect();
+    let restore = if refused.is_empty() {
+        "`cf-allowlist restore` re-applies the current generation (so does the next sync)"
+            .to_owned()
+    } else {
+        format!(
+            "neither `restore` nor a sync will {} with these options: change the backend's options (or do it by hand)",
+            refused.join(", ")
+        )
+    };
+    let finding = match (uncovered.is_empty(), plan.change.repairs.is_empty()) {
+        (true, true) => Finding::new(
             "coverage",
             Level::Ok,
-            subject,
+            subject.clone(),
             format!("allows every listed range ({})", counts(target)),
-        ));
-    } else {
-        let shown: Vec<String> = uncovered.iter().map(ToString::to_string).collect();
-        findings.push(
-            Finding::new(
-                "coverage",
-                Level::Problem,
-                subject,
-                format!(
-                    "does not allow {} of {} listed ranges: {}",
-                    uncovered.len(),
-                    target.len(),
-                    shown.join(", ")
-                ),
-            )
-            .hint("`cf-allowlist restore` re-applies the current generation; `sync` fetches a new one"),
-        );
-    }
-    for warning in observed.warnings {
+        ),
+        (true, false) => Finding::new(
+            "coverage",
+            Level::Problem,
+            subject.clone(),
+            format!(
+                "holds every listed range, but its rules are damaged: {}",
+                plan.change.repairs.join("; ")
+            ),
+        )
+        .hint(restore.clone()),
+        (false, _) => {
+            let shown: Vec<String> = uncovered.iter().map(ToString::to_string).collect();
+            let mut evidence = format!(
+                "does not allow {} of {} listed ranges: {}",
+                uncovered.len(),
+                target.len(),
+                shown.join(", ")
+            );
+            if !plan.change.repairs.is_empty() {
+                evidence.push_str(&format!(
+                    "; its rules are damaged: {}",
+                    plan.change.repairs.join("; ")
+                ));
+            }
+            Finding::new("coverage", Level::Problem, subject.clone(), evidence).hint(restore)
+        }
+    };
+    findings.push(finding);
+    for warning in &plan.warnings {
         findings.push(Finding::new(
             "coverage",
             Level::Warning,
-            spec.describe(),
-            warning,
+            subject.clone(),
+            warning.clone(),
+        ));
+    }
+    findings
+}
+
+/// A backend's verdict on the firewall it leaves: each blocker a problem, else ok when the
+/// analysis is sure (its doubts are the judgement's warnings).
+fn shadowing(plan: &BackendPlan) -> Vec<Finding> {
+    if !plan.spec.filters_host_input() {
+        return Vec::new();
+    }
+    let subject = plan.spec.describe();
+    let mut findings: Vec<Finding> = plan
+        .blockers
+        .iter()
+        .map(|blocker| {
+            let (evidence, hint) = blocker
+                .split_once(": ")
+                .map_or((blocker.as_str(), ""), |(evidence, hint)| (evidence, hint));
+            Finding::new("shadowing", Level::Problem, subject.clone(), evidence).hint(hint)
+        })
+        .collect();
+    if findings.is_empty() && plan.effective == Some(true) {
+        findings.push(Finding::new(
+            "shadowing",
+            Level::Ok,
+            subject,
+            "no other table, chain or rule drops the listed ranges on its ports",
         ));
     }
     findings
@@ -364,116 +430,6 @@ pub fn uncovered(target: &Ranges, held: &Ranges) -> Vec<IpNet> {
         })
         .copied()
         .collect()
-}
-
-/// The shadowing analysis for every backend that filters this host's input, plus Docker's
-/// chains (published ports bypass INPUT: see [`docker`]).
-fn shadowing(backends: &[BackendSpec], target: &Ranges) -> Vec<Finding> {
-    let filtering: Vec<&BackendSpec> = backends
-        .iter()
-        .filter(|spec| spec.filters_host_input())
-        .collect();
-    if filtering.is_empty() {
-        return Vec::new();
-    }
-    let host = match cf_allowlist_netfilter::read_host() {
-        Ok(host) => host,
-        Err(error) => {
-            return vec![Finding::new(
-                "shadowing",
-                Level::Warning,
-                "firewall",
-                format!("cannot read the host's firewall: {error}"),
-            )];
-        }
-    };
-    let ranges: Vec<IpNet> = target.iter().copied().collect();
-    let mut findings = Vec::new();
-    for spec in filtering {
-        let summary =
-            cf_allowlist_netfilter::Summary::of(&host.check(&ranges, &spec.policy().ports));
-        findings.extend(summary_findings(&spec.describe(), &summary));
-    }
-    if host.docker_chains_present() {
-        findings.push(docker(backends));
-    }
-    findings
-}
-
-/// Docker's chains exist: ports Docker publishes are forwarded to containers, not delivered to
-/// the INPUT path the analysis follows. Only restrict makes that a warning (its drop does not
-/// reach them unless the iptables backend also fills DOCKER-USER); without it a published port
-/// is open to everyone, Cloudflare included, and the finding only says what was not followed.
-fn docker(backends: &[BackendSpec]) -> Finding {
-    let uncovered: Vec<String> = backends
-        .iter()
-        .filter(|spec| spec.filters_host_input() && spec.policy().restrict)
-        .filter(|spec| !covers_docker_user(spec))
-        .map(BackendSpec::describe)
-        .collect();
-    if uncovered.is_empty() {
-        return Finding::new(
-            "shadowing",
-            Level::Ok,
-            "docker",
-            "Docker's chains exist: ports Docker publishes are forwarded, not delivered to INPUT, \
-             and are not followed by this analysis",
-        );
-    }
-    Finding::new(
-        "shadowing",
-        Level::Warning,
-        "docker",
-        format!(
-            "Docker's chains exist: ports Docker publishes are forwarded, not delivered to \
-             INPUT, so the restrict of {} does not cover them",
-            uncovered.join(" and ")
-        ),
-    )
-    .hint("set `docker_user = true` on the iptables backend, or publish containers on 127.0.0.1 behind a local proxy")
-}
-
-/// Whether the backend also applies its allow and drop in Docker's DOCKER-USER chain.
-fn covers_docker_user(spec: &BackendSpec) -> bool {
-    match spec {
-        #[cfg(feature = "iptables")]
-        BackendSpec::Iptables { iptables, .. } => iptables.docker_user,
-        _ => false,
-    }
-}
-
-/// The findings of one backend's shadowing summary: each blocker a problem, each doubt a
-/// warning, else ok.
-pub fn summary_findings(subject: &str, summary: &cf_allowlist_netfilter::Summary) -> Vec<Finding> {
-    let mut findings: Vec<Finding> = summary
-        .blockers
-        .iter()
-        .map(|blocker| {
-            let mut evidence = blocker.to_string();
-            // The Display form ends with the hint; evidence and hint are shown apart.
-            if let Some(cut) = evidence.rfind(&format!(": {}", blocker.hint)) {
-                evidence.truncate(cut);
-            }
-            Finding::new("shadowing", Level::Problem, subject, evidence).hint(blocker.hint.clone())
-        })
-        .collect();
-    findings.extend(summary.doubts.iter().map(|doubt| {
-        Finding::new(
-            "shadowing",
-            Level::Warning,
-            subject,
-            format!("cannot tell whether the listed ranges get through: {doubt}"),
-        )
-    }));
-    if findings.is_empty() {
-        findings.push(Finding::new(
-            "shadowing",
-            Level::Ok,
-            subject,
-            "no other table, chain or rule drops the listed ranges on its ports",
-        ));
-    }
-    findings
 }
 
 /// Whether something outside loopback listens on `port`, given the listeners on that port.
@@ -901,33 +857,6 @@ mod tests {
         assert_eq!(
             probe_addresses(&addresses(&["[::]:443", "0.0.0.0:443"])),
             addresses(&["127.0.0.1:443", "[::1]:443"])
-        );
-    }
-
-    fn specs(config: &str) -> Vec<BackendSpec> {
-        use clap::Parser;
-        let cli = crate::cli::Cli::parse_from(["cf-allowlist", "sync"]);
-        let config: crate::settings::ConfigFile = toml::from_str(config).unwrap();
-        crate::settings::resolve(&cli, &config, &Default::default())
-            .unwrap()
-            .backends
-    }
-
-    #[test]
-    fn docker_is_a_warning_only_for_a_restrict_that_does_not_reach_docker_user() {
-        let nftables = specs("restrict = true\n[[backend]]\nkind = \"nftables\"\n");
-        let warned = docker(&nftables);
-        assert_eq!(warned.level, Level::Warning);
-        assert!(
-            warned.evidence.contains("restrict of nftables ("),
-            "{warned:?}"
-        );
-        let covered =
-            specs("restrict = true\n[[backend]]\nkind = \"iptables\"\ndocker_user = true\n");
-        assert_eq!(docker(&covered).level, Level::Ok);
-        assert_eq!(
-            docker(&specs("[[backend]]\nkind = \"nftables\"\n")).level,
-            Level::Ok
         );
     }
 

@@ -1,7 +1,6 @@
 //! `purge`: remove everything the tool created from each backend, then check nothing of ours is
 //! left. Saved generations stay, so a later sync (or rollback) can bring the rules back.
 
-use crate::commands::other_owners;
 use crate::error::Error;
 use crate::printer::Printer;
 use crate::report::PurgeReport;
@@ -40,18 +39,28 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error>
         purged: Vec::new(),
         removed: Vec::new(),
     };
-    for spec in &specs {
-        let backend = spec.build(state.owner.as_deref());
-        if let Ok(observed) = backend.observe() {
-            let others = other_owners(&observed, state.owner.as_deref());
-            if !others.is_empty() {
-                printer.warn(format!(
-                    "{}: removed parts that belonged to another cf-allowlist state directory (owner {})",
-                    spec.describe(),
-                    others.join(", ")
-                ));
-            }
-        }
+    // The same survey as every command (each backend built once, observed once): purge's
+    // target is nothing, and of the guards only ownership concerns it, as a warning.
+    let nothing = cf_allowlist_backend::Ranges::new();
+    let judged = crate::judgement::judge(&crate::judgement::Request {
+        specs: &specs,
+        targets: vec![&nothing; specs.len()],
+        retired: &[],
+        owner: state.owner.as_deref(),
+        shrink: false,
+        ssh: false,
+    })?;
+    for refusal in judged
+        .refusals
+        .iter()
+        .filter(|refusal| refusal.guard == crate::guards::Guard::Owner)
+    {
+        printer.warn(format!(
+            "removed parts that belonged to another cf-allowlist state directory: {}",
+            refusal.reason
+        ));
+    }
+    for (spec, backend) in specs.iter().zip(&judged.instances.configured) {
         let removed = backend.purge()?;
         let after = backend.observe()?;
         if !after.ranges.is_empty() {

@@ -5,8 +5,10 @@
 //! `unpin` lets sync follow upstream again.
 
 use crate::backends::BackendSpec;
-use crate::commands::{Pending, apply_plans, judge_effect, partial, plan_backends, print_warnings};
+use crate::commands::{Pending, apply_plans, partial, print_warnings};
 use crate::error::Error;
+use crate::guards::Force;
+use crate::judgement::{self, Request};
 use crate::plan::Plan;
 use crate::printer::Printer;
 use crate::report::{SyncCommand, SyncOutcome, SyncReport, UnpinReport};
@@ -17,7 +19,9 @@ use crate::validate::{self, Limits, counts};
 use ipnet::IpNet;
 
 /// Brings `backends` to `generation` (no shrink guard: the generation was applied before, and
-/// asking for it is explicit) and returns the plan that was applied. The generation's digest
+/// asking for it is explicit) and returns the plan that was applied. The other guards apply as
+/// to a sync: a plan that another directory owns, that restricts SSH, or that cuts Cloudflare's
+/// reach is refused before anything is written. The generation's digest
 /// was checked when it was read; its ranges pass the same rules as a fresh list's first, so a
 /// state file someone edited cannot open the firewall to them.
 fn apply_generation(
@@ -26,6 +30,7 @@ fn apply_generation(
     pinned: Option<Pin>,
     limits: &Limits,
     owner: Option<&str>,
+    force: &Force,
     printer: &Printer,
 ) -> Result<Plan, Error> {
     let networks: Vec<IpNet> = generation.ranges.iter().copied().collect();
@@ -41,28 +46,49 @@ fn apply_generation(
                 .to_owned(),
         });
     }
-    let mut refusals = Vec::new();
-    let plans = plan_backends(backends, &generation.ranges, false, owner, &mut refusals)?;
+    let judged = judgement::judge(&Request {
+        specs: backends,
+        targets: vec![&generation.ranges; backends.len()],
+        retired: &[],
+        owner,
+        shrink: false,
+        ssh: false,
+    })?;
+    let (forced, refusals): (Vec<_>, Vec<_>) = judged
+        .refusals
+        .into_iter()
+        .partition(|refusal| force.overrides(refusal.guard));
     if !refusals.is_empty() {
         return Err(Error::Refused(refusals));
     }
+    let mut warnings = judged.warnings;
+    warnings.extend(
+        forced
+            .into_iter()
+            .map(|refusal| format!("--force={} overrides: {}", refusal.guard, refusal.reason)),
+    );
     let mut plan = Plan {
         dry_run: false,
         sources: generation.sources.clone(),
         target: generation.ranges.clone(),
         upstream: None,
         pinned,
-        backends: plans,
+        backends: judged.backends,
         refusals: Vec::new(),
+        warnings,
         retired: Vec::new(),
     };
-    print_warnings(&plan.backends, printer);
+    print_warnings(&plan, printer);
     let pending = Pending {
         generation: generation.generation,
         ranges: counts(&generation.ranges),
     };
-    apply_plans(&mut plan.backends, &pending, owner, printer)?;
-    judge_effect(&mut plan.backends, &plan.target, printer);
+    apply_plans(
+        &mut plan.backends,
+        &judged.instances.configured,
+        &pending,
+        printer,
+    )?;
     Ok(plan)
 }
 
@@ -92,7 +118,12 @@ fn chosen_backends(settings: &Settings, last_sync: Option<&LastSync>) -> Vec<Bac
 }
 
 /// Applies generation `to` (default: the one before the current) and pins it.
-pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<SyncReport, Error> {
+pub fn run(
+    settings: &Settings,
+    to: Option<u64>,
+    force: &Force,
+    printer: &Printer,
+) -> Result<SyncReport, Error> {
     let (state_dir, _lock, loaded) = lock_and_load(settings, printer)?;
     let mut state = loaded.state;
     if let Some(when) = &state.purged {
@@ -129,6 +160,7 @@ pub fn run(settings: &Settings, to: Option<u64>, printer: &Printer) -> Result<Sy
         Some(pin.clone()),
         &settings.limits,
         state.owner.as_deref(),
+        force,
         printer,
     )?;
     state.current_generation = Some(number);
@@ -210,6 +242,7 @@ pub fn restore(settings: &Settings, printer: &Printer) -> Result<SyncReport, Err
         loaded.state.pinned.clone(),
         &settings.limits,
         loaded.state.owner.as_deref(),
+        &Force::default(),
         printer,
     )?;
     Ok(SyncReport {

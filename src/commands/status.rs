@@ -1,12 +1,10 @@
 //! `status`: the last sync, the current generation, and what each backend really holds against
 //! it (drift). Read-only: no lock, no writes.
 
-use cf_allowlist_backend::Change;
-
 use crate::backends::BackendSpec;
-use crate::commands::{foreign_owner, judge_effect};
 use crate::error::Error;
-use crate::plan::BackendPlan;
+use crate::guards::Guard;
+use crate::judgement::{self, Request};
 use crate::printer::Printer;
 use crate::report::{BackendStatus, FamilyCounts, StatusReport};
 use crate::state::StateDir;
@@ -30,15 +28,27 @@ pub fn run(
         .map(|generation| generation.ranges.clone())
         .unwrap_or_default();
     let unrecorded = state_dir.read_unrecorded();
-    let mut plans = Vec::new();
-    for spec in &backends {
-        let observed = spec.build(state.owner.as_deref()).observe()?;
-        // A backend a failed sync changed holds that sync's ranges, which no generation
-        // records: compare it with those, and say so, rather than call them unexpected.
-        let holds_unrecorded = unrecorded
+    // A backend a failed sync changed holds that sync's ranges, which no generation records:
+    // compare it with those, and say so, rather than call them unexpected.
+    let holds_unrecorded = |spec: &BackendSpec| {
+        unrecorded
             .as_ref()
-            .filter(|unrecorded| unrecorded.backends.contains(&spec.describe()));
-        if let Some(unrecorded) = holds_unrecorded {
+            .filter(|unrecorded| unrecorded.backends.contains(&spec.describe()))
+    };
+    let targets = backends
+        .iter()
+        .map(|spec| holds_unrecorded(spec).map_or(&target, |unrecorded| &unrecorded.ranges))
+        .collect();
+    let judged = judgement::judge(&Request {
+        specs: &backends,
+        targets,
+        retired: &[],
+        owner: state.owner.as_deref(),
+        shrink: false,
+        ssh: false,
+    })?;
+    for spec in &backends {
+        if let Some(unrecorded) = holds_unrecorded(spec) {
             printer.warn(format!(
                 "{}: holds the ranges of a sync that failed at {} ({}), which no generation records; the next successful sync records them",
                 spec.describe(),
@@ -46,25 +56,24 @@ pub fn run(
                 crate::validate::counts(&unrecorded.ranges)
             ));
         }
-        let change = Change::between(
-            &observed,
-            holds_unrecorded.map_or(&target, |unrecorded| &unrecorded.ranges),
-        );
-        if let Some(reason) = foreign_owner(spec, &observed, state.owner.as_deref()) {
-            printer.warn(reason);
-        }
-        for warning in &observed.warnings {
-            printer.warn(format!("{}: {warning}", spec.describe()));
-        }
-        plans.push(BackendPlan {
-            spec: spec.clone(),
-            change,
-            warnings: observed.warnings,
-            effective: None,
-            blockers: Vec::new(),
-        });
     }
-    judge_effect(&mut plans, &target, printer);
+    for refusal in judged
+        .refusals
+        .iter()
+        .filter(|refusal| refusal.guard == Guard::Owner)
+    {
+        printer.warn(refusal.reason.clone());
+    }
+    for warning in judged
+        .backends
+        .iter()
+        .flat_map(|plan| plan.warnings.iter().map(move |warning| (plan, warning)))
+        .map(|(plan, warning)| format!("{}: {warning}", plan.spec.describe()))
+        .chain(judged.warnings.iter().cloned())
+    {
+        printer.warn(warning);
+    }
+    let plans = judged.backends;
     let statuses = plans
         .into_iter()
         .map(|plan| {

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use cf_allowlist_backend::Ranges;
 
 use crate::backends::BackendSpec;
-use crate::commands::{Pending, apply_plans, judge_effect, partial, plan_backends, print_warnings};
+use crate::commands::{Pending, apply_plans, partial, print_warnings};
 use crate::error::Error;
 use crate::failpoint;
-use crate::guards;
+use crate::guards::Force;
+use crate::judgement::{self, Request};
 use crate::plan::{Plan, UpstreamChange, shrink_refusals};
 use crate::printer::Printer;
 use crate::report::{SyncCommand, SyncOutcome, SyncReport};
@@ -19,14 +20,14 @@ use crate::state::{Generation, LastSync, StateDir, Unrecorded, now_rfc3339};
 use crate::validate::{self, counts};
 
 /// Flags of `sync` that are not settings.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     /// Preview only.
     pub dry_run: bool,
     /// Exit 2 when a preview finds changes.
     pub detailed_exitcode: bool,
-    /// Override the safety guards.
-    pub force: bool,
+    /// The safety guards to override.
+    pub force: Force,
 }
 
 /// Fetches and validates every source; the first failure fails the whole run. Returns the
@@ -161,27 +162,6 @@ pub fn run(
     printer.note(&format!("{} ranges ({})", target.len(), counts(&target)));
 
     let owner = state.owner.clone();
-    let backends = plan_backends(
-        &settings.backends,
-        &target,
-        true,
-        owner.as_deref(),
-        &mut refusals,
-    )?;
-    for spec in &settings.backends {
-        if spec.policy().restrict {
-            refusals.extend(guards::restrict_refusals(
-                &spec.describe(),
-                &spec.policy().ports,
-            ));
-        }
-    }
-    if options.force && !refusals.is_empty() {
-        for reason in &refusals {
-            printer.warn(format!("--force overrides: {reason}"));
-        }
-        refusals.clear();
-    }
     // Backends written before and no longer configured (another kind now): their parts go once
     // the configured ones hold the target. (A changed table, chain or variant of a configured
     // kind is that backend's own repair.)
@@ -191,17 +171,38 @@ pub fn run(
         .filter(|old| settings.backends.iter().all(|new| new.kind() != old.kind()))
         .cloned()
         .collect();
+    let judged = judgement::judge(&Request {
+        specs: &settings.backends,
+        targets: vec![&target; settings.backends.len()],
+        retired: &retired,
+        owner: owner.as_deref(),
+        shrink: true,
+        ssh: true,
+    })?;
+    refusals.extend(judged.refusals);
+    let mut warnings = judged.warnings;
+    let (forced, refusals): (Vec<_>, Vec<_>) = refusals
+        .into_iter()
+        .partition(|refusal| options.force.overrides(refusal.guard));
+    for refusal in forced {
+        warnings.push(format!(
+            "--force={} overrides: {}",
+            refusal.guard, refusal.reason
+        ));
+    }
+    let instances = judged.instances;
     let mut plan = Plan {
         dry_run: options.dry_run,
         sources,
         target,
         upstream,
         pinned: state.pinned.clone(),
-        backends,
+        backends: judged.backends,
         refusals,
-        retired,
+        warnings,
+        retired: judged.retired,
     };
-    print_warnings(&plan.backends, printer);
+    print_warnings(&plan, printer);
     let report = |plan: Plan, outcome: SyncOutcome| SyncReport {
         command: SyncCommand::Sync,
         plan,
@@ -212,9 +213,6 @@ pub fn run(
             .map(|lock| lock.waited),
     };
 
-    if options.dry_run {
-        judge_effect(&mut plan.backends, &plan.target, printer);
-    }
     if !plan.refusals.is_empty() {
         // A dry run says so too: the same command without it would be refused.
         return Ok(report(plan, SyncOutcome::Refused));
@@ -242,7 +240,7 @@ pub fn run(
         ranges: counts(&plan.target),
     };
     failpoint::pause_point("before-apply");
-    if let Err(error) = apply_plans(&mut plan.backends, &pending, owner.as_deref(), printer) {
+    if let Err(error) = apply_plans(&mut plan.backends, &instances.configured, &pending, printer) {
         if let Error::Partial { applied, .. } = &error {
             // Best effort: if even this cannot be written, the error still says it all.
             let _ = state_dir.write_unrecorded(Some(&Unrecorded {
@@ -253,9 +251,8 @@ pub fn run(
         }
         return Err(error);
     }
-    for spec in &plan.retired {
-        let removed = spec
-            .build(owner.as_deref())
+    for (spec, backend) in plan.retired.iter().zip(&instances.retired) {
+        let removed = backend
             .purge()
             .map_err(|error| partial(&changed_backends(&plan), &pending, error.into()))?;
         for part in removed {
@@ -263,13 +260,6 @@ pub fn run(
         }
     }
     failpoint::pause_point("after-apply");
-    // Whether the change really lets the ranges in: after every run that wrote something. A
-    // run that changed nothing does not read the whole firewall again (a cron job's no-op
-    // stays one listing of our own parts); `status` and `doctor` check it on demand.
-    if plan.changes_firewall() {
-        judge_effect(&mut plan.backends, &plan.target, printer);
-    }
-
     // Every backend holds the target: now, and only now, record it. A failure here leaves the
     // firewall changed and unrecorded, and the error says so.
     let changed = changed_backends(&plan);

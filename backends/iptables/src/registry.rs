@@ -1,6 +1,6 @@
 //! What the registry needs to know about the iptables backend.
 
-use cf_allowlist_backend::{Backend, BackendOptions, Policy};
+use cf_allowlist_backend::{Backend, BackendOptions, HostPlace, Policy};
 
 use crate::{IptablesBackend, IptablesOptions};
 
@@ -26,6 +26,15 @@ impl BackendOptions for IptablesOptions {
 
     fn filters_host_input(&self) -> bool {
         true
+    }
+
+    fn host_place(&self) -> Option<HostPlace> {
+        let legacy = match self.variant {
+            crate::Variant::Legacy => Some(true),
+            crate::Variant::Nft => Some(false),
+            crate::Variant::Auto => None,
+        };
+        Some(HostPlace::IptablesInput { legacy })
     }
 
     fn covers_docker(&self) -> bool {

@@ -631,9 +631,9 @@ impl Backend for NftablesBackend {
             }
         }
         let mut warnings = Vec::new();
-        if live.chain_exists && !live.chain_is_input_base {
+        if live.chain_exists && !live.chain_is_input_base && !live.chain_is_jumped_to {
             warnings.push(format!(
-                "chain inet {} {} is not attached to the input hook: its rules only act if another chain jumps to it",
+                "chain inet {} {} is not attached to the input hook and no rule of its table jumps to it: its rules never act",
                 self.options.table, self.options.chain
             ));
         }

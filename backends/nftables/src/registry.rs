@@ -1,6 +1,6 @@
 //! What the registry needs to know about the nftables backend.
 
-use cf_allowlist_backend::{Backend, BackendOptions, Policy};
+use cf_allowlist_backend::{Backend, BackendOptions, HostPlace, Policy};
 
 use crate::{NftablesBackend, NftablesOptions};
 
@@ -21,6 +21,13 @@ impl BackendOptions for NftablesOptions {
 
     fn filters_host_input(&self) -> bool {
         true
+    }
+
+    fn host_place(&self) -> Option<HostPlace> {
+        Some(HostPlace::NftChain {
+            table: self.table.clone(),
+            chain: self.chain.clone(),
+        })
     }
 
     fn one_per_host() -> bool {

@@ -63,6 +63,9 @@ pub struct Live {
     pub chain_exists: bool,
     /// Whether our chain is a base chain on the input hook.
     pub chain_is_input_base: bool,
+    /// Whether a rule of our table jumps (or goes) to our chain, so that it acts although it
+    /// is not a base chain (the shadowing analysis judges whether the path reaches it).
+    pub chain_is_jumped_to: bool,
     /// Our sets, by name.
     pub sets: BTreeMap<String, LiveSet>,
     /// Our rules, in chain order.
@@ -185,6 +188,9 @@ pub fn parse(json: &[u8], table: &str, chain: &str) -> Result<Live, ParseError> 
             let comment = object.get("comment").and_then(Value::as_str).unwrap_or("");
             let in_inet = object.get("family").and_then(Value::as_str) == Some(names::FAMILY);
             let rule_chain = object.get("chain").and_then(Value::as_str).unwrap_or("");
+            if ours(object) && rule_chain != chain && jumps_to(object.get("expr"), chain) {
+                live.chain_is_jumped_to = true;
+            }
             if in_inet
                 && comment.starts_with(names::OWNER_TAG)
                 && !(ours(object) && rule_chain == chain)
@@ -232,6 +238,19 @@ pub fn parse(json: &[u8], table: &str, chain: &str) -> Result<Live, ParseError> 
         }
     }
     Ok(live)
+}
+
+/// Whether a rule's expressions hold a `jump` or `goto` to `chain` (verdict maps included).
+fn jumps_to(expr: Option<&Value>, chain: &str) -> bool {
+    match expr {
+        Some(Value::Object(map)) => map.iter().any(|(key, value)| {
+            ((key == "jump" || key == "goto")
+                && value.get("target").and_then(Value::as_str) == Some(chain))
+                || jumps_to(Some(value), chain)
+        }),
+        Some(Value::Array(items)) => items.iter().any(|item| jumps_to(Some(item), chain)),
+        _ => false,
+    }
 }
 
 fn parse_set(name: &str, object: &Value) -> Result<LiveSet, ParseError> {

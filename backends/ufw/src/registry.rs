@@ -1,6 +1,6 @@
 //! What the registry needs to know about the ufw backend.
 
-use cf_allowlist_backend::{Backend, BackendOptions, Policy};
+use cf_allowlist_backend::{Backend, BackendOptions, HostPlace, Policy};
 
 use crate::{UfwBackend, UfwOptions};
 
@@ -27,6 +27,10 @@ impl BackendOptions for UfwOptions {
 
     fn filters_host_input(&self) -> bool {
         true
+    }
+
+    fn host_place(&self) -> Option<HostPlace> {
+        Some(HostPlace::UfwUserInput)
     }
 
     fn debian_packages() -> &'static [&'static str] {

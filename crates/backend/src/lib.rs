@@ -19,7 +19,7 @@ pub mod atomic;
 mod options;
 pub mod tool;
 
-pub use options::BackendOptions;
+pub use options::{BackendOptions, HostPlace};
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -13,6 +13,27 @@ use serde::de::DeserializeOwned;
 
 use crate::{Backend, Policy};
 
+/// Where a host-firewall backend's accepts sit in this host's netfilter, as its options say;
+/// the core turns it into the shadowing analysis' place (deciding `auto` from the host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPlace {
+    /// At the top of chain `chain` of table `inet table`.
+    NftChain {
+        /// The inet table.
+        table: String,
+        /// The chain.
+        chain: String,
+    },
+    /// At the top of the filter table's INPUT chain of iptables and ip6tables.
+    IptablesInput {
+        /// The legacy variant (`Some(true)`), the nf_tables one (`Some(false)`), or the one
+        /// the host uses (`None`, for `variant = "auto"`).
+        legacy: Option<bool>,
+    },
+    /// At the top of ufw's user input chains.
+    UfwUserInput,
+}
+
 /// What one kind of backend's options must provide.
 pub trait BackendOptions:
     Debug + Clone + Default + PartialEq + Eq + Serialize + DeserializeOwned
@@ -40,6 +61,12 @@ pub trait BackendOptions:
     /// server's real-IP list is not), for plans.
     fn has_ports(&self) -> bool {
         true
+    }
+
+    /// Where its accepts sit in this host's netfilter, for judging the firewall a plan leaves
+    /// (`None`: not in this host's netfilter, as for a cloud firewall or a web server).
+    fn host_place(&self) -> Option<HostPlace> {
+        None
     }
 
     /// Whether its allow and restrict's drop also apply in Docker's DOCKER-USER chain, which

@@ -82,7 +82,10 @@
 mod eval;
 mod model;
 mod nft;
+mod planned;
 mod xtables;
+
+pub use planned::{Place, Placement};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -648,50 +651,27 @@ fn owner(table: &Table, chain: &str) -> Option<String> {
     Some(owner.to_owned())
 }
 
+/// What to change by hand. Which of our backends would help instead is not this crate's to
+/// say: the caller simulates candidate configs on [`Host::planned`] and proposes one only if it
+/// works.
 fn hint(
     table: &Table,
     base_chain: &model::Chain,
     base: &model::Base,
     owner: Option<&str>,
 ) -> String {
-    let variant = match table.origin {
-        Origin::IptablesLegacy => "legacy",
-        _ => "nft",
-    };
     let prerouting = if base.hook == "input" {
         ""
     } else {
-        " (its drop comes on the prerouting hook, before any input chain)"
+        " (it acts on the prerouting hook, before any input chain)"
     };
-    match (owner, table.origin) {
-        (Some("ufw"), _) => format!(
-            "use `--backend ufw`, or `--backend iptables` with variant = \"{variant}\", whose \
-             jump at the top of INPUT comes before ufw's chains"
-        ),
-        (Some("firewalld"), _) => format!(
-            "use `--backend nftables` with table = \"{}\" and chain = \"{}\", and run \
-             `cf-allowlist restore` after every firewalld reload (which rewrites that table)",
-            table.name, base_chain.name
-        ),
-        (_, Origin::IptablesNft | Origin::IptablesLegacy) if base_chain.name == "INPUT" => {
-            format!("use `--backend iptables` with variant = \"{variant}\"")
-        }
-        (_, Origin::IptablesNft | Origin::IptablesLegacy) => format!(
-            "allow the ranges in the {} table's {} chain yourself{prerouting}: the iptables \
-             backend writes only to filter INPUT",
-            table.name, base_chain.name
-        ),
-        (_, Origin::Nft) if table.family == "inet" => format!(
-            "use `--backend nftables` with table = \"{}\" and chain = \"{}\"{prerouting}",
-            table.name, base_chain.name
-        ),
-        (_, Origin::Nft) => format!(
-            "allow the ranges in {} {} {} yourself, or move its rules into an inet table and \
-             use `--backend nftables` with that table and chain: the nftables backend writes \
-             only inet tables",
-            table.family, table.name, base_chain.name
-        ),
-    }
+    let by = owner
+        .map(|owner| format!(" with {owner}"))
+        .unwrap_or_default();
+    format!(
+        "allow the listed ranges on these ports in {} {} {} before what drops them{by}, or remove that drop{prerouting}",
+        table.family, table.name, base_chain.name
+    )
 }
 
 #[cfg(test)]
