@@ -52,7 +52,9 @@ fn documented(config: &str) -> BTreeMap<String, BTreeSet<String>> {
                 .insert("backend".to_owned());
         } else if let Some(kind) = line.strip_prefix("kind = ") {
             table = kind.split('"').nth(1).unwrap().to_owned();
-            keys.entry(table.clone()).or_default().insert("kind".to_owned());
+            keys.entry(table.clone())
+                .or_default()
+                .insert("kind".to_owned());
         } else if is_key(line) {
             let key = line.split_once(" =").unwrap().0.to_owned();
             keys.entry(table.clone()).or_default().insert(key);
