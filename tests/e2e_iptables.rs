@@ -15,11 +15,7 @@ fn write_config(lab: &Lab, variant: &str, mode: &str) -> String {
 }
 
 fn sync(lab: &Lab, config: &str, extra: &[&str]) -> crate::support::cmd::Outcome {
-    let sources = lab.source_args();
-    let mut args = vec!["--config", config, "sync"];
-    args.extend(sources.iter().map(String::as_str));
-    args.extend_from_slice(extra);
-    lab.cf(&args)
+    lab.sync_config(config, extra)
 }
 
 fn scenario(variant: &str, mode: &str) {

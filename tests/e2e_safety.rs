@@ -39,11 +39,7 @@ fn synced_lab() -> (Lab, String) {
 }
 
 fn sync(lab: &Lab, config: &str, extra: &[&str]) -> Outcome {
-    let sources = lab.source_args();
-    let mut args = vec!["--config", config, "sync"];
-    args.extend(sources.iter().map(String::as_str));
-    args.extend_from_slice(extra);
-    lab.cf(&args)
+    lab.sync_config(config, extra)
 }
 
 fn sync_from(lab: &Lab, config: &str, source: &str) -> Outcome {

@@ -62,11 +62,7 @@ fn call_count(calls: &Path) -> usize {
 }
 
 fn sync(lab: &Lab, config: &str, extra: &[&str]) -> Outcome {
-    let sources = lab.source_args();
-    let mut args = vec!["--config", config, "sync"];
-    args.extend(sources.iter().map(String::as_str));
-    args.extend_from_slice(extra);
-    lab.cf(&args)
+    lab.sync_config(config, extra)
 }
 
 /// The whole story, writing in `write` mode. In calls mode the program is a wrapper that counts
