@@ -360,6 +360,14 @@ mod tests {
         backend: Vec<BackendEntry>,
     }
 
+    /// Ports 80 and 443, restrict as given.
+    fn web_ports(restrict: bool) -> Policy {
+        Policy {
+            ports: vec![80, 443],
+            restrict,
+        }
+    }
+
     fn parse(text: &str) -> Result<Vec<BackendEntry>, String> {
         toml::from_str::<Config>(text)
             .map(|config| config.backend)
@@ -382,10 +390,7 @@ mod tests {
     fn entries_resolve_with_defaults_and_overrides() {
         let entries =
             parse("[[backend]]\nkind = \"nftables\"\ntable = \"fw\"\nports = [8443, 443]").unwrap();
-        let defaults = Policy {
-            ports: vec![80, 443],
-            restrict: true,
-        };
+        let defaults = web_ports(true);
         let spec = entries[0]
             .resolve(&defaults, None, None, &mut Vec::new())
             .unwrap();
@@ -417,10 +422,7 @@ mod tests {
     #[cfg(feature = "nginx")]
     #[test]
     fn an_nginx_realip_entry_resolves_and_refuses_restrict_and_relative_paths() {
-        let defaults = Policy {
-            ports: vec![80, 443],
-            restrict: false,
-        };
+        let defaults = web_ports(false);
         let entries = parse(
             "[[backend]]\nkind = \"nginx-realip\"\npath = \"/srv/nginx/realip.conf\"\n\
              test_command = [\"/usr/sbin/nginx\", \"-t\", \"-q\"]",
@@ -462,10 +464,7 @@ mod tests {
     #[cfg(feature = "nginx")]
     #[test]
     fn the_top_level_restrict_passes_a_real_ip_list_by_with_a_note() {
-        let defaults = Policy {
-            ports: vec![80, 443],
-            restrict: true,
-        };
+        let defaults = web_ports(true);
         let mut notes = Vec::new();
         let spec = BackendEntry::for_kind(BackendKind::NginxRealip)
             .resolve(&defaults, None, None, &mut notes)
@@ -539,10 +538,7 @@ mod tests {
     #[cfg(feature = "aws")]
     #[test]
     fn aws_refuses_restrict_and_needs_a_group_at_load() {
-        let defaults = Policy {
-            ports: vec![80, 443],
-            restrict: false,
-        };
+        let defaults = web_ports(false);
         let entries = parse(
             "[[backend]]\nkind = \"aws\"\nrestrict = true\nsecurity_group_ids = [\"sg-0abc\"]",
         )

@@ -112,9 +112,7 @@ fn iptables_legacy_ipset_mode_end_to_end() {
 fn iptables_auto_variant_writes_where_the_rules_are_and_warns_when_both_hold_rules() {
     let lab = Lab::new();
     lab.load_iptables_rules("legacy");
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(&config, "[[backend]]\nkind = \"iptables\"\n").unwrap();
-    let config = config.display().to_string();
+    let config = lab.write_config("[[backend]]\nkind = \"iptables\"\n");
     sync(&lab, &config, &[]).code(0);
     assert!(lab.iptables_state("legacy").contains(":CF-ALLOWLIST"));
     assert!(!lab.iptables_state("nft").contains("CF-ALLOWLIST"));
@@ -192,13 +190,7 @@ fn docker_user_restricts_a_published_port_that_input_never_sees() {
         "the published port is not reachable to begin with"
     );
 
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "restrict = true\nports = [8080]\n[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\ndocker_user = true\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = lab.write_config("restrict = true\nports = [8080]\n[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\ndocker_user = true\n");
     sync(&lab, &config, &[])
         .code(0)
         .stdout_has("~ create chain CF-ALLOWLIST-DOCKER");

@@ -76,16 +76,10 @@ fn scenario(sandbox: &Sandbox, write: Write) {
         Write::Calls => wrapper,
         Write::Batch => cf_allowlist_backend::tool::locate("ufw").unwrap(),
     };
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
-            program.display()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = lab.write_config(&format!(
+        "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
+        program.display()
+    ));
 
     // The admin's own rules: default deny, ssh from the admin range, and an explicit deny for
     // 443 that our allows must come before.

@@ -218,6 +218,13 @@ impl Lab {
         self.sync_with(&["sync", "--backend", backend], extra)
     }
 
+    /// Writes `text` as the config file in the state folder; returns its path.
+    pub fn write_config(&self, text: &str) -> String {
+        let path = self.state.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
     /// `cf-allowlist --config CONFIG sync --source … ARGS…` inside the origin.
     pub fn sync_config(&self, config: &str, extra: &[&str]) -> Outcome {
         self.sync_with(&["--config", config, "sync"], extra)
