@@ -1,6 +1,6 @@
 //! The backend registry: the one place that names concrete backends.
 //!
-//! [`registry!`] takes one line per backend (its cargo feature, its kind as the config file
+//! `registry!` takes one line per backend (its cargo feature, its kind as the config file
 //! and `--backend` spell it, the field its options are saved under, and its options type) and
 //! generates [`BackendKind`], [`BackendEntry`], [`BackendSpec`] and every match over them.
 //! Everything a kind needs beyond that line (how it is built and described, its checks, what
