@@ -185,14 +185,12 @@ fn scenario(sandbox: &Sandbox, write: Write) {
 
 fn in_sandbox<T: Send + 'static>(work: impl FnOnce(&Sandbox) -> T + Send + 'static) -> T {
     require_root();
-    std::thread::spawn(move || {
+    cf_allowlist_testkit::on_new_thread(move || {
         let sandbox = Sandbox::enter();
         let result = work(&sandbox);
         sandbox.assert_host_untouched();
         result
     })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 #[test]

@@ -107,12 +107,10 @@ impl Netns {
     /// Runs `work` on a new thread inside this namespace and waits for its result.
     pub fn run_inside<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
         let name = self.name.clone();
-        std::thread::spawn(move || {
+        cf_allowlist_testkit::on_new_thread(move || {
             enter_named(&name);
             work()
         })
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 

@@ -48,3 +48,21 @@ pub fn require_root() {
          e.g. `sudo tests/run`"
     );
 }
+
+/// Runs `work` on a new thread and waits for it, passing its panic on: namespaces belong to a
+/// thread, so one that a test enters never leaks into the test harness's own threads.
+pub fn on_new_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(work)
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Runs `work`, which needs root, on a new thread in a fresh, empty network namespace.
+#[track_caller]
+pub fn in_fresh_netns<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    require_root();
+    on_new_thread(move || {
+        unshare_thread_netns();
+        work()
+    })
+}
