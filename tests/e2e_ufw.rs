@@ -83,21 +83,7 @@ fn scenario(sandbox: &Sandbox, write: Write) {
 
     // The admin's own rules: default deny, ssh from the admin range, and an explicit deny for
     // 443 that our allows must come before.
-    ufw(&["default", "deny", "incoming"]);
-    ufw(&[
-        "allow",
-        "proto",
-        "tcp",
-        "from",
-        "192.0.2.0/24",
-        "to",
-        "any",
-        "port",
-        "22",
-        "comment",
-        "admin ssh",
-    ]);
-    ufw(&["deny", "443/tcp"]);
+    crate::support::admin_ufw_rules(ufw);
 
     // Inactive: said, and nothing changes.
     let base = rules_text();
@@ -240,21 +226,7 @@ fn ufw_state() -> String {
 fn write_story(write: Write) -> Vec<String> {
     in_sandbox(move |_| {
         let ufw = |args: &[&str]| crate::support::netns::must("ufw", args);
-        ufw(&["default", "deny", "incoming"]);
-        ufw(&[
-            "allow",
-            "proto",
-            "tcp",
-            "from",
-            "192.0.2.0/24",
-            "to",
-            "any",
-            "port",
-            "22",
-            "comment",
-            "admin ssh",
-        ]);
-        ufw(&["deny", "443/tcp"]);
+        crate::support::admin_ufw_rules(ufw);
         ufw(&["--force", "enable"]);
         let backend = UfwBackend::new(
             UfwOptions {

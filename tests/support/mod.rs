@@ -31,3 +31,23 @@ pub fn snapshot_files(dir: &std::path::Path) -> std::collections::BTreeMap<Strin
     }
     files
 }
+
+/// The admin's own ufw rules the ufw tests start from, run through `ufw`: default deny, ssh
+/// from the admin range, and an explicit deny for 443 that our allows must come before.
+pub fn admin_ufw_rules(ufw: impl Fn(&[&str]) -> String) {
+    ufw(&["default", "deny", "incoming"]);
+    ufw(&[
+        "allow",
+        "proto",
+        "tcp",
+        "from",
+        "192.0.2.0/24",
+        "to",
+        "any",
+        "port",
+        "22",
+        "comment",
+        "admin ssh",
+    ]);
+    ufw(&["deny", "443/tcp"]);
+}
