@@ -167,3 +167,17 @@ fn the_top_level_restrict_passes_a_real_ip_list_by_with_a_note() {
         .code(1)
         .stderr_has("`restrict` does not apply to a real-IP list");
 }
+
+/// The AWS backend is opt-in: a build without it says how to get it.
+#[cfg(not(feature = "aws"))]
+#[test]
+fn an_aws_table_in_a_build_without_aws_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[[backend]]\nkind = \"aws\"\n").unwrap();
+    cf(&["config", "check", config.to_str().unwrap()])
+        .run()
+        .code(1)
+        .stderr_has("unknown variant `aws`")
+        .stderr_has("hint: this build has no AWS backend (it is opt-in): build with `cargo build --release --features aws`");
+}
