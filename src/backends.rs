@@ -368,6 +368,11 @@ mod tests {
         }
     }
 
+    /// The entry resolved with `defaults` and no command-line overrides.
+    fn resolved(entry: &BackendEntry, defaults: &Policy) -> Result<BackendSpec, String> {
+        entry.resolve(defaults, None, None, &mut Vec::new())
+    }
+
     fn parse(text: &str) -> Result<Vec<BackendEntry>, String> {
         toml::from_str::<Config>(text)
             .map(|config| config.backend)
@@ -391,9 +396,7 @@ mod tests {
         let entries =
             parse("[[backend]]\nkind = \"nftables\"\ntable = \"fw\"\nports = [8443, 443]").unwrap();
         let defaults = web_ports(true);
-        let spec = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap();
+        let spec = resolved(&entries[0], &defaults).unwrap();
         assert_eq!(spec.policy().ports, vec![443, 8443]);
         assert!(spec.policy().restrict);
         assert_eq!(
@@ -413,9 +416,7 @@ mod tests {
             ports: vec![80],
             restrict: false,
         };
-        let error = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&entries[0], &defaults).unwrap_err();
         assert!(error.contains("chain name"), "{error}");
     }
 
@@ -428,9 +429,7 @@ mod tests {
              test_command = [\"/usr/sbin/nginx\", \"-t\", \"-q\"]",
         )
         .unwrap();
-        let spec = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap();
+        let spec = resolved(&entries[0], &defaults).unwrap();
         assert_eq!(spec.describe(), "nginx-realip (/srv/nginx/realip.conf)");
         // The saved spec reads back, and the kind is spelled with its hyphen.
         let json = serde_json::to_value(&spec).unwrap();
@@ -445,15 +444,12 @@ mod tests {
         );
         let entries =
             parse("[[backend]]\nkind = \"nginx-realip\"\npath = \"realip.conf\"").unwrap();
-        let error = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&entries[0], &defaults).unwrap_err();
         assert!(error.contains("`path` must be absolute"), "{error}");
         let error = parse("[[backend]]\nkind = \"nginx-realip\"\ntable = \"filter\"").unwrap_err();
         assert!(error.contains("unknown field `table`"), "{error}");
-        let defaults_only = BackendEntry::for_kind(BackendKind::NginxRealip)
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap();
+        let defaults_only =
+            resolved(&BackendEntry::for_kind(BackendKind::NginxRealip), &defaults).unwrap();
         assert_eq!(
             defaults_only.describe(),
             "nginx-realip (/etc/nginx/conf.d/cf-allowlist-realip.conf)"
@@ -478,9 +474,7 @@ mod tests {
         );
         // In its own table it is still a mistake.
         let entries = parse("[[backend]]\nkind = \"nginx-realip\"\nrestrict = true").unwrap();
-        let error = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&entries[0], &defaults).unwrap_err();
         assert!(error.contains("`restrict` does not apply"), "{error}");
         // Where it means something, it applies, without a note.
         let mut notes = Vec::new();
@@ -543,16 +537,12 @@ mod tests {
             "[[backend]]\nkind = \"aws\"\nrestrict = true\nsecurity_group_ids = [\"sg-0abc\"]",
         )
         .unwrap();
-        let error = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&entries[0], &defaults).unwrap_err();
         assert!(
             error.contains("restrict has no meaning for a security group"),
             "{error}"
         );
-        let error = BackendEntry::for_kind(BackendKind::Aws)
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&BackendEntry::for_kind(BackendKind::Aws), &defaults).unwrap_err();
         assert!(
             error.contains("security_group_ids must name at least one"),
             "{error}"
@@ -561,9 +551,7 @@ mod tests {
             "[[backend]]\nkind = \"aws\"\nsecurity_group_ids = [\"sg-0abc\", \"sg-0def\"]\nregion = \"eu-west-1\"\nmode = \"prefix-list\"\nmax_rules = 120",
         )
         .unwrap();
-        let spec = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap();
+        let spec = resolved(&entries[0], &defaults).unwrap();
         assert_eq!(
             spec.describe(),
             "aws (sg-0abc, sg-0def in eu-west-1, prefix-list mode, tcp 80,443)"
