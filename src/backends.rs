@@ -1,6 +1,6 @@
 //! The backend registry: the one place that names concrete backends.
 //!
-//! [`registry!`] takes one line per backend (its cargo feature, its kind as the config file
+//! `registry!` takes one line per backend (its cargo feature, its kind as the config file
 //! and `--backend` spell it, the field its options are saved under, and its options type) and
 //! generates [`BackendKind`], [`BackendEntry`], [`BackendSpec`] and every match over them.
 //! Everything a kind needs beyond that line (how it is built and described, its checks, what
@@ -389,6 +389,19 @@ mod tests {
         backend: Vec<BackendEntry>,
     }
 
+    /// Ports 80 and 443, restrict as given.
+    fn web_ports(restrict: bool) -> Policy {
+        Policy {
+            ports: vec![80, 443],
+            restrict,
+        }
+    }
+
+    /// The entry resolved with `defaults` and no command-line overrides.
+    fn resolved(entry: &BackendEntry, defaults: &Policy) -> Result<BackendSpec, String> {
+        entry.resolve(defaults, None, None, &mut Vec::new())
+    }
+
     fn parse(text: &str) -> Result<Vec<BackendEntry>, String> {
         toml::from_str::<Config>(text)
             .map(|config| config.backend)
@@ -411,13 +424,8 @@ mod tests {
     fn entries_resolve_with_defaults_and_overrides() {
         let entries =
             parse("[[backend]]\nkind = \"nftables\"\ntable = \"fw\"\nports = [8443, 443]").unwrap();
-        let defaults = Policy {
-            ports: vec![80, 443],
-            restrict: true,
-        };
-        let spec = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap();
+        let defaults = web_ports(true);
+        let spec = resolved(&entries[0], &defaults).unwrap();
         assert_eq!(spec.policy().ports, vec![443, 8443]);
         assert!(spec.policy().restrict);
         assert_eq!(
@@ -437,27 +445,20 @@ mod tests {
             ports: vec![80],
             restrict: false,
         };
-        let error = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&entries[0], &defaults).unwrap_err();
         assert!(error.contains("chain name"), "{error}");
     }
 
     #[cfg(feature = "nginx")]
     #[test]
     fn an_nginx_realip_entry_resolves_and_refuses_restrict_and_relative_paths() {
-        let defaults = Policy {
-            ports: vec![80, 443],
-            restrict: false,
-        };
+        let defaults = web_ports(false);
         let entries = parse(
             "[[backend]]\nkind = \"nginx-realip\"\npath = \"/srv/nginx/realip.conf\"\n\
              test_command = [\"/usr/sbin/nginx\", \"-t\", \"-q\"]",
         )
         .unwrap();
-        let spec = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap();
+        let spec = resolved(&entries[0], &defaults).unwrap();
         assert_eq!(spec.describe(), "nginx-realip (/srv/nginx/realip.conf)");
         // The saved spec reads back, and the kind is spelled with its hyphen.
         let json = serde_json::to_value(&spec).unwrap();
@@ -472,15 +473,12 @@ mod tests {
         );
         let entries =
             parse("[[backend]]\nkind = \"nginx-realip\"\npath = \"realip.conf\"").unwrap();
-        let error = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&entries[0], &defaults).unwrap_err();
         assert!(error.contains("`path` must be absolute"), "{error}");
         let error = parse("[[backend]]\nkind = \"nginx-realip\"\ntable = \"filter\"").unwrap_err();
         assert!(error.contains("unknown field `table`"), "{error}");
-        let defaults_only = BackendEntry::for_kind(BackendKind::NginxRealip)
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap();
+        let defaults_only =
+            resolved(&BackendEntry::for_kind(BackendKind::NginxRealip), &defaults).unwrap();
         assert_eq!(
             defaults_only.describe(),
             "nginx-realip (/etc/nginx/conf.d/cf-allowlist-realip.conf)"
@@ -491,10 +489,7 @@ mod tests {
     #[cfg(feature = "nginx")]
     #[test]
     fn the_top_level_restrict_passes_a_real_ip_list_by_with_a_note() {
-        let defaults = Policy {
-            ports: vec![80, 443],
-            restrict: true,
-        };
+        let defaults = web_ports(true);
         let mut notes = Vec::new();
         let spec = BackendEntry::for_kind(BackendKind::NginxRealip)
             .resolve(&defaults, None, None, &mut notes)
@@ -508,9 +503,7 @@ mod tests {
         );
         // In its own table it is still a mistake.
         let entries = parse("[[backend]]\nkind = \"nginx-realip\"\nrestrict = true").unwrap();
-        let error = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&entries[0], &defaults).unwrap_err();
         assert!(error.contains("`restrict` does not apply"), "{error}");
         // Where it means something, it applies, without a note.
         let mut notes = Vec::new();
@@ -568,24 +561,17 @@ mod tests {
     #[cfg(feature = "aws")]
     #[test]
     fn aws_refuses_restrict_and_needs_a_group_at_load() {
-        let defaults = Policy {
-            ports: vec![80, 443],
-            restrict: false,
-        };
+        let defaults = web_ports(false);
         let entries = parse(
             "[[backend]]\nkind = \"aws\"\nrestrict = true\nsecurity_group_ids = [\"sg-0abc\"]",
         )
         .unwrap();
-        let error = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&entries[0], &defaults).unwrap_err();
         assert!(
             error.contains("restrict has no meaning for a security group"),
             "{error}"
         );
-        let error = BackendEntry::for_kind(BackendKind::Aws)
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap_err();
+        let error = resolved(&BackendEntry::for_kind(BackendKind::Aws), &defaults).unwrap_err();
         assert!(
             error.contains("security_group_ids must name at least one"),
             "{error}"
@@ -594,9 +580,7 @@ mod tests {
             "[[backend]]\nkind = \"aws\"\nsecurity_group_ids = [\"sg-0abc\", \"sg-0def\"]\nregion = \"eu-west-1\"\nmode = \"prefix-list\"\nmax_rules = 120",
         )
         .unwrap();
-        let spec = entries[0]
-            .resolve(&defaults, None, None, &mut Vec::new())
-            .unwrap();
+        let spec = resolved(&entries[0], &defaults).unwrap();
         assert_eq!(
             spec.describe(),
             "aws (sg-0abc, sg-0def in eu-west-1, prefix-list mode, tcp 80,443)"

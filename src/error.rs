@@ -192,6 +192,11 @@ impl Error {
                 None => "fix the failure and run sync again: it converges from what the firewall holds".to_owned(),
             }),
             Error::Backend(error) => Some(backend_hint(error)),
+            #[cfg(not(feature = "aws"))]
+            Error::ConfigParse { source, .. } if source.message().contains("unknown variant `aws`") => Some(
+                "this build has no AWS backend (it is opt-in): build with `cargo build --release --features aws`; the Debian package has it"
+                    .to_owned(),
+            ),
             Error::NotEffective { .. } => Some(
                 "the rules are in place but another firewall drops the traffic first: follow the advice after each blocker (another backend, or allowing the ranges there)"
                     .to_owned(),

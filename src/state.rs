@@ -699,7 +699,9 @@ fn write_json_as<T: Serialize>(path: &Path, value: &T, new: bool) -> Result<(), 
             .write_new(path, &json)
             .map_err(StateDir::io("create", path))
     } else {
-        atomic.write(path, &json).map_err(StateDir::io("write", path))
+        atomic
+            .write(path, &json)
+            .map_err(StateDir::io("write", path))
     }
 }
 

@@ -52,7 +52,9 @@ fn documented(config: &str) -> BTreeMap<String, BTreeSet<String>> {
                 .insert("backend".to_owned());
         } else if let Some(kind) = line.strip_prefix("kind = ") {
             table = kind.split('"').nth(1).unwrap().to_owned();
-            keys.entry(table.clone()).or_default().insert("kind".to_owned());
+            keys.entry(table.clone())
+                .or_default()
+                .insert("kind".to_owned());
         } else if is_key(line) {
             let key = line.split_once(" =").unwrap().0.to_owned();
             keys.entry(table.clone()).or_default().insert(key);
@@ -128,4 +130,54 @@ fn the_example_config_documents_every_key_and_only_known_ones() {
             "packaging/config.example.toml does not show {missing:?} ({table})"
         );
     }
+}
+
+/// Issue 18 item 7: the top-level `restrict = true` is "the default for every backend", so a
+/// config with a backend where restrict means nothing loads, and `-v` says where it does not
+/// apply; in that backend's own table it is still refused.
+#[test]
+fn the_top_level_restrict_passes_a_real_ip_list_by_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let include = dir.path().join("realip.conf");
+    let config = dir.path().join("config.toml");
+    let table = format!(
+        "[[backend]]\nkind = \"nginx-realip\"\npath = \"{}\"\n",
+        include.display()
+    );
+    std::fs::write(&config, format!("restrict = true\n{table}")).unwrap();
+    let config = config.to_str().unwrap();
+    cf(&["config", "check", config]).run().code(0);
+    cf(&[
+        "-v",
+        "--config",
+        config,
+        "sync",
+        "--dry-run",
+        "--source",
+        "builtin",
+    ])
+    .state(&dir.path().join("state"))
+    .run()
+    .code(0)
+    .stderr_has("backend nginx-realip: the top-level `restrict = true` does not apply here");
+    let own_table = dir.path().join("own.toml");
+    std::fs::write(&own_table, format!("{table}restrict = true\n")).unwrap();
+    cf(&["config", "check", own_table.to_str().unwrap()])
+        .run()
+        .code(1)
+        .stderr_has("`restrict` does not apply to a real-IP list");
+}
+
+/// The AWS backend is opt-in: a build without it says how to get it.
+#[cfg(not(feature = "aws"))]
+#[test]
+fn an_aws_table_in_a_build_without_aws_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[[backend]]\nkind = \"aws\"\n").unwrap();
+    cf(&["config", "check", config.to_str().unwrap()])
+        .run()
+        .code(1)
+        .stderr_has("unknown variant `aws`")
+        .stderr_has("hint: this build has no AWS backend (it is opt-in): build with `cargo build --release --features aws`");
 }

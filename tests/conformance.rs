@@ -4,40 +4,31 @@ mod memory {
     cf_allowlist_backend::conformance_tests!(cf_allowlist_memory::MemoryHarness::default());
 }
 
+/// nftables in a fresh namespace per test: holding a Debian-like ruleset with policy drop, or
+/// empty (the backend creates table and chain).
 #[cfg(feature = "e2e")]
-/// nftables in a fresh namespace per test, holding a Debian-like ruleset with policy drop.
-mod nftables_debian_ruleset {
-    use crate::support::{netns::unshare_thread_netns, require_root};
-    use cf_allowlist_nftables::harness::NftablesHarness;
+mod nftables {
+    macro_rules! ruleset {
+        ($name:ident, $constructor:ident) => {
+            mod $name {
+                use crate::support::{netns::unshare_thread_netns, require_root};
+                use cf_allowlist_nftables::harness::NftablesHarness;
 
-    fn harness() -> NftablesHarness {
-        require_root();
-        unshare_thread_netns();
-        NftablesHarness::with_base_ruleset()
+                fn harness() -> NftablesHarness {
+                    require_root();
+                    unshare_thread_netns();
+                    NftablesHarness::$constructor()
+                }
+
+                cf_allowlist_backend::conformance_tests!(harness(); skip {
+                    no_listed_range_is_missing_during_an_apply:
+                        "one apply is one nft transaction: there is no intermediate state to look at (tests/e2e_safety.rs kills runs mid-apply instead)",
+                });
+            }
+        };
     }
-
-    cf_allowlist_backend::conformance_tests!(harness(); skip {
-        no_listed_range_is_missing_during_an_apply:
-            "one apply is one nft transaction: there is no intermediate state to look at (tests/e2e_safety.rs kills runs mid-apply instead)",
-    });
-}
-
-#[cfg(feature = "e2e")]
-/// nftables in a fresh namespace with an empty ruleset: the backend creates table and chain.
-mod nftables_empty_ruleset {
-    use crate::support::{netns::unshare_thread_netns, require_root};
-    use cf_allowlist_nftables::harness::NftablesHarness;
-
-    fn harness() -> NftablesHarness {
-        require_root();
-        unshare_thread_netns();
-        NftablesHarness::empty()
-    }
-
-    cf_allowlist_backend::conformance_tests!(harness(); skip {
-        no_listed_range_is_missing_during_an_apply:
-            "one apply is one nft transaction: there is no intermediate state to look at (tests/e2e_safety.rs kills runs mid-apply instead)",
-    });
+    ruleset!(debian_ruleset, with_base_ruleset);
+    ruleset!(empty_ruleset, empty);
 }
 
 #[cfg(feature = "e2e")]

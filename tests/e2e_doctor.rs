@@ -237,13 +237,8 @@ fn doctor_names_a_ufw_deny_inserted_before_our_allows_and_ufw_switched_off() {
             "22",
         ]);
         ufw(&["--force", "enable"]);
-        let config = lab.state.path().join("config.toml");
-        std::fs::write(&config, "[[backend]]\nkind = \"ufw\"\n").unwrap();
-        let config = config.display().to_string();
-        let sources = lab.source_args();
-        let mut sync = vec!["--config", config.as_str(), "sync"];
-        sync.extend(sources.iter().map(String::as_str));
-        lab.cf(&sync).code(0);
+        let config = lab.write_config("[[backend]]\nkind = \"ufw\"\n");
+        lab.sync_config(&config, &[]).code(0);
         let doctor = ["--config", config.as_str(), "--output", "json", "doctor"];
         expect(&lab.cf(&doctor), 0, &[]);
 

@@ -15,11 +15,7 @@ fn write_config(lab: &Lab, variant: &str, mode: &str) -> String {
 }
 
 fn sync(lab: &Lab, config: &str, extra: &[&str]) -> crate::support::cmd::Outcome {
-    let sources = lab.source_args();
-    let mut args = vec!["--config", config, "sync"];
-    args.extend(sources.iter().map(String::as_str));
-    args.extend_from_slice(extra);
-    lab.cf(&args)
+    lab.sync_config(config, extra)
 }
 
 fn scenario(variant: &str, mode: &str) {
@@ -116,9 +112,7 @@ fn iptables_legacy_ipset_mode_end_to_end() {
 fn iptables_auto_variant_writes_where_the_rules_are_and_warns_when_both_hold_rules() {
     let lab = Lab::new();
     lab.load_iptables_rules("legacy");
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(&config, "[[backend]]\nkind = \"iptables\"\n").unwrap();
-    let config = config.display().to_string();
+    let config = lab.write_config("[[backend]]\nkind = \"iptables\"\n");
     sync(&lab, &config, &[]).code(0);
     assert!(lab.iptables_state("legacy").contains(":CF-ALLOWLIST"));
     assert!(!lab.iptables_state("nft").contains("CF-ALLOWLIST"));
@@ -167,13 +161,15 @@ fn docker_user_restricts_a_published_port_and_lets_the_containers_replies_out() 
         "the published port does not answer to begin with"
     );
 
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "restrict = true\nports = [8443]\n[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\ndocker_user = true\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = lab.write_config(
+        "restrict = true
+ports = [8443]
+[[backend]]
+kind = \"iptables\"
+variant = \"nft\"
+docker_user = true
+",
+    );
     sync(&lab, &config, &[])
         .code(0)
         .stdout_has("~ create chain CF-ALLOWLIST-DOCKER")

@@ -41,13 +41,7 @@ fn racing_restore(dir: &std::path::Path) -> String {
 fn a_rule_inserted_into_input_between_our_read_and_our_write_survives() {
     let lab = Lab::new();
     lab.load_iptables_rules("nft");
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = lab.write_config("[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\n");
     let sync = |extra: &[&str]| {
         let mut args = vec!["--config".to_owned(), config.clone(), "sync".to_owned()];
         args.extend(lab.source_args());
@@ -227,21 +221,13 @@ fn moving_to_another_chain_leaves_nothing_behind_and_closes_nothing() {
         "add chain inet filter web\n\
          insert rule inet filter input tcp dport { 80, 443 } jump web\n",
     );
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "[[backend]]\nkind = \"nftables\"\ntable = \"filter\"\nchain = \"web\"\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let mut args = vec!["--config", &config, "sync"];
-    let sources = lab.source_args();
-    args.extend(sources.iter().map(String::as_str));
-    lab.cf(&[&args[..], &["--dry-run"]].concat())
+    let config =
+        lab.write_config("[[backend]]\nkind = \"nftables\"\ntable = \"filter\"\nchain = \"web\"\n");
+    lab.sync_config(&config, &["--dry-run"])
         .code(0)
         .stdout_has("remove rule \"cf-allowlist ipv4 owner=")
         .stdout_has("from inet filter input (no longer configured)");
-    lab.cf(&args).code(0);
+    lab.sync_config(&config, &[]).code(0);
     let ruleset = lab
         .origin
         .exec("nft", &["list", "chain", "inet", "filter", "input"]);

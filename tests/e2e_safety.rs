@@ -25,13 +25,9 @@ const IN_BOTH: [&str; 3] = ["198.51.100.10", "198.51.100.200", "2001:db8:cf::10"
 fn synced_lab() -> (Lab, String) {
     let lab = Lab::new();
     lab.load_nft_ruleset();
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(
-        &config,
+    let config = lab.write_config(
         "connect_timeout_secs = 2\nrequest_timeout_secs = 4\n[[backend]]\nkind = \"nftables\"\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    );
     sync(&lab, &config, &[])
         .code(0)
         .stdout_has("applied generation 1");
@@ -39,11 +35,7 @@ fn synced_lab() -> (Lab, String) {
 }
 
 fn sync(lab: &Lab, config: &str, extra: &[&str]) -> Outcome {
-    let sources = lab.source_args();
-    let mut args = vec!["--config", config, "sync"];
-    args.extend(sources.iter().map(String::as_str));
-    args.extend_from_slice(extra);
-    lab.cf(&args)
+    lab.sync_config(config, extra)
 }
 
 fn sync_from(lab: &Lab, config: &str, source: &str) -> Outcome {

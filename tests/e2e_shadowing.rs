@@ -294,19 +294,14 @@ fn firewalld_style_reject_at_the_end_of_input() {
 
 /// `sync` with the iptables backend in `variant` and `mode`, as configured.
 fn sync_iptables(lab: &Lab, variant: &str, mode: &str) {
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"{mode}\"\n"),
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let sources = lab.source_args();
-    let mut args = vec!["--config", config.as_str(), "sync"];
-    args.extend(sources.iter().map(String::as_str));
-    lab.cf(&args).code(0).stdout_has("applied generation 1");
+    let config = lab.write_config(&format!(
+        "[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"{mode}\"\n"
+    ));
+    lab.sync_config(&config, &[])
+        .code(0)
+        .stdout_has("applied generation 1");
     // A correct setup: no warning on the next run, which prints nothing at all.
-    lab.cf(&args).code(0).says_nothing();
+    lab.sync_config(&config, &[]).code(0).says_nothing();
 }
 
 /// The same sync again, once something else blocks: exit 5, naming the blocker.
@@ -319,10 +314,7 @@ fn resync_iptables_blocked(lab: &Lab, hint: &str) {
         "/ips-v4",
         crate::support::fixture::Reply::ok(crate::support::lab::SECOND_V4),
     );
-    let sources = lab.source_args();
-    let mut args = vec!["--config", config.as_str(), "sync"];
-    args.extend(sources.iter().map(String::as_str));
-    lab.cf(&args)
+    lab.sync_config(&config, &[])
         .code(5)
         .stderr_has("applied, but not effective")
         .stderr_has(hint);

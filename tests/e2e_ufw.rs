@@ -62,11 +62,7 @@ fn call_count(calls: &Path) -> usize {
 }
 
 fn sync(lab: &Lab, config: &str, extra: &[&str]) -> Outcome {
-    let sources = lab.source_args();
-    let mut args = vec!["--config", config, "sync"];
-    args.extend(sources.iter().map(String::as_str));
-    args.extend_from_slice(extra);
-    lab.cf(&args)
+    lab.sync_config(config, extra)
 }
 
 /// The whole story, writing in `write` mode. In calls mode the program is a wrapper that counts
@@ -80,34 +76,14 @@ fn scenario(sandbox: &Sandbox, write: Write) {
         Write::Calls => wrapper,
         Write::Batch => cf_allowlist_backend::tool::locate("ufw").unwrap(),
     };
-    let config = lab.state.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
-            program.display()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = lab.write_config(&format!(
+        "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
+        program.display()
+    ));
 
     // The admin's own rules: default deny, ssh from the admin range, and an explicit deny for
     // 443 that our allows must come before.
-    ufw(&["default", "deny", "incoming"]);
-    ufw(&[
-        "allow",
-        "proto",
-        "tcp",
-        "from",
-        "192.0.2.0/24",
-        "to",
-        "any",
-        "port",
-        "22",
-        "comment",
-        "admin ssh",
-    ]);
-    ufw(&["deny", "443/tcp"]);
+    crate::support::admin_ufw_rules(ufw);
 
     // Inactive: said, and nothing changes.
     let base = rules_text();
@@ -195,14 +171,12 @@ fn scenario(sandbox: &Sandbox, write: Write) {
 
 fn in_sandbox<T: Send + 'static>(work: impl FnOnce(&Sandbox) -> T + Send + 'static) -> T {
     require_root();
-    std::thread::spawn(move || {
+    cf_allowlist_testkit::on_new_thread(move || {
         let sandbox = Sandbox::enter();
         let result = work(&sandbox);
         sandbox.assert_host_untouched();
         result
     })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 #[test]
@@ -252,21 +226,7 @@ fn ufw_state() -> String {
 fn write_story(write: Write) -> Vec<String> {
     in_sandbox(move |_| {
         let ufw = |args: &[&str]| crate::support::netns::must("ufw", args);
-        ufw(&["default", "deny", "incoming"]);
-        ufw(&[
-            "allow",
-            "proto",
-            "tcp",
-            "from",
-            "192.0.2.0/24",
-            "to",
-            "any",
-            "port",
-            "22",
-            "comment",
-            "admin ssh",
-        ]);
-        ufw(&["deny", "443/tcp"]);
+        crate::support::admin_ufw_rules(ufw);
         ufw(&["--force", "enable"]);
         let backend = UfwBackend::new(
             UfwOptions {

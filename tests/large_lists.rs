@@ -7,8 +7,7 @@ use cf_allowlist_backend::conformance::{Harness, default_policy, sync};
 use cf_allowlist_iptables::harness::IptablesHarness;
 use cf_allowlist_iptables::{AUTO_IPSET_ABOVE, Concrete, Mode};
 
-use crate::support::netns::{must, unshare_thread_netns};
-use crate::support::require_root;
+use cf_allowlist_testkit::{in_fresh_netns, must};
 
 /// `count` IPv6 /64s from the documentation prefix.
 fn many_v6(count: usize) -> Ranges {
@@ -19,9 +18,7 @@ fn many_v6(count: usize) -> Ranges {
 
 #[test]
 fn auto_mode_switches_to_an_ipset_above_the_threshold_and_back() {
-    require_root();
-    std::thread::spawn(|| {
-        unshare_thread_netns();
+    in_fresh_netns(|| {
         for variant in [Concrete::Nft, Concrete::Legacy] {
             let harness = IptablesHarness::new(variant, Mode::Auto);
             let backend = harness.backend(&default_policy());
@@ -55,18 +52,14 @@ fn auto_mode_switches_to_an_ipset_above_the_threshold_and_back() {
             backend.purge().unwrap();
             assert!(backend.observe().unwrap().ranges.is_empty());
         }
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
 }
 
 #[test]
 fn nftables_refills_a_set_when_many_ranges_go_and_keeps_the_rest() {
     use cf_allowlist_nftables::REFILL_ABOVE_REMOVALS;
     use cf_allowlist_nftables::harness::NftablesHarness;
-    require_root();
-    std::thread::spawn(|| {
-        unshare_thread_netns();
+    in_fresh_netns(|| {
         let harness = NftablesHarness::with_base_ruleset();
         let backend = harness.backend(&default_policy());
         let before = many_v6(200);
@@ -84,17 +77,13 @@ fn nftables_refills_a_set_when_many_ranges_go_and_keeps_the_rest() {
         let small: Ranges = after.iter().skip(1).copied().collect();
         sync(backend.as_ref(), &small);
         assert_eq!(backend.observe().unwrap().ranges, small);
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
 }
 
 #[test]
 fn nftables_reads_set_elements_from_the_kernel_as_nft_lists_them() {
     use cf_allowlist_nftables::harness::NftablesHarness;
-    require_root();
-    std::thread::spawn(|| {
-        unshare_thread_netns();
+    in_fresh_netns(|| {
         let harness = NftablesHarness::with_base_ruleset();
         let backend = harness.backend(&default_policy());
         sync(backend.as_ref(), &many_v6(3));
@@ -146,7 +135,5 @@ fn nftables_reads_set_elements_from_the_kernel_as_nft_lists_them() {
             .collect();
         assert_eq!(observed.len(), 3 + 4 + 3 + 3000);
         assert_eq!(observed, listed);
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
 }

@@ -215,8 +215,24 @@ impl Lab {
 
     /// `cf-allowlist sync --backend KIND --source … ARGS…` inside the origin.
     pub fn sync(&self, backend: &str, extra: &[&str]) -> Outcome {
+        self.sync_with(&["sync", "--backend", backend], extra)
+    }
+
+    /// Writes `text` as the config file in the state folder; returns its path.
+    pub fn write_config(&self, text: &str) -> String {
+        let path = self.state.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    /// `cf-allowlist --config CONFIG sync --source … ARGS…` inside the origin.
+    pub fn sync_config(&self, config: &str, extra: &[&str]) -> Outcome {
+        self.sync_with(&["--config", config, "sync"], extra)
+    }
+
+    fn sync_with(&self, command: &[&str], extra: &[&str]) -> Outcome {
         let sources = self.source_args();
-        let mut args = vec!["sync", "--backend", backend];
+        let mut args = command.to_vec();
         args.extend(sources.iter().map(String::as_str));
         args.extend_from_slice(extra);
         self.cf(&args)

@@ -2,7 +2,8 @@
 //! and delete, a fixture HTTP server and TCP listeners inside them, and packets from chosen
 //! source addresses.
 
-#![allow(dead_code)]
+// Without the `e2e` feature most of this is unused: the tests that need it are not built.
+#![allow(dead_code, unused_imports)]
 
 pub mod cmd;
 pub mod docker;
@@ -10,17 +11,7 @@ pub mod fixture;
 pub mod lab;
 pub mod netns;
 
-/// Fails loudly, never skips, when a test that needs root runs without it.
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    #[allow(unsafe_code)]
-    let uid = unsafe { libc::geteuid() };
-    assert_eq!(
-        uid, 0,
-        "this end-to-end test needs root (network namespaces and netfilter): run the suite as root, \
-         e.g. `sudo tests/run`"
-    );
-}
+pub use cf_allowlist_testkit::require_root;
 
 /// Every file under `dir` with its bytes, to prove a run left the state untouched.
 pub fn snapshot_files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
@@ -40,4 +31,24 @@ pub fn snapshot_files(dir: &std::path::Path) -> std::collections::BTreeMap<Strin
         }
     }
     files
+}
+
+/// The admin's own ufw rules the ufw tests start from, run through `ufw`: default deny, ssh
+/// from the admin range, and an explicit deny for 443 that our allows must come before.
+pub fn admin_ufw_rules(ufw: impl Fn(&[&str]) -> String) {
+    ufw(&["default", "deny", "incoming"]);
+    ufw(&[
+        "allow",
+        "proto",
+        "tcp",
+        "from",
+        "192.0.2.0/24",
+        "to",
+        "any",
+        "port",
+        "22",
+        "comment",
+        "admin ssh",
+    ]);
+    ufw(&["deny", "443/tcp"]);
 }

@@ -15,35 +15,7 @@ use socket2::{Domain, Socket, Type};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Runs `program args…` and panics with its output if it fails.
-#[track_caller]
-pub fn must(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
-    assert!(
-        output.status.success(),
-        "{program} {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Moves the calling thread into a new, empty network namespace (freed when the thread ends).
-pub fn unshare_thread_netns() {
-    // SAFETY: unshare only changes the calling thread's namespaces; it takes no pointers.
-    #[allow(unsafe_code)]
-    let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        result,
-        0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
-    );
-}
+pub use cf_allowlist_testkit::{must, unshare_thread_netns};
 
 /// Moves the calling thread into the named namespace.
 pub fn enter_named(name: &str) {
@@ -135,12 +107,10 @@ impl Netns {
     /// Runs `work` on a new thread inside this namespace and waits for its result.
     pub fn run_inside<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
         let name = self.name.clone();
-        std::thread::spawn(move || {
+        cf_allowlist_testkit::on_new_thread(move || {
             enter_named(&name);
             work()
         })
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 

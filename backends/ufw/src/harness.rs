@@ -24,10 +24,10 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cf_allowlist_backend::conformance::Harness;
 use cf_allowlist_backend::{Backend, Family, Policy, Ranges};
+use cf_allowlist_testkit::must;
 
 use crate::{UfwBackend, UfwOptions, Write, names, rules};
 
@@ -46,21 +46,6 @@ pub struct Sandbox {
     dir: tempfile::TempDir,
     host_dirs: Vec<(&'static str, File)>,
     host_before: BTreeMap<String, Vec<u8>>,
-}
-
-fn must(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
-    assert!(
-        output.status.success(),
-        "{program} {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn c_path(path: &Path) -> CString {

@@ -13,9 +13,9 @@
 //! holds the behaviours every backend must show; each backend runs it from the integration
 //! tests.
 
+pub mod atomic;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-pub mod atomic;
 mod options;
 pub mod tool;
 
