@@ -240,8 +240,11 @@ impl Error {
     }
 }
 
-/// The hint for a backend failure, chosen by its kind.
+/// The hint for a backend failure: the backend's own when it gave one, else its kind's.
 fn backend_hint(error: &BackendError) -> String {
+    if let Some(hint) = &error.hint {
+        return hint.clone();
+    }
     match error.kind {
         ErrorKind::MissingTool => match error.package {
             Some(package) => format!("install it: `apt-get install {package}`"),
@@ -249,6 +252,10 @@ fn backend_hint(error: &BackendError) -> String {
         },
         ErrorKind::Permission => {
             "run as root (changing or reading the firewall needs CAP_NET_ADMIN)".to_owned()
+        }
+        ErrorKind::Credentials => {
+            "give the backend credentials for its API (the message above says where it looked)"
+                .to_owned()
         }
         ErrorKind::Stale => {
             "another tool kept changing our rules while we applied; run sync again".to_owned()

@@ -37,9 +37,12 @@ pub fn plan_backends(
         if guard {
             refusals.extend(shrink_refusals(&spec.describe(), &observed.ranges, target));
         }
+        let change = Change::between(&observed, target);
+        // What the backend can tell before writing (a quota): the dry run refuses it too.
+        backend.check(&change)?;
         plans.push(BackendPlan {
             spec: spec.clone(),
-            change: Change::between(&observed, target),
+            change,
             warnings: observed.warnings,
             effective: None,
             blockers: Vec::new(),
