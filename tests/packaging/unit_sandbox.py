@@ -22,12 +22,15 @@ import shlex
 import subprocess
 import sys
 
+# A folder the namespace covers with a private tmpfs for its own scratch space.
+SCRATCH = "/mnt"
+
 
 def parse(paths):
     """The [Service] settings of a unit and its drop-ins, in order: list-valued settings
     accumulate and an empty assignment resets them, as systemd does; others are replaced."""
     lists = {"ReadWritePaths", "ReadOnlyPaths", "BindReadOnlyPaths", "Environment",
-             "EnvironmentFile", "InaccessiblePaths"}
+             "EnvironmentFile", "InaccessiblePaths", "CapabilityBoundingSet"}
     settings = {key: [] for key in lists}
     for path in paths:
         section = None
@@ -46,7 +49,7 @@ def parse(paths):
                     if value == "":
                         settings[key] = []
                     else:
-                        settings[key].extend(shlex.split(value) if key != "Environment" else shlex.split(value))
+                        settings[key].extend(shlex.split(value))
                 else:
                     settings[key] = value
     return settings
@@ -70,16 +73,45 @@ def main(argv):
     def sh(*words):
         script.append(" ".join(shlex.quote(word) for word in words))
 
-    # The test's own files first, while everything is writable.
-    for source, target in binds:
-        if os.path.isdir(source):
+    # Scratch space private to the namespace: stashes, and overlays that let a bind target be
+    # created without touching the host's file system.
+    sh("mount", "-t", "tmpfs", "tmpfs", SCRATCH)
+    overlaid = []
+
+    def ensure(target, is_dir):
+        """Creates `target` as a mount point, in an overlay over its nearest existing
+        ancestor when it does not exist (the host's own folder stays untouched)."""
+        if os.path.exists(target):
+            return
+        ancestor = os.path.dirname(target)
+        while not os.path.exists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        if not any(ancestor == done or ancestor.startswith(done + "/") for done in overlaid):
+            # An overlay shows the folder without the mounts below it (a test's bind of
+            # /etc/ufw under /etc): they are put back from a recursive bind taken before.
+            layer = f"{SCRATCH}/overlay{len(overlaid)}"
+            sh("mkdir", "-p", f"{layer}/upper", f"{layer}/work", f"{layer}/original")
+            sh("mount", "--rbind", ancestor, f"{layer}/original")
+            script.append(
+                f"below=$(awk '{{print $5}}' /proc/self/mountinfo | grep '^{ancestor}/' || true)")
+            sh("mount", "-t", "overlay", "overlay", "-o",
+               f"lowerdir={ancestor},upperdir={layer}/upper,workdir={layer}/work", ancestor)
+            script.append(
+                f"for point in $below; do [ -e \"$point\" ] && "
+                f"mount --bind \"{layer}/original/${{point#{ancestor}/}}\" \"$point\" || true; done")
+            overlaid.append(ancestor)
+        if is_dir:
             sh("mkdir", "-p", target)
         else:
             sh("mkdir", "-p", os.path.dirname(target))
-            script.append(f"[ -e {shlex.quote(target)} ] || touch {shlex.quote(target)}")
+            sh("touch", target)
+
+    # The test's own files first, while everything is writable.
+    for source, target in binds:
+        ensure(target, os.path.isdir(source))
+    for source, target in binds:
         sh("mount", "--bind", source, target)
     # BindReadOnlyPaths= sources may lie under a home that is hidden next: stash them first.
-    stash = "/dev/shm/cf-allowlist-unit-sandbox"
     bound = []
     for index, entry in enumerate(settings["BindReadOnlyPaths"]):
         optional = entry.startswith("-")
@@ -87,20 +119,24 @@ def main(argv):
         target = target or source
         if optional and not os.path.exists(source):
             continue
-        place = f"{stash}/{index}"
-        sh("mkdir", "-p", place) if os.path.isdir(source) else sh("sh", "-c", f"mkdir -p {stash} && touch {place}")
+        place = f"{SCRATCH}/stash{index}"
+        if os.path.isdir(source):
+            sh("mkdir", "-p", place)
+        else:
+            sh("touch", place)
         sh("mount", "--bind", source, place)
         bound.append((place, target, os.path.isdir(source)))
     # Writable paths: each its own mount, so that it can stay writable below a read-only /.
-    writable = [entry.lstrip("-+") for entry in settings["ReadWritePaths"]
-                if not entry.startswith("-") or os.path.exists(entry.lstrip("-+"))]
+    # A `-` path that does not exist is skipped, as systemd does (checked inside: the test's
+    # binds may provide it).
+    writable = [entry.lstrip("-+") for entry in settings["ReadWritePaths"]]
     if settings.get("StateDirectory"):
         for name in settings["StateDirectory"].split():
             state = f"/var/lib/{name}"
-            sh("mkdir", "-p", state)
+            ensure(state, True)
             writable.append(state)
     for path in writable:
-        sh("mount", "--bind", path, path)
+        script.append(f"if [ -e {shlex.quote(path)} ]; then mount --bind {shlex.quote(path)} {shlex.quote(path)}; fi")
     protect_home = settings.get("ProtectHome", "no")
     homes = [path for path in ("/home", "/root", "/run/user") if os.path.isdir(path)]
     if protect_home in ("yes", "true"):
@@ -116,7 +152,10 @@ def main(argv):
         sh("mount", "-t", "tmpfs", "tmpfs", "/tmp")
         sh("mount", "-t", "tmpfs", "tmpfs", "/var/tmp")
     for place, target, is_dir in bound:
-        sh("mkdir", "-p", target) if is_dir else sh("sh", "-c", f"mkdir -p $(dirname {shlex.quote(target)}) && touch {shlex.quote(target)}")
+        if is_dir:
+            sh("mkdir", "-p", target)
+        else:
+            sh("sh", "-c", f"mkdir -p $(dirname {shlex.quote(target)}) && touch {shlex.quote(target)}")
         sh("mount", "--bind", place, target)
         sh("mount", "-o", "remount,bind,ro", target)
     if settings.get("ProtectSystem") == "strict":
@@ -126,7 +165,7 @@ def main(argv):
             "case \"$point\" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;; esac; "
             "mount -o remount,bind,ro \"$point\" 2>/dev/null || true; done")
         for path in writable:
-            sh("mount", "-o", "remount,bind,rw", path)
+            script.append(f"if [ -e {shlex.quote(path)} ]; then mount -o remount,bind,rw {shlex.quote(path)}; fi")
         if settings.get("PrivateTmp") in ("yes", "true"):
             sh("mount", "-o", "remount,rw", "/tmp")
             sh("mount", "-o", "remount,rw", "/var/tmp")
@@ -162,8 +201,8 @@ def main(argv):
     for key in ("AWS_ENDPOINT_URL", "AWS_EC2_METADATA_DISABLED", "AWS_REGION"):
         if key in os.environ and key not in environment:
             exports.append(f"{key}={os.environ[key]}")
-    caps = settings.get("CapabilityBoundingSet", "")
-    bounding = ["-all"] + [f"+{cap.lower().removeprefix('cap_')}" for cap in caps.split()]
+    caps = settings["CapabilityBoundingSet"]
+    bounding = ["-all"] + [f"+{cap.lower().removeprefix('cap_')}" for cap in caps]
     privileges = ["setpriv"]
     if settings.get("NoNewPrivileges") in ("yes", "true"):
         privileges.append("--no-new-privs")
