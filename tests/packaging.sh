@@ -401,6 +401,19 @@ if want ansible-doc; then
     grep -q "$word" "$work/doc-collection.txt" || fail "ansible-doc output lacks $word"
   done
   echo "ansible-doc: $(wc -l <"$work/doc-collection.txt") lines, every option documented"
+  # The module follows the CLI (issue 18.8): its backends choices are exactly the kinds
+  # `cf-allowlist sync --help` lists, so a kind added to the tool and not to the module fails.
+  cli_kinds=$("$bin" sync --help | awk '
+    /--backend <KIND>/ { in_backend = 1; next }
+    in_backend && /Possible values:/ { in_values = 1; next }
+    in_values && /^ *- / { sub(/^ *- /, ""); sub(/:.*/, ""); print; next }
+    in_values { exit }' | sort)
+  module_kinds=$("$venv/bin/ansible-doc" -j -t module cf_allowlist \
+    | "$venv/bin/python" -c 'import json, sys; print("\n".join(sorted(json.load(sys.stdin)["cf_allowlist"]["doc"]["options"]["backends"]["choices"])))')
+  [ "$(echo "$cli_kinds" | wc -l)" -ge 2 ] || fail "could not read the backend kinds from 'cf-allowlist sync --help'"
+  [ "$cli_kinds" = "$module_kinds" ] \
+    || fail "the module's backends choices ($(echo $module_kinds)) differ from the tool's kinds ($(echo $cli_kinds))"
+  echo "backends: the module's choices are the tool's kinds: $(echo $cli_kinds)"
   (cd "$work/collections/ansible_collections/cf_allowlist/ops" && "$venv/bin/ansible-galaxy" collection build --output-path "$work" >/dev/null) \
     || fail "ansible-galaxy collection build"
   echo "collection builds: $(basename "$work"/cf_allowlist-ops-*.tar.gz)"
@@ -503,6 +516,7 @@ if want ansible; then
   playbook tests/packaging/ansible/contract.yml >"$work/contract.log" 2>&1 || { cat "$work/contract.log" >&2; fail "contract playbook"; }
   grep -q 'WARNING.*a top-level warning' "$work/contract.log" || fail "contract: top-level warning not passed on"
   grep -q 'WARNING.*another base chain drops' "$work/contract.log" || fail "contract: backend warning not passed on"
+  if grep -q 'WARNING.*a repeating warning' "$work/contract.log"; then fail "contract: a warning outside warnings_shown was passed on"; fi
   echo "future JSON contract: $(grep -E '^localhost ' "$work/contract.log" | tr -s ' ')"
 fi
 
