@@ -141,6 +141,12 @@ EXAMPLES = r"""
     config: /etc/cf-allowlist/config.toml
     executable: /usr/local/bin/cf-allowlist
 
+- name: ufw and nginx's real-IP list, adopting the parts another state directory wrote
+  cf_allowlist:
+    backends: [ufw, nginx-realip]
+    restrict: false
+    force: [owner]
+
 - name: Remove every rule and set the tool created
   cf_allowlist:
     state: absent
