@@ -42,7 +42,7 @@ trap cleanup EXIT
 # --- prerequisites --------------------------------------------------------------------------
 missing=()
 for pair in nft:nftables ip:iproute2 python3:python3 systemd-analyze:systemd dpkg-deb:dpkg \
-  dpkg-shlibdeps:dpkg-dev lintian:lintian unshare:util-linux setpriv:util-linux; do
+  dpkg-shlibdeps:dpkg-dev lintian:lintian unshare:util-linux setpriv:util-linux ufw:ufw nginx:nginx-light; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then missing+=(python3-venv); fi
