@@ -239,6 +239,8 @@ if want systemd-backends; then
   }
   if ufw_case bare; then cat "$sb/ufw-bare/out" >&2; fail "ufw under the bare unit succeeded: the test cannot tell"; fi
   grep -q 'Read-only file system' "$sb/ufw-bare/out" || { cat "$sb/ufw-bare/out" >&2; fail "ufw under the bare unit failed for another reason"; }
+  grep -q 'hint: a read-only file system: under the shipped systemd units, install the ufw drop-in' "$sb/ufw-bare/out" \
+    || { cat "$sb/ufw-bare/out" >&2; fail "ufw under the bare unit: no hint naming the drop-in"; }
   ufw_case dropin ufw.conf || { cat "$sb/ufw-dropin/out" >&2; fail "ufw under the unit with drop-ins/ufw.conf"; }
   grep -q '198.51.100.0/24' "$sb/ufw-dropin/etc/user.rules" || fail "ufw: user.rules lacks the range"
   grep -q '2001:db8:cf::/48' "$sb/ufw-dropin/etc/user6.rules" || fail "ufw: user6.rules lacks the range"
@@ -263,6 +265,8 @@ if want systemd-backends; then
   }
   if nginx_case bare; then cat "$sb/nginx-bare/out" >&2; fail "nginx-realip under the bare unit succeeded"; fi
   grep -q 'Read-only file system' "$sb/nginx-bare/out" || { cat "$sb/nginx-bare/out" >&2; fail "nginx-realip under the bare unit failed for another reason"; }
+  grep -q 'install the nginx-realip drop-in' "$sb/nginx-bare/out" \
+    || { cat "$sb/nginx-bare/out" >&2; fail "nginx-realip under the bare unit: no hint naming the drop-in"; }
   nginx_case dropin nginx-realip.conf || { cat "$sb/nginx-dropin/out" >&2; fail "nginx-realip under the unit with drop-ins/nginx-realip.conf"; }
   grep -q 'set_real_ip_from 198.51.100.0/24;' "$sb/nginx-dropin/etc/conf.d/cf-allowlist-realip.conf" || fail "nginx-realip: the include file lacks the range"
   [ ! -e "$sb/nginx-dropin/etc/conf.d/.cf-allowlist-realip.conf.reload-pending" ] || fail "nginx-realip: the reload did not happen (marker left)"
