@@ -255,8 +255,18 @@ impl Error {
     }
 }
 
-/// The hint for a backend failure, chosen by its kind.
+/// The hint for a backend failure: the backend's own when it gave one; for a write refused by
+/// a read-only file system (the hardened systemd units), the backend's drop-in; else its kind's.
 fn backend_hint(error: &BackendError) -> String {
+    if let Some(hint) = &error.hint {
+        return hint.clone();
+    }
+    if read_only_file_system(error) {
+        return format!(
+            "a read-only file system: under the shipped systemd units, install the {} drop-in from /usr/share/doc/cf-allowlist/examples/systemd/ (packaging/README.md, \"systemd drop-ins\")",
+            error.backend
+        );
+    }
     match error.kind {
         ErrorKind::MissingTool => match error.package {
             Some(package) => format!("install it: `apt-get install {package}`"),
@@ -264,6 +274,10 @@ fn backend_hint(error: &BackendError) -> String {
         },
         ErrorKind::Permission => {
             "run as root (changing or reading the firewall needs CAP_NET_ADMIN)".to_owned()
+        }
+        ErrorKind::Credentials => {
+            "give the backend credentials for its API (the message above says where it looked)"
+                .to_owned()
         }
         ErrorKind::Stale => {
             "another tool kept changing our rules while we applied; run sync again".to_owned()
@@ -274,4 +288,20 @@ fn backend_hint(error: &BackendError) -> String {
                 .to_owned()
         }
     }
+}
+
+/// Whether a cause of `error` is a write refused by a read-only file system (an `io::Error`,
+/// or a tool's message quoting the system's wording, as ufw's Python prints it).
+fn read_only_file_system(error: &BackendError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.source.as_ref());
+    while let Some(current) = cause {
+        let io_read_only = current
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ReadOnlyFilesystem);
+        if io_read_only || current.to_string().contains("Read-only file system") {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }

@@ -65,6 +65,10 @@ pub struct Request<'a> {
     /// that was applied with the same backends before: a boot-time restore must not be
     /// refused for what a sync was allowed with `--force=ssh`).
     pub ssh: bool,
+    /// Whether the run will write (sync, its dry run, rollback, restore): then each backend's
+    /// own checks before writing (an AWS group's quota) run too, so a dry run refuses what the
+    /// run refuses.
+    pub writes: bool,
 }
 
 /// Surveys, plans and judges. Only reading: nothing is written anywhere.
@@ -87,9 +91,13 @@ pub fn judge(request: &Request) -> Result<Judged, Error> {
                 &spec.policy().ports,
             ));
         }
+        let change = Change::between(&observed, target);
+        if request.writes {
+            backend.check(&change)?;
+        }
         backends.push(BackendPlan {
             spec: spec.clone(),
-            change: Change::between(&observed, target),
+            change,
             warnings: observed.warnings,
             effective: None,
             blockers: Vec::new(),

@@ -89,12 +89,7 @@ impl Printer {
     /// that asked for JSON parses it).
     pub fn finish(&self, outcome: &Outcome) {
         let warnings = self.warnings.borrow();
-        let show_repeating = self.is_verbose()
-            || outcome.error.is_some()
-            || outcome
-                .report
-                .as_ref()
-                .is_some_and(|report| report.shows_repeating_warnings());
+        let show_repeating = self.is_verbose() || outcome.shows_repeating_warnings();
         if self.verbosity > Verbosity::Quiet {
             let mut stderr = String::new();
             for warning in warnings.iter() {

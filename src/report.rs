@@ -63,7 +63,19 @@ impl Outcome {
         by_report || by_error
     }
 
-    /// The one JSON object this command prints.
+    /// Whether warnings that repeat on every run are shown (without `-v`): on an error, and
+    /// when the report has something to say anyway.
+    pub fn shows_repeating_warnings(&self) -> bool {
+        self.error.is_some()
+            || self
+                .report
+                .as_ref()
+                .is_some_and(Report::shows_repeating_warnings)
+    }
+
+    /// The one JSON object this command prints. `warnings_shown` holds the warnings the text
+    /// output prints on stderr (without `-v`), so that a wrapper (the Ansible module) warns
+    /// exactly when the tool would.
     pub fn to_json(&self, warnings: &[Warning]) -> Value {
         let mut object = match self.report.as_ref().map(Report::to_json) {
             Some(Value::Object(map)) => map,
@@ -77,6 +89,17 @@ impl Outcome {
             json!(
                 warnings
                     .iter()
+                    .map(|warning| &warning.message)
+                    .collect::<Vec<_>>()
+            ),
+        );
+        let show_repeating = self.shows_repeating_warnings();
+        object.insert(
+            "warnings_shown".into(),
+            json!(
+                warnings
+                    .iter()
+                    .filter(|warning| show_repeating || !warning.repeating)
                     .map(|warning| &warning.message)
                     .collect::<Vec<_>>()
             ),

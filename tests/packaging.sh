@@ -6,7 +6,7 @@
 # proved with real TCP connections.
 #
 # Run as root from anywhere: tests/packaging.sh [SECTION]...   (sections: rust config systemd
-# cron deb ansible-doc ansible-sanity ansible fleet; default: all). It installs what it needs:
+# systemd-backends cron deb ansible-doc ansible-sanity ansible fleet; default: all). It installs what it needs:
 # Debian packages via apt-get (only if missing), cargo-deb via `cargo install --locked`,
 # ansible-core into target/test-venv via pip. Everything it creates (namespaces, listeners,
 # temporary folders) it deletes on exit. Fails loudly; never skips.
@@ -16,7 +16,7 @@ root=$(pwd)
 
 ANSIBLE_CORE_VERSION=2.19.14
 sections=("$@")
-[ "${#sections[@]}" -gt 0 ] || sections=(rust config systemd cron deb ansible-doc ansible-sanity ansible fleet)
+[ "${#sections[@]}" -gt 0 ] || sections=(rust config systemd systemd-backends cron deb ansible-doc ansible-sanity ansible fleet)
 
 fail() { echo "tests/packaging.sh: FAILED: $*" >&2; exit 1; }
 step() { printf '\n== %s\n' "$*"; }
@@ -42,7 +42,7 @@ trap cleanup EXIT
 # --- prerequisites --------------------------------------------------------------------------
 missing=()
 for pair in nft:nftables ip:iproute2 python3:python3 systemd-analyze:systemd dpkg-deb:dpkg \
-  dpkg-shlibdeps:dpkg-dev lintian:lintian unshare:util-linux setpriv:util-linux; do
+  dpkg-shlibdeps:dpkg-dev lintian:lintian unshare:util-linux setpriv:util-linux ufw:ufw nginx:nginx-light; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then missing+=(python3-venv); fi
@@ -147,6 +147,18 @@ if want systemd; then
     cat "$work/verify.log" >&2; fail "systemd-analyze verify printed warnings"
   fi
   echo "systemd-analyze verify: 3 units clean"
+  # The same with every backend's drop-in installed for both services (issue 18.5).
+  for service in cf-allowlist-sync cf-allowlist-restore; do
+    mkdir -p "$sysroot/etc/systemd/system/$service.service.d"
+    cp packaging/systemd/drop-ins/*.conf "$sysroot/etc/systemd/system/$service.service.d/"
+  done
+  (cd "$sysroot/etc/systemd/system" && MANPATH="$work/man" SYSTEMD_LOG_LEVEL=notice systemd-analyze verify --root="$sysroot" \
+    cf-allowlist-sync.service cf-allowlist-restore.service) >"$work/verify-dropins.log" 2>&1 \
+    || { cat "$work/verify-dropins.log" >&2; fail "systemd-analyze verify with the drop-ins"; }
+  if grep -v -e 'Failed to load.*nftables.service' "$work/verify-dropins.log" | grep -q .; then
+    cat "$work/verify-dropins.log" >&2; fail "systemd-analyze verify with the drop-ins printed warnings"
+  fi
+  echo "systemd-analyze verify: the units with drop-ins/{ufw,nginx-realip,aws}.conf clean"
   grep -q '^ExecStart=/usr/bin/cf-allowlist restore$' packaging/systemd/cf-allowlist-restore.service || fail "restore unit"
   # Security exposure as systemd scores it (lower is better), for the report.
   systemd-analyze security --offline=yes --root="$sysroot" \
@@ -180,6 +192,123 @@ if want systemd; then
     || { cat "$work/sandbox.out" >&2; fail "sync under the unit's restrictions"; }
   [ -f "$sandbox/state/state.json" ] || fail "the sandboxed sync wrote no state"
   echo "sandboxed sync: applied, state written; output:"; sed 's/^/  /' "$work/sandbox.out"
+fi
+
+# --- every backend under the units' sandbox (issue 18.5) ------------------------------------
+if want systemd-backends; then
+  step "each backend under the sync unit's sandbox: refused without its drop-in, working with it"
+  # tests/packaging/unit_sandbox.py reads the unit and the drop-ins and builds what they amount
+  # to (ProtectSystem=strict, ProtectHome=, PrivateTmp=, the writable paths, the capabilities)
+  # in a private mount namespace; each backend's own world (a copy of /etc/ufw, of /etc/nginx,
+  # a moto server) is bound in place first, inside a network namespace of the test's own.
+  sb="$sandbox/backends"
+  mkdir -p "$sb"
+  cp "$bin" "$sb/cf-allowlist"
+  printf '198.51.100.0/24\n2001:db8:cf::/48\n' >"$sb/list.txt"
+  unit="$root/packaging/systemd/cf-allowlist-sync.service"
+  dropins="$root/packaging/systemd/drop-ins"
+  # under_unit DIR [DROPIN...]: `cf-allowlist sync` as the sync unit (plus drop-ins) runs it,
+  # with DIR/config.toml as /etc/cf-allowlist/config.toml and DIR/state as its state directory.
+  under_unit() {
+    local dir=$1; shift
+    local units=("$unit")
+    for dropin in "$@"; do units+=("$dropins/$dropin"); done
+    python3 "$root/tests/packaging/unit_sandbox.py" "${units[@]}" \
+      --bind "$dir/config.toml:/etc/cf-allowlist/config.toml" --bind "$dir/state:/var/lib/cf-allowlist" \
+      --bind "$sb/cf-allowlist:/usr/bin/cf-allowlist" --bind "$sb/list.txt:/etc/cf-allowlist/list.txt" \
+      -- /usr/bin/cf-allowlist sync --source /etc/cf-allowlist/list.txt
+  }
+  export -f under_unit
+  export unit dropins sb root
+
+  # ufw: a copy of ufw's files, enabled, in a network namespace; /run/ufw.lock as the package's
+  # tmpfiles entry creates it at boot.
+  ufw_case() {
+    local dir="$sb/ufw-$1"
+    rm -rf "$dir" && mkdir -p "$dir/state" "$dir/run"
+    cp -a /etc/ufw "$dir/etc" && cp -a /usr/lib/ufw "$dir/lib" && cp /etc/default/ufw "$dir/default"
+    touch "$dir/run/ufw.lock" "$dir/run/xtables.lock"
+    printf '[[backend]]\nkind = "ufw"\nenable = true\n' >"$dir/config.toml"
+    unshare -n -m --propagation private bash -c '
+      dir=$1; shift
+      ip link set lo up
+      mount --bind "$dir/etc" /etc/ufw; mount --bind "$dir/lib" /usr/lib/ufw
+      mount --bind "$dir/default" /etc/default/ufw; mount --bind "$dir/run" /run
+      ufw --force enable >/dev/null
+      under_unit "$dir" "$@"' ufw "$dir" "${@:2}" >"$dir/out" 2>&1
+  }
+  if ufw_case bare; then cat "$sb/ufw-bare/out" >&2; fail "ufw under the bare unit succeeded: the test cannot tell"; fi
+  grep -q 'Read-only file system' "$sb/ufw-bare/out" || { cat "$sb/ufw-bare/out" >&2; fail "ufw under the bare unit failed for another reason"; }
+  grep -q 'hint: a read-only file system: under the shipped systemd units, install the ufw drop-in' "$sb/ufw-bare/out" \
+    || { cat "$sb/ufw-bare/out" >&2; fail "ufw under the bare unit: no hint naming the drop-in"; }
+  ufw_case dropin ufw.conf || { cat "$sb/ufw-dropin/out" >&2; fail "ufw under the unit with drop-ins/ufw.conf"; }
+  grep -q '198.51.100.0/24' "$sb/ufw-dropin/etc/user.rules" || fail "ufw: user.rules lacks the range"
+  grep -q '2001:db8:cf::/48' "$sb/ufw-dropin/etc/user6.rules" || fail "ufw: user6.rules lacks the range"
+  echo "ufw: bare unit -> $(grep -m1 -o 'Read-only file system[^)]*' "$sb/ufw-bare/out"); with ufw.conf -> applied"
+
+  # nginx-realip: a copy of nginx's configuration and logs (owned by www-data, as Debian has
+  # them), a running nginx in the namespace that the backend tests and reloads.
+  nginx_case() {
+    local dir="$sb/nginx-$1"
+    rm -rf "$dir" && mkdir -p "$dir/state" "$dir/run" "$dir/log"
+    cp -a /etc/nginx "$dir/etc"
+    touch "$dir/log/error.log" "$dir/log/access.log"
+    chown www-data:adm "$dir/log/"*.log && chmod 640 "$dir/log/"*.log && chown root:adm "$dir/log"
+    printf '[[backend]]\nkind = "nginx-realip"\n' >"$dir/config.toml"
+    unshare -n -m --propagation private bash -c '
+      dir=$1; shift
+      ip link set lo up
+      mount --bind "$dir/etc" /etc/nginx; mount --bind "$dir/log" /var/log/nginx; mount --bind "$dir/run" /run
+      nginx
+      status=0; under_unit "$dir" "$@" || status=$?
+      nginx -s quit; exit $status' nginx "$dir" "${@:2}" >"$dir/out" 2>&1
+  }
+  if nginx_case bare; then cat "$sb/nginx-bare/out" >&2; fail "nginx-realip under the bare unit succeeded"; fi
+  grep -q 'Read-only file system' "$sb/nginx-bare/out" || { cat "$sb/nginx-bare/out" >&2; fail "nginx-realip under the bare unit failed for another reason"; }
+  grep -q 'install the nginx-realip drop-in' "$sb/nginx-bare/out" \
+    || { cat "$sb/nginx-bare/out" >&2; fail "nginx-realip under the bare unit: no hint naming the drop-in"; }
+  nginx_case dropin nginx-realip.conf || { cat "$sb/nginx-dropin/out" >&2; fail "nginx-realip under the unit with drop-ins/nginx-realip.conf"; }
+  grep -q 'set_real_ip_from 198.51.100.0/24;' "$sb/nginx-dropin/etc/conf.d/cf-allowlist-realip.conf" || fail "nginx-realip: the include file lacks the range"
+  [ ! -e "$sb/nginx-dropin/etc/conf.d/.cf-allowlist-realip.conf.reload-pending" ] || fail "nginx-realip: the reload did not happen (marker left)"
+  echo "nginx-realip: bare unit -> read-only /etc/nginx; with nginx-realip.conf -> written, tested, reloaded"
+
+  # aws: moto on the namespace's loopback, credentials, region and endpoint in a profile under
+  # /root/.aws, as an admin who ran `aws configure` has them.
+  aws_case() {
+    local dir="$sb/aws-$1"
+    rm -rf "$dir" && mkdir -p "$dir/state" "$dir/aws"
+    printf '[default]\naws_access_key_id = AKIDCFALLOWLISTTEST\naws_secret_access_key = cf-allowlist-test-secret\n' >"$dir/aws/credentials"
+    printf '[default]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:5077\n' >"$dir/aws/config"
+    unshare -n -m --propagation private bash -c '
+      dir=$1; shift
+      ip link set lo up
+      # /root/.aws appears in an overlay, in this namespace only: the real /root stays as it is.
+      mkdir -p "$dir/overlay/upper" "$dir/overlay/work"
+      mount -t overlay overlay -o "lowerdir=/root,upperdir=$dir/overlay/upper,workdir=$dir/overlay/work" /root
+      mkdir -p /root/.aws && mount --bind "$dir/aws" /root/.aws
+      "$CF_TEST_VENV/bin/moto_server" -H 127.0.0.1 -p 5077 >"$dir/moto.log" 2>&1 & moto=$!
+      for _ in $(seq 100); do "$CF_TEST_VENV/bin/python" -c "import socket; socket.create_connection((\"127.0.0.1\", 5077))" 2>/dev/null && break; sleep 0.1; done
+      group=$("$CF_TEST_VENV/bin/python" -c "
+import boto3
+ec2 = boto3.client(\"ec2\", endpoint_url=\"http://127.0.0.1:5077\", region_name=\"us-east-1\", aws_access_key_id=\"x\", aws_secret_access_key=\"y\")
+print(ec2.create_security_group(GroupName=\"web\", Description=\"test\")[\"GroupId\"])")
+      printf "[[backend]]\nkind = \"aws\"\nregion = \"us-east-1\"\nsecurity_group_ids = [\"%s\"]\n" "$group" >"$dir/config.toml"
+      status=0; under_unit "$dir" "$@" || status=$?
+      "$CF_TEST_VENV/bin/python" -c "
+import boto3
+ec2 = boto3.client(\"ec2\", endpoint_url=\"http://127.0.0.1:5077\", region_name=\"us-east-1\", aws_access_key_id=\"x\", aws_secret_access_key=\"y\")
+rules = ec2.describe_security_group_rules(Filters=[{\"Name\": \"group-id\", \"Values\": [\"$group\"]}])[\"SecurityGroupRules\"]
+print(\"rules:\", sorted(r.get(\"CidrIpv4\") or r.get(\"CidrIpv6\") or \"\" for r in rules if not r[\"IsEgress\"]))" >"$dir/rules"
+      kill "$moto"; wait "$moto" 2>/dev/null; exit $status' aws "$dir" "${@:2}" >"$dir/out" 2>&1
+  }
+  export CF_TEST_VENV="${CF_TEST_VENV:-$venv}"
+  [ -x "$CF_TEST_VENV/bin/moto_server" ] || fail "no moto in $CF_TEST_VENV (tests/run installs tests/requirements.txt there)"
+  if aws_case bare; then cat "$sb/aws-bare/out" >&2; fail "aws under the bare unit succeeded"; fi
+  grep -q 'no AWS credentials' "$sb/aws-bare/out" || { cat "$sb/aws-bare/out" >&2; fail "aws under the bare unit failed for another reason"; }
+  aws_case dropin aws.conf || { cat "$sb/aws-dropin/out" >&2; fail "aws under the unit with drop-ins/aws.conf"; }
+  grep -q "198.51.100.0/24', '198.51.100.0/24', '2001:db8:cf::/48', '2001:db8:cf::/48'" "$sb/aws-dropin/rules" \
+    || fail "aws: the group does not hold the ranges on both ports: $(cat "$sb/aws-dropin/rules")"
+  echo "aws: bare unit -> no credentials (/root hidden); with aws.conf -> profile read, group written"
 fi
 
 # --- cron -----------------------------------------------------------------------------------
@@ -231,6 +360,8 @@ if want deb; then
     ./usr/lib/systemd/system/cf-allowlist-sync.timer ./usr/lib/systemd/system/cf-allowlist-restore.service \
     ./usr/lib/tmpfiles.d/cf-allowlist.conf ./usr/share/doc/cf-allowlist/examples/cron.d/cf-allowlist \
     ./usr/share/doc/cf-allowlist/examples/config.toml ./usr/share/man/man1/cf-allowlist.1.gz \
+    ./usr/share/doc/cf-allowlist/examples/systemd/ufw.conf ./usr/share/doc/cf-allowlist/examples/systemd/nginx-realip.conf \
+    ./usr/share/doc/cf-allowlist/examples/systemd/aws.conf \
     ./usr/share/bash-completion/completions/cf-allowlist ./usr/share/zsh/vendor-completions/_cf-allowlist \
     ./usr/share/fish/vendor_completions.d/cf-allowlist.fish ./usr/share/doc/cf-allowlist/copyright \
     ./usr/share/doc/cf-allowlist/docs/commands.md ./usr/share/doc/cf-allowlist/docs/backends/nftables.md; do
@@ -275,6 +406,19 @@ if want ansible-doc; then
     grep -q "$word" "$work/doc-collection.txt" || fail "ansible-doc output lacks $word"
   done
   echo "ansible-doc: $(wc -l <"$work/doc-collection.txt") lines, every option documented"
+  # The module follows the CLI (issue 18.8): its backends choices are exactly the kinds
+  # `cf-allowlist sync --help` lists, so a kind added to the tool and not to the module fails.
+  cli_kinds=$("$bin" sync --help | awk '
+    /--backend <KIND>/ { in_backend = 1; next }
+    in_backend && /Possible values:/ { in_values = 1; next }
+    in_values && /^ *- / { sub(/^ *- /, ""); sub(/:.*/, ""); print; next }
+    in_values { exit }' | sort)
+  module_kinds=$("$venv/bin/ansible-doc" -j -t module cf_allowlist \
+    | "$venv/bin/python" -c 'import json, sys; print("\n".join(sorted(json.load(sys.stdin)["cf_allowlist"]["doc"]["options"]["backends"]["choices"])))')
+  [ "$(echo "$cli_kinds" | wc -l)" -ge 2 ] || fail "could not read the backend kinds from 'cf-allowlist sync --help'"
+  [ "$cli_kinds" = "$module_kinds" ] \
+    || fail "the module's backends choices ($(echo $module_kinds)) differ from the tool's kinds ($(echo $cli_kinds))"
+  echo "backends: the module's choices are the tool's kinds: $(echo $cli_kinds)"
   (cd "$work/collections/ansible_collections/cf_allowlist/ops" && "$venv/bin/ansible-galaxy" collection build --output-path "$work" >/dev/null) \
     || fail "ansible-galaxy collection build"
   echo "collection builds: $(basename "$work"/cf_allowlist-ops-*.tar.gz)"
@@ -377,6 +521,7 @@ if want ansible; then
   playbook tests/packaging/ansible/contract.yml >"$work/contract.log" 2>&1 || { cat "$work/contract.log" >&2; fail "contract playbook"; }
   grep -q 'WARNING.*a top-level warning' "$work/contract.log" || fail "contract: top-level warning not passed on"
   grep -q 'WARNING.*another base chain drops' "$work/contract.log" || fail "contract: backend warning not passed on"
+  if grep -q 'WARNING.*a repeating warning' "$work/contract.log"; then fail "contract: a warning outside warnings_shown was passed on"; fi
   echo "future JSON contract: $(grep -E '^localhost ' "$work/contract.log" | tr -s ' ')"
 fi
 

@@ -272,6 +272,7 @@ fn judged_findings(backends: &[BackendSpec], target: &Ranges, owner: Option<&str
         retired: &[],
         owner,
         shrink: false,
+        writes: false,
         ssh: false,
     }) {
         Ok(judged) => judged,

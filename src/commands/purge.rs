@@ -48,6 +48,7 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error>
         retired: &[],
         owner: state.owner.as_deref(),
         shrink: false,
+        writes: false,
         ssh: false,
     })?;
     for refusal in judged

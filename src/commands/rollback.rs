@@ -52,6 +52,7 @@ fn apply_generation(
         retired: &[],
         owner,
         shrink: false,
+        writes: true,
         ssh: false,
     })?;
     let (forced, refusals): (Vec<_>, Vec<_>) = judged

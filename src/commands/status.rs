@@ -45,6 +45,7 @@ pub fn run(
         retired: &[],
         owner: state.owner.as_deref(),
         shrink: false,
+        writes: false,
         ssh: false,
     })?;
     for spec in &backends {

@@ -177,6 +177,7 @@ pub fn run(
         retired: &retired,
         owner: owner.as_deref(),
         shrink: true,
+        writes: true,
         ssh: true,
     })?;
     refusals.extend(judged.refusals);

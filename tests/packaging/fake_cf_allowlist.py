@@ -2,7 +2,7 @@
 """A stand-in for cf-allowlist that answers in the JSON contract the core team is moving to
 (`command`, `exit_code`, `warnings` on every object, an `error` object on stdout for errors,
 exit code 5), so the module is tested against it before the real binary speaks it.
-FAKE_CF_MODE picks the answer: ok, error, not-effective, refused."""
+FAKE_CF_MODE picks the answer: ok, quiet-ok, error, not-effective, refused."""
 
 import json
 import os
@@ -22,6 +22,14 @@ if mode == "ok":
                       "unchanged": 2, "repairs": [], "warnings": ["another base chain drops"]}],
         "refused": [], "warnings": ["a top-level warning"]}))
     sys.exit(code)
+if mode == "quiet-ok":
+    # A no-op run: the repeating warning is in `warnings`, and not in `warnings_shown`.
+    print(json.dumps({
+        "command": "sync", "exit_code": 0, "changed": False, "dry_run": dry_run, "generation": 7,
+        "sources": ["builtin"], "ranges": {"ipv4": 1, "ipv6": 0, "list": ["198.51.100.0/24"]},
+        "upstream": None, "backends": [], "refused": [],
+        "warnings": ["a repeating warning"], "warnings_shown": []}))
+    sys.exit(0)
 if mode == "refused":
     print(json.dumps({"command": "sync", "exit_code": 3, "changed": False, "dry_run": dry_run,
                       "refused": ["the list would remove 9 of 10 IPv4 ranges"], "warnings": []}))

@@ -63,6 +63,12 @@ impl Run {
         self
     }
 
+    /// Removes an environment variable for the run.
+    pub fn env_remove(mut self, key: &str) -> Run {
+        self.command.env_remove(key);
+        self
+    }
+
     /// Adds `--state-dir DIR` (a global flag, so it may follow the subcommand).
     pub fn state(mut self, dir: &Path) -> Run {
         self.command.arg("--state-dir").arg(dir);

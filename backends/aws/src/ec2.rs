@@ -77,12 +77,17 @@ impl AwsError {
     /// throttling and network trouble, Rejected otherwise.
     pub fn kind(&self) -> ErrorKind {
         match self.code.as_deref() {
-            Some("UnauthorizedOperation" | "AuthFailure" | "Blocked" | "OptInRequired") => {
-                ErrorKind::Permission
-            }
+            Some("UnauthorizedOperation" | "Blocked" | "OptInRequired") => ErrorKind::Permission,
+            Some(
+                "AuthFailure"
+                | "InvalidClientTokenId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "RequestExpired",
+            ) => ErrorKind::Credentials,
             Some(code) if THROTTLING.contains(&code) => ErrorKind::Transient,
             Some(_) => ErrorKind::Rejected,
-            None if self.message.contains("credentials") => ErrorKind::Permission,
+            None if self.message.contains("credentials") => ErrorKind::Credentials,
             None => ErrorKind::Transient,
         }
     }
@@ -115,18 +120,25 @@ impl AwsError {
             Some("UnauthorizedOperation") => Some(format!(
                 "allow ec2:{operation} in the IAM policy of this role or user (docs/backends/aws.md)"
             )),
-            Some("AuthFailure") => {
-                Some("check the AWS credentials (environment, profile or instance role)".into())
-            }
+            Some(
+                "AuthFailure"
+                | "InvalidClientTokenId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "RequestExpired",
+            ) => Some(
+                "EC2 refused the credentials: check which ones this host uses (AWS_PROFILE, the environment, the instance role) and the clock"
+                    .into(),
+            ),
             Some("InvalidGroup.NotFound" | "InvalidGroupId.Malformed") => {
                 Some("check security_group_ids and region: a group belongs to one region".into())
             }
             Some(code) if THROTTLING.contains(&code) => {
                 Some("EC2 is throttling this account; the next run retries".into())
             }
-            None if error.kind() == ErrorKind::Permission => Some(
-                "provide credentials through the environment, a profile or an instance role".into(),
-            ),
+            None if error.kind() == ErrorKind::Credentials => {
+                Some(crate::credentials::HINT.to_owned())
+            }
             _ => None,
         };
         error
@@ -223,7 +235,59 @@ pub async fn read(client: &Client, group_ids: &[String]) -> Result<Live, AwsErro
             break;
         }
     }
-    Ok(Live { groups, lists })
+    Ok(Live {
+        groups,
+        lists,
+        referenced_elsewhere: BTreeMap::new(),
+    })
+}
+
+/// The groups outside `group_ids` whose inbound rules reference one of `lists` (read in rules
+/// mode, before deleting a list: another host of the fleet may still use it). Reads every
+/// inbound rule of the region: EC2 cannot filter rules by the list they reference.
+pub async fn references_elsewhere(
+    client: &Client,
+    lists: &BTreeMap<Family, PrefixList>,
+    group_ids: &[String],
+) -> Result<BTreeMap<Family, Vec<String>>, AwsError> {
+    let mut found: BTreeMap<Family, Vec<String>> = BTreeMap::new();
+    if lists.is_empty() {
+        return Ok(found);
+    }
+    let mut token = None;
+    loop {
+        let page = client
+            .describe_security_group_rules()
+            .set_next_token(token)
+            .max_results(1000)
+            .send()
+            .await
+            .map_err(|error| {
+                AwsError::from_sdk("DescribeSecurityGroupRules", "the region", error)
+            })?;
+        for rule in page.security_group_rules() {
+            let (Some(list_id), Some(group)) = (rule.prefix_list_id(), rule.group_id()) else {
+                continue;
+            };
+            if group_ids.iter().any(|ours| ours == group) {
+                continue;
+            }
+            if let Some((family, _)) = lists.iter().find(|(_, list)| list.id == list_id) {
+                let groups = found.entry(*family).or_default();
+                if !groups.iter().any(|known| known == group) {
+                    groups.push(group.to_owned());
+                }
+            }
+        }
+        token = page
+            .next_token()
+            .filter(|token| !token.is_empty())
+            .map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// Our prefix lists, found by name among the account's own lists that are not being deleted.

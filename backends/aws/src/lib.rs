@@ -15,6 +15,7 @@
 //! consistent. The SDK is async; the backend drives it on its own single-threaded tokio
 //! runtime, so the core stays synchronous.
 
+mod credentials;
 mod ec2;
 #[cfg(feature = "harness")]
 pub mod harness;
@@ -156,18 +157,41 @@ impl std::fmt::Debug for AwsBackend {
     }
 }
 
+/// Why no client could be built: no region, no credentials, no runtime.
+#[derive(Debug)]
+pub struct ConnectError {
+    /// What went wrong.
+    pub message: String,
+    /// What kind of failure it is.
+    pub kind: ErrorKind,
+    /// What the user can do.
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Builds an EC2 client on a new single-threaded runtime: rustls on `ring` (the crypto provider
 /// the fetcher already uses), the standard credential, region and endpoint chain, retries with
-/// backoff, and timeouts.
+/// backoff, and timeouts. Credentials are resolved here, before any call, so that a host
+/// without them gets one message naming the sources tried.
 pub fn connect(
     region: Option<&str>,
     connection: &Connection,
-) -> Result<(tokio::runtime::Runtime, Client), String> {
+) -> Result<(tokio::runtime::Runtime, Client), ConnectError> {
+    use aws_sdk_ec2::config::ProvideCredentials;
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| format!("could not start the async runtime: {error}"))?;
+        .map_err(|error| ConnectError {
+            message: format!("could not start the async runtime: {error}"),
+            kind: ErrorKind::Transient,
+            hint: None,
+        })?;
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
@@ -194,10 +218,21 @@ pub fn connect(
     }
     let config = runtime.block_on(loader.load());
     if config.region().is_none() {
-        return Err(
-            "no AWS region is configured: set `region` in the [[backend]] table, or AWS_REGION"
-                .to_owned(),
-        );
+        return Err(ConnectError {
+            message: "no AWS region is configured".to_owned(),
+            kind: ErrorKind::Rejected,
+            hint: Some("set `region` in the [[backend]] table, or AWS_REGION".to_owned()),
+        });
+    }
+    if let Some(provider) = config.credentials_provider()
+        && let Err(error) = runtime.block_on(provider.provide_credentials())
+    {
+        let unresolved = credentials::unresolved(&error, &|name| std::env::var(name).ok());
+        return Err(ConnectError {
+            message: unresolved.message,
+            kind: ErrorKind::Credentials,
+            hint: Some(unresolved.hint),
+        });
     }
     let client = Client::new(&config);
     Ok((runtime, client))
@@ -238,8 +273,9 @@ impl AwsBackend {
             return Ok(connected);
         }
         let (runtime, client) =
-            connect(self.options.region.as_deref(), &self.connection).map_err(|message| {
-                BackendError::new(LABEL, step, ErrorKind::Rejected, Message(message))
+            connect(self.options.region.as_deref(), &self.connection).map_err(|error| {
+                BackendError::new(LABEL, step, error.kind, Message(error.message))
+                    .with_hint(error.hint)
             })?;
         Ok(self.connected.get_or_init(|| Connected { runtime, client }))
     }
@@ -249,7 +285,43 @@ impl AwsBackend {
     }
 
     async fn read(&self, client: &Client) -> Result<Live, AwsError> {
-        ec2::read(client, &self.options.security_group_ids).await
+        let mut live = ec2::read(client, &self.options.security_group_ids).await?;
+        if self.options.mode == Mode::Rules && !live.lists.is_empty() {
+            live.referenced_elsewhere =
+                ec2::references_elsewhere(client, &live.lists, &self.options.security_group_ids)
+                    .await?;
+        }
+        Ok(live)
+    }
+
+    /// The writes that bring `live` to `target`, in an order that keeps every group within
+    /// its quota at every moment, or the refusal that says why there is none.
+    fn fitted(
+        &self,
+        live: &Live,
+        target: &Ranges,
+        step: &'static str,
+    ) -> Result<Writes, BackendError> {
+        let mode = self.options.mode;
+        let writes = model::plan_writes(live, mode, self.ports(), target);
+        model::fit(
+            live,
+            writes,
+            mode,
+            self.ports(),
+            target,
+            self.options.max_rules(),
+        )
+        .map_err(|refusal| {
+            let hint = refusal.hint(mode);
+            BackendError::new(
+                LABEL,
+                step,
+                ErrorKind::Rejected,
+                Message(refusal.to_string()),
+            )
+            .with_hint(Some(hint))
+        })
     }
 
     /// Makes `writes` (planned from `live` towards `target`), in order: lists, then
@@ -285,7 +357,7 @@ impl AwsBackend {
                 ListWrite::Resize { family, id, to, .. } => {
                     self.resize_list(client, *family, id, *to).await?;
                 }
-                ListWrite::Modify { .. } => {}
+                ListWrite::Modify { .. } | ListWrite::Grow { .. } | ListWrite::Delete { .. } => {}
             }
         }
         // One call changes one list atomically; when both lists change, every list's adds go
@@ -309,14 +381,32 @@ impl AwsBackend {
                     .await?;
             }
         }
-        for (group, grants) in &writes.authorize {
-            ec2::authorize(client, group, grants, &list_ids).await?;
-            self.after_write(client).await;
+        for stage in writes.stages(self.ports()) {
+            for (group, grants) in &stage.authorize {
+                let grants: Vec<model::Grant> =
+                    grants.iter().map(|grant| (*grant).clone()).collect();
+                ec2::authorize(client, group, &grants, &list_ids).await?;
+                self.after_write(client).await;
+            }
+            for (group, revokes) in &stage.revoke {
+                let ids: Vec<String> = revokes.iter().map(|revoke| revoke.id.clone()).collect();
+                ec2::revoke(client, group, &ids).await?;
+                self.after_write(client).await;
+            }
         }
-        for (group, revokes) in &writes.revoke {
-            let ids: Vec<String> = revokes.iter().map(|revoke| revoke.id.clone()).collect();
-            ec2::revoke(client, group, &ids).await?;
-            self.after_write(client).await;
+        for write in &writes.lists_after {
+            match write {
+                ListWrite::Grow { family, to } => {
+                    if let Some(id) = list_ids.get(family) {
+                        self.resize_list(client, *family, id, *to).await?;
+                    }
+                }
+                ListWrite::Delete { id, .. } => {
+                    ec2::delete_list(client, id).await?;
+                    self.after_write(client).await;
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -486,7 +576,7 @@ impl AwsBackend {
         if let Some(recorder) = &self.recorder
             && let Ok(live) = self.read(client).await
         {
-            let allowed = live.allowed_everywhere(self.options.mode, self.ports());
+            let allowed = live.allowed_everywhere(self.ports());
             recorder
                 .lock()
                 .expect("recorder lock")
@@ -514,8 +604,10 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250 * 2u64.pow(attempt.saturating_sub(1).min(4)))
 }
 
-fn wrap(step: &'static str, error: AwsError) -> BackendError {
-    BackendError::new(LABEL, step, error.kind(), error)
+/// The backend error for a failed EC2 call; its hint becomes the error's hint.
+fn wrap(step: &'static str, mut error: AwsError) -> BackendError {
+    let hint = error.hint.take();
+    BackendError::new(LABEL, step, error.kind(), error).with_hint(hint)
 }
 
 impl Backend for AwsBackend {
@@ -543,6 +635,15 @@ impl Backend for AwsBackend {
                         list.entries.len()
                     ));
                 }
+            }
+        }
+        for (family, groups) in &live.referenced_elsewhere {
+            if !groups.is_empty() {
+                warnings.push(format!(
+                    "prefix list {} is kept: {} outside this config still reference it (hosts of the fleet in prefix-list mode); the first run that finds it unreferenced deletes it",
+                    names::prefix_list_name(*family),
+                    groups.join(", ")
+                ));
             }
         }
         if self.policy.restrict {
@@ -579,33 +680,28 @@ impl Backend for AwsBackend {
                     "our rules or prefix lists changed since they were read; nothing was written",
                 ));
             }
-            let mode = self.options.mode;
-            let writes = model::plan_writes(&live, mode, self.ports(), &change.target);
+            let writes = self.fitted(&live, &change.target, step)?;
             if writes.is_empty() {
                 return Ok(());
             }
-            model::check(
-                &live,
-                &writes,
-                mode,
-                self.ports(),
-                &change.target,
-                self.options.max_rules(),
-            )
-            .map_err(|refusal| {
-                let hint = refusal.hint(mode);
-                BackendError::new(
-                    LABEL,
-                    step,
-                    ErrorKind::Rejected,
-                    Message(format!("{refusal} (hint: {hint})")),
-                )
-            })?;
             self.write(client, &live, &writes, &change.target)
                 .await
                 .map_err(|error| wrap(step, error))?;
             self.read_back(client, &change.target).await
         })
+    }
+
+    fn check(&self, change: &Change) -> Result<(), BackendError> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        let step = "check the change";
+        let connected = self.connected(step)?;
+        let live = connected
+            .runtime
+            .block_on(self.read(&connected.client))
+            .map_err(|error| wrap(step, error))?;
+        self.fitted(&live, &change.target, step).map(|_| ())
     }
 
     fn purge(&self) -> Result<Vec<String>, BackendError> {

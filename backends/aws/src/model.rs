@@ -5,7 +5,6 @@
 //! network. The EC2 calls live in `ec2.rs`; `lib.rs` joins the two.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 use cf_allowlist_backend::{Basis, Family, Ranges};
 use ipnet::IpNet;
@@ -90,6 +89,10 @@ pub struct Live {
     pub groups: Vec<Group>,
     /// Our prefix lists, found by name.
     pub lists: BTreeMap<Family, PrefixList>,
+    /// Groups outside the config that reference our lists (read in rules mode only, where a
+    /// list nobody references any more is deleted): another host of the fleet still in
+    /// prefix-list mode keeps it alive.
+    pub referenced_elsewhere: BTreeMap<Family, Vec<String>>,
 }
 
 impl Live {
@@ -121,10 +124,12 @@ impl Live {
     }
 
     /// The ranges that every configured group admits on every managed port through our
-    /// parts: what a client of every group really sees (for the tests' mid-apply checks).
+    /// parts, rules and list references alike (a mode switch holds both for a while): what a
+    /// client of every group really sees (for the tests' mid-apply checks).
     #[cfg(feature = "harness")]
-    pub fn allowed_everywhere(&self, mode: Mode, ports: &[u16]) -> Ranges {
-        let candidates = self.ranges(mode);
+    pub fn allowed_everywhere(&self, ports: &[u16]) -> Ranges {
+        let mut candidates = self.ranges(Mode::Rules);
+        candidates.extend(self.ranges(Mode::PrefixList).iter().copied());
         candidates
             .iter()
             .copied()
@@ -133,13 +138,14 @@ impl Live {
                     ports.iter().all(|port| {
                         group.ours.iter().any(|rule| {
                             rule.single_tcp_port() == Some(*port)
-                                && match (&rule.source, mode) {
-                                    (Source::Cidr(cidr), Mode::Rules) => cidr == net,
-                                    (Source::PrefixList(id), Mode::PrefixList) => self
-                                        .lists
-                                        .get(&Family::of(net))
-                                        .is_some_and(|list| &list.id == id),
-                                    _ => false,
+                                && match &rule.source {
+                                    Source::Cidr(cidr) => cidr == net,
+                                    Source::PrefixList(id) => {
+                                        self.lists.get(&Family::of(net)).is_some_and(|list| {
+                                            &list.id == id && list.entries.contains(net)
+                                        })
+                                    }
+                                    Source::Other(_) => false,
                                 }
                         })
                     })
@@ -198,6 +204,9 @@ pub struct Revoke {
     pub id: String,
     /// Why, as a phrase.
     pub reason: String,
+    /// The single TCP port the rule opens, if it opens one (a port-by-port switch revokes a
+    /// port's rules right after authorizing their replacements).
+    pub port: Option<u16>,
 }
 
 /// A write to one of our prefix lists.
@@ -223,6 +232,21 @@ pub enum ListWrite {
         /// Its new size.
         to: i32,
     },
+    /// Grow a list created small to its usual headroom, once the rules it replaced are
+    /// gone (a switch that would not fit the quota otherwise).
+    Grow {
+        /// The list's family.
+        family: Family,
+        /// Its new size.
+        to: i32,
+    },
+    /// Delete our list: rules mode does not use it and no group references it any more.
+    Delete {
+        /// The list's family.
+        family: Family,
+        /// `pl-…`.
+        id: String,
+    },
     /// Add and remove entries against the version read.
     Modify {
         /// The list's family.
@@ -239,28 +263,95 @@ pub enum ListWrite {
 }
 
 /// Every write that brings a [`Live`] reading to a target, in the order they are made: list
-/// writes, then authorizations, then revocations (adds before removes).
+/// writes, then the rule stages (each authorizes, then revokes: adds before removes), then the
+/// list writes that must wait until the old rules are gone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Writes {
-    /// Prefix-list writes.
+    /// Prefix-list writes, first.
     pub lists: Vec<ListWrite>,
     /// Rules to authorize, per group.
     pub authorize: BTreeMap<String, Vec<Grant>>,
     /// Rules to revoke, per group.
     pub revoke: BTreeMap<String, Vec<Revoke>>,
+    /// How the rule writes are grouped into stages.
+    pub schedule: Schedule,
+    /// Prefix-list writes, last (grow, delete).
+    pub lists_after: Vec<ListWrite>,
+}
+
+/// How the authorizations and revocations are grouped: each stage authorizes its rules in
+/// every group, then revokes its rules. A range on a port is allowed at every moment either
+/// way: its old rule goes only in the stage that added its replacement, or later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// One stage: every authorization, then every revocation (fewest calls).
+    #[default]
+    AllAtOnce,
+    /// A stage per managed port, then one for the rest: the peak holds one port's old and new
+    /// rules at a time, which is what lets a rules → prefix-list switch fit the quota.
+    PortByPort,
+}
+
+/// One stage of rule writes, per group.
+#[derive(Debug, Default)]
+pub struct Stage<'a> {
+    /// Rules to authorize.
+    pub authorize: BTreeMap<&'a str, Vec<&'a Grant>>,
+    /// Rules to revoke.
+    pub revoke: BTreeMap<&'a str, Vec<&'a Revoke>>,
 }
 
 impl Writes {
     /// Whether nothing needs writing.
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty() && self.authorize.is_empty() && self.revoke.is_empty()
+        self.lists.is_empty()
+            && self.authorize.is_empty()
+            && self.revoke.is_empty()
+            && self.lists_after.is_empty()
+    }
+
+    /// The rule writes in the order the schedule makes them.
+    pub fn stages(&self, ports: &[u16]) -> Vec<Stage<'_>> {
+        let stage_of = |port: Option<u16>| -> usize {
+            match self.schedule {
+                Schedule::AllAtOnce => 0,
+                Schedule::PortByPort => port
+                    .and_then(|port| ports.iter().position(|managed| *managed == port))
+                    .unwrap_or(ports.len()),
+            }
+        };
+        let count = match self.schedule {
+            Schedule::AllAtOnce => 1,
+            Schedule::PortByPort => ports.len() + 1,
+        };
+        let mut stages: Vec<Stage<'_>> = (0..count).map(|_| Stage::default()).collect();
+        for (group, grants) in &self.authorize {
+            for grant in grants {
+                stages[stage_of(Some(slot_port(grant)))]
+                    .authorize
+                    .entry(group.as_str())
+                    .or_default()
+                    .push(grant);
+            }
+        }
+        for (group, revokes) in &self.revoke {
+            for revoke in revokes {
+                stages[stage_of(revoke.port)]
+                    .revoke
+                    .entry(group.as_str())
+                    .or_default()
+                    .push(revoke);
+            }
+        }
+        stages.retain(|stage| !stage.authorize.is_empty() || !stage.revoke.is_empty());
+        stages
     }
 
     /// A phrase per write, for repairs and messages. Planned from an observation, a new list's
     /// size is not known yet (it depends on the target), so it is described, not numbered.
     pub fn phrases(&self) -> Vec<String> {
         let mut phrases = Vec::new();
-        for write in &self.lists {
+        for write in self.lists.iter().chain(&self.lists_after) {
             phrases.push(match write {
                 ListWrite::Create { family, .. } => format!(
                     "create prefix list {} (max entries: the ranges plus half again, at least 5 more; each reference counts that many rules against a group's quota)",
@@ -270,6 +361,14 @@ impl Writes {
                     family, from, to, ..
                 } => format!(
                     "resize prefix list {} from {from} to {to} max entries",
+                    names::prefix_list_name(*family)
+                ),
+                ListWrite::Grow { family, to } => format!(
+                    "grow prefix list {} to {to} max entries once the rules it replaces are gone",
+                    names::prefix_list_name(*family)
+                ),
+                ListWrite::Delete { family, id } => format!(
+                    "delete prefix list {} ({id}): rules mode does not use it and no group references it",
                     names::prefix_list_name(*family)
                 ),
                 ListWrite::Modify {
@@ -308,6 +407,12 @@ impl Writes {
                     revoke.id, revoke.reason
                 ));
             }
+        }
+        if self.schedule == Schedule::PortByPort {
+            phrases.push(
+                "one port at a time (each port's references in, then its rules out), to stay within every group's quota"
+                    .to_owned(),
+            );
         }
         phrases
     }
@@ -406,6 +511,7 @@ pub fn plan_writes(live: &Live, mode: Mode, ports: &[u16], target: &Ranges) -> W
             revokes.push(Revoke {
                 id: rule.id.clone(),
                 reason,
+                port,
             });
         }
         let mut grants = Vec::new();
@@ -435,6 +541,20 @@ pub fn plan_writes(live: &Live, mode: Mode, ports: &[u16], target: &Ranges) -> W
         }
         if !revokes.is_empty() {
             writes.revoke.insert(group.id.clone(), revokes);
+        }
+    }
+    if mode == Mode::Rules {
+        for (family, list) in &live.lists {
+            if live
+                .referenced_elsewhere
+                .get(family)
+                .is_none_or(Vec::is_empty)
+            {
+                writes.lists_after.push(ListWrite::Delete {
+                    family: *family,
+                    id: list.id.clone(),
+                });
+            }
         }
     }
     writes
@@ -497,17 +617,20 @@ impl Refusal {
     }
 }
 
-/// Checks `writes` against each group's quota (`max_rules` per family) and against foreign
-/// rules that would collide with ours, before anything is written. The count includes the
-/// moment after every authorization and before any revocation (adds come first).
-pub fn check(
+/// Checks `writes` against foreign rules that would collide with ours, and finds an order
+/// of them that keeps every group within its quota (`max_rules` per family) at every moment,
+/// before anything is written: all at once (fewest calls); else one port at a time; else, when
+/// new lists are created, created at their exact size and grown once the old rules are gone
+/// (or kept at that size when even the grown size would not fit). Returns the writes in that
+/// order, or the refusal of the plain order when none fits.
+pub fn fit(
     live: &Live,
-    writes: &Writes,
+    writes: Writes,
     mode: Mode,
     ports: &[u16],
     target: &Ranges,
     max_rules: usize,
-) -> Result<(), Refusal> {
+) -> Result<Writes, Refusal> {
     if mode == Mode::Rules {
         for group in &live.groups {
             for rule in &group.foreign {
@@ -526,33 +649,122 @@ pub fn check(
             }
         }
     }
-    // The size every list will have once the list writes are made.
+    let mut candidates = vec![writes.clone()];
+    if ports.len() > 1 && !writes.revoke.is_empty() {
+        candidates.push(Writes {
+            schedule: Schedule::PortByPort,
+            ..writes.clone()
+        });
+    }
+    let creates = writes
+        .lists
+        .iter()
+        .any(|write| matches!(write, ListWrite::Create { .. }));
+    if creates {
+        let mut small = Writes {
+            schedule: Schedule::PortByPort,
+            ..writes.clone()
+        };
+        let mut grow = Vec::new();
+        for write in &mut small.lists {
+            if let ListWrite::Create {
+                family,
+                max_entries,
+                entries,
+            } = write
+            {
+                grow.push(ListWrite::Grow {
+                    family: *family,
+                    to: *max_entries,
+                });
+                *max_entries = i32::try_from(entries.len().max(1)).unwrap_or(i32::MAX);
+            }
+        }
+        let mut grown = small.clone();
+        grown.lists_after.splice(0..0, grow);
+        candidates.push(grown);
+        candidates.push(small);
+    }
+    let mut first_refusal = None;
+    for candidate in candidates {
+        match simulate(live, &candidate, mode, ports, target, max_rules) {
+            Ok(()) => return Ok(candidate),
+            Err(refusal) => {
+                first_refusal.get_or_insert(refusal);
+            }
+        }
+    }
+    Err(first_refusal.expect("at least one candidate"))
+}
+
+/// The size of each of our lists after `writes` (`after`: once the late list writes too).
+fn list_sizes(live: &Live, writes: &Writes, after: bool) -> BTreeMap<Family, i32> {
     let mut sizes: BTreeMap<Family, i32> = live
         .lists
         .iter()
         .map(|(family, list)| (*family, list.max_entries))
         .collect();
-    for write in &writes.lists {
+    let late: &[ListWrite] = if after { &writes.lists_after } else { &[] };
+    for write in writes.lists.iter().chain(late) {
         match write {
             ListWrite::Create {
                 family,
-                max_entries,
+                max_entries: size,
                 ..
-            } => {
-                sizes.insert(*family, *max_entries);
             }
-            ListWrite::Resize { family, to, .. } => {
-                sizes.insert(*family, *to);
+            | ListWrite::Resize {
+                family, to: size, ..
+            }
+            | ListWrite::Grow { family, to: size } => {
+                sizes.insert(*family, *size);
+            }
+            ListWrite::Delete { family, .. } => {
+                sizes.remove(family);
             }
             ListWrite::Modify { .. } => {}
         }
     }
-    let weight_of_list = |id: &str| -> Option<(Family, usize)> {
-        live.lists
-            .iter()
-            .find(|(_, list)| list.id == id)
-            .map(|(family, _)| (*family, usize::try_from(sizes[family]).unwrap_or(0)))
+    sizes
+}
+
+/// Counts each group's rules of each family before, during (after every authorization of
+/// each stage) and after `writes`, and refuses the first count above `max_rules`.
+fn simulate(
+    live: &Live,
+    writes: &Writes,
+    mode: Mode,
+    ports: &[u16],
+    target: &Ranges,
+    max_rules: usize,
+) -> Result<(), Refusal> {
+    let sizes = list_sizes(live, writes, false);
+    let final_sizes = list_sizes(live, writes, true);
+    let size = |sizes: &BTreeMap<Family, i32>, family: Family| -> usize {
+        usize::try_from(sizes.get(&family).copied().unwrap_or(0)).unwrap_or(0)
     };
+    let rule_weight = |rule: &Rule, family: Family| -> usize {
+        match &rule.source {
+            Source::Cidr(net) => usize::from(Family::of(net) == family),
+            Source::PrefixList(id) => match live.lists.iter().find(|(_, list)| &list.id == id) {
+                Some((list_family, _)) if *list_family == family => size(&sizes, family),
+                Some(_) => 0,
+                None => 1,
+            },
+            Source::Other(_) => 1,
+        }
+    };
+    let grant_weight = |grant: &Grant, family: Family| -> usize {
+        match grant {
+            Grant::Cidr { net, .. } => usize::from(Family::of(net) == family),
+            Grant::List {
+                family: list_family,
+                ..
+            } if *list_family == family => size(&sizes, family),
+            Grant::List { .. } => 0,
+        }
+    };
+    let stages = writes.stages(ports);
+    // The end state first: when it does not fit, no order helps, and that is the message.
     for group in &live.groups {
         for family in Family::ALL {
             let foreign = group
@@ -560,53 +772,19 @@ pub fn check(
                 .iter()
                 .filter(|rule| rule.counts_in(family))
                 .count();
-            let ours_now: usize = group
-                .ours
-                .iter()
-                .map(|rule| match &rule.source {
-                    Source::Cidr(net) => usize::from(Family::of(net) == family),
-                    Source::PrefixList(id) => match weight_of_list(id) {
-                        Some((list_family, weight)) if list_family == family => weight,
-                        Some(_) => 0,
-                        None => 1,
-                    },
-                    Source::Other(_) => 1,
-                })
-                .sum();
-            let added: usize = writes
-                .authorize
-                .get(&group.id)
-                .map(|grants| {
-                    grants
-                        .iter()
-                        .map(|grant| match grant {
-                            Grant::Cidr { net, .. } => usize::from(Family::of(net) == family),
-                            Grant::List {
-                                family: list_family,
-                                ..
-                            } if *list_family == family => {
-                                usize::try_from(sizes.get(&family).copied().unwrap_or(0))
-                                    .unwrap_or(0)
-                            }
-                            Grant::List { .. } => 0,
-                        })
-                        .sum()
-                })
-                .unwrap_or(0);
-            let ours_after = match mode {
-                Mode::Rules => target.count(family) * ports.len(),
-                Mode::PrefixList => {
-                    ports.len()
-                        * usize::try_from(sizes.get(&family).copied().unwrap_or(0)).unwrap_or(0)
-                }
-            };
-            let what = match mode {
-                Mode::Rules => format!("{} ranges × {} ports", target.count(family), ports.len()),
-                Mode::PrefixList => format!(
-                    "{} ports × max entries {} of {}",
-                    ports.len(),
-                    sizes.get(&family).copied().unwrap_or(0),
-                    names::prefix_list_name(family)
+            let (ours_after, what) = match mode {
+                Mode::Rules => (
+                    target.count(family) * ports.len(),
+                    format!("{} ranges × {} ports", target.count(family), ports.len()),
+                ),
+                Mode::PrefixList => (
+                    ports.len() * size(&final_sizes, family),
+                    format!(
+                        "{} ports × max entries {} of {}",
+                        ports.len(),
+                        size(&final_sizes, family),
+                        names::prefix_list_name(family)
+                    ),
                 ),
             };
             let needed = foreign + ours_after;
@@ -619,20 +797,71 @@ pub fn check(
                     quota: max_rules,
                 });
             }
-            let peak = foreign + ours_now + added;
-            if peak > max_rules {
-                let mut detail = String::new();
-                let _ = write!(
-                    detail,
-                    "while new rules are added before old ones are revoked ({what} once done, {ours_now} of ours now, {added} to add, {foreign} other rules)"
-                );
+        }
+    }
+    for group in &live.groups {
+        for family in Family::ALL {
+            let foreign = group
+                .foreign
+                .iter()
+                .filter(|rule| rule.counts_in(family))
+                .count();
+            let ours_now: usize = group
+                .ours
+                .iter()
+                .map(|rule| rule_weight(rule, family))
+                .sum();
+            let mut present = ours_now;
+            if foreign + present > max_rules {
                 return Err(Refusal::Quota {
                     group: group.id.clone(),
                     family,
-                    needed: peak,
-                    detail,
+                    needed: foreign + present,
+                    detail: format!(
+                        "once the lists are resized ({ours_now} of ours, {foreign} other rules)"
+                    ),
                     quota: max_rules,
                 });
+            }
+            let mut added_total = 0;
+            for stage in &stages {
+                let added: usize = stage
+                    .authorize
+                    .get(group.id.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|grant| grant_weight(grant, family))
+                    .sum();
+                added_total += added;
+                let peak = foreign + present + added;
+                if peak > max_rules {
+                    let schedule = match writes.schedule {
+                        Schedule::AllAtOnce => {
+                            "while new rules are added before old ones are revoked"
+                        }
+                        Schedule::PortByPort => {
+                            "while one port's new rules are added before its old ones are revoked"
+                        }
+                    };
+                    return Err(Refusal::Quota {
+                        group: group.id.clone(),
+                        family,
+                        needed: peak,
+                        detail: format!(
+                            "{schedule} ({ours_now} of ours now, {added_total} added so far, {foreign} other rules)"
+                        ),
+                        quota: max_rules,
+                    });
+                }
+                let revoked: usize = stage
+                    .revoke
+                    .get(group.id.as_str())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|revoke| group.ours.iter().find(|rule| rule.id == revoke.id))
+                    .map(|rule| rule_weight(rule, family))
+                    .sum();
+                present = present + added - revoked.min(present + added);
             }
         }
     }
@@ -695,6 +924,7 @@ mod tests {
                 )],
             }],
             lists: BTreeMap::new(),
+            referenced_elsewhere: BTreeMap::new(),
         };
         let target = target(&["192.0.2.0/24", "2001:db8::/32"]);
         let writes = plan_writes(&live, Mode::Rules, &[80, 443], &target);
@@ -721,7 +951,7 @@ mod tests {
             .collect();
         assert_eq!(revoked, ["sgr-b", "sgr-c"]);
         assert!(writes.lists.is_empty());
-        check(&live, &writes, Mode::Rules, &[80, 443], &target, 60).unwrap();
+        fit(&live, writes, Mode::Rules, &[80, 443], &target, 60).unwrap();
     }
 
     #[test]
@@ -738,6 +968,7 @@ mod tests {
                 foreign: vec![],
             }],
             lists: BTreeMap::new(),
+            referenced_elsewhere: BTreeMap::new(),
         };
         let writes = plan_writes(&live, Mode::Rules, &[443], &target(&["192.0.2.0/24"]));
         assert!(writes.is_empty(), "{writes:?}");
@@ -761,10 +992,11 @@ mod tests {
                     .collect(),
             }],
             lists: BTreeMap::new(),
+            referenced_elsewhere: BTreeMap::new(),
         };
         let target: Ranges = (0..15u8).map(|i| net(&format!("10.{i}.0.0/16"))).collect();
         let writes = plan_writes(&live, Mode::Rules, &[80, 443], &target);
-        let refusal = check(&live, &writes, Mode::Rules, &[80, 443], &target, 30).unwrap_err();
+        let refusal = fit(&live, writes, Mode::Rules, &[80, 443], &target, 30).unwrap_err();
         assert_eq!(
             refusal.to_string(),
             "sg-1 would need 34 IPv4 inbound rules (15 ranges × 2 ports + 4 other rules), above its quota of 30; nothing was written"
@@ -780,6 +1012,7 @@ mod tests {
                 ..Group::default()
             }],
             lists: BTreeMap::new(),
+            referenced_elsewhere: BTreeMap::new(),
         };
         let target = target(&["192.0.2.0/24", "2001:db8::/32"]);
         let writes = plan_writes(&live, Mode::PrefixList, &[443], &target);
@@ -816,6 +1049,109 @@ mod tests {
         assert_eq!(max_entries_for(0), 5);
     }
 
+    /// Regression (issue 18.6): Cloudflare's list on two ports in rules mode, one foreign
+    /// rule: adding both references before revoking any rule needs 81 IPv4 rules.
+    #[test]
+    fn a_switch_to_prefix_lists_goes_port_by_port_with_lists_grown_last() {
+        let v4: Vec<IpNet> = (0..15u8)
+            .map(|i| net(&format!("192.0.2.{}/28", i * 16)))
+            .collect();
+        let v6: Vec<IpNet> = (0..7u8)
+            .map(|i| net(&format!("2001:db8:{i}::/48")))
+            .collect();
+        let all: Ranges = v4.iter().chain(&v6).copied().collect();
+        let mut ours = Vec::new();
+        for (index, range) in v4.iter().chain(&v6).enumerate() {
+            for port in [80, 443] {
+                ours.push(rule(
+                    &format!("sgr-{index}-{port}"),
+                    Source::Cidr(*range),
+                    port,
+                    "cf-allowlist",
+                ));
+            }
+        }
+        let live = Live {
+            groups: vec![Group {
+                id: "sg-1".into(),
+                ours,
+                foreign: vec![rule(
+                    "sgr-f",
+                    Source::Cidr(net("203.0.113.5/32")),
+                    22,
+                    "office",
+                )],
+            }],
+            ..Live::default()
+        };
+        let writes = plan_writes(&live, Mode::PrefixList, &[80, 443], &all);
+        let all_at_once = Writes {
+            schedule: Schedule::AllAtOnce,
+            ..writes.clone()
+        };
+        let refusal =
+            simulate(&live, &all_at_once, Mode::PrefixList, &[80, 443], &all, 60).unwrap_err();
+        assert!(
+            refusal.to_string().contains("would need 81 IPv4"),
+            "{refusal}"
+        );
+
+        let fitted = fit(&live, writes, Mode::PrefixList, &[80, 443], &all, 60).unwrap();
+        assert_eq!(fitted.schedule, Schedule::PortByPort);
+        let sizes: Vec<i32> = fitted
+            .lists
+            .iter()
+            .filter_map(|write| match write {
+                ListWrite::Create { max_entries, .. } => Some(*max_entries),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes, [15, 7]);
+        assert_eq!(
+            fitted.lists_after,
+            [
+                ListWrite::Grow {
+                    family: Family::V4,
+                    to: 25
+                },
+                ListWrite::Grow {
+                    family: Family::V6,
+                    to: 15
+                }
+            ]
+        );
+        // Each stage: one port's references (15 + 7) next to what is left.
+        let stages = fitted.stages(&[80, 443]);
+        assert_eq!(stages.len(), 2);
+        assert_eq!(stages[0].authorize["sg-1"].len(), 2);
+        assert_eq!(stages[0].revoke["sg-1"].len(), 22);
+
+        // And back: the lists are deleted once nothing references them…
+        let mut back = Live::default();
+        back.lists.insert(
+            Family::V4,
+            PrefixList {
+                id: "pl-4".into(),
+                version: 1,
+                max_entries: 25,
+                entries: v4.iter().copied().collect(),
+            },
+        );
+        let writes = plan_writes(&back, Mode::Rules, &[80, 443], &all);
+        assert_eq!(
+            writes.lists_after,
+            [ListWrite::Delete {
+                family: Family::V4,
+                id: "pl-4".into()
+            }]
+        );
+        // …and kept while another host's group still references them.
+        back.referenced_elsewhere
+            .insert(Family::V4, vec!["sg-other".into()]);
+        let writes = plan_writes(&back, Mode::Rules, &[80, 443], &all);
+        assert!(writes.lists_after.is_empty(), "{writes:?}");
+    }
+
     #[test]
     fn a_list_that_would_overflow_is_resized_first() {
         let list = PrefixList {
@@ -827,6 +1163,7 @@ mod tests {
         let live = Live {
             groups: vec![],
             lists: [(Family::V4, list)].into(),
+            referenced_elsewhere: BTreeMap::new(),
         };
         let writes = plan_writes(
             &live,
@@ -862,10 +1199,11 @@ mod tests {
                 )],
             }],
             lists: BTreeMap::new(),
+            referenced_elsewhere: BTreeMap::new(),
         };
         let target = target(&["192.0.2.0/24"]);
         let writes = plan_writes(&live, Mode::Rules, &[443], &target);
-        let refusal = check(&live, &writes, Mode::Rules, &[443], &target, 60).unwrap_err();
+        let refusal = fit(&live, writes, Mode::Rules, &[443], &target, 60).unwrap_err();
         assert!(matches!(refusal, Refusal::Conflict { .. }), "{refusal}");
     }
 
@@ -892,6 +1230,7 @@ mod tests {
                 },
             )]
             .into(),
+            referenced_elsewhere: BTreeMap::new(),
         };
         let before = live.basis();
         live.groups[0]

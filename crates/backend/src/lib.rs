@@ -250,6 +250,8 @@ pub enum ErrorKind {
     MissingTool,
     /// Not allowed: not root, no CAP_NET_ADMIN, or denied by an API.
     Permission,
+    /// An API found no credentials to sign with, or refused the ones it was given.
+    Credentials,
     /// The firewall refused what we sent, or printed what we could not read.
     Rejected,
     /// The firewall changed since it was observed; nothing was written. Re-observe and re-plan.
@@ -272,6 +274,9 @@ pub struct BackendError {
     pub kind: ErrorKind,
     /// A package that provides the missing tool, for [`ErrorKind::MissingTool`].
     pub package: Option<&'static str>,
+    /// What the user can do, when the backend knows better than its kind's general advice
+    /// (which credential sources exist, which IAM action to allow).
+    pub hint: Option<String>,
     /// The cause.
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
@@ -290,8 +295,14 @@ impl BackendError {
             step,
             kind,
             package: None,
+            hint: None,
             source: source.into(),
         }
+    }
+
+    /// The same error with the backend's own advice, shown instead of its kind's.
+    pub fn with_hint(self, hint: Option<String>) -> BackendError {
+        BackendError { hint, ..self }
     }
 
     /// The refusal of a stale plan: `what` says what changed since the observation.
@@ -362,6 +373,15 @@ pub trait Backend {
     /// and nothing else of the firewall has changed. An empty change must write nothing; a
     /// stale one must be refused with [`ErrorKind::Stale`] before anything is written.
     fn apply(&self, change: &Change) -> Result<(), BackendError>;
+
+    /// Checks, reading only, that `apply(change)` would not be refused for a reason known
+    /// before its first write (an API's quota, a conflicting rule), so that a dry run refuses
+    /// what the run would, and a run refuses before any backend writes. Nothing to check by
+    /// default: local firewalls find out in their own transaction.
+    fn check(&self, change: &Change) -> Result<(), BackendError> {
+        let _ = change;
+        Ok(())
+    }
 
     /// Removes everything this backend created, and nothing else; returns a phrase per part it
     /// removed (empty when there was nothing of ours).

@@ -22,9 +22,11 @@ description:
     them and brings every selected firewall backend to exactly those ranges.
   - With O(state=absent) it runs C(cf-allowlist purge), which removes everything the tool
     created in the firewall and nothing else.
-  - The tool's warnings become Ansible warnings. A tool error fails the task with the tool's
-    message and hint. A change refused by a safety guard (exit code 3) fails the task with the
-    refusal, unless O(force=true).
+  - The tool's warnings become Ansible warnings, exactly those the tool prints itself. A warning
+    that repeats on every run while nothing changes (the builtin list's age) is left out of a
+    run whose result is C(ok), as the tool leaves it out of a quiet cron run. A tool error fails
+    the task with the tool's message and hint. A change refused by a safety guard (exit code 3)
+    fails the task with the refusal, unless O(force) overrides that guard.
   - In check mode a sync runs as a dry run (C(sync --dry-run --detailed-exitcode)) and reports
     the pending change without changing anything. A purge in check mode runs C(status) and
     reports whether anything would be removed.
@@ -53,11 +55,13 @@ options:
     elements: str
   backends:
     description:
-      - The firewall backends to act on. Replaces the backends of the config file.
+      - The backends to act on, each a kind the tool knows (C(cf-allowlist sync --help) lists
+        them). Replaces the backends of the config file; each takes its options from the
+        config file's C([[backend]]) table of that kind, or the tool's defaults.
       - With O(state=absent), omitted means the backends of the last sync.
     type: list
     elements: str
-    choices: [nftables, iptables]
+    choices: [nftables, iptables, nginx-realip, apache-realip, ufw, aws]
   ports:
     description:
       - TCP ports to open on every selected backend (the tool's default is 80 and 443).
@@ -67,15 +71,20 @@ options:
   restrict:
     description:
       - V(true) also drops every other source on the managed ports (C(--restrict)).
-      - V(false) or omitted leaves the config file's choice; the tool has no flag to turn a
-        configured restrict off.
+      - V(false) turns a restrict set in the config file off for this run (C(--no-restrict)).
+      - Omitted, the config file's choice applies.
       - Ignored with O(state=absent).
     type: bool
-    default: false
   force:
     description:
-      - Apply even when a safety guard (the shrink guard) refuses the change (C(--force)).
-    type: bool
+      - Override safety guards that refuse the change. Each refusal names its guard.
+      - V(true) passes C(--force), which overrides every guard except C(ssh) (the guard
+        against restricting the port SSH listens on), which must be named.
+      - A list of guard names passes C(--force=NAME,...) and overrides only those. The names
+        are C(shrink) (the list lost many ranges), C(owner) (another state directory's parts),
+        C(ssh) and C(reach) (the change would let fewer listed sources reach a managed port).
+      - V(false), an empty list, or omitted overrides nothing.
+    type: raw
     default: false
   config:
     description:
@@ -103,8 +112,8 @@ attributes:
       - With O(state=present), C(before) and C(after) list the ranges each backend held and
         holds. With O(state=absent), C(before) counts the ranges each backend holds.
 notes:
-  - For many hosts, roll out with C(serial) and C(max_fail_percentage); see the README's
-    "Many hosts" section.
+  - For many hosts, roll out with C(serial) and C(max_fail_percentage); see the tool's
+    docs/running.md ("Many hosts"), installed in /usr/share/doc/cf-allowlist/docs/.
   - The module passes E(PATH) through from the task environment; the tool finds C(nft),
     C(iptables) and C(ipset) there, then in C(/usr/sbin) and C(/sbin).
 seealso:
@@ -131,6 +140,12 @@ EXAMPLES = r"""
     backends: [iptables]
     config: /etc/cf-allowlist/config.toml
     executable: /usr/local/bin/cf-allowlist
+
+- name: ufw and nginx's real-IP list, adopting the parts another state directory wrote
+  cf_allowlist:
+    backends: [ufw, nginx-realip]
+    restrict: false
+    force: [owner]
 
 - name: Remove every rule and set the tool created
   cf_allowlist:
@@ -245,9 +260,12 @@ def parse_stderr(stderr):
 
 
 def collect_warnings(result, stderr_warnings):
-    """Warnings from the JSON when it carries them, else from stderr; deduplicated, in order."""
+    """The warnings the tool itself shows (its JSON `warnings_shown`), else every warning of
+    the JSON (an older tool), else those on stderr; deduplicated, in order."""
     found = []
-    if result is not None and isinstance(result.get("warnings"), list):
+    if result is not None and isinstance(result.get("warnings_shown"), list):
+        found.extend(str(warning) for warning in result["warnings_shown"])
+    elif result is not None and isinstance(result.get("warnings"), list):
         found.extend(str(warning) for warning in result["warnings"])
         for backend in result.get("backends") or []:
             if isinstance(backend, dict):
@@ -375,6 +393,37 @@ class Tool:
         self.module.fail_json(msg=message, **extra)
 
 
+# The guards `--force=NAME` names (the tool's refusals name theirs).
+GUARDS = ("shrink", "owner", "ssh", "reach")
+
+
+def force_args(module, force):
+    """`--force` for true, `--force=a,b` for a list of guard names, nothing for false."""
+    if force is None or force is False or force == []:
+        return []
+    if force is True:
+        return ["--force"]
+    if isinstance(force, str):
+        lowered = force.strip().lower()
+        if lowered in ("true", "yes", "on", "1"):
+            return ["--force"]
+        if lowered in ("false", "no", "off", "0", ""):
+            return []
+        force = [name.strip() for name in force.split(",")]
+    if not isinstance(force, list):
+        module.fail_json(msg="force must be true, false or a list of guard names (%s)" % ", ".join(GUARDS))
+    names = [str(name) for name in force]
+    unknown = [name for name in names if name not in GUARDS]
+    if unknown:
+        module.fail_json(msg="force names unknown guards %s: the guards are %s" % (
+            ", ".join(unknown), ", ".join(GUARDS)))
+    unique = []
+    for name in names:
+        if name not in unique:
+            unique.append(name)
+    return ["--force=" + ",".join(unique)]
+
+
 def sync(module, tool):
     params = module.params
     args = ["sync"]
@@ -386,10 +435,11 @@ def sync(module, tool):
         args += ["--backend", backend]
     if params["ports"]:
         args += ["--ports", ",".join(str(port) for port in params["ports"])]
-    if params["restrict"]:
+    if params["restrict"] is True:
         args.append("--restrict")
-    if params["force"]:
-        args.append("--force")
+    elif params["restrict"] is False:
+        args.append("--no-restrict")
+    args.extend(force_args(module, params["force"]))
     cmd = tool.command(*args)
     rc, result, error, stderr = tool.run(cmd)
 
@@ -398,7 +448,8 @@ def sync(module, tool):
         reason = "; ".join(refused) if refused else error_text(error or {"message": stderr.strip()})
         module.fail_json(
             msg="cf-allowlist refused the change (a safety guard): %s; nothing was changed. "
-                "Check the source; if the change is intended, set force: true" % reason,
+                "If the change is intended, set force to the guard's name (force: [NAME]), "
+                "or force: true for every guard but ssh" % reason,
             exit_code=rc, cmd=cmd, stderr=stderr, result=result, refused=refused)
     if rc == EXIT_NOT_EFFECTIVE:
         tool.fail(cmd, rc, result, error, stderr, prefix="applied but not effective")
@@ -490,10 +541,10 @@ def main():
         argument_spec=dict(
             state=dict(type="str", default="present", choices=["present", "absent"]),
             sources=dict(type="list", elements="str"),
-            backends=dict(type="list", elements="str", choices=["nftables", "iptables"]),
+            backends=dict(type="list", elements="str", choices=["nftables", "iptables", "nginx-realip", "apache-realip", "ufw", "aws"]),
             ports=dict(type="list", elements="int"),
-            restrict=dict(type="bool", default=False),
-            force=dict(type="bool", default=False),
+            restrict=dict(type="bool"),
+            force=dict(type="raw", default=False),
             config=dict(type="path"),
             state_dir=dict(type="path"),
             executable=dict(type="path", default="cf-allowlist"),
