@@ -384,8 +384,7 @@ fn shadowing(backends: &[BackendSpec], target: &Ranges) -> Vec<Finding> {
     let ranges: Vec<IpNet> = target.iter().copied().collect();
     let mut findings = Vec::new();
     for spec in filtering {
-        let summary =
-            cf_allowlist_netfilter::Summary::of(&host.check(&ranges, &spec.policy().ports));
+        let summary = host.summary(&ranges, &spec.policy().ports);
         findings.extend(summary_findings(&spec.describe(), &summary));
     }
     if host.docker_chains_present() {

@@ -211,8 +211,7 @@ pub fn judge_effect(plans: &mut [BackendPlan], target: &Ranges, printer: &Printe
         .iter_mut()
         .filter(|plan| plan.spec.filters_host_input())
     {
-        let summary =
-            cf_allowlist_netfilter::Summary::of(&host.check(&ranges, &plan.spec.policy().ports));
+        let summary = host.summary(&ranges, &plan.spec.policy().ports);
         plan.effective = summary.effective;
         plan.blockers = summary.blockers.iter().map(ToString::to_string).collect();
         for doubt in summary.doubts {

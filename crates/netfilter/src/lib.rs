@@ -205,33 +205,46 @@ pub struct Summary {
 impl Summary {
     /// Summarises findings (from [`Host::check`]).
     pub fn of(findings: &[Finding]) -> Summary {
-        let mut blockers: Vec<Blocker> = Vec::new();
-        let mut doubts: Vec<String> = Vec::new();
+        let mut summary = Summary::empty();
         for finding in findings {
-            match &finding.fate {
-                Fate::Accepted => {}
-                Fate::Blocked { by } => {
-                    if !blockers.contains(by) {
-                        blockers.push((**by).clone());
-                    }
+            summary.add(&finding.fate);
+        }
+        summary.settle();
+        summary
+    }
+
+    fn empty() -> Summary {
+        Summary {
+            effective: Some(true),
+            blockers: Vec::new(),
+            doubts: Vec::new(),
+        }
+    }
+
+    /// Counts one fate in: only distinct blockers and doubts are kept, so a summary of
+    /// 100,000 ranges holds a handful of them, not 100,000 findings.
+    fn add(&mut self, fate: &Fate) {
+        match fate {
+            Fate::Accepted => {}
+            Fate::Blocked { by } => {
+                if !self.blockers.contains(by) {
+                    self.blockers.push((**by).clone());
                 }
-                Fate::Unsure { why } => {
-                    if !doubts.contains(why) {
-                        doubts.push(why.clone());
-                    }
+            }
+            Fate::Unsure { why } => {
+                if !self.doubts.contains(why) {
+                    self.doubts.push(why.clone());
                 }
             }
         }
-        let effective = match (blockers.is_empty(), doubts.is_empty()) {
+    }
+
+    fn settle(&mut self) {
+        self.effective = match (self.blockers.is_empty(), self.doubts.is_empty()) {
             (false, _) => Some(false),
             (true, true) => Some(true),
             (true, false) => None,
         };
-        Summary {
-            effective,
-            blockers,
-            doubts,
-        }
     }
 }
 
@@ -481,35 +494,53 @@ impl Host {
 
     /// The fate of each range on each port, judged by the range's first and last address.
     pub fn check(&self, ranges: &[IpNet], ports: &[u16]) -> Vec<Finding> {
-        let mut findings = Vec::new();
+        let mut findings = Vec::with_capacity(ranges.len() * ports.len());
         for range in ranges {
-            let mut addresses = vec![range.network()];
-            if range.broadcast() != range.network() {
-                addresses.push(range.broadcast());
-            }
             for port in ports {
-                let fates: Vec<(IpAddr, Fate)> = addresses
-                    .iter()
-                    .map(|address| (*address, self.fate(*address, *port)))
-                    .collect();
-                let worst = fates
-                    .iter()
-                    .find(|(_, fate)| matches!(fate, Fate::Blocked { .. }))
-                    .or_else(|| {
-                        fates
-                            .iter()
-                            .find(|(_, fate)| matches!(fate, Fate::Unsure { .. }))
-                    })
-                    .unwrap_or(&fates[0]);
-                findings.push(Finding {
-                    range: *range,
-                    address: worst.0,
-                    port: *port,
-                    fate: worst.1.clone(),
-                });
+                findings.push(self.finding(*range, *port));
             }
         }
         findings
+    }
+
+    /// What [`Summary::of`] says of [`Host::check`]'s findings, without holding them all:
+    /// the work is linear in `ranges` (each fate is a walk through the base chains, each set
+    /// lookup a binary search) and the memory is that of the distinct blockers and doubts.
+    pub fn summary(&self, ranges: &[IpNet], ports: &[u16]) -> Summary {
+        let mut summary = Summary::empty();
+        for range in ranges {
+            for port in ports {
+                summary.add(&self.finding(*range, *port).fate);
+            }
+        }
+        summary.settle();
+        summary
+    }
+
+    /// The fate of one range on one port: the worst of its first and last address's.
+    fn finding(&self, range: IpNet, port: u16) -> Finding {
+        let first = self.fate(range.network(), port);
+        let worse = |fate: &Fate| match fate {
+            Fate::Blocked { .. } => 2,
+            Fate::Unsure { .. } => 1,
+            Fate::Accepted => 0,
+        };
+        let (address, fate) = if range.broadcast() == range.network() || worse(&first) == 2 {
+            (range.network(), first)
+        } else {
+            let last = self.fate(range.broadcast(), port);
+            if worse(&last) > worse(&first) {
+                (range.broadcast(), last)
+            } else {
+                (range.network(), first)
+            }
+        };
+        Finding {
+            range,
+            address,
+            port,
+            fate,
+        }
     }
 
     /// Whether Docker's chains (`DOCKER`, `DOCKER-USER`) exist in an iptables filter table,

@@ -13,7 +13,9 @@ use cf_allowlist_backend::Family;
 use ipnet::IpNet;
 use serde_json::Value as Json;
 
-use crate::model::{Action, Base, Chain, Condition, Field, Origin, Rule, Table, Value, Verdict};
+use crate::model::{
+    Action, Base, Chain, Condition, Field, Origin, Rule, Table, Value, Values, Verdict,
+};
 
 /// Why nft's JSON could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +45,7 @@ pub fn parse(json: &str) -> Result<BTreeMap<(String, String), Table>, ParseError
         )
     };
     let mut tables = BTreeMap::new();
-    let mut sets: BTreeMap<(String, String, String), Vec<Value>> = BTreeMap::new();
+    let mut sets: BTreeMap<(String, String, String), Values> = BTreeMap::new();
     for entry in list {
         if let Some(object) = entry.get("table") {
             let (family, name) = key(object, "name");
@@ -64,11 +66,12 @@ pub fn parse(json: &str) -> Result<BTreeMap<(String, String), Table>, ParseError
             );
         } else if let Some(object) = entry.get("set").or_else(|| entry.get("map")) {
             let (family, table) = key(object, "table");
-            let elements = object
+            let elements: Vec<Value> = object
                 .get("elem")
                 .and_then(Json::as_array)
                 .map(|elements| elements.iter().map(element_value).collect())
                 .unwrap_or_default();
+            let elements = Values::new(elements);
             sets.insert((family, table, text(object, "name").to_owned()), elements);
         } else if let Some(object) = entry.get("chain") {
             let (family, table) = key(object, "table");
@@ -213,17 +216,18 @@ fn value(json: &Json) -> Value {
 
 /// The values on the right of a match: one value, an anonymous set, a list of flags, or a
 /// named set (`@name`).
-fn values(right: &Json, lookup: &dyn Fn(&str) -> Option<Vec<Value>>) -> Vec<Value> {
+fn values(right: &Json, lookup: &dyn Fn(&str) -> Option<Values>) -> Values {
     if let Some(name) = right.as_str().and_then(|text| text.strip_prefix('@')) {
-        return lookup(name).unwrap_or_else(|| vec![Value::Unknown(format!("@{name}"))]);
+        return lookup(name)
+            .unwrap_or_else(|| Values::new(vec![Value::Unknown(format!("@{name}"))]));
     }
     if let Some(list) = right.get("set").and_then(Json::as_array) {
-        return list.iter().map(element_value).collect();
+        return Values::new(list.iter().map(element_value).collect());
     }
     if let Some(list) = right.as_array() {
-        return list.iter().map(value).collect();
+        return Values::new(list.iter().map(value).collect());
     }
-    vec![value(right)]
+    Values::new(vec![value(right)])
 }
 
 fn render_values(values: &[Value]) -> String {
@@ -353,7 +357,7 @@ fn tcp_decided(operator: &str, left: &Json, right: &Json) -> Option<Condition> {
 fn condition(
     matched: &Json,
     table_family: &str,
-    lookup: &dyn Fn(&str) -> Option<Vec<Value>>,
+    lookup: &dyn Fn(&str) -> Option<Values>,
 ) -> Condition {
     let operator = text(matched, "op");
     let (Some(left), Some(right)) = (matched.get("left"), matched.get("right")) else {
@@ -383,7 +387,7 @@ fn condition(
     let values = values(right, lookup);
     let rendered = match right.as_str() {
         Some(name) if name.starts_with('@') => name.to_owned(),
-        _ => render_values(&values),
+        _ => render_values(values.as_slice()),
     };
     let text = format!("{shown} {}{rendered}", if negate { "!= " } else { "" });
     Condition::Compare {
@@ -412,11 +416,7 @@ fn verdict(expression: &Json) -> Option<Verdict> {
     })
 }
 
-fn parse_rule(
-    object: &Json,
-    table_family: &str,
-    lookup: &dyn Fn(&str) -> Option<Vec<Value>>,
-) -> Rule {
+fn parse_rule(object: &Json, table_family: &str, lookup: &dyn Fn(&str) -> Option<Values>) -> Rule {
     let mut conditions = Vec::new();
     let mut action = Action::Verdict(Verdict::Continue);
     let mut shown = Vec::new();
@@ -502,7 +502,7 @@ fn parse_rule(
 fn vmap(
     map: &Json,
     table_family: &str,
-    lookup: &dyn Fn(&str) -> Option<Vec<Value>>,
+    lookup: &dyn Fn(&str) -> Option<Values>,
 ) -> (Action, String) {
     let Some(key) = map.get("key") else {
         return (
@@ -510,7 +510,7 @@ fn vmap(
             "vmap".to_owned(),
         );
     };
-    let entries: Vec<(Vec<Value>, Option<Verdict>)> = match map.get("data") {
+    let entries: Vec<(Values, Option<Verdict>)> = match map.get("data") {
         Some(data) if data.get("set").is_some() => data["set"]
             .as_array()
             .into_iter()
@@ -539,7 +539,7 @@ fn vmap(
             Ok((field, family, shown)) => Condition::Compare {
                 field: field.clone(),
                 negate: false,
-                text: format!("{shown} {}", render_values(&values)),
+                text: format!("{shown} {}", render_values(values.as_slice())),
                 values,
                 family: *family,
             },
