@@ -240,7 +240,11 @@ impl BusyWriter {
             let mut written = 0u32;
             let start = Instant::now();
             while !stopping.load(Ordering::Relaxed) {
-                let verb = if written % 2 == 0 { "add" } else { "delete" };
+                let verb = if written.is_multiple_of(2) {
+                    "add"
+                } else {
+                    "delete"
+                };
                 let line = format!("{verb} element inet f2b banned {{ 192.0.2.77 }}\n");
                 if input.write_all(line.as_bytes()).is_err() {
                     break;
