@@ -134,8 +134,9 @@ fn a_noop_nftables_sync_lists_once_and_writes_only_its_last_run_time() {
     );
     assert_eq!(
         &first[write + 1..],
-        &["nft -j list ruleset"],
-        "no read-back after the write, only the analysis: {first:#?}"
+        &["nft -t -j list ruleset"],
+        "no read-back after the write, only the analysis (structure only; the elements of \
+         address sets come from the kernel): {first:#?}"
     );
 
     let before = state_files(&dir.path().join("state"));
@@ -164,13 +165,13 @@ fn a_noop_iptables_sync_reads_each_family_once_and_writes_nothing() {
         .count();
     assert_eq!(restores, 2, "one write per family: {first:#?}");
     // Observe, the stale-plan re-check and the read-back each read both families and the sets
-    // (9), two restores, then the shadowing analysis: the whole nft listing and, for the
+    // (9), two restores, then the shadowing analysis: the terse nft listing and, for the
     // iptables-nft tables whose matches nft prints opaquely, their saves (3).
     assert_eq!(first.len(), 14, "{first:#?}");
     assert_eq!(
         &first[11..],
         &[
-            "nft -j list ruleset",
+            "nft -t -j list ruleset",
             "iptables-nft-save -t filter",
             "ip6tables-nft-save -t filter"
         ],

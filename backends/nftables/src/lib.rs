@@ -14,7 +14,8 @@
 //! plus the elements of our two sets straight from the kernel ([`netlink`]); see there why.
 
 pub mod names;
-pub mod netlink;
+/// The kernel reads (set elements, the ruleset generation), shared with the shadowing analysis.
+pub use cf_allowlist_netfilter::netlink;
 mod ruleset;
 
 use std::fmt::Write as _;

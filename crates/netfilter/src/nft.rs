@@ -31,8 +31,66 @@ pub enum ParseError {
 /// Names iptables-nft gives its tables.
 pub const XTABLES_TABLES: [&str; 5] = ["filter", "mangle", "raw", "security", "nat"];
 
-/// Parses the whole ruleset. Tables are keyed by `(family, name)`.
-pub fn parse(json: &str) -> Result<BTreeMap<(String, String), Table>, ParseError> {
+/// A named set, by table family, table and name.
+pub type SetKey = (String, String, String);
+
+/// An address set as a terse listing (`nft -t`) declares it, without its elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressSet {
+    /// The table's family, table and the set's name.
+    pub key: SetKey,
+    /// Which addresses it holds.
+    pub family: Family,
+    /// Whether it has the interval flag.
+    pub interval: bool,
+}
+
+/// The named sets of a terse listing, when every one of them (and every map) holds addresses,
+/// whose elements can be read from the kernel directly; `None` when one holds something else
+/// (ports, interface names, concatenations, verdicts), which only nft's full listing shows.
+pub fn address_sets(json: &str) -> Result<Option<Vec<AddressSet>>, ParseError> {
+    let root: Json = serde_json::from_str(json)?;
+    let list = root
+        .get("nftables")
+        .and_then(Json::as_array)
+        .ok_or(ParseError::NoList)?;
+    let mut sets = Vec::new();
+    for entry in list {
+        if entry.get("map").is_some() {
+            return Ok(None);
+        }
+        let Some(object) = entry.get("set") else {
+            continue;
+        };
+        let family = match object.get("type").and_then(Json::as_str) {
+            Some("ipv4_addr") => Family::V4,
+            Some("ipv6_addr") => Family::V6,
+            _ => return Ok(None),
+        };
+        let interval = object
+            .get("flags")
+            .and_then(Json::as_array)
+            .is_some_and(|flags| flags.iter().any(|flag| flag == "interval"));
+        sets.push(AddressSet {
+            key: (
+                text(object, "family").to_owned(),
+                text(object, "table").to_owned(),
+                text(object, "name").to_owned(),
+            ),
+            family,
+            interval,
+        });
+    }
+    Ok(Some(sets))
+}
+
+/// Parses the whole ruleset. Tables are keyed by `(family, name)`. A set listed without
+/// elements takes them from `elements` when it is there (a terse listing's address sets, read
+/// from the kernel).
+pub fn parse(
+    json: &str,
+    elements: &BTreeMap<SetKey, Vec<Value>>,
+) -> Result<BTreeMap<(String, String), Table>, ParseError> {
     let root: Json = serde_json::from_str(json)?;
     let list = root
         .get("nftables")
@@ -66,13 +124,12 @@ pub fn parse(json: &str) -> Result<BTreeMap<(String, String), Table>, ParseError
             );
         } else if let Some(object) = entry.get("set").or_else(|| entry.get("map")) {
             let (family, table) = key(object, "table");
-            let elements: Vec<Value> = object
-                .get("elem")
-                .and_then(Json::as_array)
-                .map(|elements| elements.iter().map(element_value).collect())
-                .unwrap_or_default();
-            let elements = Values::new(elements);
-            sets.insert((family, table, text(object, "name").to_owned()), elements);
+            let set_key = (family, table, text(object, "name").to_owned());
+            let listed: Vec<Value> = match object.get("elem").and_then(Json::as_array) {
+                Some(listed) => listed.iter().map(element_value).collect(),
+                None => elements.get(&set_key).cloned().unwrap_or_default(),
+            };
+            sets.insert(set_key, Values::new(listed));
         } else if let Some(object) = entry.get("chain") {
             let (family, table) = key(object, "table");
             let name = text(object, "name").to_owned();

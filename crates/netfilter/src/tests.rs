@@ -693,3 +693,29 @@ fn set_lookups_agree_with_a_scan() {
         }
     }
 }
+
+#[test]
+fn kernel_ranges_read_as_prefixes_where_they_are_one() {
+    let value = |first: &str, last: &str| range_value(address(first), address(last));
+    let net = |text: &str| model::Value::Net(text.parse().unwrap());
+    assert_eq!(
+        value("198.51.100.0", "198.51.100.255"),
+        net("198.51.100.0/24")
+    );
+    assert_eq!(value("192.0.2.7", "192.0.2.7"), net("192.0.2.7/32"));
+    assert_eq!(value("0.0.0.0", "255.255.255.255"), net("0.0.0.0/0"));
+    assert_eq!(
+        value("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        net("::/0")
+    );
+    assert_eq!(value("2001:db8::", "2001:db8::ffff"), net("2001:db8::/112"));
+    assert_eq!(
+        value("203.0.113.1", "203.0.113.9"),
+        model::Value::AddressRange(address("203.0.113.1"), address("203.0.113.9"))
+    );
+    // Aligned size but not aligned start.
+    assert_eq!(
+        value("198.51.100.128", "198.51.101.127"),
+        model::Value::AddressRange(address("198.51.100.128"), address("198.51.101.127"))
+    );
+}

@@ -1,5 +1,5 @@
-//! Reading the elements of our two sets straight from the kernel over netlink, and the
-//! ruleset's generation id.
+//! Reading set elements straight from the kernel over netlink (the nftables backend's two
+//! sets, and the address sets the shadowing analysis follows), and the ruleset's generation id.
 //!
 //! Why not `nft`: nft 1.0.6 fetches and rebuilds every interval of every set for any listing
 //! that is not `nft -t list ruleset` (even `list chain` or `list tables`), which costs about
@@ -105,6 +105,7 @@ impl Socket {
         &mut self,
         message_type: u16,
         flags: u16,
+        protocol_family: u8,
         attributes: &[u8],
         set: &str,
     ) -> Result<(Vec<Vec<u8>>, bool), NetlinkError> {
@@ -116,7 +117,7 @@ impl Socket {
         request.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
         request.extend_from_slice(&self.sequence.to_ne_bytes());
         request.extend_from_slice(&0u32.to_ne_bytes());
-        request.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+        request.extend_from_slice(&[protocol_family, 0, 0, 0]);
         request.extend_from_slice(attributes);
         rustix::net::sendto(
             &self.fd,
@@ -223,7 +224,7 @@ fn data_value(nested: &[u8]) -> Result<Option<&[u8]>, NetlinkError> {
 /// The ruleset's generation id: it changes with every committed transaction.
 pub fn generation() -> Result<u32, NetlinkError> {
     let mut socket = Socket::open()?;
-    let (payloads, _) = socket.ask(NFT_MSG_GETGEN, 0, &[], "(generation)")?;
+    let (payloads, _) = socket.ask(NFT_MSG_GETGEN, 0, NFPROTO_INET, &[], "(generation)")?;
     for payload in &payloads {
         for attribute in attributes(payload) {
             let (kind, value) = attribute?;
@@ -237,6 +238,69 @@ pub fn generation() -> Result<u32, NetlinkError> {
 
 /// The elements of set `set` in `inet table`, `None` when there is no such set.
 pub fn read_set(table: &str, set: &str, family: Family) -> Result<Option<Elements>, NetlinkError> {
+    Ok(read_raw(NFPROTO_INET, table, set)?.map(|raw| intervals_to_elements(raw, family)))
+}
+
+/// The elements of an address set (`type ipv4_addr` or `ipv6_addr`) in any table, as inclusive
+/// address ranges in order; `interval` says whether the set has the interval flag (its
+/// elements are starts and ends) or holds single addresses. `None` when there is no such set
+/// or the table's family is not one nf_tables knows.
+pub fn read_address_set(
+    table_family: &str,
+    table: &str,
+    set: &str,
+    family: Family,
+    interval: bool,
+) -> Result<Option<Vec<(IpAddr, IpAddr)>>, NetlinkError> {
+    let protocol_family = match table_family {
+        "inet" => NFPROTO_INET,
+        "ip" => 2,
+        "arp" => 3,
+        "netdev" => 5,
+        "bridge" => 7,
+        "ip6" => 10,
+        _ => return Ok(None),
+    };
+    let Some(raw) = read_raw(protocol_family, table, set)? else {
+        return Ok(None);
+    };
+    let bits = family_bits(family);
+    // The highest address of the family, and a number capped at it.
+    let highest: u128 = if bits == 128 {
+        u128::MAX
+    } else {
+        (1 << bits) - 1
+    };
+    let top = |number: u128| number.min(highest);
+    let ranges: Vec<(u128, u128)> = if interval {
+        intervals(raw, bits)
+            .into_iter()
+            .filter_map(|(start, end)| match end {
+                Some(end) => end.checked_sub(1).map(|last| (start, last)),
+                None => Some((start, highest)),
+            })
+            .collect()
+    } else {
+        let mut keys: Vec<(u128, u128)> = raw
+            .into_iter()
+            .map(|element| (element.key, element.key_end.unwrap_or(element.key)))
+            .collect();
+        keys.sort_unstable();
+        keys
+    };
+    Ok(Some(
+        ranges
+            .into_iter()
+            .map(|(first, last)| (address(first, bits), address(top(last), bits)))
+            .collect(),
+    ))
+}
+
+fn read_raw(
+    protocol_family: u8,
+    table: &str,
+    set: &str,
+) -> Result<Option<Vec<RawElement>>, NetlinkError> {
     let mut socket = Socket::open()?;
     let mut request = Vec::new();
     push_attribute(
@@ -246,7 +310,13 @@ pub fn read_set(table: &str, set: &str, family: Family) -> Result<Option<Element
     );
     push_attribute(&mut request, NFTA_SET_ELEM_LIST_SET, &nul_terminated(set));
     for _ in 0..5 {
-        let answer = socket.ask(NFT_MSG_GETSETELEM, NLM_F_DUMP, &request, set);
+        let answer = socket.ask(
+            NFT_MSG_GETSETELEM,
+            NLM_F_DUMP,
+            protocol_family,
+            &request,
+            set,
+        );
         let (payloads, interrupted) = match answer {
             Err(NetlinkError::Kernel { errno: ENOENT, .. }) => return Ok(None),
             other => other?,
@@ -258,9 +328,23 @@ pub fn read_set(table: &str, set: &str, family: Family) -> Result<Option<Element
         for payload in &payloads {
             collect_elements(payload, &mut raw)?;
         }
-        return Ok(Some(intervals_to_elements(raw, family)));
+        return Ok(Some(raw));
     }
     Err(NetlinkError::Interrupted(format!("set {set}")))
+}
+
+fn family_bits(family: Family) -> u32 {
+    match family {
+        Family::V4 => 32,
+        Family::V6 => 128,
+    }
+}
+
+fn address(number: u128, bits: u32) -> IpAddr {
+    match bits {
+        32 => IpAddr::V4(Ipv4Addr::from(u32::try_from(number).unwrap_or(u32::MAX))),
+        _ => IpAddr::V6(Ipv6Addr::from(number)),
+    }
 }
 
 fn nul_terminated(name: &str) -> Vec<u8> {
@@ -321,12 +405,9 @@ fn as_number(bytes: &[u8]) -> u128 {
         .fold(0u128, |number, byte| (number << 8) | u128::from(*byte))
 }
 
-/// Rebuilds ranges from start and end elements and keeps those that are exactly one prefix.
-fn intervals_to_elements(mut raw: Vec<RawElement>, family: Family) -> Elements {
-    let bits: u32 = match family {
-        Family::V4 => 32,
-        Family::V6 => 128,
-    };
+/// The ranges of an interval set's start and end elements, as (first address, first address
+/// past the range; `None` for a range reaching the top of the address space).
+fn intervals(mut raw: Vec<RawElement>, bits: u32) -> Vec<(u128, Option<u128>)> {
     // At one key an end (closing the range below) sorts before a start (opening the next).
     raw.sort_by_key(|element| (element.key, !element.end));
     let mut ranges: Vec<(u128, Option<u128>)> = Vec::new();
@@ -352,6 +433,13 @@ fn intervals_to_elements(mut raw: Vec<RawElement>, family: Family) -> Elements {
         // A range reaching the top of the address space has no end element.
         ranges.push((start, (bits < 128).then(|| 1u128 << bits)));
     }
+    ranges
+}
+
+/// Rebuilds ranges from start and end elements and keeps those that are exactly one prefix.
+fn intervals_to_elements(raw: Vec<RawElement>, family: Family) -> Elements {
+    let bits = family_bits(family);
+    let ranges = intervals(raw, bits);
     let mut elements = Elements::default();
     for (start, end) in ranges {
         let size = match end {
