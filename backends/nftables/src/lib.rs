@@ -256,14 +256,7 @@ struct Reading {
     handles_known: bool,
 }
 
-/// The identity of the calling thread's network namespace, with the thread: an inode number
-/// is reused once its namespace is gone, a thread id never is, and a thread keeps its namespace.
-fn namespace_id() -> Option<(std::thread::ThreadId, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .ok()
-        .map(|meta| (std::thread::current().id(), meta.ino()))
-}
+use netlink::namespace_id;
 
 /// How many times a reading is repeated while other writers keep committing transactions.
 const READ_ATTEMPTS: usize = 10;
@@ -742,6 +735,21 @@ impl Backend for NftablesBackend {
         {
             let (after, handles_known) = self.predicted(&live, change);
             self.remember(now, &after, handles_known);
+            // The shadowing analysis that follows a write need not read our sets back either.
+            for family in Family::ALL {
+                let ranges = change
+                    .target
+                    .family(family)
+                    .map(|net| (net.network(), net.broadcast()))
+                    .collect();
+                netlink::know_elements(
+                    now,
+                    names::FAMILY,
+                    &self.options.table,
+                    names::set_name(family),
+                    ranges,
+                );
+            }
         }
         Ok(())
     }

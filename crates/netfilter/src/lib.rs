@@ -430,6 +430,14 @@ fn read_nft(nft: &std::path::Path) -> Result<Listings, Error> {
         let mut set_elements = BTreeMap::new();
         for set in sets {
             let (family, table, name) = &set.key;
+            if let Some(known) = before
+                .as_ref()
+                .ok()
+                .and_then(|generation| netlink::known_elements(*generation, family, table, name))
+            {
+                set_elements.insert(set.key.clone(), known.to_vec());
+                continue;
+            }
             match netlink::read_address_set(family, table, name, set.family, set.interval) {
                 Ok(Some(ranges)) => {
                     set_elements.insert(set.key.clone(), ranges);

@@ -296,6 +296,78 @@ pub fn read_address_set(
     ))
 }
 
+/// A set's elements as this process wrote them, valid at one ruleset generation.
+struct Known {
+    namespace: (std::thread::ThreadId, u64),
+    generation: u32,
+    set: (String, String, String),
+    ranges: std::sync::Arc<Vec<(IpAddr, IpAddr)>>,
+}
+
+/// What this process knows sets hold without reading them: the elements of the sets its last
+/// transaction wrote, at the generation that transaction produced (the nftables backend records
+/// them when the generation moved by exactly its one transaction). Reading a set of 100,000
+/// back from the kernel costs about a second (the dump is O(n²)); the generation proves the
+/// set is what was written, so the shadowing analysis after a sync does not read it again.
+static KNOWN: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
+
+/// The identity of the calling thread's network namespace, with the thread: an inode number
+/// is reused once its namespace is gone, a thread id never is, and a thread keeps its namespace.
+pub fn namespace_id() -> Option<(std::thread::ThreadId, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|meta| (std::thread::current().id(), meta.ino()))
+}
+
+/// Records that set `table_family table set` holds exactly `ranges` (inclusive, in order) at
+/// `generation`, in the calling thread's network namespace. Replaces what was known before.
+pub fn know_elements(
+    generation: u32,
+    table_family: &str,
+    table: &str,
+    set: &str,
+    ranges: Vec<(IpAddr, IpAddr)>,
+) {
+    let Some(namespace) = namespace_id() else {
+        return;
+    };
+    if let Ok(mut known) = KNOWN.lock() {
+        let key = (table_family.to_owned(), table.to_owned(), set.to_owned());
+        // Only this namespace's entries at this generation can still be true.
+        known.retain(|entry| {
+            entry.namespace != namespace || (entry.generation == generation && entry.set != key)
+        });
+        known.push(Known {
+            namespace,
+            generation,
+            set: key,
+            ranges: std::sync::Arc::new(ranges),
+        });
+    }
+}
+
+/// What [`know_elements`] recorded for this set at `generation`, in this namespace.
+pub fn known_elements(
+    generation: u32,
+    table_family: &str,
+    table: &str,
+    set: &str,
+) -> Option<std::sync::Arc<Vec<(IpAddr, IpAddr)>>> {
+    let namespace = namespace_id()?;
+    let known = KNOWN.lock().ok()?;
+    known
+        .iter()
+        .find(|entry| {
+            entry.namespace == namespace
+                && entry.generation == generation
+                && entry.set.0 == table_family
+                && entry.set.1 == table
+                && entry.set.2 == set
+        })
+        .map(|entry| entry.ranges.clone())
+}
+
 fn read_raw(
     protocol_family: u8,
     table: &str,
