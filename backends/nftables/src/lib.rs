@@ -578,12 +578,24 @@ impl NftablesBackend {
                 );
                 push_elements(&mut batch, "add", table, name, change.add.family(family));
             } else {
+                // The elements inside the new set's declaration: nft 1.0.6 loads 100,000 that
+                // way in about two thirds of the time and half the memory of a separate
+                // `add element` (measured: 1.7–2.1 s and 82 MiB against 2.7–2.9 s and 160 MiB).
+                let elements: Vec<String> = change
+                    .target
+                    .family(family)
+                    .map(ToString::to_string)
+                    .collect();
+                let elements = if elements.is_empty() {
+                    String::new()
+                } else {
+                    format!(" elements = {{ {} }};", elements.join(", "))
+                };
                 let _ = writeln!(
                     batch,
-                    "add set inet {table} {name} {{ type {}; flags interval; }}",
+                    "add set inet {table} {name} {{ type {}; flags interval;{elements} }}",
                     names::element_type(family)
                 );
-                push_elements(&mut batch, "add", table, name, change.target.family(family));
             }
         }
         if rewrite_rules {
