@@ -56,12 +56,22 @@ DROP_HOST = """table inet filter {
 """
 
 
+SCATTERED = False
+
+
 def ranges(count, offset=0):
     """`count` documentation ranges: IPv4 /29s of 198.51.100.0/24 for the first few (at most
-    15), then IPv6 /64s from 2001:db8::/32 shifted by `offset`."""
+    15), then IPv6 /64s from 2001:db8::/32 shifted by `offset`: adjacent, or with `--scattered`
+    spread over the whole /32 (no two adjacent, so nft merges none). 100,000 IPv4 ranges do not
+    fit in the documentation ranges."""
     v4 = min(15, count)
     lines = [f"198.51.100.{index * 8}/29" for index in range(v4)]
-    lines += [f"2001:db8:{(i + offset) // 65536:x}:{(i + offset) % 65536:x}::/64" for i in range(count - v4)]
+    for i in range(count - v4):
+        subnet = i + offset
+        if SCATTERED:
+            # An odd multiplier permutes the 32-bit subnet numbers; doubling keeps gaps.
+            subnet = (subnet * 40503 * 2) % (1 << 32)
+        lines.append(f"2001:db8:{subnet // 65536:x}:{subnet % 65536:x}::/64")
     return "\n".join(lines) + "\n"
 
 
@@ -591,7 +601,10 @@ def main():
     parser.add_argument("--sizes", default="22,100000")
     parser.add_argument("--only", default="nftables,iptables,ufw,aws")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--scattered", action="store_true", help="IPv6 ranges spread over 2001:db8::/32")
     args = parser.parse_args()
+    global SCATTERED
+    SCATTERED = args.scattered
     args.sizes = [int(size) for size in args.sizes.split(",")]
     if os.geteuid() != 0:
         sys.exit("benches/perf.py needs root (network namespaces)")
