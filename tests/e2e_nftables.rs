@@ -331,3 +331,46 @@ fn nftables_sync_reads_its_parts_under_200_foreign_changes_per_second() {
         "the other writer managed only {rate:.0} transactions/s"
     );
 }
+
+#[test]
+fn nftables_the_reading_proven_by_the_generation_matches_a_real_one() {
+    // After a write whose generation moved by exactly one, the verifying observation uses the
+    // reading predicted from the batch instead of listing: it must say what a listing says.
+    use cf_allowlist_backend::{Backend, Change, Policy, Ranges};
+    use cf_allowlist_nftables::{NftablesBackend, NftablesOptions};
+    require_root();
+    let netns = Netns::new("proof");
+    netns.nft_batch(
+        "table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n    iif lo accept\n  }\n}\n",
+    );
+    let policy = Policy {
+        ports: vec![80, 443],
+        restrict: true,
+    };
+    let target = |ranges: &[&str]| -> Ranges {
+        let mut set = Ranges::new();
+        set.extend(ranges.iter().map(|range| range.parse().unwrap()));
+        set
+    };
+    let targets = [
+        target(&["198.51.100.0/25", "203.0.113.0/24", "2001:db8:cf::/48"]),
+        target(&["198.51.100.128/25", "203.0.113.0/24", "2001:db8:cf::/48"]),
+        target(&["203.0.113.7/32"]),
+    ];
+    netns.run_inside(move || {
+        for (round, wanted) in targets.iter().enumerate() {
+            let backend = NftablesBackend::new(NftablesOptions::default(), policy.clone());
+            let observed = backend.observe().unwrap();
+            backend.apply(&Change::between(&observed, wanted)).unwrap();
+            let proven = backend.observe().unwrap();
+            let listed = NftablesBackend::new(NftablesOptions::default(), policy.clone())
+                .observe()
+                .unwrap();
+            assert_eq!(proven.ranges, *wanted, "round {round}");
+            assert_eq!(proven.ranges, listed.ranges, "round {round}");
+            assert_eq!(proven.repairs, listed.repairs, "round {round}");
+            assert_eq!(proven.owners, listed.owners, "round {round}");
+            assert_eq!(proven.basis, listed.basis, "round {round}");
+        }
+    });
+}
