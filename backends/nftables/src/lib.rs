@@ -329,6 +329,7 @@ impl NftablesBackend {
             }
             if netlink::generation()? == before {
                 self.remember(before, &live, true);
+                self.share_elements(before, &live);
                 return Ok((live, Some(before)));
             }
             let fingerprint = everything_of_ours(&live);
@@ -362,6 +363,29 @@ impl NftablesBackend {
                 live: live.clone(),
                 handles_known,
             });
+        }
+    }
+
+    /// Tells the shadowing analysis in this process what our sets hold at `generation`, so
+    /// that it does not dump 100,000 elements from the kernel again (O(n²) there). Only sets
+    /// read whole and of the right type: any other is left for the analysis to read.
+    fn share_elements(&self, generation: u32, live: &Live) {
+        for family in Family::ALL {
+            let name = names::set_name(family);
+            if let Some(set) = live.sets.get(name).filter(|set| set_is_sound(family, set)) {
+                let ranges = set
+                    .elements
+                    .iter()
+                    .map(|net| (net.network(), net.broadcast()))
+                    .collect();
+                netlink::know_elements(
+                    generation,
+                    names::FAMILY,
+                    &self.options.table,
+                    name,
+                    ranges,
+                );
+            }
         }
     }
 
@@ -748,20 +772,7 @@ impl Backend for NftablesBackend {
             let (after, handles_known) = self.predicted(&live, change);
             self.remember(now, &after, handles_known);
             // The shadowing analysis that follows a write need not read our sets back either.
-            for family in Family::ALL {
-                let ranges = change
-                    .target
-                    .family(family)
-                    .map(|net| (net.network(), net.broadcast()))
-                    .collect();
-                netlink::know_elements(
-                    now,
-                    names::FAMILY,
-                    &self.options.table,
-                    names::set_name(family),
-                    ranges,
-                );
-            }
+            self.share_elements(now, &after);
         }
         Ok(())
     }
