@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 
 use cf_allowlist_backend::{Backend, Change, Ranges};
-use cf_allowlist_netfilter::{Blocker, Fate, Host, Place, Placement, Summary};
+use cf_allowlist_netfilter::{Blocker, Fate, Host, Place, Placement};
 use ipnet::IpNet;
 
 use crate::backends::BackendSpec;
@@ -236,7 +236,7 @@ fn judge_effect(judged: &mut Judged) {
 
     for (index, placement) in &placed {
         let plan = &judged.backends[*index];
-        let summary = Summary::of(&planned.check(&placement.ranges, &placement.ports));
+        let summary = planned.summary(&placement.ranges, &placement.ports);
         let blockers: Vec<String> = summary
             .blockers
             .iter()
@@ -372,7 +372,7 @@ fn simulated_hint(
     };
     let works = |placements: Vec<Placement>| {
         let planned = host.planned(&placements);
-        Summary::of(&planned.check(&ranges, &ports)).effective == Some(true)
+        planned.summary(&ranges, &ports).effective == Some(true)
             && cuts(host, &planned, &ranges, &ports).is_empty()
     };
     let all: Vec<Placement> = placed

@@ -1,8 +1,11 @@
 //! nftables end to end: the tool run as an admin or cron would, inside the origin namespace,
 //! proven by TCP connects from the edge.
 
+use crate::support::cmd::cf;
 use crate::support::fixture::Reply;
 use crate::support::lab::{IN_FIRST_LIST, IN_SECOND_LIST, LIST_V4, Lab, SECOND_V4, expect_open};
+use crate::support::netns::Netns;
+use crate::support::require_root;
 use crate::support::snapshot_files;
 
 #[test]
@@ -203,4 +206,171 @@ fn nftables_sync_on_an_empty_ruleset_creates_an_accepting_chain_and_purge_remove
     assert!(ruleset.contains("policy accept"), "{ruleset}");
     lab.cf(&["purge"]).code(0);
     assert_eq!(lab.origin.ruleset(), "", "purge left our table behind");
+}
+
+/// Another writer committing `per_second` nft transactions in `netns` (what fail2ban or
+/// CrowdSec do on a busy host: add and delete elements of their own set), until stopped.
+struct BusyWriter {
+    child: std::process::Child,
+    feeder: Option<std::thread::JoinHandle<(u64, std::time::Duration)>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BusyWriter {
+    fn start(netns: &Netns, per_second: u32) -> BusyWriter {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        netns.nft_batch(
+            "table inet f2b {\n  set banned { type ipv4_addr; }\n  chain input {\n    type filter hook input priority -1; policy accept;\n    ip saddr @banned drop\n  }\n}\n",
+        );
+        // `nft -i` commits every line it reads as its own transaction, without a process each.
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns.name, "nft", "-i"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nft -i");
+        let mut input = child.stdin.take().unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let pause = Duration::from_secs(1) / per_second;
+        let feeder = std::thread::spawn(move || {
+            let mut written = 0u32;
+            let start = Instant::now();
+            while !stopping.load(Ordering::Relaxed) {
+                let verb = if written.is_multiple_of(2) {
+                    "add"
+                } else {
+                    "delete"
+                };
+                let line = format!("{verb} element inet f2b banned {{ 192.0.2.77 }}\n");
+                if input.write_all(line.as_bytes()).is_err() {
+                    break;
+                }
+                written += 1;
+                // Paced against the clock, so that slow writes do not lower the rate.
+                let due = start + pause * written;
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            (u64::from(written), start.elapsed())
+        });
+        BusyWriter {
+            child,
+            feeder: Some(feeder),
+            stop,
+        }
+    }
+
+    /// Stops the writer; returns the transactions it wrote per second.
+    fn stop(mut self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (written, elapsed) = self.feeder.take().unwrap().join().unwrap();
+        written as f64 / elapsed.as_secs_f64()
+    }
+}
+
+impl Drop for BusyWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(feeder) = self.feeder.take() {
+            let _ = feeder.join();
+        }
+        // Our own child, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn nftables_sync_reads_its_parts_under_200_foreign_changes_per_second() {
+    // Issue 18.10: with fail2ban or CrowdSec committing hundreds of transactions a second,
+    // almost every sync failed "the ruleset changed during every attempt to read it".
+    require_root();
+    let netns = Netns::new("busy");
+    netns.nft_batch(
+        "table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n    ct state established,related accept\n    iif lo accept\n  }\n}\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[[backend]]\nkind = \"nftables\"\n").unwrap();
+    let source = dir.path().join("list");
+    let lists = [
+        "198.51.100.0/25\n203.0.113.0/24\n2001:db8:cf::/48\n",
+        "198.51.100.0/25\n203.0.113.128/25\n2001:db8:cf::/48\n",
+    ];
+    let writer = BusyWriter::start(&netns, 200);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for round in 0..6 {
+        // Alternate lists, so that every run reads, plans and writes.
+        std::fs::write(&source, lists[round % 2]).unwrap();
+        cf(&[
+            "--config",
+            config.to_str().unwrap(),
+            "sync",
+            "--source",
+            source.to_str().unwrap(),
+        ])
+        .state(&dir.path().join("state"))
+        .in_netns(&netns.name)
+        .run()
+        .code(0)
+        .stderr_lacks("changed during every attempt");
+        let set = netns.exec("nft", &["list", "set", "inet", "filter", "cf_allowlist_v4"]);
+        let expected = if round % 2 == 0 {
+            "203.0.113.0/24"
+        } else {
+            "203.0.113.128/25"
+        };
+        assert!(set.contains(expected), "round {round}: {set}");
+    }
+    let rate = writer.stop();
+    assert!(
+        rate > 150.0,
+        "the other writer managed only {rate:.0} transactions/s"
+    );
+}
+
+#[test]
+fn nftables_the_reading_proven_by_the_generation_matches_a_real_one() {
+    // After a write whose generation moved by exactly one, the verifying observation uses the
+    // reading predicted from the batch instead of listing: it must say what a listing says.
+    use cf_allowlist_backend::{Backend, Change, Policy, Ranges};
+    use cf_allowlist_nftables::{NftablesBackend, NftablesOptions};
+    require_root();
+    let netns = Netns::new("proof");
+    netns.nft_batch(
+        "table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n    iif lo accept\n  }\n}\n",
+    );
+    let policy = Policy {
+        ports: vec![80, 443],
+        restrict: true,
+    };
+    let target = |ranges: &[&str]| -> Ranges {
+        let mut set = Ranges::new();
+        set.extend(ranges.iter().map(|range| range.parse().unwrap()));
+        set
+    };
+    let targets = [
+        target(&["198.51.100.0/25", "203.0.113.0/24", "2001:db8:cf::/48"]),
+        target(&["198.51.100.128/25", "203.0.113.0/24", "2001:db8:cf::/48"]),
+        target(&["203.0.113.7/32"]),
+    ];
+    netns.run_inside(move || {
+        for (round, wanted) in targets.iter().enumerate() {
+            let backend = NftablesBackend::new(NftablesOptions::default(), policy.clone());
+            let observed = backend.observe().unwrap();
+            backend.apply(&Change::between(&observed, wanted)).unwrap();
+            let proven = backend.observe().unwrap();
+            let listed = NftablesBackend::new(NftablesOptions::default(), policy.clone())
+                .observe()
+                .unwrap();
+            assert_eq!(proven.ranges, *wanted, "round {round}");
+            assert_eq!(proven.ranges, listed.ranges, "round {round}");
+            assert_eq!(proven.repairs, listed.repairs, "round {round}");
+            assert_eq!(proven.owners, listed.owners, "round {round}");
+            assert_eq!(proven.basis, listed.basis, "round {round}");
+        }
+    });
 }

@@ -347,7 +347,7 @@ fn remember(reading: Option<Reading>) {
 /// identity, or `None` when they cannot be read (then everything is read back as before).
 fn nf_tables_generation() -> Option<(String, u32)> {
     let netns = std::fs::read_link("/proc/thread-self/ns/net").ok()?;
-    let generation = cf_allowlist_nftables::netlink::generation().ok()?;
+    let generation = cf_allowlist_netfilter::netlink::generation().ok()?;
     Some((netns.display().to_string(), generation))
 }
 

@@ -16,7 +16,11 @@
 //!
 //! # What it reads
 //!
-//! - `nft -j list ruleset`: every nftables table, iptables-nft's included. Where iptables-nft
+//! - `nft -t -j list ruleset` (terse: structure only, milliseconds however large a set is) and
+//!   the elements of every address set straight from the kernel ([`netlink`]), checked by the
+//!   ruleset generation; nft's full `nft -j list ruleset` only where a set or map holds
+//!   something else, or the generation kept moving. Every nftables table, iptables-nft's
+//!   included. Where iptables-nft
 //!   wrote a match or target nft can only print as an opaque `xt` object (conntrack,
 //!   multiport, set, addrtype, REJECT…), those rules, and only those, are taken from
 //!   `iptables-nft-save -t TABLE` (or `ip6tables-nft-save`), which prints their options. The
@@ -81,6 +85,7 @@
 
 mod eval;
 mod model;
+pub mod netlink;
 mod nft;
 mod planned;
 mod xtables;
@@ -208,33 +213,46 @@ pub struct Summary {
 impl Summary {
     /// Summarises findings (from [`Host::check`]).
     pub fn of(findings: &[Finding]) -> Summary {
-        let mut blockers: Vec<Blocker> = Vec::new();
-        let mut doubts: Vec<String> = Vec::new();
+        let mut summary = Summary::empty();
         for finding in findings {
-            match &finding.fate {
-                Fate::Accepted => {}
-                Fate::Blocked { by } => {
-                    if !blockers.contains(by) {
-                        blockers.push((**by).clone());
-                    }
+            summary.add(&finding.fate);
+        }
+        summary.settle();
+        summary
+    }
+
+    fn empty() -> Summary {
+        Summary {
+            effective: Some(true),
+            blockers: Vec::new(),
+            doubts: Vec::new(),
+        }
+    }
+
+    /// Counts one fate in: only distinct blockers and doubts are kept, so a summary of
+    /// 100,000 ranges holds a handful of them, not 100,000 findings.
+    fn add(&mut self, fate: &Fate) {
+        match fate {
+            Fate::Accepted => {}
+            Fate::Blocked { by } => {
+                if !self.blockers.contains(by) {
+                    self.blockers.push((**by).clone());
                 }
-                Fate::Unsure { why } => {
-                    if !doubts.contains(why) {
-                        doubts.push(why.clone());
-                    }
+            }
+            Fate::Unsure { why } => {
+                if !self.doubts.contains(why) {
+                    self.doubts.push(why.clone());
                 }
             }
         }
-        let effective = match (blockers.is_empty(), doubts.is_empty()) {
+    }
+
+    fn settle(&mut self) {
+        self.effective = match (self.blockers.is_empty(), self.doubts.is_empty()) {
             (false, _) => Some(false),
             (true, true) => Some(true),
             (true, false) => None,
         };
-        Summary {
-            effective,
-            blockers,
-            doubts,
-        }
     }
 }
 
@@ -301,6 +319,9 @@ pub struct Listings {
     /// Parts of the firewall that exist but could not be read (each makes every fate that is
     /// not certainly blocked unsure).
     pub unread: Vec<String>,
+    /// The elements of the sets `nft_json` lists without them (a terse listing), by table
+    /// family, table and set name, as inclusive address ranges read from the kernel.
+    pub set_elements: BTreeMap<(String, String, String), Vec<(IpAddr, IpAddr)>>,
 }
 
 /// The host's firewall on the input path, read once, asked many times.
@@ -315,12 +336,7 @@ pub struct Host {
 /// nothing; never creates a legacy table.
 pub fn read_host() -> Result<Host, Error> {
     let nft = tool::locate("nft")?;
-    let json =
-        String::from_utf8_lossy(&tool::run(&nft, &["-j", "list", "ruleset"], None)?).into_owned();
-    let mut listings = Listings {
-        nft_json: json,
-        ..Listings::default()
-    };
+    let mut listings = read_nft(&nft)?;
     for (family, table) in nft::tables_with_xt(&listings.nft_json) {
         let program = match family.as_str() {
             "ip" => "iptables-nft-save",
@@ -393,6 +409,64 @@ pub fn read_host() -> Result<Host, Error> {
     Host::from_listings(&listings)
 }
 
+/// nftables' part of the listings. nft's full listing costs about a second and 160 MiB at
+/// 100,000 set elements (nft rebuilds every interval), and the kernel dumps an interval set in
+/// O(n²) anyway; the terse listing (`nft -t -j list ruleset`: no set elements) costs
+/// milliseconds. So the structure comes from the terse listing and the elements of address
+/// sets straight from the kernel ([`netlink`]); if any set holds something else, or the kernel
+/// cannot be asked, nft's full listing is read instead.
+fn read_nft(nft: &std::path::Path) -> Result<Listings, Error> {
+    let full = || -> Result<Listings, Error> {
+        let json = tool::run(nft, &["-j", "list", "ruleset"], None)?;
+        Ok(Listings {
+            nft_json: String::from_utf8_lossy(&json).into_owned(),
+            ..Listings::default()
+        })
+    };
+    for _ in 0..5 {
+        let before = netlink::generation();
+        let terse = tool::run(nft, &["-t", "-j", "list", "ruleset"], None)?;
+        let terse = String::from_utf8_lossy(&terse).into_owned();
+        let Some(sets) = nft::address_sets(&terse)? else {
+            return full();
+        };
+        let mut set_elements = BTreeMap::new();
+        for set in sets {
+            let (family, table, name) = &set.key;
+            if let Some(known) = before
+                .as_ref()
+                .ok()
+                .and_then(|generation| netlink::known_elements(*generation, family, table, name))
+            {
+                set_elements.insert(set.key.clone(), known.to_vec());
+                continue;
+            }
+            match netlink::read_address_set(family, table, name, set.family, set.interval) {
+                Ok(Some(ranges)) => {
+                    set_elements.insert(set.key.clone(), ranges);
+                }
+                // Deleted since the listing: the generation check below reads again.
+                Ok(None) => {}
+                Err(_) => return full(),
+            }
+        }
+        // The elements belong to the structure only if no transaction committed in between.
+        match (before, netlink::generation()) {
+            (Ok(before), Ok(after)) if before == after => {
+                return Ok(Listings {
+                    nft_json: terse,
+                    set_elements,
+                    ..Listings::default()
+                });
+            }
+            (Ok(_), Ok(_)) => continue,
+            _ => return full(),
+        }
+    }
+    // A busy host: nft's own listing is one consistent snapshot.
+    full()
+}
+
 /// The legacy tables on the input path that exist in this namespace, from `/proc` (reading
 /// them with `iptables-legacy-save` would create them otherwise).
 fn legacy_tables(names_file: &str) -> Vec<String> {
@@ -408,10 +482,21 @@ fn legacy_tables(names_file: &str) -> Vec<String> {
 impl Host {
     /// Builds the model from recorded listings.
     pub fn from_listings(listings: &Listings) -> Result<Host, Error> {
+        let elements: BTreeMap<nft::SetKey, Vec<model::Value>> = listings
+            .set_elements
+            .iter()
+            .map(|(key, ranges)| {
+                let values = ranges
+                    .iter()
+                    .map(|&(first, last)| range_value(first, last))
+                    .collect();
+                (key.clone(), values)
+            })
+            .collect();
         let mut tables = if listings.nft_json.trim().is_empty() {
             BTreeMap::new()
         } else {
-            nft::parse(&listings.nft_json)?
+            nft::parse(&listings.nft_json, &elements)?
         };
         let ipsets = listings.ipsets.as_deref().map(xtables::parse_ipsets);
         for listing in &listings.iptables_nft {
@@ -484,35 +569,53 @@ impl Host {
 
     /// The fate of each range on each port, judged by the range's first and last address.
     pub fn check(&self, ranges: &[IpNet], ports: &[u16]) -> Vec<Finding> {
-        let mut findings = Vec::new();
+        let mut findings = Vec::with_capacity(ranges.len() * ports.len());
         for range in ranges {
-            let mut addresses = vec![range.network()];
-            if range.broadcast() != range.network() {
-                addresses.push(range.broadcast());
-            }
             for port in ports {
-                let fates: Vec<(IpAddr, Fate)> = addresses
-                    .iter()
-                    .map(|address| (*address, self.fate(*address, *port)))
-                    .collect();
-                let worst = fates
-                    .iter()
-                    .find(|(_, fate)| matches!(fate, Fate::Blocked { .. }))
-                    .or_else(|| {
-                        fates
-                            .iter()
-                            .find(|(_, fate)| matches!(fate, Fate::Unsure { .. }))
-                    })
-                    .unwrap_or(&fates[0]);
-                findings.push(Finding {
-                    range: *range,
-                    address: worst.0,
-                    port: *port,
-                    fate: worst.1.clone(),
-                });
+                findings.push(self.finding(*range, *port));
             }
         }
         findings
+    }
+
+    /// What [`Summary::of`] says of [`Host::check`]'s findings, without holding them all:
+    /// the work is linear in `ranges` (each fate is a walk through the base chains, each set
+    /// lookup a binary search) and the memory is that of the distinct blockers and doubts.
+    pub fn summary(&self, ranges: &[IpNet], ports: &[u16]) -> Summary {
+        let mut summary = Summary::empty();
+        for range in ranges {
+            for port in ports {
+                summary.add(&self.finding(*range, *port).fate);
+            }
+        }
+        summary.settle();
+        summary
+    }
+
+    /// The fate of one range on one port: the worst of its first and last address's.
+    fn finding(&self, range: IpNet, port: u16) -> Finding {
+        let first = self.fate(range.network(), port);
+        let worse = |fate: &Fate| match fate {
+            Fate::Blocked { .. } => 2,
+            Fate::Unsure { .. } => 1,
+            Fate::Accepted => 0,
+        };
+        let (address, fate) = if range.broadcast() == range.network() || worse(&first) == 2 {
+            (range.network(), first)
+        } else {
+            let last = self.fate(range.broadcast(), port);
+            if worse(&last) > worse(&first) {
+                (range.broadcast(), last)
+            } else {
+                (range.network(), first)
+            }
+        };
+        Finding {
+            range,
+            address,
+            port,
+            fate,
+        }
     }
 
     /// Whether Docker's chains (`DOCKER`, `DOCKER-USER`) exist in an iptables filter table,
@@ -577,6 +680,31 @@ impl Host {
     /// Parts of the firewall that exist but could not be read.
     pub fn unread(&self) -> &[String] {
         &self.unread
+    }
+}
+
+/// An inclusive address range as the value nft would print: a prefix when it is exactly one.
+fn range_value(first: IpAddr, last: IpAddr) -> model::Value {
+    let (start, end, bits) = match (first, last) {
+        (IpAddr::V4(first), IpAddr::V4(last)) => {
+            (u32::from(first).into(), u32::from(last).into(), 32)
+        }
+        (IpAddr::V6(first), IpAddr::V6(last)) => (u128::from(first), u128::from(last), 128),
+        _ => return model::Value::AddressRange(first, last),
+    };
+    // The number of host bits: the range covers `end - start + 1` addresses, a power of two
+    // aligned at `start` for a prefix (2^128 wraps to zero: the whole space).
+    let host_bits = match end.wrapping_sub(start).wrapping_add(1) {
+        0 => Some(128),
+        size if size.is_power_of_two() && start & (size - 1) == 0 => Some(size.trailing_zeros()),
+        _ => None,
+    };
+    match host_bits
+        .filter(|host_bits| *host_bits <= bits)
+        .and_then(|host_bits| IpNet::new(first, u8::try_from(bits - host_bits).ok()?).ok())
+    {
+        Some(net) => model::Value::Net(net),
+        None => model::Value::AddressRange(first, last),
     }
 }
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use cf_allowlist_backend::Family;
 use ipnet::IpNet;
@@ -145,7 +146,7 @@ pub enum Condition {
         /// `!=` / `!`.
         negate: bool,
         /// Any of these.
-        values: Vec<Value>,
+        values: Values,
         /// The match only applies to packets of this family (an `ip saddr` match never
         /// matches an IPv6 packet, negated or not: nft adds the dependency implicitly).
         family: Option<Family>,
@@ -177,7 +178,10 @@ impl Condition {
                 if family.is_some_and(|family| family != packet.family()) {
                     return Tri::No;
                 }
-                let answer = Tri::any(values.iter().map(|value| compare(field, value, packet)));
+                let answer = match field {
+                    Field::Source => values.source_matches(packet),
+                    _ => Tri::any(values.iter().map(|value| compare(field, value, packet))),
+                };
                 let answer = if *negate { answer.negate() } else { answer };
                 match answer {
                     Tri::Maybe(why) => Tri::Maybe(format!("cannot decide `{text}`: {why}")),
@@ -196,7 +200,128 @@ impl Condition {
     }
 }
 
+/// The values of one comparison, shared (a named set is read once and used by every rule that
+/// refers to it) and with its networks and address ranges indexed: a set of 100,000 ranges
+/// answers "does it hold this source" by binary search, so judging every listed range against
+/// it costs n log n, not n².
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Values {
+    all: Arc<[Value]>,
+    addresses: Arc<AddressIndex>,
+}
+
+impl Values {
+    /// Indexes `values`.
+    pub fn new(values: Vec<Value>) -> Values {
+        let addresses = AddressIndex::of(&values);
+        Values {
+            all: values.into(),
+            addresses: Arc::new(addresses),
+        }
+    }
+
+    /// The values in the order they were read.
+    pub fn iter(&self) -> std::slice::Iter<'_, Value> {
+        self.all.iter()
+    }
+
+    /// The values as a slice.
+    pub fn as_slice(&self) -> &[Value] {
+        &self.all
+    }
+
+    /// Whether a source address matches any value: the answer [`Tri::any`] over
+    /// [`compare`] would give, found without a scan. Networks and address ranges answer yes
+    /// or no; any other value (a word, an unreadable value) may match, and the first of them
+    /// names the doubt when no network holds the address.
+    fn source_matches(&self, packet: &Packet) -> Tri {
+        if self.addresses.contains(packet.source) {
+            return Tri::Yes;
+        }
+        match self.addresses.first_other {
+            Some(index) => compare(&Field::Source, &self.all[index], packet),
+            None => Tri::No,
+        }
+    }
+}
+
+impl From<Vec<Value>> for Values {
+    fn from(values: Vec<Value>) -> Values {
+        Values::new(values)
+    }
+}
+
+/// The networks and address ranges of a list of values as disjoint, sorted intervals per
+/// family, for binary search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct AddressIndex {
+    v4: Vec<(u128, u128)>,
+    v6: Vec<(u128, u128)>,
+    /// Where the first value that is neither a network nor an address range is.
+    first_other: Option<usize>,
+}
+
+impl AddressIndex {
+    fn of(values: &[Value]) -> AddressIndex {
+        let mut index = AddressIndex::default();
+        for (position, value) in values.iter().enumerate() {
+            let (first, last) = match value {
+                Value::Net(net) => (net.network(), net.broadcast()),
+                Value::AddressRange(first, last) => (*first, *last),
+                _ => {
+                    index.first_other.get_or_insert(position);
+                    continue;
+                }
+            };
+            match (first, last) {
+                (IpAddr::V4(first), IpAddr::V4(last)) => {
+                    index
+                        .v4
+                        .push((u32::from(first).into(), u32::from(last).into()));
+                }
+                (IpAddr::V6(first), IpAddr::V6(last)) => {
+                    index.v6.push((u128::from(first), u128::from(last)));
+                }
+                // A range across families holds nothing.
+                _ => {}
+            }
+        }
+        merge(&mut index.v4);
+        merge(&mut index.v6);
+        index
+    }
+
+    fn contains(&self, address: IpAddr) -> bool {
+        work::count(1);
+        let (intervals, number) = match address {
+            IpAddr::V4(address) => (&self.v4, u128::from(u32::from(address))),
+            IpAddr::V6(address) => (&self.v6, u128::from(address)),
+        };
+        // The last interval starting at or before the address is the only one that can hold it.
+        let after = intervals.partition_point(|(first, _)| *first <= number);
+        after > 0 && intervals[after - 1].1 >= number
+    }
+}
+
+/// Sorts intervals and joins those that overlap, so that at most one can hold an address.
+fn merge(intervals: &mut Vec<(u128, u128)>) {
+    intervals.retain(|(first, last)| first <= last);
+    intervals.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(intervals.len());
+    for &(first, last) in intervals.iter() {
+        match merged.last_mut() {
+            Some(previous) if first <= previous.1.saturating_add(1) => {
+                previous.1 = previous.1.max(last);
+            }
+            _ => merged.push((first, last)),
+        }
+    }
+    merged.shrink_to_fit();
+    *intervals = merged;
+}
+
 fn compare(field: &Field, value: &Value, packet: &Packet) -> Tri {
+    work::count(1);
     if let Value::Unknown(what) = value {
         return Tri::Maybe(format!("unreadable value {what}"));
     }
@@ -440,4 +565,31 @@ pub fn hook_rank(hook: &str) -> Option<u8> {
         "input" => Some(2),
         _ => None,
     }
+}
+
+/// A count of the comparisons the analysis makes (one per value compared, one per set
+/// lookup), so that a test can tell linear from quadratic growth without a clock.
+#[cfg(test)]
+pub mod work {
+    use std::cell::Cell;
+
+    thread_local! {
+        static DONE: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Adds `units` of work.
+    pub fn count(units: u64) {
+        DONE.with(|done| done.set(done.get() + units));
+    }
+
+    /// The work counted on this thread so far.
+    pub fn done() -> u64 {
+        DONE.with(Cell::get)
+    }
+}
+
+#[cfg(not(test))]
+mod work {
+    #[inline(always)]
+    pub fn count(_units: u64) {}
 }

@@ -13,7 +13,9 @@ use cf_allowlist_backend::Family;
 use ipnet::IpNet;
 use serde_json::Value as Json;
 
-use crate::model::{Action, Base, Chain, Condition, Field, Origin, Rule, Table, Value, Verdict};
+use crate::model::{
+    Action, Base, Chain, Condition, Field, Origin, Rule, Table, Value, Values, Verdict,
+};
 
 /// Why nft's JSON could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +31,66 @@ pub enum ParseError {
 /// Names iptables-nft gives its tables.
 pub const XTABLES_TABLES: [&str; 5] = ["filter", "mangle", "raw", "security", "nat"];
 
-/// Parses the whole ruleset. Tables are keyed by `(family, name)`.
-pub fn parse(json: &str) -> Result<BTreeMap<(String, String), Table>, ParseError> {
+/// A named set, by table family, table and name.
+pub type SetKey = (String, String, String);
+
+/// An address set as a terse listing (`nft -t`) declares it, without its elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressSet {
+    /// The table's family, table and the set's name.
+    pub key: SetKey,
+    /// Which addresses it holds.
+    pub family: Family,
+    /// Whether it has the interval flag.
+    pub interval: bool,
+}
+
+/// The named sets of a terse listing, when every one of them (and every map) holds addresses,
+/// whose elements can be read from the kernel directly; `None` when one holds something else
+/// (ports, interface names, concatenations, verdicts), which only nft's full listing shows.
+pub fn address_sets(json: &str) -> Result<Option<Vec<AddressSet>>, ParseError> {
+    let root: Json = serde_json::from_str(json)?;
+    let list = root
+        .get("nftables")
+        .and_then(Json::as_array)
+        .ok_or(ParseError::NoList)?;
+    let mut sets = Vec::new();
+    for entry in list {
+        if entry.get("map").is_some() {
+            return Ok(None);
+        }
+        let Some(object) = entry.get("set") else {
+            continue;
+        };
+        let family = match object.get("type").and_then(Json::as_str) {
+            Some("ipv4_addr") => Family::V4,
+            Some("ipv6_addr") => Family::V6,
+            _ => return Ok(None),
+        };
+        let interval = object
+            .get("flags")
+            .and_then(Json::as_array)
+            .is_some_and(|flags| flags.iter().any(|flag| flag == "interval"));
+        sets.push(AddressSet {
+            key: (
+                text(object, "family").to_owned(),
+                text(object, "table").to_owned(),
+                text(object, "name").to_owned(),
+            ),
+            family,
+            interval,
+        });
+    }
+    Ok(Some(sets))
+}
+
+/// Parses the whole ruleset. Tables are keyed by `(family, name)`. A set listed without
+/// elements takes them from `elements` when it is there (a terse listing's address sets, read
+/// from the kernel).
+pub fn parse(
+    json: &str,
+    elements: &BTreeMap<SetKey, Vec<Value>>,
+) -> Result<BTreeMap<(String, String), Table>, ParseError> {
     let root: Json = serde_json::from_str(json)?;
     let list = root
         .get("nftables")
@@ -43,7 +103,7 @@ pub fn parse(json: &str) -> Result<BTreeMap<(String, String), Table>, ParseError
         )
     };
     let mut tables = BTreeMap::new();
-    let mut sets: BTreeMap<(String, String, String), Vec<Value>> = BTreeMap::new();
+    let mut sets: BTreeMap<(String, String, String), Values> = BTreeMap::new();
     for entry in list {
         if let Some(object) = entry.get("table") {
             let (family, name) = key(object, "name");
@@ -64,12 +124,12 @@ pub fn parse(json: &str) -> Result<BTreeMap<(String, String), Table>, ParseError
             );
         } else if let Some(object) = entry.get("set").or_else(|| entry.get("map")) {
             let (family, table) = key(object, "table");
-            let elements = object
-                .get("elem")
-                .and_then(Json::as_array)
-                .map(|elements| elements.iter().map(element_value).collect())
-                .unwrap_or_default();
-            sets.insert((family, table, text(object, "name").to_owned()), elements);
+            let set_key = (family, table, text(object, "name").to_owned());
+            let listed: Vec<Value> = match object.get("elem").and_then(Json::as_array) {
+                Some(listed) => listed.iter().map(element_value).collect(),
+                None => elements.get(&set_key).cloned().unwrap_or_default(),
+            };
+            sets.insert(set_key, Values::new(listed));
         } else if let Some(object) = entry.get("chain") {
             let (family, table) = key(object, "table");
             let name = text(object, "name").to_owned();
@@ -213,17 +273,18 @@ fn value(json: &Json) -> Value {
 
 /// The values on the right of a match: one value, an anonymous set, a list of flags, or a
 /// named set (`@name`).
-fn values(right: &Json, lookup: &dyn Fn(&str) -> Option<Vec<Value>>) -> Vec<Value> {
+fn values(right: &Json, lookup: &dyn Fn(&str) -> Option<Values>) -> Values {
     if let Some(name) = right.as_str().and_then(|text| text.strip_prefix('@')) {
-        return lookup(name).unwrap_or_else(|| vec![Value::Unknown(format!("@{name}"))]);
+        return lookup(name)
+            .unwrap_or_else(|| Values::new(vec![Value::Unknown(format!("@{name}"))]));
     }
     if let Some(list) = right.get("set").and_then(Json::as_array) {
-        return list.iter().map(element_value).collect();
+        return Values::new(list.iter().map(element_value).collect());
     }
     if let Some(list) = right.as_array() {
-        return list.iter().map(value).collect();
+        return Values::new(list.iter().map(value).collect());
     }
-    vec![value(right)]
+    Values::new(vec![value(right)])
 }
 
 fn render_values(values: &[Value]) -> String {
@@ -353,7 +414,7 @@ fn tcp_decided(operator: &str, left: &Json, right: &Json) -> Option<Condition> {
 fn condition(
     matched: &Json,
     table_family: &str,
-    lookup: &dyn Fn(&str) -> Option<Vec<Value>>,
+    lookup: &dyn Fn(&str) -> Option<Values>,
 ) -> Condition {
     let operator = text(matched, "op");
     let (Some(left), Some(right)) = (matched.get("left"), matched.get("right")) else {
@@ -383,7 +444,7 @@ fn condition(
     let values = values(right, lookup);
     let rendered = match right.as_str() {
         Some(name) if name.starts_with('@') => name.to_owned(),
-        _ => render_values(&values),
+        _ => render_values(values.as_slice()),
     };
     let text = format!("{shown} {}{rendered}", if negate { "!= " } else { "" });
     Condition::Compare {
@@ -412,11 +473,7 @@ fn verdict(expression: &Json) -> Option<Verdict> {
     })
 }
 
-fn parse_rule(
-    object: &Json,
-    table_family: &str,
-    lookup: &dyn Fn(&str) -> Option<Vec<Value>>,
-) -> Rule {
+fn parse_rule(object: &Json, table_family: &str, lookup: &dyn Fn(&str) -> Option<Values>) -> Rule {
     let mut conditions = Vec::new();
     let mut action = Action::Verdict(Verdict::Continue);
     let mut shown = Vec::new();
@@ -502,7 +559,7 @@ fn parse_rule(
 fn vmap(
     map: &Json,
     table_family: &str,
-    lookup: &dyn Fn(&str) -> Option<Vec<Value>>,
+    lookup: &dyn Fn(&str) -> Option<Values>,
 ) -> (Action, String) {
     let Some(key) = map.get("key") else {
         return (
@@ -510,7 +567,7 @@ fn vmap(
             "vmap".to_owned(),
         );
     };
-    let entries: Vec<(Vec<Value>, Option<Verdict>)> = match map.get("data") {
+    let entries: Vec<(Values, Option<Verdict>)> = match map.get("data") {
         Some(data) if data.get("set").is_some() => data["set"]
             .as_array()
             .into_iter()
@@ -539,7 +596,7 @@ fn vmap(
             Ok((field, family, shown)) => Condition::Compare {
                 field: field.clone(),
                 negate: false,
-                text: format!("{shown} {}", render_values(&values)),
+                text: format!("{shown} {}", render_values(values.as_slice())),
                 values,
                 family: *family,
             },

@@ -16,7 +16,9 @@ use cf_allowlist_backend::OWNER_TAG;
 use ipnet::IpNet;
 
 use crate::Host;
-use crate::model::{Action, Base, Chain, Condition, Field, Origin, Rule, Table, Value, Verdict};
+use crate::model::{
+    Action, Base, Chain, Condition, Field, Origin, Rule, Table, Value, Values, Verdict,
+};
 
 /// The iptables chain our backend jumps to (its rules are ours, whatever they say).
 const IPTABLES_CHAIN: &str = "CF-ALLOWLIST";
@@ -170,7 +172,7 @@ fn with_sources(rule: &mut Rule, ranges: &[IpNet]) {
             ..
         } = condition
         {
-            *values = ranges.iter().copied().map(Value::Net).collect();
+            *values = Values::new(ranges.iter().copied().map(Value::Net).collect());
         }
     }
 }
@@ -179,7 +181,7 @@ fn compare(field: Field, values: Vec<Value>, negate: bool, text: String) -> Cond
     Condition::Compare {
         field,
         negate,
-        values,
+        values: Values::new(values),
         family: None,
         text,
     }

@@ -654,3 +654,174 @@ mod planned {
         assert!(!planned.input_path(Family::V4).is_empty());
     }
 }
+
+/// nft's JSON for a policy-drop `inet filter` host whose input chain accepts an interval set
+/// of `count` ranges on ports 80 and 443 (the shape the nftables backend writes): scattered
+/// IPv4 /24s, or IPv6 /64s inside 2001:db8::/32.
+fn large_set_host(count: u32, family: Family) -> String {
+    let (set_type, protocol) = match family {
+        Family::V4 => ("ipv4_addr", "ip"),
+        Family::V6 => ("ipv6_addr", "ip6"),
+    };
+    let elements: Vec<serde_json::Value> = large_ranges(count, family)
+        .iter()
+        .map(|range| {
+            serde_json::json!({"prefix": {"addr": range.network().to_string(),
+                                          "len": range.prefix_len()}})
+        })
+        .collect();
+    serde_json::json!({"nftables": [
+        {"table": {"family": "inet", "name": "filter", "handle": 1}},
+        {"set": {"family": "inet", "table": "filter", "name": "cf", "type": set_type,
+                 "flags": ["interval"], "elem": elements}},
+        {"chain": {"family": "inet", "table": "filter", "name": "input", "type": "filter",
+                   "hook": "input", "prio": 0, "policy": "drop"}},
+        {"rule": {"family": "inet", "table": "filter", "chain": "input", "handle": 3, "expr": [
+            {"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                       "right": ["established", "related"]}},
+            {"accept": null}]}},
+        {"rule": {"family": "inet", "table": "filter", "chain": "input", "handle": 4, "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": protocol, "field": "saddr"}},
+                       "right": "@cf"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                       "right": {"set": [80, 443]}}},
+            {"accept": null}]}},
+    ]})
+    .to_string()
+}
+
+/// `count` disjoint ranges, every other one of a dense run (so no two merge).
+fn large_ranges(count: u32, family: Family) -> Vec<IpNet> {
+    (0..count)
+        .map(|index| match family {
+            Family::V4 => IpNet::new(
+                IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + (index << 9))),
+                24,
+            )
+            .unwrap(),
+            Family::V6 => IpNet::new(
+                IpAddr::from(std::net::Ipv6Addr::from(
+                    0x2001_0db8_0000_0000_0000_0000_0000_0000_u128 + (u128::from(index) << 65),
+                )),
+                64,
+            )
+            .unwrap(),
+        })
+        .collect()
+}
+
+/// The comparisons judging `count` listed ranges costs, and the summary.
+fn judging_work(count: u32, family: Family) -> (u64, Summary) {
+    let host = nft_only(&large_set_host(count, family));
+    let mut ranges = large_ranges(count, family);
+    // One range the set does not hold, blocked by the policy.
+    ranges.push(match family {
+        Family::V4 => "203.0.113.0/24".parse().unwrap(),
+        Family::V6 => "2001:db8:ffff:ffff::/64".parse().unwrap(),
+    });
+    let before = model::work::done();
+    let summary = host.summary(&ranges, &[80, 443]);
+    (model::work::done() - before, summary)
+}
+
+#[test]
+fn judging_large_sets_grows_linearly_not_quadratically() {
+    // At 100,000 ranges the first sync took 150 s: every lookup scanned the whole set.
+    for family in Family::ALL {
+        let (small, summary) = judging_work(2_500, family);
+        assert_eq!(summary.effective, Some(false), "{summary:?}");
+        assert_eq!(summary.blockers.len(), 1);
+        assert!(summary.blockers[0].policy);
+        let (large, _) = judging_work(10_000, family);
+        // Four times the ranges: linear work grows ~4×, n log n a little more, n² 16×.
+        assert!(
+            large < small * 6,
+            "{family:?}: {small} comparisons for 2,500 ranges, {large} for 10,000"
+        );
+        // And per range and port it is a few dozen comparisons, not a scan.
+        assert!(
+            large / (10_001 * 2) < 50,
+            "{large} comparisons for 10,000 ranges"
+        );
+    }
+}
+
+#[test]
+fn set_lookups_agree_with_a_scan() {
+    // Overlapping, adjacent and nested networks, an address range and a word.
+    let values = model::Values::new(vec![
+        model::Value::Net("198.51.100.0/25".parse().unwrap()),
+        model::Value::Net("198.51.100.128/25".parse().unwrap()),
+        model::Value::Net("198.51.100.64/26".parse().unwrap()),
+        model::Value::AddressRange(address("203.0.113.10"), address("203.0.113.20")),
+        model::Value::Net("2001:db8::/48".parse().unwrap()),
+    ]);
+    let condition = |values: model::Values| model::Condition::Compare {
+        field: model::Field::Source,
+        negate: false,
+        values,
+        family: None,
+        text: "ip saddr @test".to_owned(),
+    };
+    let indexed = condition(values.clone());
+    let mut with_word = values.as_slice().to_vec();
+    with_word.push(model::Value::Word("example".to_owned()));
+    let doubtful = condition(model::Values::new(with_word));
+    for (source, holds) in [
+        ("198.51.100.0", true),
+        ("198.51.100.255", true),
+        ("198.51.101.0", false),
+        ("198.51.99.255", false),
+        ("203.0.113.9", false),
+        ("203.0.113.10", true),
+        ("203.0.113.20", true),
+        ("203.0.113.21", false),
+        ("2001:db8:0:ffff::1", true),
+        ("2001:db8:1::", false),
+        ("::ffff:198.51.100.1", false),
+    ] {
+        let packet = model::Packet {
+            source: address(source),
+            port: 80,
+        };
+        let expected = if holds {
+            model::Tri::Yes
+        } else {
+            model::Tri::No
+        };
+        assert_eq!(indexed.matches(&packet), expected, "{source}");
+        match doubtful.matches(&packet) {
+            model::Tri::Yes => assert!(holds, "{source}"),
+            model::Tri::Maybe(why) => {
+                assert!(!holds && why.contains("example is not an address"), "{why}")
+            }
+            model::Tri::No => panic!("{source}: a word in the set must leave a doubt"),
+        }
+    }
+}
+
+#[test]
+fn kernel_ranges_read_as_prefixes_where_they_are_one() {
+    let value = |first: &str, last: &str| range_value(address(first), address(last));
+    let net = |text: &str| model::Value::Net(text.parse().unwrap());
+    assert_eq!(
+        value("198.51.100.0", "198.51.100.255"),
+        net("198.51.100.0/24")
+    );
+    assert_eq!(value("192.0.2.7", "192.0.2.7"), net("192.0.2.7/32"));
+    assert_eq!(value("0.0.0.0", "255.255.255.255"), net("0.0.0.0/0"));
+    assert_eq!(
+        value("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        net("::/0")
+    );
+    assert_eq!(value("2001:db8::", "2001:db8::ffff"), net("2001:db8::/112"));
+    assert_eq!(
+        value("203.0.113.1", "203.0.113.9"),
+        model::Value::AddressRange(address("203.0.113.1"), address("203.0.113.9"))
+    );
+    // Aligned size but not aligned start.
+    assert_eq!(
+        value("198.51.100.128", "198.51.101.127"),
+        model::Value::AddressRange(address("198.51.100.128"), address("198.51.101.127"))
+    );
+}

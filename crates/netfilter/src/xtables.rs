@@ -10,7 +10,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::model::{Action, Base, Chain, Condition, Field, Origin, Rule, Table, Value, Verdict};
+use crate::model::{
+    Action, Base, Chain, Condition, Field, Origin, Rule, Table, Value, Values, Verdict,
+};
 
 /// An ipset's members, as far as the analysis can use them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +175,7 @@ fn parse_rule(
         |field: Field, negate: bool, values: Vec<Value>, text: String| Condition::Compare {
             field,
             negate,
-            values,
+            values: Values::new(values),
             family: None,
             text,
         };

@@ -1,5 +1,5 @@
-//! Reading the elements of our two sets straight from the kernel over netlink, and the
-//! ruleset's generation id.
+//! Reading set elements straight from the kernel over netlink (the nftables backend's two
+//! sets, and the address sets the shadowing analysis follows), and the ruleset's generation id.
 //!
 //! Why not `nft`: nft 1.0.6 fetches and rebuilds every interval of every set for any listing
 //! that is not `nft -t list ruleset` (even `list chain` or `list tables`), which costs about
@@ -105,6 +105,7 @@ impl Socket {
         &mut self,
         message_type: u16,
         flags: u16,
+        protocol_family: u8,
         attributes: &[u8],
         set: &str,
     ) -> Result<(Vec<Vec<u8>>, bool), NetlinkError> {
@@ -116,7 +117,7 @@ impl Socket {
         request.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
         request.extend_from_slice(&self.sequence.to_ne_bytes());
         request.extend_from_slice(&0u32.to_ne_bytes());
-        request.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+        request.extend_from_slice(&[protocol_family, 0, 0, 0]);
         request.extend_from_slice(attributes);
         rustix::net::sendto(
             &self.fd,
@@ -223,7 +224,7 @@ fn data_value(nested: &[u8]) -> Result<Option<&[u8]>, NetlinkError> {
 /// The ruleset's generation id: it changes with every committed transaction.
 pub fn generation() -> Result<u32, NetlinkError> {
     let mut socket = Socket::open()?;
-    let (payloads, _) = socket.ask(NFT_MSG_GETGEN, 0, &[], "(generation)")?;
+    let (payloads, _) = socket.ask(NFT_MSG_GETGEN, 0, NFPROTO_INET, &[], "(generation)")?;
     for payload in &payloads {
         for attribute in attributes(payload) {
             let (kind, value) = attribute?;
@@ -237,6 +238,141 @@ pub fn generation() -> Result<u32, NetlinkError> {
 
 /// The elements of set `set` in `inet table`, `None` when there is no such set.
 pub fn read_set(table: &str, set: &str, family: Family) -> Result<Option<Elements>, NetlinkError> {
+    Ok(read_raw(NFPROTO_INET, table, set)?.map(|raw| intervals_to_elements(raw, family)))
+}
+
+/// The elements of an address set (`type ipv4_addr` or `ipv6_addr`) in any table, as inclusive
+/// address ranges in order; `interval` says whether the set has the interval flag (its
+/// elements are starts and ends) or holds single addresses. `None` when there is no such set
+/// or the table's family is not one nf_tables knows.
+pub fn read_address_set(
+    table_family: &str,
+    table: &str,
+    set: &str,
+    family: Family,
+    interval: bool,
+) -> Result<Option<Vec<(IpAddr, IpAddr)>>, NetlinkError> {
+    let protocol_family = match table_family {
+        "inet" => NFPROTO_INET,
+        "ip" => 2,
+        "arp" => 3,
+        "netdev" => 5,
+        "bridge" => 7,
+        "ip6" => 10,
+        _ => return Ok(None),
+    };
+    let Some(raw) = read_raw(protocol_family, table, set)? else {
+        return Ok(None);
+    };
+    let bits = family_bits(family);
+    // The highest address of the family, and a number capped at it.
+    let highest: u128 = if bits == 128 {
+        u128::MAX
+    } else {
+        (1 << bits) - 1
+    };
+    let top = |number: u128| number.min(highest);
+    let ranges: Vec<(u128, u128)> = if interval {
+        intervals(raw, bits)
+            .into_iter()
+            .filter_map(|(start, end)| match end {
+                Some(end) => end.checked_sub(1).map(|last| (start, last)),
+                None => Some((start, highest)),
+            })
+            .collect()
+    } else {
+        let mut keys: Vec<(u128, u128)> = raw
+            .into_iter()
+            .map(|element| (element.key, element.key_end.unwrap_or(element.key)))
+            .collect();
+        keys.sort_unstable();
+        keys
+    };
+    Ok(Some(
+        ranges
+            .into_iter()
+            .map(|(first, last)| (address(first, bits), address(top(last), bits)))
+            .collect(),
+    ))
+}
+
+/// A set's elements as this process wrote them, valid at one ruleset generation.
+struct Known {
+    namespace: (std::thread::ThreadId, u64),
+    generation: u32,
+    set: (String, String, String),
+    ranges: std::sync::Arc<Vec<(IpAddr, IpAddr)>>,
+}
+
+/// What this process knows sets hold without reading them: the elements of the sets its last
+/// transaction wrote, at the generation that transaction produced (the nftables backend records
+/// them when the generation moved by exactly its one transaction). Reading a set of 100,000
+/// back from the kernel costs about a second (the dump is O(n²)); the generation proves the
+/// set is what was written, so the shadowing analysis after a sync does not read it again.
+static KNOWN: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
+
+/// The identity of the calling thread's network namespace, with the thread: an inode number
+/// is reused once its namespace is gone, a thread id never is, and a thread keeps its namespace.
+pub fn namespace_id() -> Option<(std::thread::ThreadId, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|meta| (std::thread::current().id(), meta.ino()))
+}
+
+/// Records that set `table_family table set` holds exactly `ranges` (inclusive, in order) at
+/// `generation`, in the calling thread's network namespace. Replaces what was known before.
+pub fn know_elements(
+    generation: u32,
+    table_family: &str,
+    table: &str,
+    set: &str,
+    ranges: Vec<(IpAddr, IpAddr)>,
+) {
+    let Some(namespace) = namespace_id() else {
+        return;
+    };
+    if let Ok(mut known) = KNOWN.lock() {
+        let key = (table_family.to_owned(), table.to_owned(), set.to_owned());
+        // Only this namespace's entries at this generation can still be true.
+        known.retain(|entry| {
+            entry.namespace != namespace || (entry.generation == generation && entry.set != key)
+        });
+        known.push(Known {
+            namespace,
+            generation,
+            set: key,
+            ranges: std::sync::Arc::new(ranges),
+        });
+    }
+}
+
+/// What [`know_elements`] recorded for this set at `generation`, in this namespace.
+pub fn known_elements(
+    generation: u32,
+    table_family: &str,
+    table: &str,
+    set: &str,
+) -> Option<std::sync::Arc<Vec<(IpAddr, IpAddr)>>> {
+    let namespace = namespace_id()?;
+    let known = KNOWN.lock().ok()?;
+    known
+        .iter()
+        .find(|entry| {
+            entry.namespace == namespace
+                && entry.generation == generation
+                && entry.set.0 == table_family
+                && entry.set.1 == table
+                && entry.set.2 == set
+        })
+        .map(|entry| entry.ranges.clone())
+}
+
+fn read_raw(
+    protocol_family: u8,
+    table: &str,
+    set: &str,
+) -> Result<Option<Vec<RawElement>>, NetlinkError> {
     let mut socket = Socket::open()?;
     let mut request = Vec::new();
     push_attribute(
@@ -246,7 +382,13 @@ pub fn read_set(table: &str, set: &str, family: Family) -> Result<Option<Element
     );
     push_attribute(&mut request, NFTA_SET_ELEM_LIST_SET, &nul_terminated(set));
     for _ in 0..5 {
-        let answer = socket.ask(NFT_MSG_GETSETELEM, NLM_F_DUMP, &request, set);
+        let answer = socket.ask(
+            NFT_MSG_GETSETELEM,
+            NLM_F_DUMP,
+            protocol_family,
+            &request,
+            set,
+        );
         let (payloads, interrupted) = match answer {
             Err(NetlinkError::Kernel { errno: ENOENT, .. }) => return Ok(None),
             other => other?,
@@ -258,9 +400,23 @@ pub fn read_set(table: &str, set: &str, family: Family) -> Result<Option<Element
         for payload in &payloads {
             collect_elements(payload, &mut raw)?;
         }
-        return Ok(Some(intervals_to_elements(raw, family)));
+        return Ok(Some(raw));
     }
     Err(NetlinkError::Interrupted(format!("set {set}")))
+}
+
+fn family_bits(family: Family) -> u32 {
+    match family {
+        Family::V4 => 32,
+        Family::V6 => 128,
+    }
+}
+
+fn address(number: u128, bits: u32) -> IpAddr {
+    match bits {
+        32 => IpAddr::V4(Ipv4Addr::from(u32::try_from(number).unwrap_or(u32::MAX))),
+        _ => IpAddr::V6(Ipv6Addr::from(number)),
+    }
 }
 
 fn nul_terminated(name: &str) -> Vec<u8> {
@@ -321,12 +477,9 @@ fn as_number(bytes: &[u8]) -> u128 {
         .fold(0u128, |number, byte| (number << 8) | u128::from(*byte))
 }
 
-/// Rebuilds ranges from start and end elements and keeps those that are exactly one prefix.
-fn intervals_to_elements(mut raw: Vec<RawElement>, family: Family) -> Elements {
-    let bits: u32 = match family {
-        Family::V4 => 32,
-        Family::V6 => 128,
-    };
+/// The ranges of an interval set's start and end elements, as (first address, first address
+/// past the range; `None` for a range reaching the top of the address space).
+fn intervals(mut raw: Vec<RawElement>, bits: u32) -> Vec<(u128, Option<u128>)> {
     // At one key an end (closing the range below) sorts before a start (opening the next).
     raw.sort_by_key(|element| (element.key, !element.end));
     let mut ranges: Vec<(u128, Option<u128>)> = Vec::new();
@@ -352,6 +505,13 @@ fn intervals_to_elements(mut raw: Vec<RawElement>, family: Family) -> Elements {
         // A range reaching the top of the address space has no end element.
         ranges.push((start, (bits < 128).then(|| 1u128 << bits)));
     }
+    ranges
+}
+
+/// Rebuilds ranges from start and end elements and keeps those that are exactly one prefix.
+fn intervals_to_elements(raw: Vec<RawElement>, family: Family) -> Elements {
+    let bits = family_bits(family);
+    let ranges = intervals(raw, bits);
     let mut elements = Elements::default();
     for (start, end) in ranges {
         let size = match end {
