@@ -112,16 +112,13 @@ fn a_noop_nftables_sync_lists_once_and_writes_only_its_last_run_time() {
     let first = counted_sync(&netns, dir.path(), &config, &source);
     // Observe (one terse listing; the elements come over netlink), the judgement (the whole
     // firewall, read once, judged as the plan leaves it: before anything is written, so that
-    // a dry run judges the same), the batch, the read-back; the re-check before the batch
-    // finds the ruleset generation unchanged and lists nothing.
+    // a dry run judges the same; terse too, address sets' elements over netlink), the batch.
+    // The re-check before the batch finds the ruleset generation unchanged and lists
+    // nothing, and there is no read-back: the generation moved by exactly our one
+    // transaction, which proves the ruleset is what was read plus what was written.
     assert_eq!(
         first,
-        vec![
-            "nft -t -j list ruleset",
-            "nft -j list ruleset",
-            "nft -f -",
-            "nft -t -j list ruleset"
-        ],
+        vec!["nft -t -j list ruleset", "nft -t -j list ruleset", "nft -f -"],
         "first sync"
     );
 
@@ -131,7 +128,7 @@ fn a_noop_nftables_sync_lists_once_and_writes_only_its_last_run_time() {
     // (A cache keyed by the kernel's ruleset generation can make this read conditional.)
     assert_eq!(
         noop,
-        vec!["nft -t -j list ruleset", "nft -j list ruleset"],
+        vec!["nft -t -j list ruleset", "nft -t -j list ruleset"],
         "no-op sync"
     );
     let mut after = state_files(&dir.path().join("state"));
@@ -166,7 +163,7 @@ fn a_noop_iptables_sync_reads_each_family_once_and_writes_nothing() {
         "rules mode reads no ipsets: {first:#?}"
     );
     assert_eq!(first.len(), 5, "{first:#?}");
-    assert_eq!(first[2], "nft -j list ruleset", "{first:#?}");
+    assert_eq!(first[2], "nft -t -j list ruleset", "{first:#?}");
 
     let before = state_files(&dir.path().join("state"));
     let noop = counted_sync(&netns, dir.path(), &config, &source);
@@ -177,7 +174,7 @@ fn a_noop_iptables_sync_reads_each_family_once_and_writes_nothing() {
         vec![
             "iptables-nft-save -t filter",
             "ip6tables-nft-save -t filter",
-            "nft -j list ruleset",
+            "nft -t -j list ruleset",
             "iptables-nft-save -t filter",
             "ip6tables-nft-save -t filter"
         ],
