@@ -314,3 +314,67 @@ fn ufw_batch_writes_what_ufw_writes() {
         assert_eq!(calls, batch, "the batch wrote something else than ufw");
     }
 }
+
+/// restrict keeps an admin's explicit allow (issue 17, scenario 5): the admin's ufw lets
+/// 203.0.113.200 reach 443 (`ufw insert 1 allow from … to any port 443`, written before our
+/// first sync) and everyone reach 80, 443 and 8080; `sync --restrict` must close the web ports
+/// to everyone else without cutting that allow.
+#[test]
+fn ufw_restrict_keeps_an_admins_explicit_allow() {
+    in_sandbox(|sandbox| {
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        let program = cf_allowlist_backend::tool::locate("ufw").unwrap();
+        for write in [Write::Batch, Write::Calls] {
+            let (wrapper, _) = counting_ufw(sandbox.path());
+            let config = lab.state.path().join("config.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
+                    match write {
+                        Write::Batch => program.display(),
+                        Write::Calls => wrapper.display(),
+                    }
+                ),
+            )
+            .unwrap();
+            let config = config.display().to_string();
+            ufw(&["default", "deny", "incoming"]);
+            ufw(&[
+                "allow",
+                "proto",
+                "tcp",
+                "from",
+                "192.0.2.0/24",
+                "to",
+                "any",
+                "port",
+                "22",
+            ]);
+            ufw(&["allow", "80,443,8080/tcp"]);
+            ufw(&[
+                "insert",
+                "1",
+                "allow",
+                "from",
+                "203.0.113.200",
+                "to",
+                "any",
+                "port",
+                "443",
+            ]);
+            ufw(&["--force", "enable"]);
+            sync(&lab, &config, &["--restrict"]).code(0);
+            assert_eq!(
+                lab.open(),
+                crate::e2e_restrict::open_with_restrict_and_the_kept_allow(),
+                "{write}: restrict cut the admin's allow or left a source open:\n{}",
+                ufw(&["status", "numbered"])
+            );
+            sync(&lab, &config, &["--restrict"]).code(0).silent();
+            lab.cf(&["--config", &config, "purge"]).code(0);
+            ufw(&["--force", "reset"]);
+        }
+    });
+}

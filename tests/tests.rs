@@ -11,6 +11,7 @@ mod e2e_iptables;
 mod e2e_nftables;
 mod e2e_nginx;
 mod e2e_ownership;
+mod e2e_restrict;
 mod e2e_safety;
 mod e2e_shadowing;
 mod e2e_ufw;

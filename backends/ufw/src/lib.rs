@@ -31,6 +31,7 @@ pub mod rules;
 
 use std::path::{Path, PathBuf};
 
+use cf_allowlist_backend::restrict::{self, Role};
 use cf_allowlist_backend::tool::{self, ToolError};
 use cf_allowlist_backend::{
     Backend, BackendError, Basis, Change, ErrorKind, Family, Observed, Policy, Ranges,
@@ -348,6 +349,95 @@ impl UfwBackend {
             && tuple.direction == "in"
     }
 
+    /// What a rule that is not ours means for restrict's deny (see
+    /// [`cf_allowlist_backend::restrict`]): an allow of a managed TCP port from chosen sources
+    /// must keep working, one from everywhere is what the deny must precede.
+    fn role(&self, family: Family, tuple: &Tuple) -> Role {
+        let accepts = (tuple.action.starts_with("allow") || tuple.action.starts_with("limit"))
+            && tuple.direction.starts_with("in");
+        if !matches!(tuple.protocol.as_str(), "tcp" | "any") {
+            return Role::Other;
+        }
+        let specific = tuple.src != names::everywhere(family) && tuple.src != "any";
+        let covered: Option<Vec<u16>> = (tuple.dport != "any").then(|| {
+            self.policy
+                .ports
+                .iter()
+                .copied()
+                .filter(|port| rules::port_in(&tuple.dport, *port))
+                .collect()
+        });
+        Role::of_accept(accepts, specific, covered.as_deref(), &self.policy.ports)
+    }
+
+    /// The rules that are not ours and follow our last allow (all of them before our first
+    /// apply, when our allows will be prepended): the ones restrict's deny is placed among.
+    fn rules_after_ours<'a>(
+        &self,
+        family: Family,
+        rules: &'a [Tuple],
+    ) -> Vec<(usize, &'a Tuple, Role)> {
+        let start = rules
+            .iter()
+            .rposition(|tuple| self.is_exact_allow(family, tuple))
+            .map_or(0, |last| last + 1);
+        rules
+            .iter()
+            .enumerate()
+            .skip(start)
+            .filter(|(_, tuple)| !is_ours(tuple))
+            .map(|(index, tuple)| (index, tuple, self.role(family, tuple)))
+            .collect()
+    }
+
+    /// The index in `rules` of the rule the family's restrict deny must follow directly: our
+    /// last allow, or the admin's last allow of a managed port that comes before any rule
+    /// opening one to everyone; `None` when the deny goes first.
+    fn deny_anchor(&self, family: Family, rules: &[Tuple]) -> Option<usize> {
+        let last_allow = rules
+            .iter()
+            .rposition(|tuple| self.is_exact_allow(family, tuple));
+        let after = self.rules_after_ours(family, rules);
+        let roles: Vec<Role> = after.iter().map(|(_, _, role)| *role).collect();
+        let keep = restrict::place_drop(&roles).after.map(|at| after[at].0);
+        last_allow.max(keep)
+    }
+
+    /// Whether the family's restrict deny exists and sits after our allows, after the admin's
+    /// allows it must keep, and before any rule opening a managed port to everyone.
+    fn deny_in_place(&self, family: Family, rules: &[Tuple]) -> bool {
+        let Some(deny_at) = rules
+            .iter()
+            .position(|tuple| self.is_exact_deny(family, tuple))
+        else {
+            return false;
+        };
+        let last_allow = rules
+            .iter()
+            .rposition(|tuple| self.is_exact_allow(family, tuple));
+        let after = self.rules_after_ours(family, rules);
+        let roles: Vec<Role> = after.iter().map(|(_, _, role)| *role).collect();
+        let before_deny = after.iter().filter(|(index, ..)| *index < deny_at).count();
+        last_allow.is_none_or(|last| last < deny_at) && restrict::drop_in_place(&roles, before_deny)
+    }
+
+    /// Warnings for the admin's allows restrict's deny cannot keep.
+    fn cut_allows(&self, family: Family, rules: &[Tuple]) -> Vec<String> {
+        let after = self.rules_after_ours(family, rules);
+        let roles: Vec<Role> = after.iter().map(|(_, _, role)| *role).collect();
+        let placement = restrict::place_drop(&roles);
+        let Some(open) = placement.before else {
+            return Vec::new();
+        };
+        placement
+            .cut
+            .iter()
+            .map(|at| {
+                restrict::cut_warning(LABEL, &describe(after[*at].1), &describe(after[open].1))
+            })
+            .collect()
+    }
+
     /// Judges one family: the ranges of ours, and what is structurally wrong.
     fn judge(&self, snapshot: &Snapshot, family: Family) -> FamilyPlan {
         let mut plan = FamilyPlan::default();
@@ -413,8 +503,13 @@ impl UfwBackend {
                 (Some(deny), Some(allow)) if deny < allow => plan
                     .repairs
                     .push(format!("move the {family} restrict deny after our allows")),
+                _ if !self.deny_in_place(family, rules) => plan.repairs.push(format!(
+                    "move the {family} restrict deny after the admin's own allows of the \
+                     managed ports (restrict keeps them working)"
+                )),
                 _ => {}
             }
+            plan.warnings.extend(self.cut_allows(family, rules));
         } else if stray_denies > 0 {
             plan.repairs.push(format!(
                 "delete the {family} restrict deny (restrict is off)"
@@ -627,14 +722,8 @@ impl UfwBackend {
             }
             // Deletes: ours that are not wanted, extra copies, and a misplaced or unwanted deny.
             let mut kept = std::collections::BTreeSet::new();
-            let deny_at = rules
-                .iter()
-                .position(|tuple| self.is_exact_deny(family, tuple));
-            let last_allow = rules
-                .iter()
-                .rposition(|tuple| self.is_exact_allow(family, tuple));
-            let deny_misplaced =
-                matches!((deny_at, last_allow), (Some(deny), Some(allow)) if deny < allow);
+            let deny_misplaced = rules.iter().any(|tuple| self.is_exact_deny(family, tuple))
+                && !self.deny_in_place(family, rules);
             for tuple in rules.iter().filter(|tuple| is_ours(tuple)) {
                 let Some(args) = delete_args(tuple) else {
                     continue;
@@ -656,17 +745,7 @@ impl UfwBackend {
         let restrict_families: Vec<Family> = if self.policy.restrict {
             Family::ALL
                 .into_iter()
-                .filter(|family| {
-                    let rules = snapshot.family(*family);
-                    let deny_at = rules
-                        .iter()
-                        .position(|tuple| self.is_exact_deny(*family, tuple));
-                    let last_allow = rules
-                        .iter()
-                        .rposition(|tuple| self.is_exact_allow(*family, tuple));
-                    !matches!((deny_at, last_allow), (Some(deny), Some(allow)) if deny > allow)
-                        && !matches!((deny_at, last_allow), (Some(_), None))
-                })
+                .filter(|family| !self.deny_in_place(*family, snapshot.family(*family)))
                 .collect()
         } else {
             Vec::new()
@@ -687,10 +766,7 @@ impl UfwBackend {
                 let now = Snapshot::read(&self.options.rules_dir)?;
                 let v4_count = now.family(Family::V4).len();
                 let rules = now.family(family);
-                let last_allow = rules
-                    .iter()
-                    .rposition(|tuple| self.is_exact_allow(family, tuple));
-                let position = match last_allow {
+                let position = match self.deny_anchor(family, rules) {
                     None => Some(0),
                     Some(last) if last + 1 == rules.len() => None,
                     Some(last) => Some(match family {
@@ -727,6 +803,14 @@ impl UfwBackend {
         }
         Ok(())
     }
+}
+
+/// A rule as the admin would recognise it: `allow any 443 from 203.0.113.200`.
+fn describe(tuple: &Tuple) -> String {
+    format!(
+        "`{} {} {} from {}`",
+        tuple.action, tuple.protocol, tuple.dport, tuple.src
+    )
 }
 
 /// `ufw delete …` arguments that name `tuple` by its spec, or `None` for shapes this backend

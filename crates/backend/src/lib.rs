@@ -12,6 +12,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod restrict;
 pub mod tool;
 
 use std::collections::BTreeSet;
