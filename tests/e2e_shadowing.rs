@@ -14,8 +14,10 @@ use crate::support::lab::{ADMIN, IN_FIRST_LIST, Lab, PORTS, SOURCES};
 
 const UFW4: &str = include_str!("../crates/netfilter/testdata/ufw4.rules");
 const UFW6: &str = include_str!("../crates/netfilter/testdata/ufw6.rules");
-const REAL_UFW4: &str = include_str!("../crates/netfilter/testdata/recorded/ufw-real.filter4.save");
-const REAL_UFW6: &str = include_str!("../crates/netfilter/testdata/recorded/ufw-real.filter6.save");
+const REAL_UFW4: &str =
+    include_str!("../crates/netfilter/testdata/recorded/ufw-real.filter4.save");
+const REAL_UFW6: &str =
+    include_str!("../crates/netfilter/testdata/recorded/ufw-real.filter6.save");
 const FIREWALLD: &str = include_str!("../crates/netfilter/testdata/firewalld.nft");
 const DEBIAN: &str = include_str!("../crates/netfilter/testdata/debian.nft");
 
