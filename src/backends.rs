@@ -499,14 +499,14 @@ impl BackendOptions for cf_allowlist_nginx::NginxOptions {
 
 #[cfg(feature = "ufw")]
 impl BackendOptions for cf_allowlist_ufw::UfwOptions {
-    fn build(&self, policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
-        // ufw's rules carry the plain `cf-allowlist` comment: ufw matches rules by spec, and
-        // an owner mark would make two state directories' rules look different to us but the
-        // same to ufw.
-        Box::new(cf_allowlist_ufw::UfwBackend::new(
-            self.clone(),
-            policy.clone(),
-        ))
+    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend> {
+        // Unmarked rules of our exact shapes are adopted (the first release wrote no mark);
+        // the core should pass whether the state's `written` records this backend instead.
+        Box::new(
+            cf_allowlist_ufw::UfwBackend::new(self.clone(), policy.clone())
+                .owned_by(owner.map(str::to_owned))
+                .adopting_unmarked(true),
+        )
     }
 
     fn describe(&self) -> String {

@@ -378,3 +378,75 @@ fn ufw_restrict_keeps_an_admins_explicit_allow() {
         }
     });
 }
+
+/// A hand-made rule that borrows our comment is not ours (issue 18, item 4): `ufw allow proto
+/// tcp from 198.51.100.10 to any port 22 comment 'cf-allowlist'` carries SSH for that source and
+/// must survive every sync and purge; the rules we write carry this state directory's owner mark.
+#[test]
+fn ufw_leaves_a_hand_made_rule_with_our_comment_alone() {
+    in_sandbox(|_| {
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        ufw(&["default", "deny", "incoming"]);
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "192.0.2.0/24",
+            "to",
+            "any",
+            "port",
+            "22",
+        ]);
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "198.51.100.10",
+            "to",
+            "any",
+            "port",
+            "22",
+            "comment",
+            "cf-allowlist",
+        ]);
+        // One of ours as the first release wrote it, without an owner mark: adopted and marked.
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "198.51.100.0/25",
+            "to",
+            "any",
+            "port",
+            "80,443",
+            "comment",
+            "cf-allowlist",
+        ]);
+        ufw(&["--force", "enable"]);
+        let mut expected = expect_open(&IN_FIRST_LIST);
+        expected.insert("198.51.100.10 22".to_owned());
+        lab.sync("ufw", &[]).code(0);
+        assert_eq!(lab.open(), expected, "{}", ufw(&["status", "numbered"]));
+        let status = ufw(&["status"]);
+        assert!(status.contains("# cf-allowlist owner="), "{status}");
+        let unmarked: Vec<&str> = status
+            .lines()
+            .filter(|line| line.ends_with("# cf-allowlist"))
+            .collect();
+        assert_eq!(
+            unmarked.len(),
+            1,
+            "only the hand-made rule stays unmarked: {status}"
+        );
+        assert!(unmarked[0].contains("22/tcp"), "{status}");
+        lab.sync("ufw", &[]).code(0).silent();
+        lab.cf(&["purge"]).code(0);
+        let mut after_purge = expect_open(&[]);
+        after_purge.insert("198.51.100.10 22".to_owned());
+        assert_eq!(lab.open(), after_purge, "{}", ufw(&["status", "numbered"]));
+    });
+}

@@ -486,7 +486,7 @@ impl Harness for UfwHarness {
                 crate::read_rules(Path::new(names::DEFAULT_RULES_DIR), *family)
                     .expect("rules")
                     .into_iter()
-                    .filter(crate::is_ours)
+                    .filter(|tuple| crate::base_comment(tuple).is_some())
                     .map(|tuple| match tuple.action.as_str() {
                         "allow" => "accept".to_owned(),
                         _ => "drop".to_owned(),

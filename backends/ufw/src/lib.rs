@@ -248,31 +248,31 @@ impl Snapshot {
         })
     }
 
-    /// The rules of ours, per family, in order.
-    fn ours(&self, family: Family) -> impl Iterator<Item = &Tuple> + '_ {
-        self.family(family).iter().filter(|tuple| is_ours(tuple))
-    }
-
     fn family(&self, family: Family) -> &[Tuple] {
         &self.families[family as usize]
     }
-
-    /// The fingerprint of our parts: our rules in order, and whether ufw is enabled. Other
-    /// people's rules are not part of it: we address rules by spec, so they cannot misdirect us.
-    fn basis(&self) -> Basis {
-        let ours: Vec<Vec<&Tuple>> = Family::ALL
-            .iter()
-            .map(|family| self.ours(*family).collect())
-            .collect();
-        Basis::of((self.active, ours))
-    }
 }
 
-fn is_ours(tuple: &Tuple) -> bool {
-    matches!(
-        tuple.comment.as_deref(),
-        Some(names::COMMENT | names::RESTRICT_COMMENT)
-    )
+/// Which of our comments (`cf-allowlist` or `cf-allowlist restrict`) a tuple carries, with or
+/// without an owner mark; `None` for any other comment.
+fn base_comment(tuple: &Tuple) -> Option<&'static str> {
+    let comment = tuple.comment.as_deref()?;
+    let base = match cf_allowlist_backend::owner_of(comment) {
+        Some(_) => comment.rsplit_once(cf_allowlist_backend::OWNER_MARK)?.0,
+        None => comment,
+    };
+    [names::COMMENT, names::RESTRICT_COMMENT]
+        .into_iter()
+        .find(|ours| *ours == base)
+}
+
+/// Whether a tuple's comment names an owner (`cf-allowlist owner=…`).
+fn is_marked(tuple: &Tuple) -> bool {
+    tuple
+        .comment
+        .as_deref()
+        .and_then(cf_allowlist_backend::owner_of)
+        .is_some()
 }
 
 /// A tuple's source as a network (ufw writes a host without its `/32` or `/128`).
@@ -306,12 +306,77 @@ struct Step {
 pub struct UfwBackend {
     options: UfwOptions,
     policy: Policy,
+    owner: Option<String>,
+    adopt_unmarked: bool,
 }
 
 impl UfwBackend {
     /// A backend writing `policy` with `options`.
     pub fn new(options: UfwOptions, policy: Policy) -> UfwBackend {
-        UfwBackend { options, policy }
+        UfwBackend {
+            options,
+            policy,
+            owner: None,
+            adopt_unmarked: false,
+        }
+    }
+
+    /// The same, marking what it writes as owned by `owner` (a state directory's id). With an
+    /// owner, a rule with our comment but no mark is somebody else's unless
+    /// [`UfwBackend::adopting_unmarked`] says otherwise.
+    pub fn owned_by(mut self, owner: Option<String>) -> UfwBackend {
+        self.owner = owner;
+        self
+    }
+
+    /// The same, adopting unmarked rules of exactly the shapes we write (the first release
+    /// wrote no owner mark): for a state directory whose record says it wrote to this ufw.
+    /// Unmarked rules of any other shape are never adopted.
+    pub fn adopting_unmarked(mut self, adopt: bool) -> UfwBackend {
+        self.adopt_unmarked = adopt;
+        self
+    }
+
+    fn comment(&self, base: &str) -> String {
+        cf_allowlist_backend::owned_comment(base, self.owner.as_deref())
+    }
+
+    /// Whether `tuple` is ours to manage: it carries one of our comments marked with an owner
+    /// (ours, or another state directory's, which the core's owner guard judges), or carries
+    /// it unmarked and either no owner is known or it has exactly a shape we write and
+    /// unmarked rules are adopted. A hand-made rule that borrows our comment for anything else
+    /// is never ours (issue 18).
+    fn is_ours(&self, family: Family, tuple: &Tuple) -> bool {
+        match base_comment(tuple) {
+            None => false,
+            Some(_) if is_marked(tuple) || self.owner.is_none() => true,
+            Some(_) => {
+                self.adopt_unmarked
+                    && (self.allow_shape(family, tuple) || self.deny_shape(family, tuple))
+            }
+        }
+    }
+
+    /// The rules of ours in a family, in order.
+    fn ours<'a>(
+        &'a self,
+        snapshot: &'a Snapshot,
+        family: Family,
+    ) -> impl Iterator<Item = &'a Tuple> + 'a {
+        snapshot
+            .family(family)
+            .iter()
+            .filter(move |tuple| self.is_ours(family, tuple))
+    }
+
+    /// The fingerprint of our parts: our rules in order, and whether ufw is enabled. Other
+    /// people's rules are not part of it: we address rules by spec, so they cannot misdirect us.
+    fn basis(&self, snapshot: &Snapshot) -> Basis {
+        let ours: Vec<Vec<&Tuple>> = Family::ALL
+            .iter()
+            .map(|family| self.ours(snapshot, *family).collect())
+            .collect();
+        Basis::of((snapshot.active, ours))
     }
 
     fn ports(&self) -> String {
@@ -323,10 +388,16 @@ impl UfwBackend {
             .join(",")
     }
 
-    /// Whether `tuple` is exactly the allow we write for its source.
+    /// Whether `tuple` is exactly the allow we write for its source, and ours.
     fn is_exact_allow(&self, family: Family, tuple: &Tuple) -> bool {
-        tuple.comment.as_deref() == Some(names::COMMENT)
-            && tuple.action == "allow"
+        base_comment(tuple) == Some(names::COMMENT)
+            && self.allow_shape(family, tuple)
+            && self.is_ours(family, tuple)
+    }
+
+    /// Whether `tuple` has the shape of our allow, whatever its comment.
+    fn allow_shape(&self, family: Family, tuple: &Tuple) -> bool {
+        tuple.action == "allow"
             && tuple.protocol == "tcp"
             && tuple.dport == self.ports()
             && tuple.dst == names::everywhere(family)
@@ -336,10 +407,16 @@ impl UfwBackend {
             && source_network(tuple).is_some_and(|net| Family::of(&net) == family)
     }
 
-    /// Whether `tuple` is exactly the restrict deny we write for the family.
+    /// Whether `tuple` is exactly the restrict deny we write for the family, and ours.
     fn is_exact_deny(&self, family: Family, tuple: &Tuple) -> bool {
-        tuple.comment.as_deref() == Some(names::RESTRICT_COMMENT)
-            && tuple.action == "deny"
+        base_comment(tuple) == Some(names::RESTRICT_COMMENT)
+            && self.deny_shape(family, tuple)
+            && self.is_ours(family, tuple)
+    }
+
+    /// Whether `tuple` has the shape of our restrict deny, whatever its comment.
+    fn deny_shape(&self, family: Family, tuple: &Tuple) -> bool {
+        tuple.action == "deny"
             && tuple.protocol == "tcp"
             && tuple.dport == self.ports()
             && tuple.dst == names::everywhere(family)
@@ -385,7 +462,7 @@ impl UfwBackend {
             .iter()
             .enumerate()
             .skip(start)
-            .filter(|(_, tuple)| !is_ours(tuple))
+            .filter(|(_, tuple)| !self.is_ours(family, tuple))
             .map(|(index, tuple)| (index, tuple, self.role(family, tuple)))
             .collect()
     }
@@ -446,8 +523,17 @@ impl UfwBackend {
         let mut duplicates = 0;
         let mut altered = 0;
         let mut unreachable = Vec::new();
-        for tuple in rules.iter().filter(|tuple| is_ours(tuple)) {
-            if tuple.comment.as_deref() == Some(names::COMMENT)
+        let mut unmarked = 0;
+        for tuple in rules.iter().filter(|tuple| self.is_ours(family, tuple)) {
+            if self.owner.is_some()
+                && base_comment(tuple).is_some_and(|base| {
+                    tuple.comment.as_deref() != Some(self.comment(base).as_str())
+                })
+                && (self.is_exact_allow(family, tuple) || self.is_exact_deny(family, tuple))
+            {
+                unmarked += 1;
+            }
+            if base_comment(tuple) == Some(names::COMMENT)
                 && tuple.action == "allow"
                 && let Some(net) = source_network(tuple).filter(|net| Family::of(net) == family)
             {
@@ -461,7 +547,7 @@ impl UfwBackend {
                 if !seen.insert(tuple.clone()) {
                     duplicates += 1;
                 }
-            } else if tuple.comment.as_deref() == Some(names::COMMENT)
+            } else if base_comment(tuple) == Some(names::COMMENT)
                 || self.policy.restrict
                 || tuple.action != "deny"
             {
@@ -472,6 +558,11 @@ impl UfwBackend {
             plan.warnings.push(format!(
                 "a {family} ufw rule carries our comment but has a shape we never write, so it \
                  is left alone: {line}"
+            ));
+        }
+        if unmarked > 0 {
+            plan.repairs.push(format!(
+                "mark {unmarked} {family} rule(s) of ours with this state directory's owner id"
             ));
         }
         if duplicates > 0 {
@@ -493,7 +584,9 @@ impl UfwBackend {
             .rposition(|tuple| self.is_exact_allow(family, tuple));
         let stray_denies = rules
             .iter()
-            .filter(|tuple| tuple.comment.as_deref() == Some(names::RESTRICT_COMMENT))
+            .filter(|tuple| {
+                base_comment(tuple) == Some(names::RESTRICT_COMMENT) && self.is_ours(family, tuple)
+            })
             .count();
         if self.policy.restrict {
             match (deny_at, last_allow) {
@@ -517,20 +610,15 @@ impl UfwBackend {
         }
         // A rule that is not ours but has exactly our spec: ufw keeps one rule per spec, so ours
         // could not be added next to it.
-        for tuple in rules.iter().filter(|tuple| !is_ours(tuple)) {
-            let as_ours = Tuple {
-                comment: Some(names::COMMENT.to_owned()),
-                ..tuple.clone()
-            };
-            if self.is_exact_allow(family, &as_ours) {
+        for tuple in rules.iter().filter(|tuple| !self.is_ours(family, tuple)) {
+            if self.allow_shape(family, tuple) {
                 plan.warnings.push(format!(
-                    "ufw rule `allow tcp {} from {}` is not ours (comment {:?}); ufw keeps one \
-                     rule per spec, so ours cannot be added for that range: delete it or set its \
-                     comment to `{}`",
+                    "ufw rule `allow tcp {} from {}` is not ours (comment {:?}, not marked with \
+                     this state directory's owner id); ufw keeps one rule per spec, so ours \
+                     cannot be added for that range: delete it if this tool should manage it",
                     tuple.dport,
                     tuple.src,
                     tuple.comment.as_deref().unwrap_or(""),
-                    names::COMMENT
                 ));
             }
         }
@@ -554,7 +642,7 @@ impl UfwBackend {
                 "port",
                 &self.ports(),
                 "comment",
-                names::COMMENT,
+                &self.comment(names::COMMENT),
             ]
             .map(str::to_owned),
         );
@@ -579,7 +667,7 @@ impl UfwBackend {
                 "port",
                 &self.ports(),
                 "comment",
-                names::RESTRICT_COMMENT,
+                &self.comment(names::RESTRICT_COMMENT),
             ]
             .map(str::to_owned),
         );
@@ -596,9 +684,17 @@ impl UfwBackend {
 
     fn observe_snapshot(&self, snapshot: &Snapshot) -> Observed {
         let mut observed = Observed {
-            basis: snapshot.basis(),
+            basis: self.basis(snapshot),
             ..Observed::default()
         };
+        for family in Family::ALL {
+            observed.owners.extend(
+                self.ours(snapshot, family)
+                    .filter_map(|tuple| tuple.comment.as_deref())
+                    .filter_map(cf_allowlist_backend::owner_of)
+                    .map(str::to_owned),
+            );
+        }
         for family in Family::ALL {
             let plan = self.judge(snapshot, family);
             observed.ranges.extend(plan.ranges.iter().copied());
@@ -703,6 +799,7 @@ impl UfwBackend {
         let mut applied = Vec::new();
         // Counted up front so a partial failure can say "k of n".
         let mut adds = Vec::new();
+        let mut marks = Vec::new();
         let mut deletes = Vec::new();
         for family in Family::ALL {
             let rules = snapshot.family(family);
@@ -724,7 +821,7 @@ impl UfwBackend {
             let mut kept = std::collections::BTreeSet::new();
             let deny_misplaced = rules.iter().any(|tuple| self.is_exact_deny(family, tuple))
                 && !self.deny_in_place(family, rules);
-            for tuple in rules.iter().filter(|tuple| is_ours(tuple)) {
+            for tuple in rules.iter().filter(|tuple| self.is_ours(family, tuple)) {
                 let Some(args) = delete_args(tuple) else {
                     continue;
                 };
@@ -734,6 +831,24 @@ impl UfwBackend {
                     self.is_exact_deny(family, tuple) && self.policy.restrict && !deny_misplaced
                 };
                 if keep && kept.insert(tuple.clone()) {
+                    // Kept, but written without our mark (or with another directory's): the
+                    // same spec added again without a position replaces it in place, with the
+                    // mark (ufw updates a rule that differs only in its comment).
+                    let marked = base_comment(tuple).map(|base| self.comment(base));
+                    if self.owner.is_some() && tuple.comment != marked {
+                        marks.push(Step {
+                            phrase: format!(
+                                "mark {} {} from {}",
+                                tuple.action, tuple.dport, tuple.src
+                            ),
+                            args: match source_network(tuple) {
+                                Some(range) if tuple.action == "allow" => {
+                                    self.allow_args(&range, "")
+                                }
+                                _ => self.deny_args(family, None),
+                            },
+                        });
+                    }
                     continue;
                 }
                 deletes.push(Step {
@@ -751,9 +866,14 @@ impl UfwBackend {
             Vec::new()
         };
         let enable = !snapshot.active;
-        let total = adds.len() + deletes.len() + restrict_families.len() + usize::from(enable);
+        let total = adds.len()
+            + marks.len()
+            + deletes.len()
+            + restrict_families.len()
+            + usize::from(enable);
 
         self.run_steps(&program, &adds, &mut applied, total)?;
+        self.run_steps(&program, &marks, &mut applied, total)?;
         // A misplaced deny must go before it can be inserted again (ufw holds one rule per
         // spec); its delete is among `deletes`, so run that one first.
         let (misplaced_denies, deletes): (Vec<Step>, Vec<Step>) = deletes
@@ -851,7 +971,7 @@ impl Backend for UfwBackend {
         }
         let snapshot =
             Snapshot::read(&self.options.rules_dir).map_err(|error| error.at("read the rules"))?;
-        if snapshot.basis() != change.basis {
+        if self.basis(&snapshot) != change.basis {
             return Err(BackendError::stale(
                 LABEL,
                 format!(
@@ -871,8 +991,8 @@ impl Backend for UfwBackend {
         // Allows first, then the restrict deny: the ports are never open to everyone meanwhile.
         for restrict in [false, true] {
             for family in Family::ALL {
-                for tuple in snapshot.ours(family) {
-                    if (tuple.comment.as_deref() == Some(names::RESTRICT_COMMENT)) != restrict {
+                for tuple in self.ours(&snapshot, family) {
+                    if (base_comment(tuple) == Some(names::RESTRICT_COMMENT)) != restrict {
                         continue;
                     }
                     if let Some(args) = delete_args(tuple) {
