@@ -450,3 +450,38 @@ fn ufw_leaves_a_hand_made_rule_with_our_comment_alone() {
         assert_eq!(lab.open(), after_purge, "{}", ufw(&["status", "numbered"]));
     });
 }
+
+/// ufw switched off with `enable = false` (issue 17, item 7): no sync can enable it, so nothing
+/// may say the next sync repairs it; what is said tells the admin what to do.
+#[test]
+fn ufw_switched_off_says_what_the_admin_must_do() {
+    in_sandbox(|_| {
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "192.0.2.0/24",
+            "to",
+            "any",
+            "port",
+            "22",
+        ]);
+        ufw(&["--force", "enable"]);
+        lab.sync("ufw", &[]).code(0);
+        ufw(&["disable"]);
+        for command in [&["status"][..], &["doctor"][..]] {
+            let outcome = lab.cf(command);
+            let text = format!("{}{}", outcome.stdout, outcome.stderr);
+            assert!(
+                !text.contains("next sync") && !text.contains("needs to enable ufw"),
+                "{command:?} promises a repair no sync can make:\n{text}"
+            );
+            assert!(text.contains("run `ufw enable`"), "{command:?}:\n{text}");
+        }
+        ufw(&["--force", "enable"]);
+        lab.cf(&["purge"]).code(0);
+    });
+}

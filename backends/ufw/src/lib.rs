@@ -201,6 +201,11 @@ impl UfwError {
     }
 }
 
+/// What an inactive ufw means when this backend may not enable it (`enable = false`).
+pub const INACTIVE_WARNING: &str = "ufw is inactive: its rules, ours included, are not in force, \
+     and no sync enables it (`enable = false`): allow your own access (ssh), then run `ufw \
+     enable`; or set `enable = true` for this backend to let sync enable it";
+
 /// Whether ufw is enabled (what `ufw status` reports as active), read from `ufw.conf` in
 /// `rules_dir` without running ufw. For the core's shadowing analysis.
 pub fn ufw_active(rules_dir: &Path) -> std::io::Result<bool> {
@@ -702,15 +707,18 @@ impl UfwBackend {
             observed.warnings.extend(plan.warnings);
         }
         if !snapshot.active {
-            observed.repairs.push(if self.options.enable {
-                "enable ufw (it is inactive; the backend's `enable` option is set)".to_owned()
+            // Only a backend allowed to enable ufw can repair this; otherwise it is a fact for
+            // the admin, with what to do, and never a promise that a sync will fix it.
+            if self.options.enable {
+                observed.repairs.push(
+                    "enable ufw (it is inactive; the backend's `enable` option is set)".to_owned(),
+                );
+                observed
+                    .warnings
+                    .push("ufw is inactive: its rules, ours included, are not in force".to_owned());
             } else {
-                "enable ufw (it is inactive; refused unless the backend's `enable` option is set)"
-                    .to_owned()
-            });
-            observed
-                .warnings
-                .push("ufw is inactive: its rules, ours included, are not in force".to_owned());
+                observed.warnings.push(INACTIVE_WARNING.to_owned());
+            }
         }
         observed
     }
