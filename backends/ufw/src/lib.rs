@@ -21,9 +21,10 @@
 //! `ufw` call, and ufw's own reload empties its user chains for a moment on every call. Either
 //! way a failed step is reported with the steps already applied, and the next run converges from
 //! whatever the files then say. Costs are in BENCHMARKS.md (22 ranges: 0.3 s in batches, 10 s
-//! one call each). The only position this backend ever names is where a new restrict deny is
-//! inserted, computed from the files just read; a concurrent ufw call can misplace it, which the
-//! read-back and the next run notice and repair.
+//! one call each). The restrict deny goes right after a rule named by its spec (our last allow,
+//! or the admin's last allow of a managed port, see [`cf_allowlist_backend::restrict`]): the
+//! batch finds that rule under ufw's lock; only one call per rule has to pass ufw a number, read
+//! from the files just before the call (see `call_args`).
 
 pub mod batch;
 pub mod names;
@@ -157,6 +158,17 @@ pub enum UfwError {
          access, then run `ufw enable`, or set `enable = true` for this backend"
     )]
     Inactive,
+    /// The rule a new rule was to follow is no longer in ufw's rules.
+    #[error(
+        "could not write the {step}: the rule it must follow, {rule}, is gone from ufw's rules \
+         (changed since they were read); the next run places it again"
+    )]
+    AnchorGone {
+        /// The step.
+        step: String,
+        /// The rule it was to follow.
+        rule: String,
+    },
     /// A step failed after others had been applied.
     #[error(
         "{} of {total} ufw steps were applied before `{failed}` failed (applied: {}); the next \
@@ -304,6 +316,9 @@ struct Step {
     /// What it does, for reports: `allow 192.0.2.0/24`.
     phrase: String,
     args: Vec<String>,
+    /// Where a new rule goes: right after this rule, found by its spec when the step runs
+    /// (under ufw's lock, in a batch), never by a number read earlier.
+    after: Option<Tuple>,
 }
 
 /// Keeps ufw open to a set of ranges.
@@ -738,7 +753,7 @@ impl UfwBackend {
         if self.options.write == Write::Batch
             && let Some(interpreter) = batch::interpreter_of(program)
         {
-            let args: Vec<Vec<String>> = steps.iter().map(|step| step.args.clone()).collect();
+            let args: Vec<Vec<String>> = steps.iter().map(batch_args).collect();
             let outcome = batch::run(&interpreter, program, &args);
             let before = applied.len();
             applied.extend(
@@ -782,7 +797,8 @@ impl UfwBackend {
         total: usize,
     ) -> Result<(), UfwError> {
         for step in steps {
-            let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
+            let args = self.call_args(step)?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             match tool::run(program, &args, None) {
                 Ok(_) => applied.push(step.phrase.clone()),
                 Err(source) if applied.is_empty() => return Err(UfwError::Tool(source)),
@@ -797,6 +813,43 @@ impl UfwBackend {
             }
         }
         Ok(())
+    }
+
+    /// A step's `ufw` arguments for one call of its own. The ufw command line can place a rule
+    /// only by number, so a step that goes after a rule finds that rule by its spec in the files
+    /// just before the call, and names the number it has now. This is the one number this
+    /// backend passes ufw, and only without a batch (`write = "calls"`, or a ufw the batch does
+    /// not support): a ufw call of somebody else's in the milliseconds between the read and the
+    /// call could shift it, which the read-back notices and the next run repairs.
+    fn call_args(&self, step: &Step) -> Result<Vec<String>, UfwError> {
+        let Some(anchor) = &step.after else {
+            return Ok(step.args.clone());
+        };
+        let now = Snapshot::read(&self.options.rules_dir)?;
+        let family = if now.family(Family::V4).contains(anchor) {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let rules = now.family(family);
+        let at = rules
+            .iter()
+            .position(|tuple| same_spec(tuple, anchor))
+            .ok_or_else(|| UfwError::AnchorGone {
+                step: step.phrase.clone(),
+                rule: describe(anchor),
+            })?;
+        let mut args = Vec::new();
+        if at + 1 < rules.len() {
+            // ufw numbers IPv6 rules after every IPv4 rule.
+            let offset = match family {
+                Family::V4 => 0,
+                Family::V6 => now.family(Family::V4).len(),
+            };
+            args.extend(["insert".to_owned(), (offset + at + 2).to_string()]);
+        }
+        args.extend(step.args.iter().cloned());
+        Ok(args)
     }
 
     fn apply_snapshot(&self, snapshot: &Snapshot, change: &Change) -> Result<(), UfwError> {
@@ -822,6 +875,7 @@ impl UfwBackend {
                     adds.push(Step {
                         phrase: format!("allow {range}"),
                         args: self.allow_args(range, "prepend"),
+                        after: None,
                     });
                 }
             }
@@ -855,6 +909,7 @@ impl UfwBackend {
                                 }
                                 _ => self.deny_args(family, None),
                             },
+                            after: None,
                         });
                     }
                     continue;
@@ -862,6 +917,7 @@ impl UfwBackend {
                 deletes.push(Step {
                     phrase: format!("delete {} {} from {}", tuple.action, tuple.dport, tuple.src),
                     args,
+                    after: None,
                 });
             }
         }
@@ -890,23 +946,17 @@ impl UfwBackend {
         if !restrict_families.is_empty() {
             self.run_steps(&program, &misplaced_denies, &mut applied, total)?;
             for family in restrict_families {
-                // Positions are computed from the files as ufw has just written them.
+                // Which rule the deny follows is chosen from the files as ufw has just written
+                // them; where that rule is, is found by its spec when the deny is written.
                 let now = Snapshot::read(&self.options.rules_dir)?;
-                let v4_count = now.family(Family::V4).len();
                 let rules = now.family(family);
-                let position = match self.deny_anchor(family, rules) {
-                    None => Some(0),
-                    Some(last) if last + 1 == rules.len() => None,
-                    Some(last) => Some(match family {
-                        Family::V4 => last + 2,
-                        Family::V6 => v4_count + last + 2,
-                    }),
-                };
+                let after = self.deny_anchor(family, rules).map(|at| rules[at].clone());
                 self.run_steps(
                     &program,
                     &[Step {
                         phrase: format!("restrict deny for {family}"),
-                        args: self.deny_args(family, position),
+                        args: self.deny_args(family, after.is_none().then_some(0)),
+                        after,
                     }],
                     &mut applied,
                     total,
@@ -924,12 +974,37 @@ impl UfwBackend {
                 &[Step {
                     phrase: "enable ufw".to_owned(),
                     args: vec!["--force".to_owned(), "enable".to_owned()],
+                    after: None,
                 }],
                 &mut applied,
                 total,
             )?;
         }
         Ok(())
+    }
+}
+
+/// A step as one line of a batch: its arguments, or for a step placed after a rule,
+/// `after` + that rule's spec + `--` + its arguments (the batch finds the rule under ufw's lock).
+fn batch_args(step: &Step) -> Vec<String> {
+    match step.after.as_ref().and_then(delete_args) {
+        Some(anchor) => std::iter::once("after".to_owned())
+            .chain(anchor.into_iter().skip(1))
+            .chain(std::iter::once("--".to_owned()))
+            .chain(step.args.iter().cloned())
+            .collect(),
+        None => step.args.clone(),
+    }
+}
+
+/// Whether two rules are the same to ufw (which ignores comments when it matches rules).
+fn same_spec(left: &Tuple, right: &Tuple) -> bool {
+    Tuple {
+        comment: None,
+        ..left.clone()
+    } == Tuple {
+        comment: None,
+        ..right.clone()
     }
 }
 
@@ -1010,6 +1085,7 @@ impl Backend for UfwBackend {
                                 tuple.action, tuple.dport, tuple.src
                             ),
                             args,
+                            after: None,
                         });
                     }
                 }
