@@ -96,7 +96,12 @@ mod ufw {
             UfwHarness::writing(cf_allowlist_ufw::Write::Batch)
         }
 
-        cf_allowlist_backend::conformance_tests!(harness());
+        cf_allowlist_backend::conformance_tests!(harness(); skip {
+            no_listed_range_is_missing_during_an_apply: "a batch writes ufw's files once and \
+                loads each family's user chains with one iptables-restore -n transaction: there \
+                is no intermediate state to record (tests/e2e_ufw.rs reads the live table during \
+                applies)",
+        });
     }
 }
 

@@ -485,3 +485,57 @@ fn ufw_switched_off_says_what_the_admin_must_do() {
         lab.cf(&["purge"]).code(0);
     });
 }
+
+/// One `ufw` call per rule (`write = "calls"`): each call reloads ufw's user chains, which
+/// empties them for a moment (issue 20). While a sync replaces 30 ranges in calls mode, the
+/// live filter table is read again and again, and every reading must hold an accept for a range
+/// listed before and after (ufw's own rule, or the bridge that covers the reloads).
+#[test]
+fn ufw_calls_mode_keeps_a_listed_range_open_during_an_apply() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    in_sandbox(|_| {
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        ufw(&["default", "deny", "incoming"]);
+        ufw(&["--force", "enable"]);
+        let config = lab.state.path().join("config.toml");
+        std::fs::write(&config, "[[backend]]\nkind = \"ufw\"\nwrite = \"calls\"\n").unwrap();
+        let config = config.display().to_string();
+        let list = |hosts: std::ops::Range<u32>| -> String {
+            std::iter::once("198.51.100.0/28".to_owned())
+                .chain(hosts.map(|host| format!("203.0.113.{host}/32")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        lab.fixture.set("/ips-v4", Reply::ok(list(100..130)));
+        sync(&lab, &config, &[]).code(0);
+
+        let stop = AtomicBool::new(false);
+        let (readings, missing) = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let (mut readings, mut missing) = (0, 0);
+                while !stop.load(Ordering::SeqCst) {
+                    let table = lab.origin.exec("iptables-save", &["-t", "filter"]);
+                    readings += 1;
+                    let open = table.lines().any(|line| {
+                        line.contains("-s 198.51.100.0/28") && line.ends_with("-j ACCEPT")
+                    });
+                    if !open {
+                        missing += 1;
+                    }
+                }
+                (readings, missing)
+            });
+            lab.fixture.set("/ips-v4", Reply::ok(list(150..180)));
+            sync(&lab, &config, &["--force"]).code(0);
+            stop.store(true, Ordering::SeqCst);
+            reader.join().unwrap()
+        });
+        assert!(readings > 20, "the table was read only {readings} times");
+        assert_eq!(
+            missing, 0,
+            "{missing} of {readings} readings of the live table had no accept for a listed range"
+        );
+        lab.cf(&["--config", &config, "purge"]).code(0);
+    });
+}

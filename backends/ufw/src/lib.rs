@@ -27,6 +27,7 @@
 //! from the files just before the call (see `call_args`).
 
 pub mod batch;
+pub mod bridge;
 pub mod names;
 pub mod rules;
 
@@ -852,6 +853,50 @@ impl UfwBackend {
         Ok(args)
     }
 
+    /// Writes the steps of a change in their order: adds, marks, a misplaced deny's removal,
+    /// restrict's deny, the rest of the deletions.
+    fn write_steps(
+        &self,
+        program: &Path,
+        applied: &mut Vec<String>,
+        total: usize,
+        [adds, marks, deletes]: [Vec<Step>; 3],
+        restrict_families: Vec<Family>,
+    ) -> Result<(), UfwError> {
+        self.run_steps(program, &adds, applied, total)?;
+        self.run_steps(program, &marks, applied, total)?;
+        // A misplaced deny must go before it can be inserted again (ufw holds one rule per
+        // spec); its delete is among `deletes`, so run that one first.
+        let (misplaced_denies, deletes): (Vec<Step>, Vec<Step>) = deletes
+            .into_iter()
+            .partition(|step| step.args.get(1).map(String::as_str) == Some("deny"));
+        if !restrict_families.is_empty() {
+            self.run_steps(program, &misplaced_denies, applied, total)?;
+            for family in restrict_families {
+                // Which rule the deny follows is chosen from the files as ufw has just written
+                // them; where that rule is, is found by its spec when the deny is written.
+                let now = Snapshot::read(&self.options.rules_dir)?;
+                let rules = now.family(family);
+                let after = self.deny_anchor(family, rules).map(|at| rules[at].clone());
+                self.run_steps(
+                    program,
+                    &[Step {
+                        phrase: format!("restrict deny for {family}"),
+                        args: self.deny_args(family, after.is_none().then_some(0)),
+                        after,
+                    }],
+                    applied,
+                    total,
+                )?;
+            }
+            self.run_steps(program, &deletes, applied, total)?;
+        } else {
+            self.run_steps(program, &misplaced_denies, applied, total)?;
+            self.run_steps(program, &deletes, applied, total)?;
+        }
+        Ok(())
+    }
+
     fn apply_snapshot(&self, snapshot: &Snapshot, change: &Change) -> Result<(), UfwError> {
         if !snapshot.active && !self.options.enable {
             return Err(UfwError::Inactive);
@@ -936,37 +981,22 @@ impl UfwBackend {
             + restrict_families.len()
             + usize::from(enable);
 
-        self.run_steps(&program, &adds, &mut applied, total)?;
-        self.run_steps(&program, &marks, &mut applied, total)?;
-        // A misplaced deny must go before it can be inserted again (ufw holds one rule per
-        // spec); its delete is among `deletes`, so run that one first.
-        let (misplaced_denies, deletes): (Vec<Step>, Vec<Step>) = deletes
-            .into_iter()
-            .partition(|step| step.args.get(1).map(String::as_str) == Some("deny"));
-        if !restrict_families.is_empty() {
-            self.run_steps(&program, &misplaced_denies, &mut applied, total)?;
-            for family in restrict_families {
-                // Which rule the deny follows is chosen from the files as ufw has just written
-                // them; where that rule is, is found by its spec when the deny is written.
-                let now = Snapshot::read(&self.options.rules_dir)?;
-                let rules = now.family(family);
-                let after = self.deny_anchor(family, rules).map(|at| rules[at].clone());
-                self.run_steps(
-                    &program,
-                    &[Step {
-                        phrase: format!("restrict deny for {family}"),
-                        args: self.deny_args(family, after.is_none().then_some(0)),
-                        after,
-                    }],
-                    &mut applied,
-                    total,
-                )?;
-            }
-            self.run_steps(&program, &deletes, &mut applied, total)?;
-        } else {
-            self.run_steps(&program, &misplaced_denies, &mut applied, total)?;
-            self.run_steps(&program, &deletes, &mut applied, total)?;
+        // One call per rule on an enabled ufw: each call empties ufw's user chains for a
+        // moment, so the target's ranges are bridged for the duration (see [`bridge`]).
+        let calls = self.options.write == Write::Calls || batch::interpreter_of(&program).is_none();
+        let bridge =
+            (calls && snapshot.active).then(|| bridge::Bridge::open(&change.target, &self.ports()));
+        let result = self.write_steps(
+            &program,
+            &mut applied,
+            total,
+            [adds, marks, deletes],
+            restrict_families,
+        );
+        if let Some(bridge) = bridge {
+            bridge.close()?;
         }
+        result?;
         if enable {
             // Last, so that ufw starts with every rule of ours already in its files.
             self.run_calls(
