@@ -55,6 +55,16 @@ fn nftables_restrict_keeps_an_admins_explicit_allow() {
     );
     // Stable: the next run has nothing to repair.
     lab.sync("nftables", &["--restrict"]).code(0).silent();
+    // An allow added below the rule that opens the web ports to everyone cannot be kept (the
+    // drop must precede that rule): the run says so, naming it.
+    lab.origin.nft_batch(
+        "add rule inet filter input ip saddr 192.0.2.2 tcp dport 80 accept comment \"late\"\n",
+    );
+    // (A sync with nothing to change prints no backend warning today: status does.)
+    lab.sync("nftables", &["--restrict"]).code(0);
+    lab.cf(&["status"])
+        .stderr_has("restrict cuts the admin's allow rule handle")
+        .stderr_has("\"late\"");
     lab.cf(&["purge"]).code(0);
 }
 
@@ -110,6 +120,28 @@ fn iptables_restrict_keeps_an_admins_explicit_allow() {
             lab.iptables_state("nft")
         );
         lab.cf(&args).code(0).silent();
+        // An allow the admin adds later, anywhere in INPUT, is let through by the next run.
+        lab.origin.exec(
+            "iptables-nft",
+            &[
+                "-A",
+                "INPUT",
+                "-s",
+                "192.0.2.2",
+                "-p",
+                "tcp",
+                "--dport",
+                "80",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+        lab.cf(&args).code(0);
+        assert!(
+            lab.open().contains("192.0.2.2 80"),
+            "{mode}: the later allow was cut:\n{}",
+            lab.iptables_state("nft")
+        );
         lab.cf(&["--config", config.as_str(), "purge"]).code(0);
     }
 }
