@@ -444,6 +444,24 @@ fn ufw_leaves_a_hand_made_rule_with_our_comment_alone() {
         );
         assert!(unmarked[0].contains("22/tcp"), "{status}");
         lab.sync("ufw", &[]).code(0).silent();
+        // Another state directory finds our marks and refuses to adopt the rules, as with
+        // nftables and iptables.
+        let files = rules_text();
+        let other = tempfile::tempdir().unwrap();
+        let sources = lab.source_args();
+        let mut args = vec!["sync", "--backend", "ufw"];
+        args.extend(sources.iter().map(String::as_str));
+        crate::support::cmd::cf(&args)
+            .state(&other.path().join("state"))
+            .in_netns(&lab.origin.name)
+            .run()
+            .code(3)
+            .stderr_has("belong to another cf-allowlist state directory");
+        assert_eq!(
+            rules_text(),
+            files,
+            "a refused adoption changed ufw's rules"
+        );
         lab.cf(&["purge"]).code(0);
         let mut after_purge = expect_open(&[]);
         after_purge.insert("198.51.100.10 22".to_owned());

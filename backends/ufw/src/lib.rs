@@ -1135,3 +1135,67 @@ impl Backend for UfwBackend {
 
 #[cfg(feature = "harness")]
 pub mod harness;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(src: &str, dport: &str, comment: Option<&str>) -> Tuple {
+        Tuple {
+            action: "allow".into(),
+            protocol: "tcp".into(),
+            dport: dport.into(),
+            dst: "0.0.0.0/0".into(),
+            sport: "any".into(),
+            src: src.into(),
+            apps: None,
+            direction: "in".into(),
+            comment: comment.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_step_placed_after_a_rule_names_that_rule_by_its_spec_in_a_batch() {
+        let step = Step {
+            phrase: "restrict deny for IPv4".into(),
+            args: vec!["deny".into(), "from".into(), "0.0.0.0/0".into()],
+            after: Some(tuple("203.0.113.200", "443", Some("partner"))),
+        };
+        assert_eq!(
+            batch_args(&step).join(" "),
+            "after allow proto tcp from 203.0.113.200 to 0.0.0.0/0 port 443 -- deny from 0.0.0.0/0"
+        );
+        assert!(same_spec(
+            &tuple("192.0.2.1", "80", Some("a")),
+            &tuple("192.0.2.1", "80", None)
+        ));
+        assert!(!same_spec(
+            &tuple("192.0.2.1", "80", None),
+            &tuple("192.0.2.1", "443", None)
+        ));
+    }
+
+    #[test]
+    fn owner_marks_decide_what_is_ours() {
+        let policy = Policy {
+            ports: vec![80, 443],
+            restrict: false,
+        };
+        let backend =
+            UfwBackend::new(UfwOptions::default(), policy.clone()).owned_by(Some("abc".into()));
+        let exact = |comment: &str| tuple("198.51.100.0/25", "80,443", Some(comment));
+        assert!(backend.is_ours(Family::V4, &exact("cf-allowlist owner=abc")));
+        // Another directory's mark: ours to report (the core's owner guard judges it).
+        assert!(backend.is_ours(Family::V4, &exact("cf-allowlist owner=def")));
+        // Unmarked: only adopted when told to, and only in a shape we write.
+        assert!(!backend.is_ours(Family::V4, &exact("cf-allowlist")));
+        let adopting = backend.clone().adopting_unmarked(true);
+        assert!(adopting.is_ours(Family::V4, &exact("cf-allowlist")));
+        let hand_made = tuple("198.51.100.8", "22", Some("cf-allowlist"));
+        assert!(!adopting.is_ours(Family::V4, &hand_made));
+        assert!(!adopting.is_ours(Family::V4, &exact("web")));
+        // Without an owner (the first release's behaviour), our comment is enough.
+        let unowned = UfwBackend::new(UfwOptions::default(), policy);
+        assert!(unowned.is_ours(Family::V4, &hand_made));
+    }
+}
