@@ -504,10 +504,11 @@ fn ufw_switched_off_says_what_the_admin_must_do() {
     });
 }
 
-/// One `ufw` call per rule (`write = "calls"`): each call reloads ufw's user chains, which
-/// empties them for a moment (issue 20). While a sync replaces 30 ranges in calls mode, the
-/// live filter table is read again and again, and every reading must hold an accept for a range
-/// listed before and after (ufw's own rule, or the bridge that covers the reloads).
+/// One `ufw` call per rule (`write = "calls"`): each call reloads ufw's user chains (issue 20
+/// says it empties them for a moment; ufw 0.36 flushes only its logging chains and replaces
+/// `ufw-user-input` in one `iptables-restore -n`). While a sync replaces 30 ranges in calls
+/// mode, the live filter table is read again and again, and every reading must hold the accept
+/// of a range listed before and after.
 #[test]
 fn ufw_calls_mode_keeps_a_listed_range_open_during_an_apply() {
     use std::sync::atomic::{AtomicBool, Ordering};

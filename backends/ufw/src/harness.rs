@@ -497,9 +497,9 @@ impl Harness for UfwHarness {
     }
 
     /// The ranges our rules allowed in the files after each ufw call of the last apply: the
-    /// order of the steps. Within a call ufw reloads its user chains, which the files cannot
-    /// show; the bridge covers that moment ([`crate::bridge`]), and `tests/e2e_ufw.rs` reads the
-    /// live table during applies. The last
+    /// order of the steps. Within a call ufw loads its user chains with one `iptables-restore
+    /// -n`, which replaces each in one transaction (it flushes only its logging chains first);
+    /// `tests/e2e_ufw.rs` reads the live table during applies to prove it. The last
     /// apply is what follows the last `enable` call: the suite's first sync always enables ufw
     /// (the harness starts it inactive), the second never does.
     fn states_during_last_apply(&self) -> Option<Vec<Ranges>> {

@@ -18,7 +18,8 @@
 //! running ufw's Python code under ufw's lock, followed by one `iptables-restore -n` per family,
 //! so the live chains go from the old rules to the new in one transaction per family; with
 //! [`Write::Calls`] (and as a fallback for a ufw the batch does not support) each rule is one
-//! `ufw` call, and ufw's own reload empties its user chains for a moment on every call. Either
+//! `ufw` call, whose own reload replaces ufw's user chains in one `iptables-restore -n` as the
+//! batch does (it flushes only ufw's logging chains first; see [`batch`]). Either
 //! way a failed step is reported with the steps already applied, and the next run converges from
 //! whatever the files then say. Costs are in BENCHMARKS.md (22 ranges: 0.3 s in batches, 10 s
 //! one call each). The restrict deny goes right after a rule named by its spec (our last allow,
@@ -27,7 +28,6 @@
 //! from the files just before the call (see `call_args`).
 
 pub mod batch;
-pub mod bridge;
 pub mod names;
 pub mod rules;
 
@@ -981,22 +981,13 @@ impl UfwBackend {
             + restrict_families.len()
             + usize::from(enable);
 
-        // One call per rule on an enabled ufw: each call empties ufw's user chains for a
-        // moment, so the target's ranges are bridged for the duration (see [`bridge`]).
-        let calls = self.options.write == Write::Calls || batch::interpreter_of(&program).is_none();
-        let bridge =
-            (calls && snapshot.active).then(|| bridge::Bridge::open(&change.target, &self.ports()));
-        let result = self.write_steps(
+        self.write_steps(
             &program,
             &mut applied,
             total,
             [adds, marks, deletes],
             restrict_families,
-        );
-        if let Some(bridge) = bridge {
-            bridge.close()?;
-        }
-        result?;
+        )?;
         if enable {
             // Last, so that ufw starts with every rule of ours already in its files.
             self.run_calls(

@@ -34,15 +34,3 @@ pub fn everywhere(family: Family) -> &'static str {
         Family::V6 => "::/0",
     }
 }
-
-/// The chain that keeps our ranges open while `ufw` calls reload ufw's user chains (see
-/// [`crate::bridge`]).
-pub const BRIDGE_CHAIN: &str = "cf-allowlist-bridge";
-
-/// ufw's first input chain of a family, which reloading its user chains leaves alone.
-pub fn before_input(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "ufw-before-input",
-        Family::V6 => "ufw6-before-input",
-    }
-}
