@@ -169,6 +169,14 @@ macro_rules! registry {
                 }
             }
 
+            /// Builds the backend for a state directory that recorded writing to this kind
+            /// before (`adopt_unmarked`; see [`BackendOptions::build_adopting`]).
+            pub fn build_adopting(&self, owner: Option<&str>, adopt_unmarked: bool) -> Box<dyn Backend> {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { policy, $field } => $field.build_adopting(policy, owner, adopt_unmarked), )*
+                }
+            }
+
             /// Whether its accepts filter this host's own input (see [`BackendOptions`]).
             pub fn filters_host_input(&self) -> bool {
                 match self {

@@ -59,6 +59,9 @@ pub struct Request<'a> {
     pub retired: &'a [BackendSpec],
     /// This state directory's id, marking our parts.
     pub owner: Option<&'a str>,
+    /// The backends this state directory recorded writing to (its unmarked parts from before
+    /// owners were marked are adopted only for those kinds).
+    pub written: &'a [BackendSpec],
     /// Whether the shrink guard compares each backend's holdings with its target.
     pub shrink: bool,
     /// Whether the ssh guard looks at restricting backends (not when re-applying a generation
@@ -71,13 +74,22 @@ pub struct Request<'a> {
     pub writes: bool,
 }
 
+impl Request<'_> {
+    /// Whether this state directory recorded writing to a backend of `spec`'s kind.
+    fn wrote(&self, spec: &BackendSpec) -> bool {
+        self.written
+            .iter()
+            .any(|written| written.kind() == spec.kind())
+    }
+}
+
 /// Surveys, plans and judges. Only reading: nothing is written anywhere.
 pub fn judge(request: &Request) -> Result<Judged, Error> {
     let mut backends = Vec::new();
     let mut configured = Vec::new();
     let mut refusals = Vec::new();
     for (spec, target) in request.specs.iter().zip(&request.targets) {
-        let backend = spec.build(request.owner);
+        let backend = spec.build_adopting(request.owner, request.wrote(spec));
         let observed = backend.observe()?;
         if let Some(reason) = foreign_owner(spec, &observed, request.owner) {
             refusals.push(Refusal::new(Guard::Owner, reason));
@@ -107,7 +119,7 @@ pub fn judge(request: &Request) -> Result<Judged, Error> {
     let retired = request
         .retired
         .iter()
-        .map(|spec| spec.build(request.owner))
+        .map(|spec| spec.build_adopting(request.owner, request.wrote(spec)))
         .collect();
     let mut judged = Judged {
         backends,

@@ -118,7 +118,11 @@ fn a_noop_nftables_sync_lists_once_and_writes_only_its_last_run_time() {
     // transaction, which proves the ruleset is what was read plus what was written.
     assert_eq!(
         first,
-        vec!["nft -t -j list ruleset", "nft -t -j list ruleset", "nft -f -"],
+        vec![
+            "nft -t -j list ruleset",
+            "nft -t -j list ruleset",
+            "nft -f -"
+        ],
         "first sync"
     );
 

@@ -274,3 +274,247 @@ fn ufw_batch_writes_what_ufw_writes() {
         assert_eq!(calls, batch, "the batch wrote something else than ufw");
     }
 }
+
+/// restrict keeps an admin's explicit allow (issue 17, scenario 5): the admin's ufw lets
+/// 203.0.113.200 reach 443 (`ufw insert 1 allow from … to any port 443`, written before our
+/// first sync) and everyone reach 80, 443 and 8080; `sync --restrict` must close the web ports
+/// to everyone else without cutting that allow.
+#[test]
+fn ufw_restrict_keeps_an_admins_explicit_allow() {
+    in_sandbox(|sandbox| {
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        let program = cf_allowlist_backend::tool::locate("ufw").unwrap();
+        for write in [Write::Batch, Write::Calls] {
+            let (wrapper, _) = counting_ufw(sandbox.path());
+            let config = lab.state.path().join("config.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
+                    match write {
+                        Write::Batch => program.display(),
+                        Write::Calls => wrapper.display(),
+                    }
+                ),
+            )
+            .unwrap();
+            let config = config.display().to_string();
+            ufw(&["default", "deny", "incoming"]);
+            ufw(&[
+                "allow",
+                "proto",
+                "tcp",
+                "from",
+                "192.0.2.0/24",
+                "to",
+                "any",
+                "port",
+                "22",
+            ]);
+            ufw(&["allow", "80,443,8080/tcp"]);
+            ufw(&[
+                "insert",
+                "1",
+                "allow",
+                "from",
+                "203.0.113.200",
+                "to",
+                "any",
+                "port",
+                "443",
+            ]);
+            ufw(&["--force", "enable"]);
+            sync(&lab, &config, &["--restrict"]).code(0);
+            assert_eq!(
+                lab.open(),
+                crate::e2e_restrict::open_with_restrict_and_the_kept_allow(),
+                "{write}: restrict cut the admin's allow or left a source open:\n{}",
+                ufw(&["status", "numbered"])
+            );
+            sync(&lab, &config, &["--restrict"]).code(0).silent();
+            lab.cf(&["--config", &config, "purge"]).code(0);
+            ufw(&["--force", "reset"]);
+        }
+    });
+}
+
+/// A hand-made rule that borrows our comment is not ours (issue 18, item 4): `ufw allow proto
+/// tcp from 198.51.100.10 to any port 22 comment 'cf-allowlist'` carries SSH for that source and
+/// must survive every sync and purge; the rules we write carry this state directory's owner mark.
+#[test]
+fn ufw_leaves_a_hand_made_rule_with_our_comment_alone() {
+    in_sandbox(|_| {
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        ufw(&["default", "deny", "incoming"]);
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "192.0.2.0/24",
+            "to",
+            "any",
+            "port",
+            "22",
+        ]);
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "198.51.100.10",
+            "to",
+            "any",
+            "port",
+            "22",
+            "comment",
+            "cf-allowlist",
+        ]);
+        // One of ours as the first release wrote it, without an owner mark: adopted and marked.
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "198.51.100.0/25",
+            "to",
+            "any",
+            "port",
+            "80,443",
+            "comment",
+            "cf-allowlist",
+        ]);
+        ufw(&["--force", "enable"]);
+        let mut expected = expect_open(&IN_FIRST_LIST);
+        expected.insert("198.51.100.10 22".to_owned());
+        lab.sync("ufw", &[]).code(0);
+        assert_eq!(lab.open(), expected, "{}", ufw(&["status", "numbered"]));
+        let status = ufw(&["status"]);
+        assert!(status.contains("# cf-allowlist owner="), "{status}");
+        let unmarked: Vec<&str> = status
+            .lines()
+            .filter(|line| line.ends_with("# cf-allowlist"))
+            .collect();
+        assert_eq!(
+            unmarked.len(),
+            1,
+            "only the hand-made rule stays unmarked: {status}"
+        );
+        assert!(unmarked[0].contains("22/tcp"), "{status}");
+        lab.sync("ufw", &[]).code(0).silent();
+        // Another state directory finds our marks and refuses to adopt the rules, as with
+        // nftables and iptables.
+        let files = rules_text();
+        let other = tempfile::tempdir().unwrap();
+        let sources = lab.source_args();
+        let mut args = vec!["sync", "--backend", "ufw"];
+        args.extend(sources.iter().map(String::as_str));
+        crate::support::cmd::cf(&args)
+            .state(&other.path().join("state"))
+            .in_netns(&lab.origin.name)
+            .run()
+            .code(3)
+            .stderr_has("belong to another cf-allowlist state directory");
+        assert_eq!(
+            rules_text(),
+            files,
+            "a refused adoption changed ufw's rules"
+        );
+        lab.cf(&["purge"]).code(0);
+        let mut after_purge = expect_open(&[]);
+        after_purge.insert("198.51.100.10 22".to_owned());
+        assert_eq!(lab.open(), after_purge, "{}", ufw(&["status", "numbered"]));
+    });
+}
+
+/// ufw switched off with `enable = false` (issue 17, item 7): no sync can enable it, so nothing
+/// may say the next sync repairs it; what is said tells the admin what to do.
+#[test]
+fn ufw_switched_off_says_what_the_admin_must_do() {
+    in_sandbox(|_| {
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        ufw(&[
+            "allow",
+            "proto",
+            "tcp",
+            "from",
+            "192.0.2.0/24",
+            "to",
+            "any",
+            "port",
+            "22",
+        ]);
+        ufw(&["--force", "enable"]);
+        lab.sync("ufw", &[]).code(0);
+        ufw(&["disable"]);
+        for command in [&["status"][..], &["doctor"][..]] {
+            let outcome = lab.cf(command);
+            let text = format!("{}{}", outcome.stdout, outcome.stderr);
+            assert!(
+                !text.contains("next sync") && !text.contains("needs to enable ufw"),
+                "{command:?} promises a repair no sync can make:\n{text}"
+            );
+            assert!(text.contains("run `ufw enable`"), "{command:?}:\n{text}");
+        }
+        ufw(&["--force", "enable"]);
+        lab.cf(&["purge"]).code(0);
+    });
+}
+
+/// One `ufw` call per rule (`write = "calls"`): each call reloads ufw's user chains (issue 20
+/// says it empties them for a moment; ufw 0.36 flushes only its logging chains and replaces
+/// `ufw-user-input` in one `iptables-restore -n`). While a sync replaces 30 ranges in calls
+/// mode, the live filter table is read again and again, and every reading must hold the accept
+/// of a range listed before and after.
+#[test]
+fn ufw_calls_mode_keeps_a_listed_range_open_during_an_apply() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    in_sandbox(|_| {
+        let lab = Lab::new();
+        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
+        ufw(&["default", "deny", "incoming"]);
+        ufw(&["--force", "enable"]);
+        let config = lab.state.path().join("config.toml");
+        std::fs::write(&config, "[[backend]]\nkind = \"ufw\"\nwrite = \"calls\"\n").unwrap();
+        let config = config.display().to_string();
+        let list = |hosts: std::ops::Range<u32>| -> String {
+            std::iter::once("198.51.100.0/28".to_owned())
+                .chain(hosts.map(|host| format!("203.0.113.{host}/32")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        lab.fixture.set("/ips-v4", Reply::ok(list(100..130)));
+        sync(&lab, &config, &[]).code(0);
+
+        let stop = AtomicBool::new(false);
+        let (readings, missing) = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let (mut readings, mut missing) = (0, 0);
+                while !stop.load(Ordering::SeqCst) {
+                    let table = lab.origin.exec("iptables-save", &["-t", "filter"]);
+                    readings += 1;
+                    let open = table.lines().any(|line| {
+                        line.contains("-s 198.51.100.0/28") && line.ends_with("-j ACCEPT")
+                    });
+                    if !open {
+                        missing += 1;
+                    }
+                }
+                (readings, missing)
+            });
+            lab.fixture.set("/ips-v4", Reply::ok(list(150..180)));
+            sync(&lab, &config, &["--force"]).code(0);
+            stop.store(true, Ordering::SeqCst);
+            reader.join().unwrap()
+        });
+        assert!(readings > 20, "the table was read only {readings} times");
+        assert_eq!(
+            missing, 0,
+            "{missing} of {readings} readings of the live table had no accept for a listed range"
+        );
+        lab.cf(&["--config", &config, "purge"]).code(0);
+    });
+}

@@ -115,7 +115,12 @@ pub fn run(
             .hint("run `cf-allowlist sync`, or `doctor --fetch` to check against the live list"),
         ),
         // Coverage and shadowing: the judgement every command uses, one statement each.
-        Some(target) => findings.extend(judged_findings(&backends, target, state.owner.as_deref())),
+        Some(target) => findings.extend(judged_findings(
+            &backends,
+            target,
+            state.owner.as_deref(),
+            &state.written,
+        )),
     }
 
     // Something listens on every managed port, and TLS ports present a usable certificate.
@@ -265,12 +270,18 @@ fn refusals(metrics_file: Option<&std::path::Path>) -> Finding {
 /// Coverage and shadowing from the one judgement ([`crate::judgement::judge`]): per backend,
 /// one coverage statement (what it holds against the list, its structure) and its verdict on
 /// the firewall it leaves; the judgement's warnings (doubts, Docker) as warnings.
-fn judged_findings(backends: &[BackendSpec], target: &Ranges, owner: Option<&str>) -> Vec<Finding> {
+fn judged_findings(
+    backends: &[BackendSpec],
+    target: &Ranges,
+    owner: Option<&str>,
+    written: &[BackendSpec],
+) -> Vec<Finding> {
     let judged = match crate::judgement::judge(&crate::judgement::Request {
         specs: backends,
         targets: vec![target; backends.len()],
         retired: &[],
         owner,
+        written,
         shrink: false,
         writes: false,
         ssh: false,

@@ -47,6 +47,7 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error>
         targets: vec![&nothing; specs.len()],
         retired: &[],
         owner: state.owner.as_deref(),
+        written: &state.written,
         shrink: false,
         writes: false,
         ssh: false,

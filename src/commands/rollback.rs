@@ -51,6 +51,8 @@ fn apply_generation(
         targets: vec![&generation.ranges; backends.len()],
         retired: &[],
         owner,
+        // The last sync's backends, which this directory wrote.
+        written: backends,
         shrink: false,
         writes: true,
         ssh: false,

@@ -44,6 +44,7 @@ pub fn run(
         targets,
         retired: &[],
         owner: state.owner.as_deref(),
+        written: &state.written,
         shrink: false,
         writes: false,
         ssh: false,

@@ -176,6 +176,7 @@ pub fn run(
         targets: vec![&target; settings.backends.len()],
         retired: &retired,
         owner: owner.as_deref(),
+        written: &state.written,
         shrink: true,
         writes: true,
         ssh: true,

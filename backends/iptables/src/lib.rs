@@ -597,8 +597,58 @@ impl IptablesBackend {
             .collect()
     }
 
-    /// The chain's rules for `ranges` in `mode` (rules or ipset), in order.
-    fn wanted_rules(&self, family: Family, mode: Mode, ranges: &Ranges) -> Vec<RuleShape> {
+    /// With restrict on, a RETURN for each of the admin's INPUT rules after our jump that
+    /// accepts a managed port from chosen sources (issue 17): such a packet leaves our chain
+    /// before restrict's drop and INPUT judges it as it would without restrict, so the admin's
+    /// allow keeps working whatever its place in INPUT (see `cf_allowlist_backend::restrict`).
+    fn keep_rules(&self, live: &Live) -> Vec<RuleShape> {
+        if !self.policy.restrict {
+            return Vec::new();
+        }
+        let jump_at = live.jumps.first().map_or(0, |(position, _)| *position);
+        let mut keeps: Vec<RuleShape> = live
+            .input_rules
+            .iter()
+            .filter(|(position, _)| *position > jump_at)
+            .filter_map(|(_, arguments)| save::accepted_from(arguments))
+            .filter_map(|(source, ports)| {
+                let ports: Vec<u16> = self
+                    .policy
+                    .ports
+                    .iter()
+                    .copied()
+                    .filter(|port| ports.as_ref().is_none_or(|ports| ports.contains(port)))
+                    .collect();
+                (!ports.is_empty()).then_some((source, ports))
+            })
+            .flat_map(|(source, ports)| {
+                ports
+                    .chunks(MULTIPORT_MAX)
+                    .map(|ports| RuleShape {
+                        source: Some(source),
+                        match_set: None,
+                        ports: ports.to_vec(),
+                        not_loopback: false,
+                        comment: Some(self.comment(names::KEEP_COMMENT)),
+                        target: "RETURN".to_owned(),
+                        unrecognised: false,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        keeps.dedup();
+        keeps
+    }
+
+    /// The chain's rules for `ranges` in `mode` (rules or ipset), in order; `keeps` from
+    /// [`IptablesBackend::keep_rules`] go just before restrict's drop.
+    fn wanted_rules(
+        &self,
+        family: Family,
+        mode: Mode,
+        ranges: &Ranges,
+        keeps: &[RuleShape],
+    ) -> Vec<RuleShape> {
         let mut rules: Vec<RuleShape> = match mode {
             Mode::Ipset => self.accept_rules(None, Some(names::set_name(family))),
             _ => ranges
@@ -607,6 +657,7 @@ impl IptablesBackend {
                 .collect(),
         };
         if self.policy.restrict {
+            rules.extend(keeps.iter().cloned());
             rules.extend(self.restrict_rules());
         }
         rules
@@ -784,10 +835,20 @@ impl IptablesBackend {
                 "remove {extra_jumps} extra jump(s) from INPUT in {tool_name}"
             ));
         }
-        if live.chain_exists && !self.chain_is_sound(family, &live.rules, uses_set, &ranges) {
+        let keeps = self.keep_rules(&live);
+        if live.chain_exists && !self.chain_is_sound(family, &live.rules, uses_set, &ranges, &keeps)
+        {
+            let live_keeps: Vec<&RuleShape> = live
+                .rules
+                .iter()
+                .filter(|rule| rule.target == "RETURN")
+                .collect();
+            let keeps_changed = live_keeps.len() != keeps.len()
+                || keeps.iter().any(|keep| !live_keeps.contains(&keep));
             let live_ports: BTreeSet<u16> = live
                 .rules
                 .iter()
+                .filter(|rule| rule.target != "RETURN")
                 .flat_map(|rule| rule.ports.iter().copied())
                 .collect();
             let wanted_ports: BTreeSet<u16> = self.policy.ports.iter().copied().collect();
@@ -798,7 +859,14 @@ impl IptablesBackend {
                     .collect::<Vec<_>>()
                     .join(",")
             };
-            repairs.push(if live_ports != wanted_ports && !live_ports.is_empty() {
+            repairs.push(if keeps_changed {
+                format!(
+                    "rewrite chain {} in {tool_name}: the admin's allows of the managed ports \
+                     changed, and restrict lets them through ({} now)",
+                    names::CHAIN,
+                    keeps.len()
+                )
+            } else if live_ports != wanted_ports && !live_ports.is_empty() {
                 format!(
                     "rewrite chain {} in {tool_name}: ports {} become {}",
                     names::CHAIN,
@@ -838,12 +906,13 @@ impl IptablesBackend {
         rules: &[RuleShape],
         uses_set: bool,
         ranges: &Ranges,
+        keeps: &[RuleShape],
     ) -> bool {
         let mode = if uses_set { Mode::Ipset } else { Mode::Rules };
         if self.options.mode != Mode::Auto && self.options.mode != mode {
             return false;
         }
-        rules_match(rules, &self.wanted_rules(family, mode, ranges))
+        rules_match(rules, &self.wanted_rules(family, mode, ranges, keeps))
     }
 
     /// Writes one family's part of `change`, whose plan was made from `state`, and says what
@@ -898,7 +967,7 @@ impl IptablesBackend {
                 written.ipset = true;
             }
         }
-        let rules = self.wanted_rules(family, mode, &wanted);
+        let rules = self.wanted_rules(family, mode, &wanted, &self.keep_rules(&state.live));
         let mut script = String::from("*filter\n");
         let chain_matches = state.live.chain_exists && rules_match(&state.live.rules, &rules);
         let incremental = mode == Mode::Rules && !state.uses_set && state.repairs.is_empty();
@@ -1298,7 +1367,7 @@ mod tests {
             },
         );
         let ranges: Ranges = ["192.0.2.0/24".parse().unwrap()].into_iter().collect();
-        let rules = backend.wanted_rules(Family::V4, Mode::Rules, &ranges);
+        let rules = backend.wanted_rules(Family::V4, Mode::Rules, &ranges, &[]);
         let rendered: Vec<String> = rules.iter().map(RuleShape::render).collect();
         assert_eq!(rendered.len(), 4, "{rendered:#?}");
         assert!(rendered[0].contains("--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 "));

@@ -19,6 +19,10 @@ pub const SET_V6: &str = "cf-allowlist-v6";
 /// Appended to a set's name for the copy that is filled and swapped in.
 pub const NEW_SUFFIX: &str = "-new";
 
+/// The comment on the RETURN rules that let an admin's own allows of a managed port through
+/// restrict's drop.
+pub const KEEP_COMMENT: &str = "cf-allowlist keep";
+
 /// The ipset of a family.
 pub fn set_name(family: Family) -> &'static str {
     match family {

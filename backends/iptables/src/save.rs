@@ -71,6 +71,9 @@ pub struct Live {
     /// The INPUT rules that jump to our chain: their 1-based position in INPUT and their
     /// argument list after `-A INPUT`.
     pub jumps: Vec<(usize, String)>,
+    /// INPUT's rules other than our jumps, with their 1-based position in INPUT, as argument
+    /// lists after `-A INPUT`: where an admin's own allows are.
+    pub input_rules: Vec<(usize, Vec<String>)>,
     /// Whether Docker's DOCKER-USER chain exists.
     pub docker_user_exists: bool,
     /// Whether our Docker chain exists.
@@ -247,6 +250,8 @@ pub fn parse_save(text: &str) -> Result<Live, ParseError> {
         {
             live.jumps
                 .push((input_position, line["-A INPUT ".len()..].to_owned()));
+        } else if all[1] == names::INPUT {
+            live.input_rules.push((input_position, arguments.to_vec()));
         }
     }
     Ok(live)
@@ -283,6 +288,50 @@ pub fn parse_published(text: &str) -> Vec<std::ops::RangeInclusive<u16>> {
         }
     }
     ports
+}
+
+/// What an admin's INPUT rule accepts from chosen sources, as restrict must keep it: the
+/// source and the TCP destination ports it names (`None`: every port). `None` for any rule
+/// that does not accept (`-j ACCEPT`) from one non-negated source that is not everywhere, or
+/// that names another protocol than TCP.
+pub fn accepted_from(arguments: &[String]) -> Option<(IpNet, Option<Vec<u16>>)> {
+    let mut source = None;
+    let mut ports = None;
+    let mut accepts = false;
+    let mut negated = false;
+    let mut index = 0;
+    while index < arguments.len() {
+        let value = arguments.get(index + 1).map(String::as_str).unwrap_or("");
+        match arguments[index].as_str() {
+            "!" => {
+                negated = true;
+                index += 1;
+                continue;
+            }
+            "-s" if negated => return None,
+            "-s" => source = parse_net(value),
+            "-p" if negated || !matches!(value, "tcp" | "6" | "all") => return None,
+            "--dport" | "--dports" if !negated => {
+                ports = value
+                    .split(',')
+                    .map(|part| match part.split_once(':') {
+                        Some((low, high)) => {
+                            let (low, high) = (low.parse::<u16>().ok()?, high.parse::<u16>().ok()?);
+                            Some((low..=high).collect::<Vec<u16>>())
+                        }
+                        None => Some(vec![part.parse::<u16>().ok()?]),
+                    })
+                    .collect::<Option<Vec<Vec<u16>>>>()
+                    .map(|groups| groups.concat());
+            }
+            "-j" => accepts = value == "ACCEPT",
+            _ => {}
+        }
+        negated = false;
+        index += 1;
+    }
+    let source = source.filter(|net| net.prefix_len() > 0)?;
+    accepts.then_some((source, ports))
 }
 
 /// The members of `set` from `ipset save SET` output; `None` if the listing has no such set.

@@ -29,7 +29,8 @@ use cf_allowlist_backend::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use ruleset::{Live, RuleShape};
+use cf_allowlist_backend::restrict::{self, Role};
+use ruleset::{ForeignRule, Live, RuleShape};
 
 const LABEL: &str = "nftables";
 
@@ -487,6 +488,91 @@ impl NftablesBackend {
         rules
     }
 
+    /// The rules of somebody else's that restrict's drop is placed among, with their roles
+    /// (see [`cf_allowlist_backend::restrict`]): those after our last accept, or all of them
+    /// when `all` (a rewrite puts our accepts first in the chain).
+    fn rules_after_ours<'a>(&self, live: &'a Live, all: bool) -> Vec<(&'a ForeignRule, Role)> {
+        let last_accept = live
+            .rules
+            .iter()
+            .zip(&live.our_positions)
+            .filter(|(rule, _)| rule.shape.verdict.as_deref() == Some("accept"))
+            .map(|(_, position)| *position)
+            .max();
+        live.foreign_rules
+            .iter()
+            .filter(|rule| all || last_accept.is_none_or(|last| rule.position > last))
+            .map(|rule| {
+                let role = if rule.tcp {
+                    Role::of_accept(
+                        rule.accepts,
+                        rule.specific_source,
+                        rule.ports.as_deref(),
+                        &self.policy.ports,
+                    )
+                } else {
+                    Role::Other
+                };
+                (rule, role)
+            })
+            .collect()
+    }
+
+    /// Whether restrict's drop (when wanted and present) sits after the admin's allows of a
+    /// managed port and before any rule opening one to everyone.
+    fn drop_in_place(&self, live: &Live) -> bool {
+        let drop_at = live
+            .rules
+            .iter()
+            .zip(&live.our_positions)
+            .find(|(rule, _)| rule.shape.verdict.as_deref() == Some("drop"))
+            .map(|(_, position)| *position);
+        let Some(drop_at) = drop_at.filter(|_| self.policy.restrict) else {
+            return true;
+        };
+        let after = self.rules_after_ours(live, false);
+        let roles: Vec<Role> = after.iter().map(|(_, role)| *role).collect();
+        let before_drop = after
+            .iter()
+            .filter(|(rule, _)| rule.position < drop_at)
+            .count();
+        restrict::drop_in_place(&roles, before_drop)
+    }
+
+    /// The handle of the admin's rule restrict's drop must follow after a rewrite, if any.
+    fn drop_anchor(&self, live: &Live) -> Option<u64> {
+        let after = self.rules_after_ours(live, true);
+        let roles: Vec<Role> = after.iter().map(|(_, role)| *role).collect();
+        restrict::place_drop(&roles)
+            .after
+            .map(|at| after[at].0.handle)
+    }
+
+    /// Warnings for the admin's allows restrict's drop cannot keep.
+    fn cut_allows(&self, live: &Live) -> Vec<String> {
+        if !self.policy.restrict {
+            return Vec::new();
+        }
+        let after = self.rules_after_ours(live, true);
+        let roles: Vec<Role> = after.iter().map(|(_, role)| *role).collect();
+        let placement = restrict::place_drop(&roles);
+        let Some(open) = placement.before else {
+            return Vec::new();
+        };
+        let chain = format!("inet {} {}", self.options.table, self.options.chain);
+        placement
+            .cut
+            .iter()
+            .map(|at| {
+                restrict::cut_warning(
+                    LABEL,
+                    &format!("rule {} in {chain}", after[*at].0.name),
+                    &format!("rule {}", after[open].0.name),
+                )
+            })
+            .collect()
+    }
+
     /// What is structurally wrong with our part of the ruleset, as repair phrases.
     fn repairs(&self, live: &Live) -> Vec<String> {
         let target = format!("inet {} {}", self.options.table, self.options.chain);
@@ -555,6 +641,11 @@ impl NftablesBackend {
             if repairs.is_empty() {
                 repairs.push(format!("restore the order of our rules in {target}"));
             }
+        } else if !self.drop_in_place(live) {
+            repairs.push(format!(
+                "move the restrict drop in {target} after the admin's own allows of the managed \
+                 ports (restrict keeps them working)"
+            ));
         }
         repairs
     }
@@ -562,6 +653,7 @@ impl NftablesBackend {
     fn rules_need_rewrite(&self, live: &Live) -> bool {
         let have = live.rules.iter().map(|rule| &rule.shape);
         have.ne(self.wanted_rules().iter())
+            || !self.drop_in_place(live)
             || Family::ALL.iter().any(|family| {
                 live.sets
                     .get(names::set_name(*family))
@@ -645,12 +737,26 @@ impl NftablesBackend {
         }
         if rewrite_rules {
             // `insert` puts a rule first in the chain, so insert in reverse to end in order.
+            // restrict's drop follows the admin's last allow of a managed port instead, when
+            // there is one to keep, named by its handle.
+            let anchor = self.drop_anchor(live);
             for rule in self.wanted_rules().iter().rev() {
-                let _ = writeln!(
-                    batch,
-                    "insert rule inet {table} {chain} {}",
-                    render_rule(rule)
-                );
+                match anchor {
+                    Some(handle) if rule.verdict.as_deref() == Some("drop") => {
+                        let _ = writeln!(
+                            batch,
+                            "add rule inet {table} {chain} position {handle} {}",
+                            render_rule(rule)
+                        );
+                    }
+                    _ => {
+                        let _ = writeln!(
+                            batch,
+                            "insert rule inet {table} {chain} {}",
+                            render_rule(rule)
+                        );
+                    }
+                }
             }
         }
         batch
@@ -744,6 +850,7 @@ impl Backend for NftablesBackend {
             .filter_map(|rule| cf_allowlist_backend::owner_of(&rule.shape.comment))
             .map(str::to_owned)
             .collect();
+        warnings.extend(self.cut_allows(&live));
         let mut repairs = self.repairs(&live);
         repairs.extend(stray_repairs(&live.strays));
         Ok(Observed {

@@ -41,6 +41,25 @@ pub struct LiveRule {
     pub shape: RuleShape,
 }
 
+/// A rule of somebody else's in our chain, reduced to what restrict's placement needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignRule {
+    /// Where it sits in the chain, counting every rule from 0.
+    pub position: usize,
+    /// nft's handle, to place our drop after it.
+    pub handle: u64,
+    /// Whether its verdict is accept.
+    pub accepts: bool,
+    /// Whether it matches chosen source addresses (not negated, not everywhere).
+    pub specific_source: bool,
+    /// Whether it can match TCP (no other transport protocol named).
+    pub tcp: bool,
+    /// The TCP destination ports it matches; `None` when it names none (or we cannot read them).
+    pub ports: Option<Vec<u16>>,
+    /// Its comment, or its handle, to name it in messages.
+    pub name: String,
+}
+
 /// One of our sets in the live ruleset.
 #[derive(Debug, Clone, Hash)]
 pub struct LiveSet {
@@ -72,6 +91,12 @@ pub struct Live {
     pub rules: Vec<LiveRule>,
     /// How many rules in our chain are not ours.
     pub foreign_rules_in_chain: usize,
+    /// Where each of our rules (in [`Live::rules`]' order) sits in the chain, counting every
+    /// rule from 0.
+    pub our_positions: Vec<usize>,
+    /// The rules of our chain that are not ours, in order: the ones restrict's drop is placed
+    /// among (see `cf_allowlist_backend::restrict`).
+    pub foreign_rules: Vec<ForeignRule>,
     /// Chains and sets in our table that are not ours.
     pub foreign_objects_in_table: usize,
     /// Other base chains on the input hook whose policy is drop, as `family table chain`.
@@ -215,13 +240,22 @@ pub fn parse(json: &[u8], table: &str, chain: &str) -> Result<Live, ParseError> 
             if !ours(object) || rule_chain != chain {
                 continue;
             }
+            let position = live.rules.len() + live.foreign_rules_in_chain;
+            let handle = object.get("handle").and_then(Value::as_u64).unwrap_or(0);
             if comment.starts_with(names::OWNER_TAG) {
+                live.our_positions.push(position);
                 live.rules.push(LiveRule {
-                    handle: object.get("handle").and_then(Value::as_u64).unwrap_or(0),
+                    handle,
                     shape: parse_rule(comment, object.get("expr")),
                 });
             } else {
                 live.foreign_rules_in_chain += 1;
+                live.foreign_rules.push(parse_foreign(
+                    position,
+                    handle,
+                    comment,
+                    object.get("expr"),
+                ));
             }
         } else if [
             "flowtable",
@@ -307,6 +341,37 @@ fn parse_set(name: &str, object: &Value) -> Result<LiveSet, ParseError> {
     })
 }
 
+/// The parts of one `match` expression that the readers below look at.
+struct Match<'a> {
+    operator: Option<&'a str>,
+    /// `ip`, `ip6`, `tcp`, … for a payload match.
+    protocol: Option<&'a str>,
+    /// `saddr`, `dport`, … for a payload match.
+    field: Option<&'a str>,
+    /// `iifname`, `l4proto`, … for a meta match.
+    meta_key: Option<&'a str>,
+    right: Option<&'a Value>,
+}
+
+impl<'a> Match<'a> {
+    fn of(matched: &'a Value) -> Match<'a> {
+        let left = matched.get("left");
+        let payload = left.and_then(|left| left.get("payload"));
+        Match {
+            operator: matched.get("op").and_then(Value::as_str),
+            protocol: payload
+                .and_then(|p| p.get("protocol"))
+                .and_then(Value::as_str),
+            field: payload.and_then(|p| p.get("field")).and_then(Value::as_str),
+            meta_key: left
+                .and_then(|left| left.get("meta"))
+                .and_then(|meta| meta.get("key"))
+                .and_then(Value::as_str),
+            right: matched.get("right"),
+        }
+    }
+}
+
 fn parse_rule(comment: &str, expressions: Option<&Value>) -> RuleShape {
     let mut shape = RuleShape {
         comment: comment.to_owned(),
@@ -319,18 +384,13 @@ fn parse_rule(comment: &str, expressions: Option<&Value>) -> RuleShape {
     };
     for expression in expressions.and_then(Value::as_array).into_iter().flatten() {
         if let Some(matched) = expression.get("match") {
-            let operator = matched.get("op").and_then(Value::as_str);
-            let left = matched.get("left");
-            let right = matched.get("right");
-            let payload = left.and_then(|left| left.get("payload"));
-            let field = payload.and_then(|p| p.get("field")).and_then(Value::as_str);
-            let protocol = payload
-                .and_then(|p| p.get("protocol"))
-                .and_then(Value::as_str);
-            let meta_key = left
-                .and_then(|left| left.get("meta"))
-                .and_then(|meta| meta.get("key"))
-                .and_then(Value::as_str);
+            let Match {
+                operator,
+                protocol,
+                field,
+                meta_key,
+                right,
+            } = Match::of(matched);
             match (operator, protocol, field, meta_key) {
                 (Some("=="), Some(family @ ("ip" | "ip6")), Some("saddr"), None) => {
                     match right
@@ -364,6 +424,65 @@ fn parse_rule(comment: &str, expressions: Option<&Value>) -> RuleShape {
         }
     }
     shape
+}
+
+/// What a rule of somebody else's accepts, as far as restrict's placement cares.
+fn parse_foreign(
+    position: usize,
+    handle: u64,
+    comment: &str,
+    expressions: Option<&Value>,
+) -> ForeignRule {
+    let mut rule = ForeignRule {
+        position,
+        handle,
+        accepts: false,
+        specific_source: false,
+        tcp: true,
+        ports: None,
+        name: if comment.is_empty() {
+            format!("handle {handle}")
+        } else {
+            format!("handle {handle} ({comment:?})")
+        },
+    };
+    for expression in expressions.and_then(Value::as_array).into_iter().flatten() {
+        if expression.get("accept").is_some() {
+            rule.accepts = true;
+        }
+        let Some(matched) = expression.get("match") else {
+            continue;
+        };
+        let Match {
+            operator,
+            protocol,
+            field,
+            meta_key,
+            right,
+        } = Match::of(matched);
+        match (protocol, field, meta_key) {
+            (Some("ip" | "ip6"), Some("saddr"), None) => {
+                let everywhere = matches!(
+                    right.and_then(|r| r.get("prefix")).and_then(|p| p.get("len")),
+                    Some(len) if len.as_u64() == Some(0)
+                );
+                rule.specific_source = operator == Some("==") && !everywhere;
+            }
+            (Some("tcp"), Some("dport"), None) if operator == Some("==") => {
+                rule.ports = parse_ports(right);
+            }
+            (Some(other), Some("dport" | "sport"), None) if other != "tcp" => rule.tcp = false,
+            (None, None, Some("l4proto")) | (Some("ip"), Some("protocol"), None)
+                if right
+                    .and_then(Value::as_str)
+                    .is_some_and(|name| name != "tcp") =>
+            {
+                rule.tcp = false;
+            }
+            _ => {}
+        }
+    }
+    rule
 }
 
 fn parse_ports(right: Option<&Value>) -> Option<Vec<u16>> {

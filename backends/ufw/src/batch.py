@@ -51,6 +51,14 @@ try:
     backend._write_rules = lambda v6=False: dirty.add(v6)
     for number, line in enumerate(sys.stdin):
         argv = line.rstrip("\n").split("\t")
+        # "after<TAB>SPEC...<TAB>--<TAB>RULE...": RULE goes right after the rule SPEC names,
+        # found here, under ufw's lock, by what it is (ufw's own match, comments aside) and never
+        # by a number read before the lock was taken.
+        anchor = None
+        if argv[0] == "after":
+            split = argv.index("--")
+            anchor = ufw.frontend.parse_command(["ufw"] + argv[1:split]).data["rule"]
+            argv = argv[split + 1:]
         parsed = ufw.frontend.parse_command(["ufw"] + argv)
         rule = parsed.data["rule"]
         v6 = parsed.data["iptype"] == "v6"
@@ -58,7 +66,16 @@ try:
             raise ufw.common.UFWError("not a single-family rule: %s" % line)
         # Positions as ufw's frontend computes them for a single-family rule.
         rule.set_v6(v6)
-        if rule.position == -1:
+        if anchor is not None:
+            anchor.set_v6(v6)
+            rules = backend.rules6 if v6 else backend.rules
+            found = [at for (at, r) in enumerate(rules)
+                     if ufw.common.UFWRule.match(r, anchor) in (0, -2)]
+            if not found:
+                raise ufw.common.UFWError("the rule to follow is gone: %s" % line)
+            at = found[0]
+            rule.set_position(at + 2 if at + 1 < len(rules) else 0)
+        elif rule.position == -1:
             rule.set_position(1 if backend.get_rules_count(v6) > 0 else 0)
         elif rule.position > 0 and v6:
             rule.set_position(rule.position - backend.get_rules_count(False))

@@ -1,8 +1,10 @@
 //! Writing several rules through ufw's own code in one process.
 //!
 //! One `ufw` call costs 0.1 to 0.4 s, and most of it is not the rule: each call starts Python,
-//! loads ufw, and (when ufw is enabled) reloads ufw's user chains, which runs `iptables -F` and
-//! `-Z` on every user chain and then `iptables-restore`, leaving the chains empty in between. The
+//! loads ufw, and (when ufw is enabled) reloads ufw's user chains: `iptables -F` and `-Z` on
+//! its user *logging* chains (`ufw-user-logging-input`, …: `chains['user']` in ufw 0.36), then
+//! `iptables-restore -n` of the rules file, which replaces `ufw-user-input` in one transaction
+//! (measured: no reading of the live table during 50 such calls lacked a rule). The
 //! batch (`batch.py`, run with the interpreter of the `ufw` program itself) takes ufw's lock
 //! (`/run/ufw.lock`, which every `ufw` command takes too, so concurrent calls wait), parses each
 //! command with ufw's own parser and writes it with ufw's own `set_rule(rule,

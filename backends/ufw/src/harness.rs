@@ -471,7 +471,7 @@ impl Harness for UfwHarness {
                 crate::read_rules(Path::new(names::DEFAULT_RULES_DIR), *family)
                     .expect("rules")
                     .into_iter()
-                    .filter(crate::is_ours)
+                    .filter(|tuple| crate::base_comment(tuple).is_some())
                     .map(|tuple| match tuple.action.as_str() {
                         "allow" => "accept".to_owned(),
                         _ => "drop".to_owned(),
@@ -481,7 +481,10 @@ impl Harness for UfwHarness {
             .collect()
     }
 
-    /// The ranges our rules allowed in the files after each ufw call of the last apply. The last
+    /// The ranges our rules allowed in the files after each ufw call of the last apply: the
+    /// order of the steps. Within a call ufw loads its user chains with one `iptables-restore
+    /// -n`, which replaces each in one transaction (it flushes only its logging chains first);
+    /// `tests/e2e_ufw.rs` reads the live table during applies to prove it. The last
     /// apply is what follows the last `enable` call: the suite's first sync always enables ufw
     /// (the harness starts it inactive), the second never does.
     fn states_during_last_apply(&self) -> Option<Vec<Ranges>> {

@@ -5,11 +5,24 @@ use cf_allowlist_backend::{Backend, BackendOptions, HostPlace, Policy};
 use crate::{UfwBackend, UfwOptions};
 
 impl BackendOptions for UfwOptions {
-    fn build(&self, policy: &Policy, _owner: Option<&str>) -> Box<dyn Backend> {
-        // ufw's rules carry the plain `cf-allowlist` comment: ufw matches rules by spec, and
-        // an owner mark would make two state directories' rules look different to us but the
-        // same to ufw.
-        Box::new(UfwBackend::new(self.clone(), policy.clone()))
+    fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend> {
+        self.build_adopting(policy, owner, false)
+    }
+
+    fn build_adopting(
+        &self,
+        policy: &Policy,
+        owner: Option<&str>,
+        adopt_unmarked: bool,
+    ) -> Box<dyn Backend> {
+        // Our rules carry `cf-allowlist owner=ID`; rules written before owners were marked
+        // carry the plain tag and are adopted only where this state directory recorded
+        // writing to ufw.
+        Box::new(
+            UfwBackend::new(self.clone(), policy.clone())
+                .owned_by(owner.map(str::to_owned))
+                .adopting_unmarked(adopt_unmarked),
+        )
     }
 
     fn describe(&self) -> String {

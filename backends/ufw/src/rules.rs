@@ -114,6 +114,19 @@ fn decode_hex(hex: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Whether a tuple's port field (`80,443`, `8000:8100`, `any`) includes `port`.
+pub fn port_in(field: &str, port: u16) -> bool {
+    field == "any"
+        || field.split(',').any(|part| match part.split_once(':') {
+            Some((low, high)) => low
+                .parse::<u16>()
+                .ok()
+                .zip(high.parse::<u16>().ok())
+                .is_some_and(|(low, high)| (low..=high).contains(&port)),
+            None => part.parse::<u16>().ok() == Some(port),
+        })
+}
+
 /// `ENABLED=yes` in `ufw.conf`: whether ufw is enabled (what `ufw status` reports as active).
 pub fn conf_enabled(text: &str) -> bool {
     shell_value(text, "ENABLED").is_some_and(|value| value.eq_ignore_ascii_case("yes"))
@@ -167,6 +180,15 @@ mod tests {
                 assert_eq!(render_tuple_line(&tuple), line);
             }
         }
+    }
+
+    #[test]
+    fn ports_and_port_ranges_are_read() {
+        assert!(port_in("80,443", 443));
+        assert!(port_in("8000:8100,443", 8080));
+        assert!(port_in("any", 22));
+        assert!(!port_in("80,8443", 443));
+        assert!(!port_in("nonsense", 443));
     }
 
     #[test]

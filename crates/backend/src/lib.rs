@@ -17,6 +17,7 @@ pub mod atomic;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod options;
+pub mod restrict;
 pub mod tool;
 
 pub use options::{BackendOptions, HostPlace};

@@ -42,6 +42,20 @@ pub trait BackendOptions:
     /// directory's id) where the backend can carry a mark.
     fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend>;
 
+    /// [`BackendOptions::build`], for a state directory whose record says it wrote to this
+    /// kind of backend before (`adopt_unmarked`): a backend whose first versions wrote parts
+    /// without an owner mark may then take those parts of exactly its own shape as this
+    /// directory's. Never for parts carrying another mark. By default the same as `build`.
+    fn build_adopting(
+        &self,
+        policy: &Policy,
+        owner: Option<&str>,
+        adopt_unmarked: bool,
+    ) -> Box<dyn Backend> {
+        let _ = adopt_unmarked;
+        self.build(policy, owner)
+    }
+
     /// Where it writes, for plans: `inet filter input`.
     fn describe(&self) -> String;
 
