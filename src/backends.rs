@@ -227,8 +227,9 @@ registry! {
 
 impl BackendSpec {
     /// Where its accepts sit in `host`'s netfilter (see [`BackendOptions::host_place`]); an
-    /// iptables backend with `variant = "auto"` is placed in the legacy variant when the host
-    /// has a legacy filter table, else in the nf_tables one.
+    /// iptables backend with `variant = "auto"` is placed as it writes: in the variant that
+    /// holds the host's own rules (where both do, the one holding our chain), else in the one
+    /// plain `iptables` runs.
     pub fn place(
         &self,
         host: &cf_allowlist_netfilter::Host,
@@ -237,8 +238,26 @@ impl BackendSpec {
         use cf_allowlist_netfilter::Place;
         Some(match self.host_place()? {
             HostPlace::NftChain { table, chain } => Place::NftChain { table, chain },
-            HostPlace::IptablesInput { legacy } => Place::IptablesInput {
-                legacy: legacy.unwrap_or_else(|| host.has_legacy_filter()),
+            HostPlace::IptablesInput {
+                legacy,
+                default_legacy,
+            } => Place::IptablesInput {
+                legacy: legacy.unwrap_or_else(|| {
+                    match (
+                        host.iptables_variant_in_use(false),
+                        host.iptables_variant_in_use(true),
+                    ) {
+                        (true, false) => false,
+                        (false, true) => true,
+                        // Both: where our chain is, if in one of them (as the backend does).
+                        (true, true)
+                            if host.iptables_chain_in(true) != host.iptables_chain_in(false) =>
+                        {
+                            host.iptables_chain_in(true)
+                        }
+                        _ => default_legacy,
+                    }
+                }),
             },
             HostPlace::UfwUserInput => Place::UfwUserInput,
         })

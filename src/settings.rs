@@ -139,6 +139,8 @@ pub fn resolve_doctor(
 pub fn on_change(cli: &Cli, config: &ConfigFile) -> Result<Option<crate::hook::Hook>, Error> {
     let argv = match (&cli.on_change, &config.on_change) {
         (Some(program), _) => vec![program.display().to_string()],
+        // An empty list means none, as an empty `metrics_file` does.
+        (None, Some(argv)) if argv.is_empty() => return Ok(None),
         (None, Some(argv)) => argv.clone(),
         (None, None) => return Ok(None),
     };

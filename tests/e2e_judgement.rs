@@ -190,8 +190,12 @@ fn a_bare_force_does_not_override_the_ssh_guard() {
     let mut extra = restrict_ssh.to_vec();
     extra.push("--force=ssh");
     sync(&lab, &nft, &extra).code(0);
-    // The admin is not in the list: restrict now drops their SSH, as asked for by name.
-    assert!(!lab.open().contains("192.0.2.2 22"));
+    // Restricted by name; the admin's own explicit allow of SSH from 192.0.2.0/24 keeps
+    // working (restrict keeps explicit allows), and the listed sources now reach 22 too.
+    let open = lab.open();
+    assert!(open.contains("192.0.2.2 22"), "{open:?}");
+    assert!(open.contains("198.51.100.10 22"), "{open:?}");
+    assert!(!open.contains("203.0.113.200 22"), "{open:?}");
 }
 
 /// Scenario 8: one rule for Docker's warning: a backend that also filters DOCKER-USER is exempt
@@ -431,7 +435,10 @@ fn ufw_switched_off_is_not_promised_to_be_repaired_by_a_sync() {
             !status.stdout.contains("the next sync repairs it"),
             "{status}"
         );
-        assert!(status.stdout.contains("does not enable ufw"), "{status}");
+        assert!(
+            format!("{}{}", status.stdout, status.stderr).contains("no sync enables it"),
+            "{status}"
+        );
 
         let json = lab
             .cf(&["--config", &config, "--output", "json", "doctor"])
@@ -440,13 +447,15 @@ fn ufw_switched_off_is_not_promised_to_be_repaired_by_a_sync() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|finding| finding["check"] == "coverage" && finding["level"] != "warning")
+            .filter(|finding| finding["check"] == "coverage")
             .collect();
+        // One statement: ufw's rules are not in force (a warning: nothing blocks Cloudflare,
+        // but nothing restricts anyone either), with what the admin must do.
         assert_eq!(coverage.len(), 1, "{json:#}");
-        assert_eq!(coverage[0]["level"], "problem", "{json:#}");
-        let hint = coverage[0]["hint"].as_str().unwrap();
-        assert!(!hint.contains("next sync"), "{hint}");
-        assert!(hint.contains("enable ufw"), "{hint}");
+        assert_eq!(coverage[0]["level"], "warning", "{json:#}");
+        let said = coverage[0].to_string();
+        assert!(!said.contains("next sync"), "{said}");
+        assert!(said.contains("ufw enable"), "{said}");
         drop(lab);
         sandbox.assert_host_untouched();
     })

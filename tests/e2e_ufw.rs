@@ -387,6 +387,9 @@ fn ufw_leaves_a_hand_made_rule_with_our_comment_alone() {
             "cf-allowlist",
         ]);
         ufw(&["--force", "enable"]);
+        // This state directory wrote to ufw before owners were marked: its record says so,
+        // which is what lets it adopt its own unmarked rules (and only then).
+        write_state_recording_ufw(&lab.state_dir());
         let mut expected = expect_open(&IN_FIRST_LIST);
         expected.insert("198.51.100.10 22".to_owned());
         lab.sync("ufw", &[]).code(0);
@@ -517,4 +520,26 @@ fn ufw_calls_mode_keeps_a_listed_range_open_during_an_apply() {
         );
         lab.cf(&["--config", &config, "purge"]).code(0);
     });
+}
+
+/// A state directory as a release before owner marks left it after a ufw sync: `written`
+/// records the ufw backend, no owner id yet.
+fn write_state_recording_ufw(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = serde_json::json!({
+        "version": 1,
+        "current_generation": null,
+        "pinned": null,
+        "last_sync": null,
+        "written": [{
+            "kind": "ufw",
+            "policy": {"ports": [80, 443], "restrict": false},
+            "ufw": {}
+        }]
+    });
+    let path = dir.join("state.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -151,7 +151,11 @@ fn a_hook_is_checked_at_load() {
     let site = Site::new(RECORDER, "");
     let config = site.path("config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("on_change = [", "on_change = [] #")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("on_change = [", "on_change = [\"\"] #"),
+    )
+    .unwrap();
     cf(&["config", "check", &config])
         .run()
         .code(1)

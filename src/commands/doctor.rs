@@ -377,15 +377,26 @@ pub fn coverage(plan: &BackendPlan) -> Vec<Finding> {
             Finding::new("coverage", Level::Problem, subject.clone(), evidence).hint(restore)
         }
     };
-    findings.push(finding);
-    for warning in &plan.warnings {
-        findings.push(Finding::new(
+    // One statement per backend: what the backend itself warns about (ufw switched off, rules
+    // in both iptables variants) is part of it, never a second, contradicting line.
+    let finding = match (finding.level, plan.warnings.is_empty()) {
+        (_, true) => finding,
+        (Level::Ok, false) => Finding::new(
             "coverage",
             Level::Warning,
             subject.clone(),
-            warning.clone(),
-        ));
-    }
+            format!(
+                "holds every listed range ({}), but {}",
+                counts(target),
+                plan.warnings.join("; ")
+            ),
+        ),
+        (_, false) => Finding {
+            evidence: format!("{}; {}", finding.evidence, plan.warnings.join("; ")),
+            ..finding
+        },
+    };
+    findings.push(finding);
     findings
 }
 

@@ -219,6 +219,11 @@ pub fn published_ports() -> Result<Vec<std::ops::RangeInclusive<u16>>, BackendEr
     Ok(ports)
 }
 
+/// Whether plain `iptables` runs the legacy variant (its alternatives link; no process).
+pub fn default_variant_is_legacy() -> bool {
+    default_variant() == Concrete::Legacy
+}
+
 /// The variant plain `iptables` runs, from where its alternatives link leads (no process).
 fn default_variant() -> Concrete {
     match tool::locate("iptables").and_then(|path| {
@@ -423,16 +428,28 @@ impl IptablesBackend {
                 // choice) is not where the host's rules are.
                 let in_use =
                     |lives: &Option<[Live; 2]>| lives.iter().flatten().any(|live| live.foreign);
+                // Where both hold rules, our chain stays where it is: a rule somebody adds to
+                // the other variant is no reason to move.
+                let ours = |lives: &Option<[Live; 2]>| {
+                    lives.iter().flatten().any(|live| live.chain_exists)
+                };
                 let (chosen, warning) = match (in_use(&nft), in_use(&legacy)) {
-                    (true, true) => (
-                        default,
-                        Some(format!(
-                            "rules exist in both iptables-nft and iptables-legacy, and the kernel \
-                             evaluates both: a DROP in either wins; writing to {} (the one \
-                             `iptables` runs); set `variant` to choose",
-                            default.name()
-                        )),
-                    ),
+                    (true, true) => {
+                        let (chosen, why) = match (ours(&nft), ours(&legacy)) {
+                            (true, false) => (Concrete::Nft, "where our chain is"),
+                            (false, true) => (Concrete::Legacy, "where our chain is"),
+                            _ => (default, "the one `iptables` runs"),
+                        };
+                        (
+                            chosen,
+                            Some(format!(
+                                "rules exist in both iptables-nft and iptables-legacy, and the \
+                                 kernel evaluates both: a DROP in either wins; writing to {} ({why}); \
+                                 set `variant` to choose",
+                                chosen.name()
+                            )),
+                        )
+                    }
                     (true, false) => (Concrete::Nft, None),
                     (false, true) => (Concrete::Legacy, None),
                     (false, false) => (default, None),

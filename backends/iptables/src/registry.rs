@@ -34,7 +34,10 @@ impl BackendOptions for IptablesOptions {
             crate::Variant::Nft => Some(false),
             crate::Variant::Auto => None,
         };
-        Some(HostPlace::IptablesInput { legacy })
+        Some(HostPlace::IptablesInput {
+            legacy,
+            default_legacy: crate::default_variant_is_legacy(),
+        })
     }
 
     fn covers_docker(&self) -> bool {

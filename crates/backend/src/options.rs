@@ -27,8 +27,11 @@ pub enum HostPlace {
     /// At the top of the filter table's INPUT chain of iptables and ip6tables.
     IptablesInput {
         /// The legacy variant (`Some(true)`), the nf_tables one (`Some(false)`), or the one
-        /// the host uses (`None`, for `variant = "auto"`).
+        /// the host's own rules are in (`None`, for `variant = "auto"`).
         legacy: Option<bool>,
+        /// For `auto` when neither or both variants hold the host's rules: whether plain
+        /// `iptables` runs the legacy variant.
+        default_legacy: bool,
     },
     /// At the top of ufw's user input chains.
     UfwUserInput,

@@ -95,6 +95,50 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Whether the filter tables of one iptables variant hold anything that is not ours: a
+    /// rule outside our chains, another user chain, or a base chain whose policy drops. The
+    /// iptables backend's `variant = "auto"` writes where the host's own rules are, so its
+    /// place is judged there (only the chains the analysis reads count: those on the input
+    /// path).
+    pub fn iptables_variant_in_use(&self, legacy: bool) -> bool {
+        let origin = if legacy {
+            Origin::IptablesLegacy
+        } else {
+            Origin::IptablesNft
+        };
+        self.tables
+            .iter()
+            .filter(|table| {
+                table.origin == origin
+                    && table.name == "filter"
+                    && matches!(table.family.as_str(), "ip" | "ip6")
+            })
+            .flat_map(|table| table.chains.values())
+            .filter(|chain| !chain.name.starts_with(IPTABLES_CHAIN))
+            .any(|chain| match &chain.base {
+                None => true,
+                Some(base) => base.policy_drop || chain.rules.iter().any(|rule| !is_ours(rule)),
+            })
+    }
+}
+
+impl Host {
+    /// Whether one iptables variant's filter tables hold our chain.
+    pub fn iptables_chain_in(&self, legacy: bool) -> bool {
+        let origin = if legacy {
+            Origin::IptablesLegacy
+        } else {
+            Origin::IptablesNft
+        };
+        self.tables.iter().any(|table| {
+            table.origin == origin
+                && table.name == "filter"
+                && table.chains.contains_key(IPTABLES_CHAIN)
+        })
+    }
+}
+
 fn is_ours(rule: &Rule) -> bool {
     rule.text.contains(OWNER_TAG)
         || matches!(&rule.action, Action::Verdict(Verdict::Jump(chain) | Verdict::Goto(chain)) if chain == IPTABLES_CHAIN)
