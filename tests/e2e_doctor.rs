@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::support::cmd::{Outcome, cf};
-use crate::support::lab::{Lab, ORIGIN_V4};
+use crate::support::lab::{Lab, ORIGIN_V4, with_ufw_lab};
 use crate::support::netns::{Netns, connects, must};
 use crate::support::{require_root, snapshot_files};
 
@@ -219,23 +219,9 @@ fn doctor_names_a_reject_before_our_iptables_jump() {
 #[test]
 #[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_names_a_ufw_deny_inserted_before_our_allows_and_ufw_switched_off() {
-    require_root();
-    std::thread::spawn(|| {
-        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
-        let lab = Lab::new();
+    with_ufw_lab(|lab| {
         let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
-        ufw(&["default", "deny", "incoming"]);
-        ufw(&[
-            "allow",
-            "proto",
-            "tcp",
-            "from",
-            "192.0.2.0/24",
-            "to",
-            "any",
-            "port",
-            "22",
-        ]);
+        crate::support::admin_ssh_ufw_rules(ufw);
         ufw(&["--force", "enable"]);
         let config = lab.write_config("[[backend]]\nkind = \"ufw\"\n");
         lab.sync_config(&config, &[]).code(0);
@@ -274,11 +260,7 @@ fn doctor_names_a_ufw_deny_inserted_before_our_allows_and_ufw_switched_off() {
             found[0].1
         );
         assert_eq!(json["exit_code"], 2);
-        drop(lab);
-        sandbox.assert_host_untouched();
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
 }
 
 /// One namespace with the nftables backend synced for port 443 only, from a list file.
@@ -692,14 +674,7 @@ fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failur
 
 #[test]
 fn a_doctor_command_line_it_cannot_read_is_unknown() {
-    let outcome = cf(&["--output", "json", "doctor", "--no-such-flag"]).run();
-    let json = outcome.json();
-    outcome.code(3);
-    assert_eq!(json["exit_code"], 3);
-    assert!(
-        json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("--no-such-flag")
-    );
+    cf(&["--output", "json", "doctor", "--no-such-flag"])
+        .run()
+        .json_error(3, "--no-such-flag");
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::support::cmd::Outcome;
-use crate::support::lab::{IN_FIRST_LIST, Lab, expect_open};
+use crate::support::lab::{IN_FIRST_LIST, Lab, ORIGIN_NFT_RULESET, expect_open, with_ufw_lab};
 
 /// Writes `text` as the lab's config file and returns its path.
 fn config(lab: &Lab, name: &str, text: &str) -> String {
@@ -82,21 +82,14 @@ fn the_first_dry_run_on_a_policy_drop_host_is_not_a_false_alarm() {
 #[test]
 fn a_chain_reached_by_jump_from_the_input_hook_is_not_called_unattached() {
     let lab = Lab::new();
+    // The origin's own ruleset with an extra chain `allow` that input jumps to before its drop.
     lab.origin.nft_batch(
-        "flush ruleset
-table inet filter {
-  chain allow { }
-  chain input {
-    type filter hook input priority filter; policy drop;
-    ct state established,related accept
-    iif lo accept
-    meta l4proto ipv6-icmp accept
-    ip saddr 192.0.2.0/24 tcp dport 22 accept comment \"admin ssh\"
-    jump allow
-    tcp dport { 80, 443 } drop
-  }
-}
-",
+        &ORIGIN_NFT_RULESET
+            .replace("  chain input {", "  chain allow { }\n  chain input {")
+            .replace(
+                "    tcp dport { 80, 443 } drop",
+                "    jump allow\n    tcp dport { 80, 443 } drop",
+            ),
     );
     let nft = config(
         &lab,
@@ -415,15 +408,12 @@ fn the_dry_run_returns_what_the_run_returns_on_every_host_shape() {
 /// one coverage statement for the backend, not an ok and a problem.
 #[test]
 fn ufw_switched_off_is_not_promised_to_be_repaired_by_a_sync() {
-    crate::support::require_root();
-    std::thread::spawn(|| {
-        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
-        let lab = Lab::new();
+    with_ufw_lab(|lab| {
         let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
         ufw(&["default", "deny", "incoming"]);
         ufw(&["--force", "enable"]);
-        let config = config(&lab, "ufw.toml", "[[backend]]\nkind = \"ufw\"\n");
-        sync(&lab, &config, &[]).code(0);
+        let config = config(lab, "ufw.toml", "[[backend]]\nkind = \"ufw\"\n");
+        sync(lab, &config, &[]).code(0);
         ufw(&["disable"]);
 
         let status = lab.cf(&["--config", &config, "status"]);
@@ -447,33 +437,26 @@ fn ufw_switched_off_is_not_promised_to_be_repaired_by_a_sync() {
         let hint = coverage[0]["hint"].as_str().unwrap();
         assert!(!hint.contains("next sync"), "{hint}");
         assert!(hint.contains("enable ufw"), "{hint}");
-        drop(lab);
-        sandbox.assert_host_untouched();
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
 }
 
 /// Scenario 3 (ufw): the first dry run of the ufw backend on a host whose ufw denies incoming
 /// judges ufw with our allows in it: effective, and no hint to use the backend being run.
 #[test]
 fn a_ufw_dry_run_does_not_advise_the_ufw_backend() {
-    crate::support::require_root();
-    std::thread::spawn(|| {
-        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
-        let lab = Lab::new();
+    with_ufw_lab(|lab| {
         let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
         ufw(&["default", "deny", "incoming"]);
         ufw(&["--force", "enable"]);
-        let config = config(&lab, "ufw.toml", "[[backend]]\nkind = \"ufw\"\n");
-        let preview = sync(&lab, &config, &["--dry-run", "--output", "json"]);
+        let config = config(lab, "ufw.toml", "[[backend]]\nkind = \"ufw\"\n");
+        let preview = sync(lab, &config, &["--dry-run", "--output", "json"]);
         let json = preview.json();
         assert_eq!(json["exit_code"], 0, "{json:#}");
         assert_eq!(json["backends"][0]["effective"], true, "{json:#}");
-        sync(&lab, &config, &["--dry-run"])
+        sync(lab, &config, &["--dry-run"])
             .code(0)
             .stderr_lacks("--backend ufw");
-        sync(&lab, &config, &[]).code(0);
+        sync(lab, &config, &[]).code(0);
         assert_eq!(
             lab.open(),
             expect_open(&IN_FIRST_LIST)
@@ -481,9 +464,5 @@ fn a_ufw_dry_run_does_not_advise_the_ufw_backend() {
                 .filter(|pair| !pair.ends_with(" 22"))
                 .collect()
         );
-        drop(lab);
-        sandbox.assert_host_untouched();
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
 }

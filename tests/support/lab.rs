@@ -325,3 +325,19 @@ impl Lab {
         cf_allowlist_iptables::harness::normalise(&text)
     }
 }
+
+/// Runs `test` on a fresh lab inside ufw's sandbox, then asserts the host's own ufw files are
+/// untouched. Root only. The sandbox changes the namespaces of the thread that enters it, so
+/// the test runs on a thread of its own; its panic is the test's.
+pub fn with_ufw_lab(test: impl FnOnce(&Lab) + Send + 'static) {
+    require_root();
+    std::thread::spawn(|| {
+        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
+        let lab = Lab::new();
+        test(&lab);
+        drop(lab);
+        sandbox.assert_host_untouched();
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
