@@ -573,9 +573,8 @@ fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failur
     let origin = Origin::new();
     let metrics = origin.path("cf-allowlist.prom");
     let flag = metrics.display().to_string();
-    origin.serve_list("198.51.100.0/24\n203.0.113.0/24\n2001:db8:cf::/48\n");
-    origin
-        .cf(&[
+    let sync = || {
+        origin.cf(&[
             "sync",
             "--backend",
             "nftables",
@@ -584,47 +583,37 @@ fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failur
             "--metrics-file",
             &flag,
         ])
-        .code(0);
+    };
+    origin.serve_list("198.51.100.0/24\n203.0.113.0/24\n2001:db8:cf::/48\n");
+    sync().code(0);
     let first = parse_metrics(&metrics);
     let get = |samples: &std::collections::BTreeMap<String, f64>, key: &str| {
         *samples
             .get(key)
             .unwrap_or_else(|| panic!("no {key} in {samples:#?}"))
     };
-    assert_eq!(
-        get(&first, "cf_allowlist_ranges{\"family\": \"ipv4\"}"),
-        2.0
-    );
-    assert_eq!(
-        get(&first, "cf_allowlist_ranges{\"family\": \"ipv6\"}"),
-        1.0
-    );
-    assert_eq!(get(&first, "cf_allowlist_generation{}"), 2.0);
-    assert_eq!(get(&first, "cf_allowlist_pinned{}"), 0.0);
-    assert_eq!(
-        get(
-            &first,
-            "cf_allowlist_last_change_ranges{\"direction\": \"added\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        get(
-            &first,
-            "cf_allowlist_last_change_ranges{\"direction\": \"removed\"}"
-        ),
-        0.0
-    );
     let backend = "{\"backend\": \"nftables (inet filter input, tcp 443)\"}";
-    assert_eq!(
-        get(&first, &format!("cf_allowlist_backend_in_sync{backend}")),
-        1.0
-    );
-    assert_eq!(
-        get(&first, &format!("cf_allowlist_backend_effective{backend}")),
-        1.0
-    );
-    assert_eq!(get(&first, "cf_allowlist_refusals_total{}"), 0.0);
+    let in_sync = format!("cf_allowlist_backend_in_sync{backend}");
+    let effective = format!("cf_allowlist_backend_effective{backend}");
+    for (series, expected) in [
+        ("cf_allowlist_ranges{\"family\": \"ipv4\"}", 2.0),
+        ("cf_allowlist_ranges{\"family\": \"ipv6\"}", 1.0),
+        ("cf_allowlist_generation{}", 2.0),
+        ("cf_allowlist_pinned{}", 0.0),
+        (
+            "cf_allowlist_last_change_ranges{\"direction\": \"added\"}",
+            1.0,
+        ),
+        (
+            "cf_allowlist_last_change_ranges{\"direction\": \"removed\"}",
+            0.0,
+        ),
+        (in_sync.as_str(), 1.0),
+        (effective.as_str(), 1.0),
+        ("cf_allowlist_refusals_total{}", 0.0),
+    ] {
+        assert_eq!(get(&first, series), expected, "{series}");
+    }
     assert!(get(&first, "cf_allowlist_run_duration_seconds{}") > 0.0);
     let success = get(&first, "cf_allowlist_last_success_timestamp_seconds{}");
     assert_eq!(
@@ -634,30 +623,18 @@ fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failur
 
     // A list the validation refuses: the run fails, the file is rewritten, the success stays.
     origin.serve_list("10.0.0.0/8\n");
-    origin
-        .cf(&[
-            "sync",
-            "--backend",
-            "nftables",
-            "--ports",
-            "443",
-            "--metrics-file",
-            &flag,
-        ])
-        .code(1);
+    sync().code(1);
     let failed = parse_metrics(&metrics);
-    assert_eq!(
-        get(&failed, "cf_allowlist_last_success_timestamp_seconds{}"),
-        success
-    );
-    assert_eq!(get(&failed, "cf_allowlist_last_run_success{}"), 0.0);
-    assert_eq!(get(&failed, "cf_allowlist_last_run_exit_code{}"), 1.0);
+    for (series, expected) in [
+        ("cf_allowlist_last_success_timestamp_seconds{}", success),
+        ("cf_allowlist_last_run_success{}", 0.0),
+        ("cf_allowlist_last_run_exit_code{}", 1.0),
+        ("cf_allowlist_generation{}", 2.0),
+        (in_sync.as_str(), 1.0),
+    ] {
+        assert_eq!(get(&failed, series), expected, "{series}");
+    }
     assert!(get(&failed, "cf_allowlist_last_run_timestamp_seconds{}") >= success);
-    assert_eq!(get(&failed, "cf_allowlist_generation{}"), 2.0);
-    assert_eq!(
-        get(&failed, &format!("cf_allowlist_backend_in_sync{backend}")),
-        1.0
-    );
     // Nothing but the file itself in its directory: the temporary file was renamed.
     let strays: Vec<_> = std::fs::read_dir(origin.dir.path())
         .unwrap()

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use cf_allowlist_netfilter::{Blocker, Fate, Host, Summary, read_host};
+use cf_allowlist_netfilter::{Blocker, Fate, Finding, Host, Summary, read_host};
 use ipnet::IpNet;
 
 use crate::support::lab::{ADMIN, IN_FIRST_LIST, Lab, PORTS, SOURCES};
@@ -102,13 +102,33 @@ fn fate<'a>(fates: &'a BTreeMap<(&'static str, u16), Fate>, source: &str, port: 
 /// help is simulated by the core (see e2e_judgement), never guessed here.
 #[track_caller]
 fn by_hand(by: &Blocker) {
+    let place = format!("{} {} {}", by.family, by.table, by.base_chain);
+    let hint = &by.hint;
     assert!(
-        by.hint
-            .contains(&format!("{} {} {}", by.family, by.table, by.base_chain))
-            && !by.hint.contains("--backend"),
-        "{}",
-        by.hint
+        hint.contains(&place) && !hint.contains("--backend"),
+        "{hint}"
     );
+}
+
+/// Every source in the first list reaches both web ports (`agree` checked it with packets).
+#[track_caller]
+fn listed_sources_are_accepted_on_the_web_ports(fates: &BTreeMap<(&'static str, u16), Fate>) {
+    for source in IN_FIRST_LIST {
+        for port in [80, 443] {
+            let fate = fate(fates, source, port);
+            assert_eq!(fate, &Fate::Accepted, "{source} {port}");
+        }
+    }
+}
+
+/// The analysis's own check of the listed ranges on the web ports: every one accepted.
+#[track_caller]
+fn every_listed_range_is_accepted(host: &Host) -> Vec<Finding> {
+    let findings = host.check(&listed_ranges(), &[80, 443]);
+    for finding in &findings {
+        assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
+    }
+    findings
 }
 
 fn no_legacy_tables(lab: &Lab) {
@@ -146,14 +166,8 @@ fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
     lab.sync("nftables", &[]).code(0);
     let host = analyse(&lab);
     let fates = agree(&lab, &host);
+    listed_sources_are_accepted_on_the_web_ports(&fates);
     for source in IN_FIRST_LIST {
-        for port in [80, 443] {
-            assert_eq!(
-                fate(&fates, source, port),
-                &Fate::Accepted,
-                "{source} {port}"
-            );
-        }
         // Listed, but not on a managed port: the policy.
         assert!(blocker(&fates, source, 8080).policy);
     }
@@ -165,10 +179,7 @@ fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
     assert!(by.rule.as_deref().unwrap().contains("drop"), "{by}");
     by_hand(&by);
     assert!(blocker(&fates, "2001:db8:bad::10", 443).rule.is_some());
-    let findings = host.check(&listed_ranges(), &[80, 443]);
-    for finding in &findings {
-        assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
-    }
+    let findings = every_listed_range_is_accepted(&host);
     assert_eq!(Summary::of(&findings).effective, Some(true));
     no_legacy_tables(&lab);
 }
@@ -331,21 +342,11 @@ fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_a
     let host = analyse(&lab);
     let fates = agree(&lab, &host);
     // The accept in CF-ALLOWLIST is final for INPUT: not shadowed by INPUT's DROP or policy.
-    for source in IN_FIRST_LIST {
-        for port in [80, 443] {
-            assert_eq!(
-                fate(&fates, source, port),
-                &Fate::Accepted,
-                "{source} {port}"
-            );
-        }
-    }
+    listed_sources_are_accepted_on_the_web_ports(&fates);
     let by = blocker(&fates, "203.0.113.200", 80);
     assert_eq!(by.owner.as_deref(), Some("iptables-nft"));
     assert!(by.rule.as_deref().unwrap().ends_with("-j DROP"), "{by}");
-    for finding in host.check(&listed_ranges(), &[80, 443]) {
-        assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
-    }
+    every_listed_range_is_accepted(&host);
 
     // Debian's default `inet filter input` with policy drop: iptables' accept no longer helps.
     lab.origin.nft_batch(DEBIAN);
@@ -373,22 +374,12 @@ fn our_legacy_chain_in_ipset_mode_is_read_through_the_ipset() {
     sync_iptables(&lab, "legacy", "ipset");
     let host = analyse(&lab);
     let fates = agree(&lab, &host);
-    for source in IN_FIRST_LIST {
-        for port in [80, 443] {
-            assert_eq!(
-                fate(&fates, source, port),
-                &Fate::Accepted,
-                "{source} {port}"
-            );
-        }
-    }
+    listed_sources_are_accepted_on_the_web_ports(&fates);
     let by = blocker(&fates, "203.0.113.200", 443);
     assert_eq!(by.origin, "iptables-legacy");
     assert_eq!(by.owner.as_deref(), Some("iptables-legacy"));
     by_hand(&by);
-    for finding in host.check(&listed_ranges(), &[80, 443]) {
-        assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
-    }
+    every_listed_range_is_accepted(&host);
 }
 
 #[test]
