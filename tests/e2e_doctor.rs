@@ -328,48 +328,19 @@ fn certificate(dir: &Path, label: &str, name: &str, start: &str, end: &str) -> (
         ),
     )
     .unwrap();
-    let text = |p: PathBuf| p.display().to_string();
-    must(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &text(path("key")),
-            "-out",
-            &text(path("csr")),
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{name}"),
-        ],
-    );
-    must(
-        "openssl",
-        &[
-            "ca",
-            "-batch",
-            "-notext",
-            "-selfsign",
-            "-config",
-            &text(path("cnf")),
-            "-keyfile",
-            &text(path("key")),
-            "-in",
-            &text(path("csr")),
-            "-out",
-            &text(path("crt")),
-            "-startdate",
-            start,
-            "-enddate",
-            end,
-        ],
-    );
+    let text = |suffix: &str| path(suffix).display().to_string();
+    let (cnf, key, csr, crt) = (text("cnf"), text("key"), text("csr"), text("crt"));
+    // Split at spaces: the paths are in a temporary directory whose name has none.
+    assert!(!cnf.contains(' '), "{cnf}");
+    let openssl = |command: String| must("openssl", &command.split(' ').collect::<Vec<_>>());
+    openssl(format!(
+        "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {key} -out {csr} \
+         -subj /CN={name} -addext subjectAltName=DNS:{name}"
+    ));
+    openssl(format!(
+        "ca -batch -notext -selfsign -config {cnf} -keyfile {key} -in {csr} -out {crt} \
+         -startdate {start} -enddate {end}"
+    ));
     (path("crt"), path("key"))
 }
 

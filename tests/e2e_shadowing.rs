@@ -59,9 +59,20 @@ fn analyse(lab: &Lab) -> Host {
     host
 }
 
+/// The fate of each (source, port) pair.
+type Fates = BTreeMap<(&'static str, u16), Fate>;
+
+/// [`analyse`], then [`agree`]: the origin's firewall as read and every fate checked by packet.
+#[track_caller]
+fn analyse_and_probe(lab: &Lab) -> (Host, Fates) {
+    let host = analyse(lab);
+    let fates = agree(lab, &host);
+    (host, fates)
+}
+
 /// Probes every source and port and checks each fate against the packet: returns the fates.
 #[track_caller]
-fn agree(lab: &Lab, host: &Host) -> BTreeMap<(&'static str, u16), Fate> {
+fn agree(lab: &Lab, host: &Host) -> Fates {
     let open = lab.open();
     let mut fates = BTreeMap::new();
     for source in SOURCES {
@@ -82,7 +93,7 @@ fn agree(lab: &Lab, host: &Host) -> BTreeMap<(&'static str, u16), Fate> {
 }
 
 #[track_caller]
-fn blocker(fates: &BTreeMap<(&'static str, u16), Fate>, source: &str, port: u16) -> Blocker {
+fn blocker(fates: &Fates, source: &str, port: u16) -> Blocker {
     match fates.iter().find(|((s, p), _)| *s == source && *p == port) {
         Some((_, Fate::Blocked { by })) => (**by).clone(),
         other => panic!("{source} {port}: expected blocked, got {other:?}"),
@@ -90,7 +101,7 @@ fn blocker(fates: &BTreeMap<(&'static str, u16), Fate>, source: &str, port: u16)
 }
 
 #[track_caller]
-fn fate<'a>(fates: &'a BTreeMap<(&'static str, u16), Fate>, source: &str, port: u16) -> &'a Fate {
+fn fate<'a>(fates: &'a Fates, source: &str, port: u16) -> &'a Fate {
     fates
         .iter()
         .find(|((s, p), _)| *s == source && *p == port)
@@ -112,7 +123,7 @@ fn by_hand(by: &Blocker) {
 
 /// Every source in the first list reaches both web ports (`agree` checked it with packets).
 #[track_caller]
-fn listed_sources_are_accepted_on_the_web_ports(fates: &BTreeMap<(&'static str, u16), Fate>) {
+fn listed_sources_are_accepted_on_the_web_ports(fates: &Fates) {
     for source in IN_FIRST_LIST {
         for port in [80, 443] {
             let fate = fate(fates, source, port);
@@ -164,8 +175,7 @@ fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
     let lab = Lab::new();
     lab.load_nft_ruleset();
     lab.sync("nftables", &[]).code(0);
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (host, fates) = analyse_and_probe(&lab);
     listed_sources_are_accepted_on_the_web_ports(&fates);
     for source in IN_FIRST_LIST {
         // Listed, but not on a managed port: the policy.
@@ -189,9 +199,8 @@ fn ufw_on_iptables_nft_blocks_what_the_nftables_backend_allowed() {
     let lab = Lab::new();
     load_ufw(&lab, "nft");
     sync_nftables(&lab);
-    let host = analyse(&lab);
+    let (host, fates) = analyse_and_probe(&lab);
     assert!(host.ufw_active());
-    let fates = agree(&lab, &host);
     for source in SOURCES {
         for port in [80, 443] {
             let by = blocker(&fates, source, port);
@@ -227,8 +236,7 @@ fn a_real_ufw_rule_set_allows_its_own_ranges_and_blocks_the_rest() {
         .exec_with_input("iptables-nft-restore", &[], REAL_UFW4);
     lab.origin
         .exec_with_input("ip6tables-nft-restore", &[], REAL_UFW6);
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (_, fates) = analyse_and_probe(&lab);
     for (source, port) in [
         (ADMIN, 22),
         ("203.0.113.10", 80),
@@ -266,8 +274,7 @@ fn ufw_on_iptables_legacy_blocks_and_reading_it_creates_nothing() {
     load_ufw(&lab, "legacy");
     sync_nftables(&lab);
     // analyse() checks that the legacy table list and the nft ruleset are unchanged.
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (_, fates) = analyse_and_probe(&lab);
     for source in IN_FIRST_LIST {
         let by = blocker(&fates, source, 443);
         assert_eq!(by.origin, "iptables-legacy", "{by}");
@@ -282,8 +289,7 @@ fn ufw_on_iptables_legacy_blocks_and_reading_it_creates_nothing() {
 fn firewalld_style_reject_at_the_end_of_input() {
     let lab = Lab::new();
     lab.origin.nft_batch(FIREWALLD);
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (_, fates) = analyse_and_probe(&lab);
     for source in ["198.51.100.10", "203.0.113.200"] {
         for port in PORTS {
             let by = blocker(&fates, source, port);
@@ -339,8 +345,7 @@ fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_a
     lab.load_iptables_rules("nft");
     sync_iptables(&lab, "nft", "rules");
 
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (host, fates) = analyse_and_probe(&lab);
     // The accept in CF-ALLOWLIST is final for INPUT: not shadowed by INPUT's DROP or policy.
     listed_sources_are_accepted_on_the_web_ports(&fates);
     let by = blocker(&fates, "203.0.113.200", 80);
@@ -350,8 +355,7 @@ fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_a
 
     // Debian's default `inet filter input` with policy drop: iptables' accept no longer helps.
     lab.origin.nft_batch(DEBIAN);
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (_, fates) = analyse_and_probe(&lab);
     for source in IN_FIRST_LIST {
         let by = blocker(&fates, source, 443);
         assert_eq!((by.family.as_str(), by.table.as_str()), ("inet", "filter"));
@@ -372,8 +376,7 @@ fn our_legacy_chain_in_ipset_mode_is_read_through_the_ipset() {
     let lab = Lab::new();
     lab.load_iptables_rules("legacy");
     sync_iptables(&lab, "legacy", "ipset");
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (host, fates) = analyse_and_probe(&lab);
     listed_sources_are_accepted_on_the_web_ports(&fates);
     let by = blocker(&fates, "203.0.113.200", 443);
     assert_eq!(by.origin, "iptables-legacy");
@@ -393,8 +396,7 @@ fn a_match_the_analysis_cannot_read_before_a_drop_is_unsure() {
             "insert", "rule", "inet", "filter", "input", "meta", "mark", "0x1", "drop",
         ],
     );
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (_, fates) = analyse_and_probe(&lab);
     let open = lab.open();
     for source in IN_FIRST_LIST {
         match fate(&fates, source, 80) {
