@@ -69,6 +69,14 @@ impl Host {
         SharedFirewall::named(&self.firewalls[index])
     }
 
+    /// What a firewall reload does to our parts in firewall `index`: removes them.
+    fn wipe(&self, index: usize) {
+        let shared = self.firewall(index);
+        let mut firewall = shared.lock();
+        firewall.set = None;
+        firewall.rules.clear();
+    }
+
     fn held(&self, index: usize) -> Ranges {
         self.firewall(index).lock().set.clone().unwrap_or_default()
     }
@@ -96,6 +104,14 @@ impl Host {
         Ran { json }
     }
 }
+
+/// What [`Host::new`] serves, plus one range: an upstream change that grows the list.
+const WITH_A_FOURTH_RANGE: [&str; 4] = [
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "2001:db8:a::/48",
+];
 
 fn ranges(list: &[&str]) -> Ranges {
     list.iter().map(|text| text.parse().unwrap()).collect()
@@ -125,6 +141,34 @@ impl Ran {
             .as_str()
             .unwrap_or("")
             .to_owned()
+    }
+
+    /// Asserts the error message contains `text`.
+    #[track_caller]
+    fn message_says(&self, text: &str) {
+        let message = self.message();
+        assert!(message.contains(text), "{message}");
+    }
+
+    /// The string at `pointer` (a JSON pointer such as `/warnings/0`).
+    #[track_caller]
+    fn text(&self, pointer: &str) -> &str {
+        self.json
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no string at {pointer}: {:#}", self.json))
+    }
+
+    /// Asserts the string at `pointer` contains `text`.
+    #[track_caller]
+    fn says(&self, pointer: &str, text: &str) {
+        assert!(self.text(pointer).contains(text), "{:#}", self.json);
+    }
+
+    /// Asserts the string at `pointer` starts with `text`.
+    #[track_caller]
+    fn begins_with(&self, pointer: &str, text: &str) {
+        assert!(self.text(pointer).starts_with(text), "{:#}", self.json);
     }
 }
 
@@ -171,12 +215,7 @@ fn a_read_back_that_differs_from_the_plan_fails_and_records_nothing() {
     host.firewall(0).lock().faults.extra_after_apply = Some("203.0.113.0/24".parse().unwrap());
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 1);
-    assert!(
-        run.message()
-            .contains("does not hold the planned ranges after apply: unexpected 203.0.113.0/24"),
-        "{}",
-        run.message()
-    );
+    run.message_says("does not hold the planned ranges after apply: unexpected 203.0.113.0/24");
     let status = host.run(&["status"]);
     assert_eq!(status.json["generation"], Value::Null, "{:#}", status.json);
     // The next sync removes what the plan did not list.
@@ -191,14 +230,7 @@ fn a_backend_failure_records_nothing_and_the_next_sync_converges() {
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 1);
     assert_eq!(run.json["changed"], false);
-    assert!(
-        run.json["error"]["hint"]
-            .as_str()
-            .unwrap()
-            .contains("run as root"),
-        "{:#}",
-        run.json
-    );
+    run.says("/error/hint", "run as root");
     assert!(host.firewall(0).lock().set.is_none());
     assert!(!host.state_dir().join("generations/00000001.json").exists());
     assert_eq!(host.run(&["sync"]).code(), 0);
@@ -219,16 +251,9 @@ fn when_the_second_backend_fails_the_error_names_the_first_as_changed() {
             && message.contains("which the state does not record"),
         "{message}"
     );
-    assert!(
-        run.json["error"]["causes"][0]
-            .as_str()
-            .unwrap()
-            .contains(&format!(
-                "memory {} backend could not apply",
-                host.firewalls[1]
-            )),
-        "{:#}",
-        run.json
+    run.says(
+        "/error/causes/0",
+        &format!("memory {} backend could not apply", host.firewalls[1]),
     );
     assert_eq!(host.held(0).len(), 3);
     assert!(host.firewall(1).lock().set.is_none());
@@ -241,14 +266,7 @@ fn when_the_second_backend_fails_the_error_names_the_first_as_changed() {
         "{:#}",
         status.json
     );
-    assert!(
-        status.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("holds the ranges of a sync that failed"),
-        "{:#}",
-        status.json
-    );
+    status.says("/warnings/0", "holds the ranges of a sync that failed");
     // The next sync converges both and records generation 1.
     let next = host.run(&["sync"]);
     assert_eq!(next.code(), 0);
@@ -260,24 +278,12 @@ fn when_the_second_backend_fails_the_error_names_the_first_as_changed() {
 fn a_stale_plan_is_planned_again_once() {
     let host = Host::new(&["a"]);
     assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    host.serve(&WITH_A_FOURTH_RANGE);
     // Between our observation and our apply, somebody adds a range to our set.
     host.firewall(0).lock().faults.disturb_before_apply = Some("2001:db8:ff::/48".parse().unwrap());
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 0, "{:#}", run.json);
-    assert!(
-        run.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("changed since it was observed"),
-        "{:#}",
-        run.json
-    );
+    run.says("/warnings/0", "changed since it was observed");
     // The plan reported is the one applied: it removes what the disturbance added.
     assert_eq!(run.json["backends"][0]["removed"][0], "2001:db8:ff::/48");
     assert_eq!(host.held(0).len(), 4);
@@ -292,11 +298,7 @@ fn a_state_that_cannot_be_written_after_apply_is_reported_as_a_partial_change() 
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 1);
     assert_eq!(run.json["changed"], true);
-    assert!(
-        run.message().contains("already hold generation 1"),
-        "{}",
-        run.message()
-    );
+    run.message_says("already hold generation 1");
     assert_eq!(host.held(0).len(), 3);
 }
 
@@ -324,12 +326,7 @@ fn the_shrink_guard_refuses_with_exit_3_and_nothing_changes() {
 fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
     let host = Host::new(&["a"]);
     assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    host.serve(&WITH_A_FOURTH_RANGE);
     assert_eq!(host.run(&["sync"]).json["generation"], 2);
     let rollback = host.run(&["rollback"]);
     assert_eq!(rollback.code(), 0, "{:#}", rollback.json);
@@ -337,8 +334,7 @@ fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
     assert_eq!(rollback.json["pinned"]["generation"], 1);
     assert_eq!(host.held(0).len(), 3);
     // A firewall reload wipes our parts; restore puts the pinned generation back.
-    host.firewall(0).lock().set = None;
-    host.firewall(0).lock().rules.clear();
+    host.wipe(0);
     let restore = host.run(&["restore"]);
     assert_eq!(restore.code(), 0);
     assert_eq!(restore.json["changed"], true);
@@ -416,7 +412,7 @@ fn errors_are_one_json_object_with_message_causes_and_hint() {
     assert_eq!(run.code(), 1);
     assert_eq!(run.json["command"], "sync");
     assert_eq!(run.json["changed"], false);
-    assert!(run.message().contains("10.0.0.0/8"), "{}", run.message());
+    run.message_says("10.0.0.0/8");
 }
 
 #[test]
@@ -427,25 +423,14 @@ fn after_a_purge_restore_does_nothing_rollback_refuses_and_status_says_so() {
     let restore = host.run(&["restore", "--backend", "memory"]);
     assert_eq!(restore.code(), 0, "{:#}", restore.json);
     assert_eq!(restore.json["changed"], false);
-    assert!(
-        restore.json["skipped"]
-            .as_str()
-            .unwrap()
-            .contains("purged at"),
-        "{:#}",
-        restore.json
-    );
+    restore.says("/skipped", "purged at");
     assert!(
         host.firewall(0).lock().set.is_none(),
         "restore brought back purged rules"
     );
     let rollback = host.run(&["rollback"]);
     assert_eq!(rollback.code(), 1);
-    assert!(
-        rollback.message().contains("purged at"),
-        "{}",
-        rollback.message()
-    );
+    rollback.message_says("purged at");
     let status = host.run(&["status"]);
     assert!(status.json["purged_at"].is_string(), "{:#}", status.json);
     // The next sync brings the rules back and clears the mark.
@@ -478,27 +463,18 @@ fn a_tampered_generation_is_never_applied() {
         0o600,
     );
     // A reload wiped the firewall; the boot-time restore must refuse, not open the world.
-    host.firewall(0).lock().set = None;
-    host.firewall(0).lock().rules.clear();
+    host.wipe(0);
     let before = host.firewall(0).lock().clone();
     let restore = host.run(&["restore"]);
     assert_eq!(restore.code(), 1, "{:#}", restore.json);
-    assert!(
-        restore.message().contains("refusing to apply generation 1"),
-        "{}",
-        restore.message()
-    );
+    restore.message_says("refusing to apply generation 1");
     assert_eq!(*host.firewall(0).lock(), before, "a refused restore wrote");
     // A digest that no longer matches is refused too.
     generation["sha256"] = serde_json::json!("0".repeat(64));
     std::fs::write(&path, serde_json::to_vec(&generation).unwrap()).unwrap();
     let restore = host.run(&["restore"]);
     assert_eq!(restore.code(), 1, "{:#}", restore.json);
-    assert!(
-        restore.message().contains("do not match its sha256"),
-        "{}",
-        restore.message()
-    );
+    restore.message_says("do not match its sha256");
     assert_eq!(*host.firewall(0).lock(), before, "a refused restore wrote");
 }
 
@@ -512,42 +488,22 @@ fn a_state_directory_others_can_write_is_refused() {
     for command in [&["restore"][..], &["sync"], &["status"]] {
         let run = host.run(command);
         assert_eq!(run.code(), 1, "{command:?}: {:#}", run.json);
-        assert!(
-            run.message().contains("writable by everyone"),
-            "{}",
-            run.message()
-        );
-        assert!(
-            run.json["error"]["hint"]
-                .as_str()
-                .unwrap()
-                .contains("chmod -R go-w"),
-            "{:#}",
-            run.json
-        );
+        run.message_says("writable by everyone");
+        run.says("/error/hint", "chmod -R go-w");
     }
     std::fs::set_permissions(&generations, std::fs::Permissions::from_mode(0o700)).unwrap();
     let file = host.state_dir().join("state.json");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o620)).unwrap();
     let run = host.run(&["restore"]);
     assert_eq!(run.code(), 1);
-    assert!(
-        run.message().contains("writable by its group"),
-        "{}",
-        run.message()
-    );
+    run.message_says("writable by its group");
 }
 
 #[test]
 fn a_pin_survives_the_recovery_of_a_corrupt_state_file() {
     let host = Host::new(&["a"]);
     assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    host.serve(&WITH_A_FOURTH_RANGE);
     assert_eq!(host.run(&["sync"]).code(), 0);
     assert_eq!(host.run(&["rollback"]).code(), 0);
     std::fs::write(
@@ -563,14 +519,7 @@ fn a_pin_survives_the_recovery_of_a_corrupt_state_file() {
         sync.json
     );
     assert_eq!(sync.json["pinned"]["generation"], 1);
-    assert!(
-        sync.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("keeping the pin on generation 1"),
-        "{:#}",
-        sync.json
-    );
+    sync.says("/warnings/0", "keeping the pin on generation 1");
     // history and unpin work on the damaged state too.
     assert_eq!(host.run(&["history"]).code(), 0);
     assert_eq!(host.run(&["unpin"]).json["unpinned"], 1);
@@ -586,13 +535,9 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
     let before = first.firewall(0).lock().clone();
     let run = second.run(&["sync"]);
     assert_eq!(run.code(), 3, "{:#}", run.json);
-    assert!(
-        run.message().contains(&format!(
-            "another cf-allowlist state directory (owner {owner})"
-        )),
-        "{}",
-        run.message()
-    );
+    run.message_says(&format!(
+        "another cf-allowlist state directory (owner {owner})"
+    ));
     assert_eq!(
         *first.firewall(0).lock(),
         before,
@@ -600,19 +545,10 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
     );
     // status in the second directory warns; --force adopts.
     let status = second.run(&["status", "--backend", "memory"]);
-    assert!(
-        status.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("another cf-allowlist state directory")
-    );
+    status.says("/warnings/0", "another cf-allowlist state directory");
     let refused = second.run(&["sync"]);
     assert_eq!(refused.json["refused_by"], serde_json::json!(["owner"]));
-    assert!(
-        refused.message().contains("--force=owner"),
-        "{}",
-        refused.message()
-    );
+    refused.message_says("--force=owner");
     assert_eq!(second.run(&["sync", "--force=shrink"]).code(), 3);
     assert_eq!(second.run(&["sync", "--force"]).code(), 0);
     assert_ne!(
@@ -623,11 +559,9 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
     assert_eq!(first.run(&["sync"]).code(), 3);
     let purge = first.run(&["purge"]);
     assert_eq!(purge.code(), 0);
-    assert!(
-        purge.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("belonged to another cf-allowlist state directory")
+    purge.says(
+        "/warnings/0",
+        "belonged to another cf-allowlist state directory",
     );
     assert!(first.firewall(0).lock().set.is_none());
 }
@@ -653,14 +587,7 @@ fn restricting_the_ssh_port_is_refused_unless_the_ssh_guard_is_named() {
     );
     assert_eq!(run.json["refused_by"], serde_json::json!(["ssh"]));
     assert!(run.message().contains("[ssh]") && run.message().contains("--force=ssh"));
-    assert!(
-        run.json["error"]["hint"]
-            .as_str()
-            .unwrap()
-            .contains("a bare --force does not override this guard"),
-        "{:#}",
-        run.json
-    );
+    run.says("/error/hint", "a bare --force does not override this guard");
     // A bare --force, or another guard's name, does not switch the SSH guard off.
     for force in ["--force", "--force=shrink,owner,reach"] {
         let run = host.run(&["sync", "--restrict", "--ports", "22,80", force]);
@@ -761,12 +688,7 @@ fn doctor_warns_about_a_pin_and_a_missing_sync() {
     assert_eq!(doctor_findings(&never, "coverage")[0]["subject"], "list");
 
     assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    host.serve(&WITH_A_FOURTH_RANGE);
     assert_eq!(host.run(&["sync"]).code(), 0);
     assert_eq!(host.run(&["rollback"]).code(), 0);
     let pinned = host.run(&["doctor"]);
@@ -794,12 +716,7 @@ fn doctor_is_unknown_when_it_cannot_run() {
     let run = host.run(&["doctor"]);
     assert_eq!(run.code(), 3, "{:#}", run.json);
     assert_eq!(run.json["status"], "unknown");
-    assert!(
-        run.json["summary"]
-            .as_str()
-            .unwrap()
-            .starts_with("doctor could not run: ")
-    );
+    run.begins_with("/summary", "doctor could not run: ");
     assert!(run.message().contains("writable by everyone"));
 }
 
@@ -887,12 +804,7 @@ fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
 fn doctor_with_fetch_checks_against_the_live_list() {
     let host = Host::new(&["a"]);
     assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    host.serve(&WITH_A_FOURTH_RANGE);
     let snapshot = host.run(&["doctor"]);
     assert_eq!(doctor_findings(&snapshot, "coverage")[0]["level"], "ok");
     let fetched = host.run(&["doctor", "--fetch"]);

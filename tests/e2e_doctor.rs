@@ -98,9 +98,7 @@ const NFT_SUBJECT: &str = "nftables (inet filter input, tcp 80,443)";
 #[test]
 #[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_finds_a_healthy_origin_ok_then_a_stale_sync() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
 
     let before = (firewall_view(&lab.origin), snapshot_files(&lab.state_dir()));
     let text = lab.cf(&["doctor"]);
@@ -156,9 +154,7 @@ fn doctor_finds_a_healthy_origin_ok_then_a_stale_sync() {
 #[test]
 #[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_names_a_drop_in_a_second_table() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
     lab.origin.nft_batch(
         "table inet second {
   chain input {

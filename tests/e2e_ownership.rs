@@ -177,9 +177,7 @@ fn status_and_a_dry_run_change_nothing_in_the_kernel() {
 
 #[test]
 fn a_second_state_directory_refuses_to_adopt_the_first_ones_rules() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
     let ruleset = lab.origin.ruleset();
     let other = tempfile::tempdir().unwrap();
     let mut args = vec!["sync", "--backend", "nftables"];
@@ -201,9 +199,7 @@ fn a_second_state_directory_refuses_to_adopt_the_first_ones_rules() {
 
 #[test]
 fn moving_to_another_chain_leaves_nothing_behind_and_closes_nothing() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
     assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
     // The admin restructures: web traffic goes through a chain of its own, jumped to from input
     // before the web ports' drop, and points cf-allowlist at it.

@@ -172,9 +172,7 @@ fn sync_nftables(lab: &Lab) {
 
 #[test]
 fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
     let (host, fates) = analyse_and_probe(&lab);
     listed_sources_are_accepted_on_the_web_ports(&fates);
     for source in IN_FIRST_LIST {
@@ -387,9 +385,7 @@ fn our_legacy_chain_in_ipset_mode_is_read_through_the_ipset() {
 
 #[test]
 fn a_match_the_analysis_cannot_read_before_a_drop_is_unsure() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
     lab.origin.exec(
         "nft",
         &[

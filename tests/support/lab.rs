@@ -185,6 +185,15 @@ impl Lab {
         }
     }
 
+    /// A new lab whose origin has its own ruleset ([`ORIGIN_NFT_RULESET`]) and one successful
+    /// `sync --backend nftables`.
+    pub fn synced_with_nftables() -> Lab {
+        let lab = Lab::new();
+        lab.load_nft_ruleset();
+        lab.sync("nftables", &[]).code(0);
+        lab
+    }
+
     /// Loads [`ORIGIN_NFT_RULESET`] (flushing whatever was there, like a firewall reload).
     pub fn load_nft_ruleset(&self) {
         self.origin.nft_batch(ORIGIN_NFT_RULESET);
