@@ -39,6 +39,13 @@ impl Host {
         Host::on(firewalls)
     }
 
+    /// A host with one firewall after its first successful sync (generation 1, three ranges).
+    fn synced() -> Host {
+        let host = Host::new(&["a"]);
+        assert_eq!(host.run(&["sync"]).code(), 0);
+        host
+    }
+
     /// A second state directory on this host's firewalls.
     fn second_state_directory(&self) -> Host {
         Host::on(self.firewalls.clone())
@@ -85,18 +92,24 @@ impl Host {
         self.dir.path().join("state")
     }
 
-    fn run(&self, args: &[&str]) -> Ran {
+    /// `cf-allowlist [GLOBAL…] --config … --state-dir … ARGS…` for this host.
+    fn argv(&self, global: &[&str], args: &[&str]) -> Vec<String> {
         let config = self.dir.path().join("config.toml");
         let state = self.state_dir();
-        let mut argv = vec![
-            "cf-allowlist".to_owned(),
+        let mut argv = vec!["cf-allowlist".to_owned()];
+        argv.extend(global.iter().map(|arg| (*arg).to_owned()));
+        argv.extend([
             "--config".to_owned(),
             config.display().to_string(),
             "--state-dir".to_owned(),
             state.display().to_string(),
-        ];
+        ]);
         argv.extend(args.iter().map(|arg| (*arg).to_owned()));
-        let cli = Cli::try_parse_from(&argv).unwrap();
+        argv
+    }
+
+    fn run(&self, args: &[&str]) -> Ran {
+        let cli = Cli::try_parse_from(self.argv(&[], args)).unwrap();
         let printer = Printer::new(OutputFormat::Json, Verbosity::Quiet);
         let outcome: Outcome = super::execute(&cli, &printer);
         let json = outcome.to_json(&printer.warnings());
@@ -276,8 +289,7 @@ fn when_the_second_backend_fails_the_error_names_the_first_as_changed() {
 
 #[test]
 fn a_stale_plan_is_planned_again_once() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.serve(&WITH_A_FOURTH_RANGE);
     // Between our observation and our apply, somebody adds a range to our set.
     host.firewall(0).lock().faults.disturb_before_apply = Some("2001:db8:ff::/48".parse().unwrap());
@@ -304,8 +316,7 @@ fn a_state_that_cannot_be_written_after_apply_is_reported_as_a_partial_change() 
 
 #[test]
 fn the_shrink_guard_refuses_with_exit_3_and_nothing_changes() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.serve(&["192.0.2.0/24"]);
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 3);
@@ -324,8 +335,7 @@ fn the_shrink_guard_refuses_with_exit_3_and_nothing_changes() {
 
 #[test]
 fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.serve(&WITH_A_FOURTH_RANGE);
     assert_eq!(host.run(&["sync"]).json["generation"], 2);
     let rollback = host.run(&["rollback"]);
@@ -361,8 +371,7 @@ fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
 
 #[test]
 fn purge_removes_everything_and_reports_it() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.firewall(0)
         .lock()
         .foreign_rules
@@ -384,8 +393,7 @@ fn purge_removes_everything_and_reports_it() {
 
 #[test]
 fn status_reports_drift_and_history_lists_generations() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.firewall(0)
         .lock()
         .set
@@ -417,8 +425,7 @@ fn errors_are_one_json_object_with_message_causes_and_hint() {
 
 #[test]
 fn after_a_purge_restore_does_nothing_rollback_refuses_and_status_says_so() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     assert_eq!(host.run(&["purge"]).code(), 0);
     let restore = host.run(&["restore", "--backend", "memory"]);
     assert_eq!(restore.code(), 0, "{:#}", restore.json);
@@ -442,8 +449,7 @@ fn after_a_purge_restore_does_nothing_rollback_refuses_and_status_says_so() {
 #[test]
 fn a_tampered_generation_is_never_applied() {
     use sha2::Digest as _;
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     // Another user rewrites the generation, digest and all, to open the world.
     let path = host.state_dir().join("generations/00000001.json");
     let mut generation: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -481,8 +487,7 @@ fn a_tampered_generation_is_never_applied() {
 #[test]
 fn a_state_directory_others_can_write_is_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     let generations = host.state_dir().join("generations");
     std::fs::set_permissions(&generations, std::fs::Permissions::from_mode(0o777)).unwrap();
     for command in [&["restore"][..], &["sync"], &["status"]] {
@@ -501,8 +506,7 @@ fn a_state_directory_others_can_write_is_refused() {
 
 #[test]
 fn a_pin_survives_the_recovery_of_a_corrupt_state_file() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.serve(&WITH_A_FOURTH_RANGE);
     assert_eq!(host.run(&["sync"]).code(), 0);
     assert_eq!(host.run(&["rollback"]).code(), 0);
@@ -527,8 +531,7 @@ fn a_pin_survives_the_recovery_of_a_corrupt_state_file() {
 
 #[test]
 fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
-    let first = Host::new(&["a"]);
-    assert_eq!(first.run(&["sync"]).code(), 0);
+    let first = Host::synced();
     let owner = first.firewall(0).lock().owner.clone().unwrap();
     let second = first.second_state_directory();
     second.serve(&["203.0.113.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
@@ -628,19 +631,38 @@ fn doctor_findings(run: &Ran, check: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The findings of one doctor check about one subject.
+fn doctor_findings_about(run: &Ran, check: &str, subject: &str) -> Vec<Value> {
+    let mut findings = doctor_findings(run, check);
+    findings.retain(|finding| finding["subject"] == subject);
+    findings
+}
+
+/// Asserts `value[key]` is a string that contains `text`.
+#[track_caller]
+fn field_says(value: &Value, key: &str, text: &str) {
+    let field = value[key].as_str().unwrap_or_default();
+    assert!(field.contains(text), "{value:#}");
+}
+
+/// Asserts `value[key]` is a string that starts with `text`.
+#[track_caller]
+fn field_begins_with(value: &Value, key: &str, text: &str) {
+    let field = value[key].as_str().unwrap_or_default();
+    assert!(field.starts_with(text), "{value:#}");
+}
+
 #[test]
 fn doctor_names_a_range_a_backend_no_longer_allows() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     let healthy = host.run(&["doctor"]);
     let coverage = doctor_findings(&healthy, "coverage");
     assert_eq!(coverage.len(), 1, "{:#}", healthy.json);
     assert_eq!(coverage[0]["level"], "ok");
-    assert!(
-        coverage[0]["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("allows every listed range (2 IPv4, 1 IPv6)")
+    field_says(
+        &coverage[0],
+        "evidence",
+        "allows every listed range (2 IPv4, 1 IPv6)",
     );
     let state = doctor_findings(&healthy, "state");
     assert!(
@@ -665,12 +687,7 @@ fn doctor_names_a_range_a_backend_no_longer_allows() {
         coverage[0]["evidence"],
         "does not allow 1 of 3 listed ranges: 198.51.100.0/24"
     );
-    assert!(
-        coverage[0]["hint"]
-            .as_str()
-            .unwrap()
-            .contains("cf-allowlist restore")
-    );
+    field_says(&coverage[0], "hint", "cf-allowlist restore");
     // Read-only: the firewall is as it was left.
     assert_eq!(host.held(0).len(), 3);
 }
@@ -692,25 +709,16 @@ fn doctor_warns_about_a_pin_and_a_missing_sync() {
     assert_eq!(host.run(&["sync"]).code(), 0);
     assert_eq!(host.run(&["rollback"]).code(), 0);
     let pinned = host.run(&["doctor"]);
-    let pin: Vec<Value> = doctor_findings(&pinned, "state")
-        .into_iter()
-        .filter(|finding| finding["subject"] == "pin")
-        .collect();
+    let pin = doctor_findings_about(&pinned, "state", "pin");
     assert_eq!(pin.len(), 1, "{:#}", pinned.json);
     assert_eq!(pin[0]["level"], "warning");
-    assert!(
-        pin[0]["evidence"]
-            .as_str()
-            .unwrap()
-            .starts_with("pinned to generation 1")
-    );
+    field_begins_with(&pin[0], "evidence", "pinned to generation 1");
 }
 
 #[test]
 fn doctor_is_unknown_when_it_cannot_run() {
     use std::os::unix::fs::PermissionsExt;
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     let generations = host.state_dir().join("generations");
     std::fs::set_permissions(&generations, std::fs::Permissions::from_mode(0o777)).unwrap();
     let run = host.run(&["doctor"]);
@@ -722,18 +730,15 @@ fn doctor_is_unknown_when_it_cannot_run() {
 
 /// Runs the whole command line, as the binary does (metrics are written by `run`).
 fn run_whole(host: &Host, args: &[&str]) -> i32 {
-    let config = host.dir.path().join("config.toml");
-    let state = host.state_dir();
-    let mut argv = vec![
-        "cf-allowlist".to_owned(),
-        "--quiet".to_owned(),
-        "--config".to_owned(),
-        config.display().to_string(),
-        "--state-dir".to_owned(),
-        state.display().to_string(),
-    ];
-    argv.extend(args.iter().map(|arg| (*arg).to_owned()));
-    crate::run(argv).code()
+    crate::run(host.argv(&["--quiet"], args)).code()
+}
+
+/// Asserts each metric in `expected` has its value in `values`.
+#[track_caller]
+fn assert_metrics(values: &std::collections::BTreeMap<String, f64>, expected: &[(&str, f64)]) {
+    for (name, value) in expected {
+        assert_eq!(values.get(*name), Some(value), "{name} in {values:#?}");
+    }
 }
 
 #[test]
@@ -741,44 +746,51 @@ fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
     let host = Host::new(&["a"]);
     let metrics = host.dir.path().join("cf-allowlist.prom");
     let flag = metrics.display().to_string();
-    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 0);
-    let first = crate::metrics::read_values(&metrics);
+    let sync = |code: i32| {
+        assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), code);
+        crate::metrics::read_values(&metrics)
+    };
+    let first = sync(0);
     let success = first["cf_allowlist_last_success_timestamp_seconds"];
     assert!(success > 0.0);
-    assert_eq!(first["cf_allowlist_last_run_success"], 1.0);
-    assert_eq!(first["cf_allowlist_generation"], 1.0);
-    assert_eq!(first["cf_allowlist_refusals_total"], 0.0);
+    assert_metrics(
+        &first,
+        &[
+            ("cf_allowlist_last_run_success", 1.0),
+            ("cf_allowlist_generation", 1.0),
+            ("cf_allowlist_refusals_total", 0.0),
+        ],
+    );
 
     // The shrink guard refuses: counted, and the last success stays.
     host.serve(&["192.0.2.0/24"]);
-    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 3);
-    let refused = crate::metrics::read_values(&metrics);
-    assert_eq!(
-        refused["cf_allowlist_last_success_timestamp_seconds"],
-        success
+    let refused = sync(3);
+    assert_metrics(
+        &refused,
+        &[
+            ("cf_allowlist_last_success_timestamp_seconds", success),
+            ("cf_allowlist_last_run_exit_code", 3.0),
+            ("cf_allowlist_refusals_total", 1.0),
+            (crate::metrics::REFUSALS_SINCE_SUCCESS, 1.0),
+            ("cf_allowlist_generation", 1.0),
+        ],
     );
-    assert_eq!(refused["cf_allowlist_last_run_exit_code"], 3.0);
-    assert_eq!(refused["cf_allowlist_refusals_total"], 1.0);
-    assert_eq!(refused[crate::metrics::REFUSALS_SINCE_SUCCESS], 1.0);
-    assert_eq!(refused["cf_allowlist_generation"], 1.0);
     // doctor reads the count from the file.
     let doctor = host.run(&["doctor", "--metrics-file", &flag]);
-    let refusals: Vec<Value> = doctor_findings(&doctor, "state")
-        .into_iter()
-        .filter(|finding| finding["subject"] == "refusals")
-        .collect();
+    let refusals = doctor_findings_about(&doctor, "state", "refusals");
     assert_eq!(refusals[0]["level"], "warning", "{refusals:#?}");
 
     // A source that fails validation: an error, and still the same last success.
     host.serve(&["10.0.0.0/8"]);
-    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 1);
-    let failed = crate::metrics::read_values(&metrics);
-    assert_eq!(
-        failed["cf_allowlist_last_success_timestamp_seconds"],
-        success
+    let failed = sync(1);
+    assert_metrics(
+        &failed,
+        &[
+            ("cf_allowlist_last_success_timestamp_seconds", success),
+            ("cf_allowlist_last_run_success", 0.0),
+            ("cf_allowlist_refusals_total", 1.0),
+        ],
     );
-    assert_eq!(failed["cf_allowlist_last_run_success"], 0.0);
-    assert_eq!(failed["cf_allowlist_refusals_total"], 1.0);
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(
         text.contains("cf_allowlist_backend_in_sync{backend=\"memory ("),
@@ -793,17 +805,20 @@ fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
     );
     assert_eq!(std::fs::read(&metrics).unwrap(), before);
     host.serve(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
-    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 0);
-    let again = crate::metrics::read_values(&metrics);
+    let again = sync(0);
     assert!(again["cf_allowlist_last_success_timestamp_seconds"] >= success);
-    assert_eq!(again[crate::metrics::REFUSALS_SINCE_SUCCESS], 0.0);
-    assert_eq!(again["cf_allowlist_refusals_total"], 1.0);
+    assert_metrics(
+        &again,
+        &[
+            (crate::metrics::REFUSALS_SINCE_SUCCESS, 0.0),
+            ("cf_allowlist_refusals_total", 1.0),
+        ],
+    );
 }
 
 #[test]
 fn doctor_with_fetch_checks_against_the_live_list() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.serve(&WITH_A_FOURTH_RANGE);
     let snapshot = host.run(&["doctor"]);
     assert_eq!(doctor_findings(&snapshot, "coverage")[0]["level"], "ok");
@@ -846,8 +861,7 @@ fn ten_concurrent_first_runs_leave_one_owner_that_the_rules_carry() {
 /// the parts) leaves the SSH guard standing; naming both lets it through.
 #[test]
 fn adopting_parts_with_a_bare_force_does_not_switch_off_the_ssh_guard() {
-    let first = Host::new(&["a"]);
-    assert_eq!(first.run(&["sync"]).code(), 0);
+    let first = Host::synced();
     let second = first.second_state_directory();
     let restrict_ssh = ["sync", "--restrict", "--ports", "22,80"];
     let run = second.run(&restrict_ssh);
