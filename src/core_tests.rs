@@ -64,7 +64,7 @@ impl Host {
         }
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let host = Host { dir, firewalls };
-        host.serve(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
+        host.serve(&FIRST_LIST);
         host
     }
 
@@ -117,6 +117,9 @@ impl Host {
         Ran { json }
     }
 }
+
+/// What [`Host::new`] serves.
+const FIRST_LIST: [&str; 3] = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"];
 
 /// What [`Host::new`] serves, plus one range: an upstream change that grows the list.
 const WITH_A_FOURTH_RANGE: [&str; 4] = [
@@ -176,6 +179,18 @@ impl Ran {
     #[track_caller]
     fn says(&self, pointer: &str, text: &str) {
         assert!(self.text(pointer).contains(text), "{:#}", self.json);
+    }
+
+    /// Asserts one of the warnings starts with `text`.
+    #[track_caller]
+    fn warns(&self, text: &str) {
+        let warnings = self.json["warnings"].as_array();
+        let found = warnings.into_iter().flatten().filter_map(Value::as_str);
+        assert!(
+            found.into_iter().any(|warning| warning.starts_with(text)),
+            "{:#}",
+            self.json
+        );
     }
 
     /// Asserts the string at `pointer` starts with `text`.
@@ -352,16 +367,7 @@ fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
     // While pinned, sync keeps generation 1.
     let sync = host.run(&["sync"]);
     assert_eq!(sync.json["generation"], 1);
-    assert!(
-        sync.json["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|warning| warning
-                .as_str()
-                .unwrap()
-                .starts_with("pinned to generation 1"))
-    );
+    sync.warns("pinned to generation 1");
     assert_eq!(host.run(&["unpin"]).json["unpinned"], 1);
     // Unpinned, sync follows upstream again and records it as a new generation.
     let sync = host.run(&["sync"]);
@@ -746,51 +752,45 @@ fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
     let host = Host::new(&["a"]);
     let metrics = host.dir.path().join("cf-allowlist.prom");
     let flag = metrics.display().to_string();
-    let sync = |code: i32| {
+    // Serves `list`, syncs with the metrics file, expects `code`; returns the metrics.
+    let sync = |list: &[&str], code: i32| {
+        host.serve(list);
         assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), code);
         crate::metrics::read_values(&metrics)
     };
-    let first = sync(0);
+    let first = sync(&FIRST_LIST, 0);
     let success = first["cf_allowlist_last_success_timestamp_seconds"];
     assert!(success > 0.0);
-    assert_metrics(
-        &first,
-        &[
-            ("cf_allowlist_last_run_success", 1.0),
-            ("cf_allowlist_generation", 1.0),
-            ("cf_allowlist_refusals_total", 0.0),
-        ],
-    );
+    let after_success = [
+        ("cf_allowlist_last_run_success", 1.0),
+        ("cf_allowlist_generation", 1.0),
+        ("cf_allowlist_refusals_total", 0.0),
+    ];
+    assert_metrics(&first, &after_success);
 
     // The shrink guard refuses: counted, and the last success stays.
-    host.serve(&["192.0.2.0/24"]);
-    let refused = sync(3);
-    assert_metrics(
-        &refused,
-        &[
-            ("cf_allowlist_last_success_timestamp_seconds", success),
-            ("cf_allowlist_last_run_exit_code", 3.0),
-            ("cf_allowlist_refusals_total", 1.0),
-            (crate::metrics::REFUSALS_SINCE_SUCCESS, 1.0),
-            ("cf_allowlist_generation", 1.0),
-        ],
-    );
+    let refused = sync(&["192.0.2.0/24"], 3);
+    let after_refusal = [
+        ("cf_allowlist_last_success_timestamp_seconds", success),
+        ("cf_allowlist_last_run_exit_code", 3.0),
+        ("cf_allowlist_refusals_total", 1.0),
+        (crate::metrics::REFUSALS_SINCE_SUCCESS, 1.0),
+        ("cf_allowlist_generation", 1.0),
+    ];
+    assert_metrics(&refused, &after_refusal);
     // doctor reads the count from the file.
     let doctor = host.run(&["doctor", "--metrics-file", &flag]);
     let refusals = doctor_findings_about(&doctor, "state", "refusals");
     assert_eq!(refusals[0]["level"], "warning", "{refusals:#?}");
 
     // A source that fails validation: an error, and still the same last success.
-    host.serve(&["10.0.0.0/8"]);
-    let failed = sync(1);
-    assert_metrics(
-        &failed,
-        &[
-            ("cf_allowlist_last_success_timestamp_seconds", success),
-            ("cf_allowlist_last_run_success", 0.0),
-            ("cf_allowlist_refusals_total", 1.0),
-        ],
-    );
+    let failed = sync(&["10.0.0.0/8"], 1);
+    let after_failure = [
+        ("cf_allowlist_last_success_timestamp_seconds", success),
+        ("cf_allowlist_last_run_success", 0.0),
+        ("cf_allowlist_refusals_total", 1.0),
+    ];
+    assert_metrics(&failed, &after_failure);
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(
         text.contains("cf_allowlist_backend_in_sync{backend=\"memory ("),
@@ -804,8 +804,7 @@ fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
         1
     );
     assert_eq!(std::fs::read(&metrics).unwrap(), before);
-    host.serve(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
-    let again = sync(0);
+    let again = sync(&FIRST_LIST, 0);
     assert!(again["cf_allowlist_last_success_timestamp_seconds"] >= success);
     assert_metrics(
         &again,
@@ -879,16 +878,5 @@ fn adopting_parts_with_a_bare_force_does_not_switch_off_the_ssh_guard() {
     assert_eq!(only_owner.json["refused_by"], serde_json::json!(["ssh"]));
     let both = second.run(&[&restrict_ssh[..], &["--force=owner,ssh"]].concat());
     assert_eq!(both.code(), 0, "{:#}", both.json);
-    assert!(
-        both.json["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|warning| warning
-                .as_str()
-                .unwrap()
-                .starts_with("--force=ssh overrides")),
-        "{:#}",
-        both.json
-    );
+    both.warns("--force=ssh overrides");
 }
