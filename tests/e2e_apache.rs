@@ -35,9 +35,10 @@ impl Apache {
     fn start() -> Apache {
         require_root();
         let netns = Netns::new("apache");
-        for address in ["192.0.2.1/32", "198.51.100.10/32", "203.0.113.10/32"] {
-            netns.ip(&["addr", "add", address, "dev", "lo"]);
-        }
+        netns.add_addresses(
+            "lo",
+            &["192.0.2.1/32", "198.51.100.10/32", "203.0.113.10/32"],
+        );
         let work = tempfile::tempdir().expect("temp dir");
         let root = work.path();
         for folder in ["logs", "conf.d", "htdocs"] {

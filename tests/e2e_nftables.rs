@@ -9,11 +9,7 @@ use crate::support::snapshot_files;
 fn nftables_sync_opens_exactly_the_listed_ranges_and_converges() {
     let lab = Lab::new();
     lab.load_nft_ruleset();
-    assert_eq!(
-        lab.open(),
-        expect_open(&[]),
-        "before any sync only the admin's ssh is open"
-    );
+    lab.assert_only_admin_ssh_open();
 
     // A dry run shows the plan and changes nothing, not even the state directory.
     let before = lab.origin.ruleset();

@@ -49,16 +49,17 @@ impl Nginx {
     fn start() -> Nginx {
         require_root();
         let netns = Netns::new("nginx");
-        for address in ["192.0.2.1/32", "198.51.100.10/32", "203.0.113.10/32"] {
-            netns.ip(&["addr", "add", address, "dev", "lo"]);
-        }
-        for address in [
-            "2001:db8:1::1/128",
-            "2001:db8:cf::10/128",
-            "2001:db8:bad::10/128",
-        ] {
-            netns.ip(&["-6", "addr", "add", address, "dev", "lo", "nodad"]);
-        }
+        netns.add_addresses(
+            "lo",
+            &[
+                "192.0.2.1/32",
+                "198.51.100.10/32",
+                "203.0.113.10/32",
+                "2001:db8:1::1/128",
+                "2001:db8:cf::10/128",
+                "2001:db8:bad::10/128",
+            ],
+        );
         let work = tempfile::tempdir().expect("temp dir");
         let access_log = work.path().join("access.log");
         let sandbox = Sandbox::new(&format!(

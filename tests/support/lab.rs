@@ -112,16 +112,7 @@ impl Lab {
             netns.exec("sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"]);
             netns.exec("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
         }
-        origin.ip(&["addr", "add", "192.0.2.1/24", "dev", "vo"]);
-        origin.ip(&[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:1::1/64",
-            "dev",
-            "vo",
-            "nodad",
-        ]);
+        origin.add_addresses("vo", &["192.0.2.1/24", "2001:db8:1::1/64"]);
         origin.ip(&["link", "set", "vo", "up"]);
         for route in ["198.51.100.0/24", "203.0.113.0/24"] {
             origin.ip(&["route", "add", route, "dev", "vo"]);
@@ -129,22 +120,19 @@ impl Lab {
         for route in ["2001:db8:cf::/48", "2001:db8:bad::/48"] {
             origin.ip(&["-6", "route", "add", route, "dev", "vo"]);
         }
-        edge.ip(&["addr", "add", "192.0.2.2/24", "dev", "ve"]);
-        for address in [
-            "198.51.100.10/32",
-            "198.51.100.200/32",
-            "203.0.113.10/32",
-            "203.0.113.200/32",
-        ] {
-            edge.ip(&["addr", "add", address, "dev", "ve"]);
-        }
-        for address in [
-            "2001:db8:1::2/64",
-            "2001:db8:cf::10/128",
-            "2001:db8:bad::10/128",
-        ] {
-            edge.ip(&["-6", "addr", "add", address, "dev", "ve", "nodad"]);
-        }
+        edge.add_addresses(
+            "ve",
+            &[
+                "192.0.2.2/24",
+                "198.51.100.10/32",
+                "198.51.100.200/32",
+                "203.0.113.10/32",
+                "203.0.113.200/32",
+                "2001:db8:1::2/64",
+                "2001:db8:cf::10/128",
+                "2001:db8:bad::10/128",
+            ],
+        );
         edge.ip(&["link", "set", "ve", "up"]);
         for source in SOURCES {
             origin.ip(&[
@@ -245,6 +233,16 @@ impl Lab {
         args.extend(sources.iter().map(String::as_str));
         args.extend_from_slice(extra);
         self.cf(&args)
+    }
+
+    /// Asserts that only the admin's ssh is open, as before any sync.
+    #[track_caller]
+    pub fn assert_only_admin_ssh_open(&self) {
+        assert_eq!(
+            self.open(),
+            expect_open(&[]),
+            "before any sync only the admin's ssh is open"
+        );
     }
 
     /// Every `source port` pair, over [`SOURCES`] and [`PORTS`], that completes a TCP connect to

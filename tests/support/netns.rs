@@ -3,7 +3,7 @@
 //! chosen source addresses, joined by a veth pair. Only documentation addresses are used.
 
 use std::fs::File;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -53,6 +53,18 @@ impl Netns {
         let mut full = vec!["-n", &self.name];
         full.extend_from_slice(args);
         must("ip", &full)
+    }
+
+    /// Adds each address (with its prefix length) to `device`; IPv6 ones without duplicate
+    /// address detection, so they are usable at once.
+    pub fn add_addresses(&self, device: &str, addresses: &[&str]) {
+        for address in addresses {
+            if address.contains(':') {
+                self.ip(&["-6", "addr", "add", address, "dev", device, "nodad"]);
+            } else {
+                self.ip(&["addr", "add", address, "dev", device]);
+            }
+        }
     }
 
     /// Runs `program args…` inside the namespace and panics if it fails.
@@ -132,6 +144,17 @@ pub struct Listeners {
 impl Listeners {
     /// Listens on `[::]:port` (IPv4 and IPv6) for each port, inside `netns`.
     pub fn start(netns: &Netns, ports: &[u16]) -> Listeners {
+        Listeners::serve(netns, "::", ports, drop)
+    }
+
+    /// Listens on `address:port` for each port, inside `netns`, and hands every accepted
+    /// connection (blocking again) to `answer`.
+    pub fn serve(
+        netns: &Netns,
+        address: &'static str,
+        ports: &[u16],
+        answer: fn(TcpStream),
+    ) -> Listeners {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready, bound) = mpsc::channel();
         let name = netns.name.clone();
@@ -142,7 +165,7 @@ impl Listeners {
             let listeners: Vec<TcpListener> = ports
                 .iter()
                 .map(|port| {
-                    let listener = TcpListener::bind(("::", *port)).expect("bind listener");
+                    let listener = TcpListener::bind((address, *port)).expect("bind listener");
                     listener.set_nonblocking(true).unwrap();
                     listener
                 })
@@ -151,7 +174,8 @@ impl Listeners {
             while !flag.load(Ordering::SeqCst) {
                 for listener in &listeners {
                     while let Ok((stream, _)) = listener.accept() {
-                        drop(stream);
+                        stream.set_nonblocking(false).unwrap();
+                        answer(stream);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(5));
