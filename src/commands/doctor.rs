@@ -146,11 +146,11 @@ pub fn run(
                     }
                 }
             }
-            Err(error) => findings.push(Finding::new(
+            Err(error) => findings.push(cannot_read(
                 "listener",
-                Level::Warning,
                 "socket tables",
-                format!("cannot read /proc/thread-self/net/tcp: {error}"),
+                "/proc/thread-self/net/tcp",
+                error,
             )),
         }
     }
@@ -158,21 +158,16 @@ pub fn run(
     // Headroom: the listen queues and the conntrack table.
     findings.push(match sockets::read_listen_queue() {
         Ok(queue) => listen_queue(queue),
-        Err(error) => Finding::new(
+        Err(error) => cannot_read(
             "headroom",
-            Level::Warning,
             "listen queues",
-            format!("cannot read /proc/thread-self/net/netstat: {error}"),
+            "/proc/thread-self/net/netstat",
+            error,
         ),
     });
     findings.push(match sockets::read_conntrack() {
         Ok(table) => conntrack(table),
-        Err(error) => Finding::new(
-            "headroom",
-            Level::Warning,
-            "conntrack",
-            format!("cannot read /proc/sys/net/netfilter: {error}"),
-        ),
+        Err(error) => cannot_read("headroom", "conntrack", "/proc/sys/net/netfilter", error),
     });
     Ok(DoctorReport::of(findings))
 }
@@ -658,6 +653,17 @@ pub fn certificate_findings(
         ));
     }
     findings
+}
+
+/// A warning that `check` could not read `path` for `subject`.
+fn cannot_read(
+    check: &'static str,
+    subject: &str,
+    path: &str,
+    error: impl std::fmt::Display,
+) -> Finding {
+    let evidence = format!("cannot read {path}: {error}");
+    Finding::new(check, Level::Warning, subject, evidence)
 }
 
 /// Listen-queue overflows: connections the kernel dropped because an accept queue was full.
