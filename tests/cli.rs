@@ -223,25 +223,13 @@ fn every_exit_path_prints_one_json_object() {
         assert_eq!(json["command"], command);
     }
     // A dry run, with the builtin list's warning in the array.
-    let json = cf(&[
-        "sync",
-        "--dry-run",
-        "--output",
-        "json",
-        "--source",
-        "builtin",
-    ])
-    .state(&state)
-    .run()
-    .code(0)
-    .json();
-    assert!(
-        json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("builtin list"),
-        "{json:#}"
-    );
+    let json = builtin_dry_run(&["--output", "json"])
+        .state(&state)
+        .run()
+        .code(0)
+        .json();
+    let warning = json["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("builtin list"), "{json:#}");
     // The lock held by another run.
     let held = cf_allowlist::state::StateDir::new(&state);
     let _lock = held.lock(Duration::from_secs(1)).unwrap();
@@ -256,19 +244,10 @@ fn every_exit_path_prints_one_json_object() {
 fn status_and_history_on_a_fresh_state_say_so() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    cf(&["status"])
-        .state(&state)
-        .run()
-        .code(0)
-        .stdout_has("no sync yet");
-    cf(&["history"])
-        .state(&state)
-        .run()
-        .code(0)
-        .stdout_has("no generations yet");
-    cf(&["rollback"])
-        .state(&state)
-        .run()
+    let run = |command: &str| cf(&[command]).state(&state).run();
+    run("status").code(0).stdout_has("no sync yet");
+    run("history").code(0).stdout_has("no generations yet");
+    run("rollback")
         .code(1)
         .stderr_has("cannot roll back: no backend to roll back: no sync has been recorded");
 }
