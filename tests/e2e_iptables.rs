@@ -59,11 +59,7 @@ fn scenario(variant: &str, mode: &str) {
     );
 
     lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
-    sync(&lab, &config, &[])
-        .code(0)
-        .stdout_has("+ 203.0.113.128/25")
-        .stdout_has("- 203.0.113.0/25");
-    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+    lab.assert_moved_to_the_second_list(&sync(&lab, &config, &[]));
 
     // A reload of the saved rules drops our chain and jump; the next sync restores one of each.
     lab.load_iptables_rules(variant);

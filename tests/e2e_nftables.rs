@@ -50,14 +50,9 @@ fn nftables_sync_opens_exactly_the_listed_ranges_and_converges() {
     assert_eq!(json["changed"], true);
     assert_eq!(json["dry_run"], false);
     assert_eq!(json["generation"], 2);
-    assert_eq!(
-        json["backends"][0]["added"],
-        serde_json::json!(["203.0.113.128/25"])
-    );
-    assert_eq!(
-        json["backends"][0]["removed"],
-        serde_json::json!(["203.0.113.0/25"])
-    );
+    let backend = &json["backends"][0];
+    assert_eq!(backend["added"], serde_json::json!(["203.0.113.128/25"]));
+    assert_eq!(backend["removed"], serde_json::json!(["203.0.113.0/25"]));
     assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
 
     // An admin reloads the firewall (flush and load the saved file): our rules are gone, status

@@ -65,22 +65,9 @@ pub const IN_SECOND_LIST: [&str; 4] = [
 pub const LIST_V6: &str = "2001:db8:cf::/48\n";
 
 /// The origin's own ruleset, as an admin would keep it in /etc/nftables.conf: policy drop,
-/// ssh from the admin range, and an explicit drop for the web ports that our accepts must beat.
-pub const ORIGIN_NFT_RULESET: &str = "flush ruleset
-table inet filter {
-  chain input {
-    type filter hook input priority filter; policy drop;
-    ct state established,related accept
-    iif lo accept
-    meta l4proto ipv6-icmp accept
-    ip saddr 192.0.2.0/24 tcp dport 22 accept comment \"admin ssh\"
-    tcp dport { 80, 443 } drop
-  }
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-  }
-}
-";
+/// ssh from the admin range, and an explicit drop for the web ports that our accepts must beat
+/// (kept as nft text in `tests/fixtures/origin.nft`).
+pub const ORIGIN_NFT_RULESET: &str = include_str!("../fixtures/origin.nft");
 
 /// The lab; everything is torn down on drop.
 pub struct Lab {
@@ -233,6 +220,16 @@ impl Lab {
         args.extend(sources.iter().map(String::as_str));
         args.extend_from_slice(extra);
         self.cf(&args)
+    }
+
+    /// Asserts that `sync` moved to the second list ([`SECOND_V4`]): it succeeded, printed the
+    /// range it added and the one it removed, and the listed sources of the second list connect.
+    #[track_caller]
+    pub fn assert_moved_to_the_second_list(&self, sync: &Outcome) {
+        sync.code(0)
+            .stdout_has("+ 203.0.113.128/25")
+            .stdout_has("- 203.0.113.0/25");
+        assert_eq!(self.open(), expect_open(&IN_SECOND_LIST));
     }
 
     /// Asserts that only the admin's ssh is open, as before any sync.
