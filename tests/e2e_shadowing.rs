@@ -121,25 +121,23 @@ fn by_hand(by: &Blocker) {
     );
 }
 
-/// Every source in the first list reaches both web ports (`agree` checked it with packets).
+/// Reads and probes the origin ([`analyse_and_probe`]) and asserts that the listed ranges get
+/// through on both web ports: every source in the first list by fate (checked by packet), and
+/// every listed range by the analysis's own check. Returns the fates and the check's findings.
 #[track_caller]
-fn listed_sources_are_accepted_on_the_web_ports(fates: &Fates) {
+fn the_listed_ranges_get_through(lab: &Lab) -> (Fates, Vec<Finding>) {
+    let (host, fates) = analyse_and_probe(lab);
     for source in IN_FIRST_LIST {
         for port in [80, 443] {
-            let fate = fate(fates, source, port);
+            let fate = fate(&fates, source, port);
             assert_eq!(fate, &Fate::Accepted, "{source} {port}");
         }
     }
-}
-
-/// The analysis's own check of the listed ranges on the web ports: every one accepted.
-#[track_caller]
-fn every_listed_range_is_accepted(host: &Host) -> Vec<Finding> {
     let findings = host.check(&listed_ranges(), &[80, 443]);
     for finding in &findings {
         assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
     }
-    findings
+    (fates, findings)
 }
 
 fn no_legacy_tables(lab: &Lab) {
@@ -150,11 +148,19 @@ fn no_legacy_tables(lab: &Lab) {
     );
 }
 
-fn load_ufw(lab: &Lab, variant: &str) {
+fn load_ufw(lab: &Lab, variant: &str, rules: (&str, &str)) {
     lab.origin
-        .exec_with_input(&format!("iptables-{variant}-restore"), &[], UFW4);
+        .exec_with_input(&format!("iptables-{variant}-restore"), &[], rules.0);
     lab.origin
-        .exec_with_input(&format!("ip6tables-{variant}-restore"), &[], UFW6);
+        .exec_with_input(&format!("ip6tables-{variant}-restore"), &[], rules.1);
+}
+
+/// A lab whose origin holds ufw's rules in iptables `variant`, after [`sync_nftables`].
+fn ufw_lab_synced_with_nftables(variant: &str) -> Lab {
+    let lab = Lab::new();
+    load_ufw(&lab, variant, (UFW4, UFW6));
+    sync_nftables(&lab);
+    lab
 }
 
 /// `sync --backend nftables` into a ruleset whose drop lives elsewhere (ufw's): it applies,
@@ -173,8 +179,7 @@ fn sync_nftables(lab: &Lab) {
 #[test]
 fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
     let lab = Lab::synced_with_nftables();
-    let (host, fates) = analyse_and_probe(&lab);
-    listed_sources_are_accepted_on_the_web_ports(&fates);
+    let (fates, findings) = the_listed_ranges_get_through(&lab);
     for source in IN_FIRST_LIST {
         // Listed, but not on a managed port: the policy.
         assert!(blocker(&fates, source, 8080).policy);
@@ -187,16 +192,13 @@ fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
     assert!(by.rule.as_deref().unwrap().contains("drop"), "{by}");
     by_hand(&by);
     assert!(blocker(&fates, "2001:db8:bad::10", 443).rule.is_some());
-    let findings = every_listed_range_is_accepted(&host);
     assert_eq!(Summary::of(&findings).effective, Some(true));
     no_legacy_tables(&lab);
 }
 
 #[test]
 fn ufw_on_iptables_nft_blocks_what_the_nftables_backend_allowed() {
-    let lab = Lab::new();
-    load_ufw(&lab, "nft");
-    sync_nftables(&lab);
+    let lab = ufw_lab_synced_with_nftables("nft");
     let (host, fates) = analyse_and_probe(&lab);
     assert!(host.ufw_active());
     for source in SOURCES {
@@ -230,10 +232,7 @@ fn a_real_ufw_rule_set_allows_its_own_ranges_and_blocks_the_rest() {
     // What Debian's ufw 0.36 loaded (recorded by testdata/record-ufw.sh): default deny, ssh
     // from the admin range, 80 and 443 from 203.0.113.0/25 and 2001:db8:cf::/48.
     let lab = Lab::new();
-    lab.origin
-        .exec_with_input("iptables-nft-restore", &[], REAL_UFW4);
-    lab.origin
-        .exec_with_input("ip6tables-nft-restore", &[], REAL_UFW6);
+    load_ufw(&lab, "nft", (REAL_UFW4, REAL_UFW6));
     let (_, fates) = analyse_and_probe(&lab);
     for (source, port) in [
         (ADMIN, 22),
@@ -268,9 +267,7 @@ fn a_real_ufw_rule_set_allows_its_own_ranges_and_blocks_the_rest() {
 
 #[test]
 fn ufw_on_iptables_legacy_blocks_and_reading_it_creates_nothing() {
-    let lab = Lab::new();
-    load_ufw(&lab, "legacy");
-    sync_nftables(&lab);
+    let lab = ufw_lab_synced_with_nftables("legacy");
     // analyse() checks that the legacy table list and the nft ruleset are unchanged.
     let (_, fates) = analyse_and_probe(&lab);
     for source in IN_FIRST_LIST {
@@ -307,8 +304,11 @@ fn firewalld_style_reject_at_the_end_of_input() {
     no_legacy_tables(&lab);
 }
 
-/// `sync` with the iptables backend in `variant` and `mode`, as configured.
-fn sync_iptables(lab: &Lab, variant: &str, mode: &str) {
+/// A lab whose origin holds the admin's iptables rules in `variant`, synced with the iptables
+/// backend in `variant` and `mode`, as configured.
+fn iptables_lab(variant: &str, mode: &str) -> Lab {
+    let lab = Lab::new();
+    lab.load_iptables_rules(variant);
     let config = lab.write_config(&format!(
         "[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"{mode}\"\n"
     ));
@@ -317,6 +317,7 @@ fn sync_iptables(lab: &Lab, variant: &str, mode: &str) {
         .stdout_has("applied generation 1");
     // A correct setup: no warning on the next run, which prints nothing at all.
     lab.sync_config(&config, &[]).code(0).says_nothing();
+    lab
 }
 
 /// The same sync again, once something else blocks: exit 5, naming the blocker.
@@ -339,17 +340,13 @@ fn resync_iptables_blocked(lab: &Lab, hint: &str) {
 
 #[test]
 fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_appears() {
-    let lab = Lab::new();
-    lab.load_iptables_rules("nft");
-    sync_iptables(&lab, "nft", "rules");
+    let lab = iptables_lab("nft", "rules");
 
-    let (host, fates) = analyse_and_probe(&lab);
     // The accept in CF-ALLOWLIST is final for INPUT: not shadowed by INPUT's DROP or policy.
-    listed_sources_are_accepted_on_the_web_ports(&fates);
+    let (fates, _) = the_listed_ranges_get_through(&lab);
     let by = blocker(&fates, "203.0.113.200", 80);
     assert_eq!(by.owner.as_deref(), Some("iptables-nft"));
     assert!(by.rule.as_deref().unwrap().ends_with("-j DROP"), "{by}");
-    every_listed_range_is_accepted(&host);
 
     // Debian's default `inet filter input` with policy drop: iptables' accept no longer helps.
     lab.origin.nft_batch(DEBIAN);
@@ -371,16 +368,12 @@ fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_a
 
 #[test]
 fn our_legacy_chain_in_ipset_mode_is_read_through_the_ipset() {
-    let lab = Lab::new();
-    lab.load_iptables_rules("legacy");
-    sync_iptables(&lab, "legacy", "ipset");
-    let (host, fates) = analyse_and_probe(&lab);
-    listed_sources_are_accepted_on_the_web_ports(&fates);
+    let lab = iptables_lab("legacy", "ipset");
+    let (fates, _) = the_listed_ranges_get_through(&lab);
     let by = blocker(&fates, "203.0.113.200", 443);
     assert_eq!(by.origin, "iptables-legacy");
     assert_eq!(by.owner.as_deref(), Some("iptables-legacy"));
     by_hand(&by);
-    every_listed_range_is_accepted(&host);
 }
 
 #[test]
