@@ -16,7 +16,7 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 
 use super::lab::{Lab, ORIGIN_V4};
-use super::netns::{Listeners, Netns};
+use super::netns::{Listeners, Netns, connect_from};
 
 /// The port the origin publishes.
 pub const PUBLISHED: u16 = 8443;
@@ -111,18 +111,10 @@ pub fn answered(lab: &Lab, source: &str) -> bool {
     let source: IpAddr = source.parse().unwrap();
     let origin: IpAddr = ORIGIN_V4.parse().unwrap();
     lab.edge.run_inside(move || {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
-        if socket
-            .connect_timeout(
-                &SocketAddr::new(origin, PUBLISHED).into(),
-                Duration::from_millis(600),
-            )
-            .is_err()
-        {
+        let Ok(mut stream) = connect_from(source, origin, PUBLISHED, Duration::from_millis(600))
+        else {
             return false;
-        }
-        let mut stream: std::net::TcpStream = socket.into();
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(1)))
             .unwrap();

@@ -3,6 +3,7 @@
 //! chosen source addresses, joined by a veth pair. Only documentation addresses are used.
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -204,20 +205,47 @@ impl Drop for Listeners {
 /// accepted within the timeout (a drop shows as a timeout, a reject as a refusal).
 pub fn connects(netns: &Netns, source: IpAddr, destination: IpAddr, port: u16) -> bool {
     netns.run_inside(move || {
-        let domain = if source.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
-        };
-        let socket = Socket::new(domain, Type::STREAM, None).expect("socket");
-        socket
-            .bind(&SocketAddr::new(source, 0).into())
-            .unwrap_or_else(|error| panic!("bind {source}: {error}"));
-        socket
-            .connect_timeout(
-                &SocketAddr::new(destination, port).into(),
-                Duration::from_millis(400),
-            )
-            .is_ok()
+        connect_from(source, destination, port, Duration::from_millis(400)).is_ok()
+    })
+}
+
+/// A TCP connection from `source` to `destination:port` within `timeout`, made in the calling
+/// thread's namespace (call it inside [`Netns::run_inside`]). A source address that cannot be
+/// bound is a broken test setup, not a blocked connection: it panics.
+pub fn connect_from(
+    source: IpAddr,
+    destination: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let domain = if source.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|error| panic!("bind {source}: {error}"));
+    socket.connect_timeout(&SocketAddr::new(destination, port).into(), timeout)?;
+    Ok(socket.into())
+}
+
+/// Sends `request` from `source` to `server:port` inside `netns` and reads the answer to its
+/// end (an HTTP/1.0 exchange: the server closes after answering, having logged the request).
+pub fn http_exchange(
+    netns: &Netns,
+    source: IpAddr,
+    server: IpAddr,
+    port: u16,
+    request: String,
+) -> std::io::Result<String> {
+    netns.run_inside(move || {
+        let mut stream = connect_from(source, server, port, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(request.as_bytes())?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
     })
 }
