@@ -14,6 +14,7 @@ use cf_allowlist_memory::SharedFirewall;
 use crate::cli::{Cli, OutputFormat};
 use crate::printer::{Printer, Verbosity};
 use crate::report::Outcome;
+use crate::test_support::ranges;
 
 static HOSTS: AtomicU32 = AtomicU32::new(0);
 
@@ -128,10 +129,6 @@ const WITH_A_FOURTH_RANGE: [&str; 4] = [
     "203.0.113.0/24",
     "2001:db8:a::/48",
 ];
-
-fn ranges(list: &[&str]) -> Ranges {
-    list.iter().map(|text| text.parse().unwrap()).collect()
-}
 
 /// Checks a JSON object against `schema/output.schema.json`.
 pub fn assert_valid(json: &Value) {

@@ -717,6 +717,7 @@ pub fn conntrack(table: Option<sockets::Conntrack>) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::ranges;
 
     fn settings(strict: bool) -> DoctorSettings {
         DoctorSettings {
@@ -728,10 +729,6 @@ mod tests {
             max_age: Duration::from_secs(2 * 3600),
             metrics_file: None,
         }
-    }
-
-    fn ranges(list: &[&str]) -> Ranges {
-        list.iter().map(|text| text.parse().unwrap()).collect()
     }
 
     const DAY: i64 = 86_400;
