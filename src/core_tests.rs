@@ -14,6 +14,7 @@ use cf_allowlist_memory::SharedFirewall;
 use crate::cli::{Cli, OutputFormat};
 use crate::printer::{Printer, Verbosity};
 use crate::report::Outcome;
+use crate::test_support::ranges;
 
 static HOSTS: AtomicU32 = AtomicU32::new(0);
 
@@ -39,6 +40,13 @@ impl Host {
         Host::on(firewalls)
     }
 
+    /// A host with one firewall after its first successful sync (generation 1, three ranges).
+    fn synced() -> Host {
+        let host = Host::new(&["a"]);
+        assert_eq!(host.run(&["sync"]).code(), 0);
+        host
+    }
+
     /// A second state directory on this host's firewalls.
     fn second_state_directory(&self) -> Host {
         Host::on(self.firewalls.clone())
@@ -57,7 +65,7 @@ impl Host {
         }
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let host = Host { dir, firewalls };
-        host.serve(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
+        host.serve(&FIRST_LIST);
         host
     }
 
@@ -69,6 +77,14 @@ impl Host {
         SharedFirewall::named(&self.firewalls[index])
     }
 
+    /// What a firewall reload does to our parts in firewall `index`: removes them.
+    fn wipe(&self, index: usize) {
+        let shared = self.firewall(index);
+        let mut firewall = shared.lock();
+        firewall.set = None;
+        firewall.rules.clear();
+    }
+
     fn held(&self, index: usize) -> Ranges {
         self.firewall(index).lock().set.clone().unwrap_or_default()
     }
@@ -77,18 +93,24 @@ impl Host {
         self.dir.path().join("state")
     }
 
-    fn run(&self, args: &[&str]) -> Ran {
+    /// `cf-allowlist [GLOBAL…] --config … --state-dir … ARGS…` for this host.
+    fn argv(&self, global: &[&str], args: &[&str]) -> Vec<String> {
         let config = self.dir.path().join("config.toml");
         let state = self.state_dir();
-        let mut argv = vec![
-            "cf-allowlist".to_owned(),
+        let mut argv = vec!["cf-allowlist".to_owned()];
+        argv.extend(global.iter().map(|arg| (*arg).to_owned()));
+        argv.extend([
             "--config".to_owned(),
             config.display().to_string(),
             "--state-dir".to_owned(),
             state.display().to_string(),
-        ];
+        ]);
         argv.extend(args.iter().map(|arg| (*arg).to_owned()));
-        let cli = Cli::try_parse_from(&argv).unwrap();
+        argv
+    }
+
+    fn run(&self, args: &[&str]) -> Ran {
+        let cli = Cli::try_parse_from(self.argv(&[], args)).unwrap();
         let printer = Printer::new(OutputFormat::Json, Verbosity::Quiet);
         let outcome: Outcome = super::execute(&cli, &printer);
         let json = outcome.to_json(&printer.warnings());
@@ -97,9 +119,16 @@ impl Host {
     }
 }
 
-fn ranges(list: &[&str]) -> Ranges {
-    list.iter().map(|text| text.parse().unwrap()).collect()
-}
+/// What [`Host::new`] serves.
+const FIRST_LIST: [&str; 3] = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"];
+
+/// What [`Host::new`] serves, plus one range: an upstream change that grows the list.
+const WITH_A_FOURTH_RANGE: [&str; 4] = [
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "2001:db8:a::/48",
+];
 
 /// Checks a JSON object against `schema/output.schema.json`.
 pub fn assert_valid(json: &Value) {
@@ -125,6 +154,46 @@ impl Ran {
             .as_str()
             .unwrap_or("")
             .to_owned()
+    }
+
+    /// Asserts the error message contains `text`.
+    #[track_caller]
+    fn message_says(&self, text: &str) {
+        let message = self.message();
+        assert!(message.contains(text), "{message}");
+    }
+
+    /// The string at `pointer` (a JSON pointer such as `/warnings/0`).
+    #[track_caller]
+    fn text(&self, pointer: &str) -> &str {
+        self.json
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no string at {pointer}: {:#}", self.json))
+    }
+
+    /// Asserts the string at `pointer` contains `text`.
+    #[track_caller]
+    fn says(&self, pointer: &str, text: &str) {
+        assert!(self.text(pointer).contains(text), "{:#}", self.json);
+    }
+
+    /// Asserts one of the warnings starts with `text`.
+    #[track_caller]
+    fn warns(&self, text: &str) {
+        let warnings = self.json["warnings"].as_array();
+        let found = warnings.into_iter().flatten().filter_map(Value::as_str);
+        assert!(
+            found.into_iter().any(|warning| warning.starts_with(text)),
+            "{:#}",
+            self.json
+        );
+    }
+
+    /// Asserts the string at `pointer` starts with `text`.
+    #[track_caller]
+    fn begins_with(&self, pointer: &str, text: &str) {
+        assert!(self.text(pointer).starts_with(text), "{:#}", self.json);
     }
 }
 
@@ -171,12 +240,7 @@ fn a_read_back_that_differs_from_the_plan_fails_and_records_nothing() {
     host.firewall(0).lock().faults.extra_after_apply = Some("203.0.113.0/24".parse().unwrap());
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 1);
-    assert!(
-        run.message()
-            .contains("does not hold the planned ranges after apply: unexpected 203.0.113.0/24"),
-        "{}",
-        run.message()
-    );
+    run.message_says("does not hold the planned ranges after apply: unexpected 203.0.113.0/24");
     let status = host.run(&["status"]);
     assert_eq!(status.json["generation"], Value::Null, "{:#}", status.json);
     // The next sync removes what the plan did not list.
@@ -191,14 +255,7 @@ fn a_backend_failure_records_nothing_and_the_next_sync_converges() {
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 1);
     assert_eq!(run.json["changed"], false);
-    assert!(
-        run.json["error"]["hint"]
-            .as_str()
-            .unwrap()
-            .contains("run as root"),
-        "{:#}",
-        run.json
-    );
+    run.says("/error/hint", "run as root");
     assert!(host.firewall(0).lock().set.is_none());
     assert!(!host.state_dir().join("generations/00000001.json").exists());
     assert_eq!(host.run(&["sync"]).code(), 0);
@@ -219,16 +276,9 @@ fn when_the_second_backend_fails_the_error_names_the_first_as_changed() {
             && message.contains("which the state does not record"),
         "{message}"
     );
-    assert!(
-        run.json["error"]["causes"][0]
-            .as_str()
-            .unwrap()
-            .contains(&format!(
-                "memory {} backend could not apply",
-                host.firewalls[1]
-            )),
-        "{:#}",
-        run.json
+    run.says(
+        "/error/causes/0",
+        &format!("memory {} backend could not apply", host.firewalls[1]),
     );
     assert_eq!(host.held(0).len(), 3);
     assert!(host.firewall(1).lock().set.is_none());
@@ -241,14 +291,7 @@ fn when_the_second_backend_fails_the_error_names_the_first_as_changed() {
         "{:#}",
         status.json
     );
-    assert!(
-        status.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("holds the ranges of a sync that failed"),
-        "{:#}",
-        status.json
-    );
+    status.says("/warnings/0", "holds the ranges of a sync that failed");
     // The next sync converges both and records generation 1.
     let next = host.run(&["sync"]);
     assert_eq!(next.code(), 0);
@@ -258,26 +301,13 @@ fn when_the_second_backend_fails_the_error_names_the_first_as_changed() {
 
 #[test]
 fn a_stale_plan_is_planned_again_once() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    let host = Host::synced();
+    host.serve(&WITH_A_FOURTH_RANGE);
     // Between our observation and our apply, somebody adds a range to our set.
     host.firewall(0).lock().faults.disturb_before_apply = Some("2001:db8:ff::/48".parse().unwrap());
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 0, "{:#}", run.json);
-    assert!(
-        run.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("changed since it was observed"),
-        "{:#}",
-        run.json
-    );
+    run.says("/warnings/0", "changed since it was observed");
     // The plan reported is the one applied: it removes what the disturbance added.
     assert_eq!(run.json["backends"][0]["removed"][0], "2001:db8:ff::/48");
     assert_eq!(host.held(0).len(), 4);
@@ -292,18 +322,13 @@ fn a_state_that_cannot_be_written_after_apply_is_reported_as_a_partial_change() 
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 1);
     assert_eq!(run.json["changed"], true);
-    assert!(
-        run.message().contains("already hold generation 1"),
-        "{}",
-        run.message()
-    );
+    run.message_says("already hold generation 1");
     assert_eq!(host.held(0).len(), 3);
 }
 
 #[test]
 fn the_shrink_guard_refuses_with_exit_3_and_nothing_changes() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.serve(&["192.0.2.0/24"]);
     let run = host.run(&["sync"]);
     assert_eq!(run.code(), 3);
@@ -322,14 +347,8 @@ fn the_shrink_guard_refuses_with_exit_3_and_nothing_changes() {
 
 #[test]
 fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    let host = Host::synced();
+    host.serve(&WITH_A_FOURTH_RANGE);
     assert_eq!(host.run(&["sync"]).json["generation"], 2);
     let rollback = host.run(&["rollback"]);
     assert_eq!(rollback.code(), 0, "{:#}", rollback.json);
@@ -337,8 +356,7 @@ fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
     assert_eq!(rollback.json["pinned"]["generation"], 1);
     assert_eq!(host.held(0).len(), 3);
     // A firewall reload wipes our parts; restore puts the pinned generation back.
-    host.firewall(0).lock().set = None;
-    host.firewall(0).lock().rules.clear();
+    host.wipe(0);
     let restore = host.run(&["restore"]);
     assert_eq!(restore.code(), 0);
     assert_eq!(restore.json["changed"], true);
@@ -346,16 +364,7 @@ fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
     // While pinned, sync keeps generation 1.
     let sync = host.run(&["sync"]);
     assert_eq!(sync.json["generation"], 1);
-    assert!(
-        sync.json["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|warning| warning
-                .as_str()
-                .unwrap()
-                .starts_with("pinned to generation 1"))
-    );
+    sync.warns("pinned to generation 1");
     assert_eq!(host.run(&["unpin"]).json["unpinned"], 1);
     // Unpinned, sync follows upstream again and records it as a new generation.
     let sync = host.run(&["sync"]);
@@ -365,8 +374,7 @@ fn rollback_pins_an_earlier_generation_and_restore_reapplies_it_after_a_wipe() {
 
 #[test]
 fn purge_removes_everything_and_reports_it() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.firewall(0)
         .lock()
         .foreign_rules
@@ -388,8 +396,7 @@ fn purge_removes_everything_and_reports_it() {
 
 #[test]
 fn status_reports_drift_and_history_lists_generations() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     host.firewall(0)
         .lock()
         .set
@@ -416,36 +423,24 @@ fn errors_are_one_json_object_with_message_causes_and_hint() {
     assert_eq!(run.code(), 1);
     assert_eq!(run.json["command"], "sync");
     assert_eq!(run.json["changed"], false);
-    assert!(run.message().contains("10.0.0.0/8"), "{}", run.message());
+    run.message_says("10.0.0.0/8");
 }
 
 #[test]
 fn after_a_purge_restore_does_nothing_rollback_refuses_and_status_says_so() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     assert_eq!(host.run(&["purge"]).code(), 0);
     let restore = host.run(&["restore", "--backend", "memory"]);
     assert_eq!(restore.code(), 0, "{:#}", restore.json);
     assert_eq!(restore.json["changed"], false);
-    assert!(
-        restore.json["skipped"]
-            .as_str()
-            .unwrap()
-            .contains("purged at"),
-        "{:#}",
-        restore.json
-    );
+    restore.says("/skipped", "purged at");
     assert!(
         host.firewall(0).lock().set.is_none(),
         "restore brought back purged rules"
     );
     let rollback = host.run(&["rollback"]);
     assert_eq!(rollback.code(), 1);
-    assert!(
-        rollback.message().contains("purged at"),
-        "{}",
-        rollback.message()
-    );
+    rollback.message_says("purged at");
     let status = host.run(&["status"]);
     assert!(status.json["purged_at"].is_string(), "{:#}", status.json);
     // The next sync brings the rules back and clears the mark.
@@ -457,8 +452,7 @@ fn after_a_purge_restore_does_nothing_rollback_refuses_and_status_says_so() {
 #[test]
 fn a_tampered_generation_is_never_applied() {
     use sha2::Digest as _;
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     // Another user rewrites the generation, digest and all, to open the world.
     let path = host.state_dir().join("generations/00000001.json");
     let mut generation: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -478,76 +472,45 @@ fn a_tampered_generation_is_never_applied() {
         0o600,
     );
     // A reload wiped the firewall; the boot-time restore must refuse, not open the world.
-    host.firewall(0).lock().set = None;
-    host.firewall(0).lock().rules.clear();
+    host.wipe(0);
     let before = host.firewall(0).lock().clone();
     let restore = host.run(&["restore"]);
     assert_eq!(restore.code(), 1, "{:#}", restore.json);
-    assert!(
-        restore.message().contains("refusing to apply generation 1"),
-        "{}",
-        restore.message()
-    );
+    restore.message_says("refusing to apply generation 1");
     assert_eq!(*host.firewall(0).lock(), before, "a refused restore wrote");
     // A digest that no longer matches is refused too.
     generation["sha256"] = serde_json::json!("0".repeat(64));
     std::fs::write(&path, serde_json::to_vec(&generation).unwrap()).unwrap();
     let restore = host.run(&["restore"]);
     assert_eq!(restore.code(), 1, "{:#}", restore.json);
-    assert!(
-        restore.message().contains("do not match its sha256"),
-        "{}",
-        restore.message()
-    );
+    restore.message_says("do not match its sha256");
     assert_eq!(*host.firewall(0).lock(), before, "a refused restore wrote");
 }
 
 #[test]
 fn a_state_directory_others_can_write_is_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     let generations = host.state_dir().join("generations");
     std::fs::set_permissions(&generations, std::fs::Permissions::from_mode(0o777)).unwrap();
     for command in [&["restore"][..], &["sync"], &["status"]] {
         let run = host.run(command);
         assert_eq!(run.code(), 1, "{command:?}: {:#}", run.json);
-        assert!(
-            run.message().contains("writable by everyone"),
-            "{}",
-            run.message()
-        );
-        assert!(
-            run.json["error"]["hint"]
-                .as_str()
-                .unwrap()
-                .contains("chmod -R go-w"),
-            "{:#}",
-            run.json
-        );
+        run.message_says("writable by everyone");
+        run.says("/error/hint", "chmod -R go-w");
     }
     std::fs::set_permissions(&generations, std::fs::Permissions::from_mode(0o700)).unwrap();
     let file = host.state_dir().join("state.json");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o620)).unwrap();
     let run = host.run(&["restore"]);
     assert_eq!(run.code(), 1);
-    assert!(
-        run.message().contains("writable by its group"),
-        "{}",
-        run.message()
-    );
+    run.message_says("writable by its group");
 }
 
 #[test]
 fn a_pin_survives_the_recovery_of_a_corrupt_state_file() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    let host = Host::synced();
+    host.serve(&WITH_A_FOURTH_RANGE);
     assert_eq!(host.run(&["sync"]).code(), 0);
     assert_eq!(host.run(&["rollback"]).code(), 0);
     std::fs::write(
@@ -563,14 +526,7 @@ fn a_pin_survives_the_recovery_of_a_corrupt_state_file() {
         sync.json
     );
     assert_eq!(sync.json["pinned"]["generation"], 1);
-    assert!(
-        sync.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("keeping the pin on generation 1"),
-        "{:#}",
-        sync.json
-    );
+    sync.says("/warnings/0", "keeping the pin on generation 1");
     // history and unpin work on the damaged state too.
     assert_eq!(host.run(&["history"]).code(), 0);
     assert_eq!(host.run(&["unpin"]).json["unpinned"], 1);
@@ -578,21 +534,16 @@ fn a_pin_survives_the_recovery_of_a_corrupt_state_file() {
 
 #[test]
 fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
-    let first = Host::new(&["a"]);
-    assert_eq!(first.run(&["sync"]).code(), 0);
+    let first = Host::synced();
     let owner = first.firewall(0).lock().owner.clone().unwrap();
     let second = first.second_state_directory();
     second.serve(&["203.0.113.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
     let before = first.firewall(0).lock().clone();
     let run = second.run(&["sync"]);
     assert_eq!(run.code(), 3, "{:#}", run.json);
-    assert!(
-        run.message().contains(&format!(
-            "another cf-allowlist state directory (owner {owner})"
-        )),
-        "{}",
-        run.message()
-    );
+    run.message_says(&format!(
+        "another cf-allowlist state directory (owner {owner})"
+    ));
     assert_eq!(
         *first.firewall(0).lock(),
         before,
@@ -600,19 +551,10 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
     );
     // status in the second directory warns; --force adopts.
     let status = second.run(&["status", "--backend", "memory"]);
-    assert!(
-        status.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("another cf-allowlist state directory")
-    );
+    status.says("/warnings/0", "another cf-allowlist state directory");
     let refused = second.run(&["sync"]);
     assert_eq!(refused.json["refused_by"], serde_json::json!(["owner"]));
-    assert!(
-        refused.message().contains("--force=owner"),
-        "{}",
-        refused.message()
-    );
+    refused.message_says("--force=owner");
     assert_eq!(second.run(&["sync", "--force=shrink"]).code(), 3);
     assert_eq!(second.run(&["sync", "--force"]).code(), 0);
     assert_ne!(
@@ -623,11 +565,9 @@ fn a_second_state_directory_does_not_adopt_parts_it_does_not_own() {
     assert_eq!(first.run(&["sync"]).code(), 3);
     let purge = first.run(&["purge"]);
     assert_eq!(purge.code(), 0);
-    assert!(
-        purge.json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("belonged to another cf-allowlist state directory")
+    purge.says(
+        "/warnings/0",
+        "belonged to another cf-allowlist state directory",
     );
     assert!(first.firewall(0).lock().set.is_none());
 }
@@ -653,14 +593,7 @@ fn restricting_the_ssh_port_is_refused_unless_the_ssh_guard_is_named() {
     );
     assert_eq!(run.json["refused_by"], serde_json::json!(["ssh"]));
     assert!(run.message().contains("[ssh]") && run.message().contains("--force=ssh"));
-    assert!(
-        run.json["error"]["hint"]
-            .as_str()
-            .unwrap()
-            .contains("a bare --force does not override this guard"),
-        "{:#}",
-        run.json
-    );
+    run.says("/error/hint", "a bare --force does not override this guard");
     // A bare --force, or another guard's name, does not switch the SSH guard off.
     for force in ["--force", "--force=shrink,owner,reach"] {
         let run = host.run(&["sync", "--restrict", "--ports", "22,80", force]);
@@ -701,19 +634,38 @@ fn doctor_findings(run: &Ran, check: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The findings of one doctor check about one subject.
+fn doctor_findings_about(run: &Ran, check: &str, subject: &str) -> Vec<Value> {
+    let mut findings = doctor_findings(run, check);
+    findings.retain(|finding| finding["subject"] == subject);
+    findings
+}
+
+/// Asserts `value[key]` is a string that contains `text`.
+#[track_caller]
+fn field_says(value: &Value, key: &str, text: &str) {
+    let field = value[key].as_str().unwrap_or_default();
+    assert!(field.contains(text), "{value:#}");
+}
+
+/// Asserts `value[key]` is a string that starts with `text`.
+#[track_caller]
+fn field_begins_with(value: &Value, key: &str, text: &str) {
+    let field = value[key].as_str().unwrap_or_default();
+    assert!(field.starts_with(text), "{value:#}");
+}
+
 #[test]
 fn doctor_names_a_range_a_backend_no_longer_allows() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     let healthy = host.run(&["doctor"]);
     let coverage = doctor_findings(&healthy, "coverage");
     assert_eq!(coverage.len(), 1, "{:#}", healthy.json);
     assert_eq!(coverage[0]["level"], "ok");
-    assert!(
-        coverage[0]["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("allows every listed range (2 IPv4, 1 IPv6)")
+    field_says(
+        &coverage[0],
+        "evidence",
+        "allows every listed range (2 IPv4, 1 IPv6)",
     );
     let state = doctor_findings(&healthy, "state");
     assert!(
@@ -738,12 +690,7 @@ fn doctor_names_a_range_a_backend_no_longer_allows() {
         coverage[0]["evidence"],
         "does not allow 1 of 3 listed ranges: 198.51.100.0/24"
     );
-    assert!(
-        coverage[0]["hint"]
-            .as_str()
-            .unwrap()
-            .contains("cf-allowlist restore")
-    );
+    field_says(&coverage[0], "hint", "cf-allowlist restore");
     // Read-only: the firewall is as it was left.
     assert_eq!(host.held(0).len(), 3);
 }
@@ -761,62 +708,40 @@ fn doctor_warns_about_a_pin_and_a_missing_sync() {
     assert_eq!(doctor_findings(&never, "coverage")[0]["subject"], "list");
 
     assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    host.serve(&WITH_A_FOURTH_RANGE);
     assert_eq!(host.run(&["sync"]).code(), 0);
     assert_eq!(host.run(&["rollback"]).code(), 0);
     let pinned = host.run(&["doctor"]);
-    let pin: Vec<Value> = doctor_findings(&pinned, "state")
-        .into_iter()
-        .filter(|finding| finding["subject"] == "pin")
-        .collect();
+    let pin = doctor_findings_about(&pinned, "state", "pin");
     assert_eq!(pin.len(), 1, "{:#}", pinned.json);
     assert_eq!(pin[0]["level"], "warning");
-    assert!(
-        pin[0]["evidence"]
-            .as_str()
-            .unwrap()
-            .starts_with("pinned to generation 1")
-    );
+    field_begins_with(&pin[0], "evidence", "pinned to generation 1");
 }
 
 #[test]
 fn doctor_is_unknown_when_it_cannot_run() {
     use std::os::unix::fs::PermissionsExt;
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
+    let host = Host::synced();
     let generations = host.state_dir().join("generations");
     std::fs::set_permissions(&generations, std::fs::Permissions::from_mode(0o777)).unwrap();
     let run = host.run(&["doctor"]);
     assert_eq!(run.code(), 3, "{:#}", run.json);
     assert_eq!(run.json["status"], "unknown");
-    assert!(
-        run.json["summary"]
-            .as_str()
-            .unwrap()
-            .starts_with("doctor could not run: ")
-    );
+    run.begins_with("/summary", "doctor could not run: ");
     assert!(run.message().contains("writable by everyone"));
 }
 
 /// Runs the whole command line, as the binary does (metrics are written by `run`).
 fn run_whole(host: &Host, args: &[&str]) -> i32 {
-    let config = host.dir.path().join("config.toml");
-    let state = host.state_dir();
-    let mut argv = vec![
-        "cf-allowlist".to_owned(),
-        "--quiet".to_owned(),
-        "--config".to_owned(),
-        config.display().to_string(),
-        "--state-dir".to_owned(),
-        state.display().to_string(),
-    ];
-    argv.extend(args.iter().map(|arg| (*arg).to_owned()));
-    crate::run(argv).code()
+    crate::run(host.argv(&["--quiet"], args)).code()
+}
+
+/// Asserts each metric in `expected` has its value in `values`.
+#[track_caller]
+fn assert_metrics(values: &std::collections::BTreeMap<String, f64>, expected: &[(&str, f64)]) {
+    for (name, value) in expected {
+        assert_eq!(values.get(*name), Some(value), "{name} in {values:#?}");
+    }
 }
 
 #[test]
@@ -824,44 +749,45 @@ fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
     let host = Host::new(&["a"]);
     let metrics = host.dir.path().join("cf-allowlist.prom");
     let flag = metrics.display().to_string();
-    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 0);
-    let first = crate::metrics::read_values(&metrics);
+    // Serves `list`, syncs with the metrics file, expects `code`; returns the metrics.
+    let sync = |list: &[&str], code: i32| {
+        host.serve(list);
+        assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), code);
+        crate::metrics::read_values(&metrics)
+    };
+    let first = sync(&FIRST_LIST, 0);
     let success = first["cf_allowlist_last_success_timestamp_seconds"];
     assert!(success > 0.0);
-    assert_eq!(first["cf_allowlist_last_run_success"], 1.0);
-    assert_eq!(first["cf_allowlist_generation"], 1.0);
-    assert_eq!(first["cf_allowlist_refusals_total"], 0.0);
+    let after_success = [
+        ("cf_allowlist_last_run_success", 1.0),
+        ("cf_allowlist_generation", 1.0),
+        ("cf_allowlist_refusals_total", 0.0),
+    ];
+    assert_metrics(&first, &after_success);
 
     // The shrink guard refuses: counted, and the last success stays.
-    host.serve(&["192.0.2.0/24"]);
-    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 3);
-    let refused = crate::metrics::read_values(&metrics);
-    assert_eq!(
-        refused["cf_allowlist_last_success_timestamp_seconds"],
-        success
-    );
-    assert_eq!(refused["cf_allowlist_last_run_exit_code"], 3.0);
-    assert_eq!(refused["cf_allowlist_refusals_total"], 1.0);
-    assert_eq!(refused[crate::metrics::REFUSALS_SINCE_SUCCESS], 1.0);
-    assert_eq!(refused["cf_allowlist_generation"], 1.0);
+    let refused = sync(&["192.0.2.0/24"], 3);
+    let after_refusal = [
+        ("cf_allowlist_last_success_timestamp_seconds", success),
+        ("cf_allowlist_last_run_exit_code", 3.0),
+        ("cf_allowlist_refusals_total", 1.0),
+        (crate::metrics::REFUSALS_SINCE_SUCCESS, 1.0),
+        ("cf_allowlist_generation", 1.0),
+    ];
+    assert_metrics(&refused, &after_refusal);
     // doctor reads the count from the file.
     let doctor = host.run(&["doctor", "--metrics-file", &flag]);
-    let refusals: Vec<Value> = doctor_findings(&doctor, "state")
-        .into_iter()
-        .filter(|finding| finding["subject"] == "refusals")
-        .collect();
+    let refusals = doctor_findings_about(&doctor, "state", "refusals");
     assert_eq!(refusals[0]["level"], "warning", "{refusals:#?}");
 
     // A source that fails validation: an error, and still the same last success.
-    host.serve(&["10.0.0.0/8"]);
-    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 1);
-    let failed = crate::metrics::read_values(&metrics);
-    assert_eq!(
-        failed["cf_allowlist_last_success_timestamp_seconds"],
-        success
-    );
-    assert_eq!(failed["cf_allowlist_last_run_success"], 0.0);
-    assert_eq!(failed["cf_allowlist_refusals_total"], 1.0);
+    let failed = sync(&["10.0.0.0/8"], 1);
+    let after_failure = [
+        ("cf_allowlist_last_success_timestamp_seconds", success),
+        ("cf_allowlist_last_run_success", 0.0),
+        ("cf_allowlist_refusals_total", 1.0),
+    ];
+    assert_metrics(&failed, &after_failure);
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(
         text.contains("cf_allowlist_backend_in_sync{backend=\"memory ("),
@@ -875,24 +801,21 @@ fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
         1
     );
     assert_eq!(std::fs::read(&metrics).unwrap(), before);
-    host.serve(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8:a::/48"]);
-    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 0);
-    let again = crate::metrics::read_values(&metrics);
+    let again = sync(&FIRST_LIST, 0);
     assert!(again["cf_allowlist_last_success_timestamp_seconds"] >= success);
-    assert_eq!(again[crate::metrics::REFUSALS_SINCE_SUCCESS], 0.0);
-    assert_eq!(again["cf_allowlist_refusals_total"], 1.0);
+    assert_metrics(
+        &again,
+        &[
+            (crate::metrics::REFUSALS_SINCE_SUCCESS, 0.0),
+            ("cf_allowlist_refusals_total", 1.0),
+        ],
+    );
 }
 
 #[test]
 fn doctor_with_fetch_checks_against_the_live_list() {
-    let host = Host::new(&["a"]);
-    assert_eq!(host.run(&["sync"]).code(), 0);
-    host.serve(&[
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8:a::/48",
-    ]);
+    let host = Host::synced();
+    host.serve(&WITH_A_FOURTH_RANGE);
     let snapshot = host.run(&["doctor"]);
     assert_eq!(doctor_findings(&snapshot, "coverage")[0]["level"], "ok");
     let fetched = host.run(&["doctor", "--fetch"]);
@@ -934,8 +857,7 @@ fn ten_concurrent_first_runs_leave_one_owner_that_the_rules_carry() {
 /// the parts) leaves the SSH guard standing; naming both lets it through.
 #[test]
 fn adopting_parts_with_a_bare_force_does_not_switch_off_the_ssh_guard() {
-    let first = Host::new(&["a"]);
-    assert_eq!(first.run(&["sync"]).code(), 0);
+    let first = Host::synced();
     let second = first.second_state_directory();
     let restrict_ssh = ["sync", "--restrict", "--ports", "22,80"];
     let run = second.run(&restrict_ssh);
@@ -953,16 +875,5 @@ fn adopting_parts_with_a_bare_force_does_not_switch_off_the_ssh_guard() {
     assert_eq!(only_owner.json["refused_by"], serde_json::json!(["ssh"]));
     let both = second.run(&[&restrict_ssh[..], &["--force=owner,ssh"]].concat());
     assert_eq!(both.code(), 0, "{:#}", both.json);
-    assert!(
-        both.json["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|warning| warning
-                .as_str()
-                .unwrap()
-                .starts_with("--force=ssh overrides")),
-        "{:#}",
-        both.json
-    );
+    both.warns("--force=ssh overrides");
 }

@@ -27,6 +27,8 @@ pub mod validate;
 
 #[cfg(test)]
 mod core_tests;
+#[cfg(test)]
+mod test_support;
 
 use std::ffi::OsString;
 

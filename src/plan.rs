@@ -269,10 +269,7 @@ pub fn shrink_refusals(what: &str, before: &Ranges, after: &Ranges) -> Vec<Refus
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ranges(list: &[&str]) -> Ranges {
-        list.iter().map(|text| text.parse().unwrap()).collect()
-    }
+    use crate::test_support::ranges;
 
     #[test]
     fn the_guard_allows_small_changes_and_refuses_big_shrinks() {

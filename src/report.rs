@@ -726,6 +726,33 @@ impl Finding {
         }
     }
 
+    /// A finding at [`Level::Ok`]: checked and fine.
+    pub fn ok(
+        check: &'static str,
+        subject: impl Into<String>,
+        evidence: impl Into<String>,
+    ) -> Finding {
+        Finding::new(check, Level::Ok, subject, evidence)
+    }
+
+    /// A finding at [`Level::Warning`].
+    pub fn warning(
+        check: &'static str,
+        subject: impl Into<String>,
+        evidence: impl Into<String>,
+    ) -> Finding {
+        Finding::new(check, Level::Warning, subject, evidence)
+    }
+
+    /// A finding at [`Level::Problem`].
+    pub fn problem(
+        check: &'static str,
+        subject: impl Into<String>,
+        evidence: impl Into<String>,
+    ) -> Finding {
+        Finding::new(check, Level::Problem, subject, evidence)
+    }
+
     /// The same with a hint.
     pub fn hint(mut self, hint: impl Into<String>) -> Finding {
         self.hint = Some(hint.into());

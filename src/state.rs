@@ -708,11 +708,8 @@ fn write_json_as<T: Serialize>(path: &Path, value: &T, new: bool) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::ranges;
     use std::os::unix::fs::PermissionsExt;
-
-    fn ranges(list: &[&str]) -> Ranges {
-        list.iter().map(|text| text.parse().unwrap()).collect()
-    }
 
     #[test]
     fn generations_round_trip_and_are_private() {

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::cmd::cf;
+use crate::support::cmd::{builtin_dry_run, cf};
 use crate::support::fixture::{FixtureServer, Reply};
 
 fn write(dir: &Path, name: &str, body: &str) -> String {
@@ -18,7 +18,7 @@ fn write(dir: &Path, name: &str, body: &str) -> String {
 fn dry_run_on_the_builtin_list_needs_no_network_and_no_state() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    cf(&["sync", "--dry-run", "--source", "builtin"])
+    builtin_dry_run(&[])
         .state(&state)
         .run()
         .code(0)
@@ -183,30 +183,15 @@ fn every_exit_path_prints_one_json_object() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     // A usage error.
-    let usage = cf(&["sync", "--detailed-exitcode", "--output", "json"]).run();
-    usage.code(1);
-    let json = usage.json();
-    assert_eq!(json["exit_code"], 1);
-    assert!(
-        json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("required arguments"),
-        "{json:#}"
-    );
+    cf(&["sync", "--detailed-exitcode", "--output", "json"])
+        .run()
+        .json_error(1, "required arguments");
     // A config error.
     let missing = dir.path().join("missing.toml").display().to_string();
     let json = cf(&["--config", &missing, "--output", "json", "status"])
         .run()
-        .code(1)
-        .json();
+        .json_error(1, "could not read config file");
     assert_eq!(json["command"], "status");
-    assert!(
-        json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("could not read config file")
-    );
     assert!(!json["error"]["causes"].as_array().unwrap().is_empty());
     // A source error.
     let list = write(dir.path(), "list", "10.0.0.0/8\n");
@@ -238,60 +223,31 @@ fn every_exit_path_prints_one_json_object() {
         assert_eq!(json["command"], command);
     }
     // A dry run, with the builtin list's warning in the array.
-    let json = cf(&[
-        "sync",
-        "--dry-run",
-        "--output",
-        "json",
-        "--source",
-        "builtin",
-    ])
-    .state(&state)
-    .run()
-    .code(0)
-    .json();
-    assert!(
-        json["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("builtin list"),
-        "{json:#}"
-    );
+    let json = builtin_dry_run(&["--output", "json"])
+        .state(&state)
+        .run()
+        .code(0)
+        .json();
+    let warning = json["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("builtin list"), "{json:#}");
     // The lock held by another run.
     let held = cf_allowlist::state::StateDir::new(&state);
     let _lock = held.lock(Duration::from_secs(1)).unwrap();
     let config = write(dir.path(), "config.toml", "lock_timeout_secs = 1\n");
-    let json = cf(&["--config", &config, "--output", "json", "unpin"])
+    cf(&["--config", &config, "--output", "json", "unpin"])
         .state(&state)
         .run()
-        .code(4)
-        .json();
-    assert_eq!(json["exit_code"], 4);
-    assert!(
-        json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("held the lock")
-    );
+        .json_error(4, "held the lock");
 }
 
 #[test]
 fn status_and_history_on_a_fresh_state_say_so() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    cf(&["status"])
-        .state(&state)
-        .run()
-        .code(0)
-        .stdout_has("no sync yet");
-    cf(&["history"])
-        .state(&state)
-        .run()
-        .code(0)
-        .stdout_has("no generations yet");
-    cf(&["rollback"])
-        .state(&state)
-        .run()
+    let run = |command: &str| cf(&[command]).state(&state).run();
+    run("status").code(0).stdout_has("no sync yet");
+    run("history").code(0).stdout_has("no generations yet");
+    run("rollback")
         .code(1)
         .stderr_has("cannot roll back: no backend to roll back: no sync has been recorded");
 }
@@ -415,25 +371,15 @@ fn an_https_source_with_an_untrusted_certificate_is_refused() {
 #[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn restricting_the_port_of_this_ssh_session_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    cf(&[
-        "sync",
-        "--dry-run",
-        "--source",
-        "builtin",
-        "--backend",
-        "nftables",
-        "--restrict",
-        "--ports",
-        "2222",
-    ])
-    .state(&dir.path().join("state"))
-    .env("SSH_CONNECTION", "192.0.2.9 50000 192.0.2.1 2222")
-    .run()
-    .code(3)
-    .stderr_has("drop SSH on port 2222 (the port of this SSH session ($SSH_CONNECTION))")
-    .stderr_has("[ssh]")
-    .stderr_has("hint: ssh: leave the SSH port out of `ports`")
-    .stderr_has("--force=ssh (a bare --force does not override this guard)");
+    builtin_dry_run(&["--backend", "nftables", "--restrict", "--ports", "2222"])
+        .state(&dir.path().join("state"))
+        .env("SSH_CONNECTION", "192.0.2.9 50000 192.0.2.1 2222")
+        .run()
+        .code(3)
+        .stderr_has("drop SSH on port 2222 (the port of this SSH session ($SSH_CONNECTION))")
+        .stderr_has("[ssh]")
+        .stderr_has("hint: ssh: leave the SSH port out of `ports`")
+        .stderr_has("--force=ssh (a bare --force does not override this guard)");
 }
 
 #[test]
@@ -570,7 +516,7 @@ fn the_top_level_help_lists_every_exit_code() {
 fn a_port_out_of_range_is_refused_as_outside_1_to_65535() {
     let dir = tempfile::tempdir().unwrap();
     for ports in ["70000", "0"] {
-        let outcome = cf(&["sync", "--dry-run", "--source", "builtin", "--ports", ports])
+        let outcome = builtin_dry_run(&["--ports", ports])
             .state(&dir.path().join("state"))
             .run();
         assert_ne!(outcome.code, 0, "{outcome}");

@@ -6,16 +6,13 @@
 //! what Apache then believes is read from its access log (`%a` after mod_remoteip, `%{c}a` the
 //! peer).
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
-
 use crate::support::cmd::cf;
-use crate::support::netns::Netns;
+use crate::support::netns::{Netns, http_exchange};
 use crate::support::require_root;
 
 const SERVER: &str = "192.0.2.1";
@@ -35,9 +32,10 @@ impl Apache {
     fn start() -> Apache {
         require_root();
         let netns = Netns::new("apache");
-        for address in ["192.0.2.1/32", "198.51.100.10/32", "203.0.113.10/32"] {
-            netns.ip(&["addr", "add", address, "dev", "lo"]);
-        }
+        netns.add_addresses(
+            "lo",
+            &["192.0.2.1/32", "198.51.100.10/32", "203.0.113.10/32"],
+        );
         let work = tempfile::tempdir().expect("temp dir");
         let root = work.path();
         for folder in ["logs", "conf.d", "htdocs"] {
@@ -105,25 +103,10 @@ impl Apache {
     fn request(&self, source: &str) -> std::io::Result<String> {
         let source: IpAddr = source.parse().unwrap();
         let before = self.access_log().len();
-        self.netns.run_inside(move || {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-            socket.bind(&SocketAddr::new(source, 0).into())?;
-            socket.connect_timeout(
-                &SocketAddr::new(SERVER.parse().unwrap(), PORT).into(),
-                Duration::from_secs(5),
-            )?;
-            let mut stream: std::net::TcpStream = socket.into();
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.write_all(
-                format!(
-                    "GET / HTTP/1.0\r\nHost: origin.test\r\nCF-Connecting-IP: {CLAIMED}\r\n\r\n"
-                )
-                .as_bytes(),
-            )?;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer)?;
-            Ok::<String, std::io::Error>(answer)
-        })?;
+        let request =
+            format!("GET / HTTP/1.0\r\nHost: origin.test\r\nCF-Connecting-IP: {CLAIMED}\r\n\r\n");
+        let server: IpAddr = SERVER.parse().unwrap();
+        http_exchange(&self.netns, source, server, PORT, request)?;
         // Apache writes the log line as the request ends; give it a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::support::cmd::{Outcome, cf};
-use crate::support::lab::{Lab, ORIGIN_V4};
+use crate::support::lab::{Lab, ORIGIN_V4, with_ufw_lab};
 use crate::support::netns::{Netns, connects, must};
 use crate::support::{require_root, snapshot_files};
 
@@ -98,9 +98,7 @@ const NFT_SUBJECT: &str = "nftables (inet filter input, tcp 80,443)";
 #[test]
 #[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_finds_a_healthy_origin_ok_then_a_stale_sync() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
 
     let before = (firewall_view(&lab.origin), snapshot_files(&lab.state_dir()));
     let text = lab.cf(&["doctor"]);
@@ -156,9 +154,7 @@ fn doctor_finds_a_healthy_origin_ok_then_a_stale_sync() {
 #[test]
 #[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_names_a_drop_in_a_second_table() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
     lab.origin.nft_batch(
         "table inet second {
   chain input {
@@ -219,23 +215,9 @@ fn doctor_names_a_reject_before_our_iptables_jump() {
 #[test]
 #[cfg_attr(not(feature = "e2e"), ignore = "needs root: cargo test --features e2e")]
 fn doctor_names_a_ufw_deny_inserted_before_our_allows_and_ufw_switched_off() {
-    require_root();
-    std::thread::spawn(|| {
-        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
-        let lab = Lab::new();
+    with_ufw_lab(|lab| {
         let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
-        ufw(&["default", "deny", "incoming"]);
-        ufw(&[
-            "allow",
-            "proto",
-            "tcp",
-            "from",
-            "192.0.2.0/24",
-            "to",
-            "any",
-            "port",
-            "22",
-        ]);
+        crate::support::admin_ssh_ufw_rules(ufw);
         ufw(&["--force", "enable"]);
         let config = lab.write_config("[[backend]]\nkind = \"ufw\"\n");
         lab.sync_config(&config, &[]).code(0);
@@ -268,11 +250,7 @@ fn doctor_names_a_ufw_deny_inserted_before_our_allows_and_ufw_switched_off() {
         assert_eq!(keys, [("warning", "coverage")], "{json:#}");
         assert!(found[0].1.contains("run `ufw enable`"), "{}", found[0].1);
         assert_eq!(json["exit_code"], 1);
-        drop(lab);
-        sandbox.assert_host_untouched();
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
 }
 
 /// One namespace with the nftables backend synced for port 443 only, from a list file.
@@ -340,48 +318,19 @@ fn certificate(dir: &Path, label: &str, name: &str, start: &str, end: &str) -> (
         ),
     )
     .unwrap();
-    let text = |p: PathBuf| p.display().to_string();
-    must(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &text(path("key")),
-            "-out",
-            &text(path("csr")),
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{name}"),
-        ],
-    );
-    must(
-        "openssl",
-        &[
-            "ca",
-            "-batch",
-            "-notext",
-            "-selfsign",
-            "-config",
-            &text(path("cnf")),
-            "-keyfile",
-            &text(path("key")),
-            "-in",
-            &text(path("csr")),
-            "-out",
-            &text(path("crt")),
-            "-startdate",
-            start,
-            "-enddate",
-            end,
-        ],
-    );
+    let text = |suffix: &str| path(suffix).display().to_string();
+    let (cnf, key, csr, crt) = (text("cnf"), text("key"), text("csr"), text("crt"));
+    // Split at spaces: the paths are in a temporary directory whose name has none.
+    assert!(!cnf.contains(' '), "{cnf}");
+    let openssl = |command: String| must("openssl", &command.split(' ').collect::<Vec<_>>());
+    openssl(format!(
+        "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {key} -out {csr} \
+         -subj /CN={name} -addext subjectAltName=DNS:{name}"
+    ));
+    openssl(format!(
+        "ca -batch -notext -selfsign -config {cnf} -keyfile {key} -in {csr} -out {crt} \
+         -startdate {start} -enddate {end}"
+    ));
     (path("crt"), path("key"))
 }
 
@@ -585,9 +534,8 @@ fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failur
     let origin = Origin::new();
     let metrics = origin.path("cf-allowlist.prom");
     let flag = metrics.display().to_string();
-    origin.serve_list("198.51.100.0/24\n203.0.113.0/24\n2001:db8:cf::/48\n");
-    origin
-        .cf(&[
+    let sync = || {
+        origin.cf(&[
             "sync",
             "--backend",
             "nftables",
@@ -596,47 +544,37 @@ fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failur
             "--metrics-file",
             &flag,
         ])
-        .code(0);
+    };
+    origin.serve_list("198.51.100.0/24\n203.0.113.0/24\n2001:db8:cf::/48\n");
+    sync().code(0);
     let first = parse_metrics(&metrics);
     let get = |samples: &std::collections::BTreeMap<String, f64>, key: &str| {
         *samples
             .get(key)
             .unwrap_or_else(|| panic!("no {key} in {samples:#?}"))
     };
-    assert_eq!(
-        get(&first, "cf_allowlist_ranges{\"family\": \"ipv4\"}"),
-        2.0
-    );
-    assert_eq!(
-        get(&first, "cf_allowlist_ranges{\"family\": \"ipv6\"}"),
-        1.0
-    );
-    assert_eq!(get(&first, "cf_allowlist_generation{}"), 2.0);
-    assert_eq!(get(&first, "cf_allowlist_pinned{}"), 0.0);
-    assert_eq!(
-        get(
-            &first,
-            "cf_allowlist_last_change_ranges{\"direction\": \"added\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        get(
-            &first,
-            "cf_allowlist_last_change_ranges{\"direction\": \"removed\"}"
-        ),
-        0.0
-    );
     let backend = "{\"backend\": \"nftables (inet filter input, tcp 443)\"}";
-    assert_eq!(
-        get(&first, &format!("cf_allowlist_backend_in_sync{backend}")),
-        1.0
-    );
-    assert_eq!(
-        get(&first, &format!("cf_allowlist_backend_effective{backend}")),
-        1.0
-    );
-    assert_eq!(get(&first, "cf_allowlist_refusals_total{}"), 0.0);
+    let in_sync = format!("cf_allowlist_backend_in_sync{backend}");
+    let effective = format!("cf_allowlist_backend_effective{backend}");
+    for (series, expected) in [
+        ("cf_allowlist_ranges{\"family\": \"ipv4\"}", 2.0),
+        ("cf_allowlist_ranges{\"family\": \"ipv6\"}", 1.0),
+        ("cf_allowlist_generation{}", 2.0),
+        ("cf_allowlist_pinned{}", 0.0),
+        (
+            "cf_allowlist_last_change_ranges{\"direction\": \"added\"}",
+            1.0,
+        ),
+        (
+            "cf_allowlist_last_change_ranges{\"direction\": \"removed\"}",
+            0.0,
+        ),
+        (in_sync.as_str(), 1.0),
+        (effective.as_str(), 1.0),
+        ("cf_allowlist_refusals_total{}", 0.0),
+    ] {
+        assert_eq!(get(&first, series), expected, "{series}");
+    }
     assert!(get(&first, "cf_allowlist_run_duration_seconds{}") > 0.0);
     let success = get(&first, "cf_allowlist_last_success_timestamp_seconds{}");
     assert_eq!(
@@ -646,30 +584,18 @@ fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failur
 
     // A list the validation refuses: the run fails, the file is rewritten, the success stays.
     origin.serve_list("10.0.0.0/8\n");
-    origin
-        .cf(&[
-            "sync",
-            "--backend",
-            "nftables",
-            "--ports",
-            "443",
-            "--metrics-file",
-            &flag,
-        ])
-        .code(1);
+    sync().code(1);
     let failed = parse_metrics(&metrics);
-    assert_eq!(
-        get(&failed, "cf_allowlist_last_success_timestamp_seconds{}"),
-        success
-    );
-    assert_eq!(get(&failed, "cf_allowlist_last_run_success{}"), 0.0);
-    assert_eq!(get(&failed, "cf_allowlist_last_run_exit_code{}"), 1.0);
+    for (series, expected) in [
+        ("cf_allowlist_last_success_timestamp_seconds{}", success),
+        ("cf_allowlist_last_run_success{}", 0.0),
+        ("cf_allowlist_last_run_exit_code{}", 1.0),
+        ("cf_allowlist_generation{}", 2.0),
+        (in_sync.as_str(), 1.0),
+    ] {
+        assert_eq!(get(&failed, series), expected, "{series}");
+    }
     assert!(get(&failed, "cf_allowlist_last_run_timestamp_seconds{}") >= success);
-    assert_eq!(get(&failed, "cf_allowlist_generation{}"), 2.0);
-    assert_eq!(
-        get(&failed, &format!("cf_allowlist_backend_in_sync{backend}")),
-        1.0
-    );
     // Nothing but the file itself in its directory: the temporary file was renamed.
     let strays: Vec<_> = std::fs::read_dir(origin.dir.path())
         .unwrap()
@@ -686,14 +612,7 @@ fn metrics_parse_with_prometheus_client_and_keep_the_last_success_after_a_failur
 
 #[test]
 fn a_doctor_command_line_it_cannot_read_is_unknown() {
-    let outcome = cf(&["--output", "json", "doctor", "--no-such-flag"]).run();
-    let json = outcome.json();
-    outcome.code(3);
-    assert_eq!(json["exit_code"], 3);
-    assert!(
-        json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("--no-such-flag")
-    );
+    cf(&["--output", "json", "doctor", "--no-such-flag"])
+        .run()
+        .json_error(3, "--no-such-flag");
 }

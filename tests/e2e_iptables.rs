@@ -23,11 +23,7 @@ fn scenario(variant: &str, mode: &str) {
     lab.load_iptables_rules(variant);
     let config = write_config(&lab, variant, mode);
     let base = lab.iptables_state(variant);
-    assert_eq!(
-        lab.open(),
-        expect_open(&[]),
-        "before any sync only the admin's ssh is open"
-    );
+    lab.assert_only_admin_ssh_open();
 
     sync(&lab, &config, &["--dry-run"])
         .code(0)
@@ -63,11 +59,7 @@ fn scenario(variant: &str, mode: &str) {
     );
 
     lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
-    sync(&lab, &config, &[])
-        .code(0)
-        .stdout_has("+ 203.0.113.128/25")
-        .stdout_has("- 203.0.113.0/25");
-    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+    lab.assert_moved_to_the_second_list(&sync(&lab, &config, &[]));
 
     // A reload of the saved rules drops our chain and jump; the next sync restores one of each.
     lab.load_iptables_rules(variant);
@@ -218,30 +210,27 @@ fn a_variant_switch_removes_our_parts_from_the_old_variant_and_purge_looks_in_bo
     let origin: std::net::IpAddr = ORIGIN_V4.parse().unwrap();
     let reaches = |source: &str| connects(&lab.edge, source.parse().unwrap(), origin, 80);
     let config = lab.state.path().join("config.toml");
-    let use_variant = |variant: &str| {
-        std::fs::write(
-            &config,
-            format!(
-                "restrict = true\n[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"rules\"\n"
-            ),
-        )
-        .unwrap();
-    };
     let config_text = config.display().to_string();
+    // Configures the iptables backend in `variant`, serves `list` and syncs.
+    let sync_variant = |variant: &str, list: &str| {
+        let text = format!(
+            "restrict = true\n[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"rules\"\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        lab.fixture.set("/ips-v4", Reply::ok(list));
+        let outcome = sync(&lab, &config_text, &[]);
+        outcome.code(0);
+        outcome
+    };
     let ours = |variant: &str| lab.iptables_state(variant).contains("CF-ALLOWLIST");
 
     // Restrict in iptables-nft (no other rules: policy accept, so only our drop closes 80).
-    use_variant("nft");
-    sync(&lab, &config_text, &[]).code(0);
+    sync_variant("nft", LIST_V4);
     assert!(reaches("203.0.113.10") && !reaches("203.0.113.200"));
 
     // The config now says legacy and the list moves: the nft parts go, or their drop would
     // keep the newly listed 203.0.113.200 out.
-    use_variant("legacy");
-    lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
-    sync(&lab, &config_text, &[])
-        .code(0)
-        .stdout_has("iptables-nft");
+    sync_variant("legacy", SECOND_V4).stdout_has("iptables-nft");
     assert!(ours("legacy"));
     assert!(!ours("nft"), "the nft variant's parts were left in place");
     assert!(
@@ -270,13 +259,9 @@ fn a_variant_switch_removes_our_parts_from_the_old_variant_and_purge_looks_in_bo
     assert!(reaches("203.0.113.200"));
 
     // And back from legacy to nft.
-    sync(&lab, &config_text, &[]).code(0);
+    sync_variant("legacy", SECOND_V4);
     assert!(ours("legacy") && !ours("nft"));
-    use_variant("nft");
-    lab.fixture.set("/ips-v4", Reply::ok(LIST_V4));
-    sync(&lab, &config_text, &[])
-        .code(0)
-        .stdout_has("iptables-legacy");
+    sync_variant("nft", LIST_V4).stdout_has("iptables-legacy");
     assert!(
         !ours("legacy"),
         "the legacy variant's parts were left in place"

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::support::cmd::Outcome;
-use crate::support::lab::{IN_FIRST_LIST, Lab, expect_open};
+use crate::support::lab::{IN_FIRST_LIST, Lab, ORIGIN_NFT_RULESET, expect_open, with_ufw_lab};
 
 /// Writes `text` as the lab's config file and returns its path.
 fn config(lab: &Lab, name: &str, text: &str) -> String {
@@ -17,17 +17,35 @@ fn config(lab: &Lab, name: &str, text: &str) -> String {
 
 /// `cf-allowlist --config CONFIG sync --source … EXTRA…`.
 fn sync(lab: &Lab, config: &str, extra: &[&str]) -> Outcome {
-    let sources = lab.source_args();
-    let mut args = vec!["--config", config, "sync"];
-    args.extend(sources.iter().map(String::as_str));
-    args.extend_from_slice(extra);
-    lab.cf(&args)
+    lab.sync_config(config, extra)
+}
+
+/// A dry run and then a run of `config` both exit 0 without `text` on stderr.
+#[track_caller]
+fn dry_run_and_run_lack(lab: &Lab, config: &str, text: &str) {
+    sync(lab, config, &["--dry-run"]).code(0).stderr_lacks(text);
+    sync(lab, config, &[]).code(0).stderr_lacks(text);
+}
+
+/// A lab whose origin holds its own ruleset plus `batch` (an nft batch, or nothing), and the
+/// path of a config with the nftables backend alone.
+fn nftables_lab(batch: &str) -> (Lab, String) {
+    let lab = Lab::new();
+    lab.load_nft_ruleset();
+    if !batch.is_empty() {
+        lab.origin.nft_batch(batch);
+    }
+    let nft = config(&lab, "nft.toml", NFTABLES_ONLY);
+    (lab, nft)
 }
 
 const NFT_AND_IPTABLES: &str =
     "[[backend]]\nkind = \"nftables\"\n[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\n";
 const IPTABLES_ONLY: &str = "[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\n";
 const NFTABLES_ONLY: &str = "[[backend]]\nkind = \"nftables\"\n";
+const NFTABLES_IN_SECOND: &str = "[[backend]]\nkind = \"nftables\"\ntable = \"second\"\n";
+/// iptables-nft with restrict (more keys of the backend may follow).
+const RESTRICT: &str = "[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\nrestrict = true\n";
 
 /// Scenario 1: on a policy-drop host synced with nftables and iptables, removing the nftables
 /// backend would remove the accepts that carry the traffic. The dry run and the run both
@@ -61,9 +79,7 @@ fn removing_the_backend_that_carries_the_traffic_is_refused_by_the_reach_guard()
 /// leave (our accepts in place): effective, no blocker, no hint to use the config being run.
 #[test]
 fn the_first_dry_run_on_a_policy_drop_host_is_not_a_false_alarm() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    let nft = config(&lab, "nft.toml", NFTABLES_ONLY);
+    let (lab, nft) = nftables_lab("");
     let preview = sync(&lab, &nft, &["--dry-run", "--output", "json"]);
     let json = preview.json();
     assert_eq!(json["exit_code"], 0, "{json:#}");
@@ -82,31 +98,21 @@ fn the_first_dry_run_on_a_policy_drop_host_is_not_a_false_alarm() {
 #[test]
 fn a_chain_reached_by_jump_from_the_input_hook_is_not_called_unattached() {
     let lab = Lab::new();
+    // The origin's own ruleset with an extra chain `allow` that input jumps to before its drop.
     lab.origin.nft_batch(
-        "flush ruleset
-table inet filter {
-  chain allow { }
-  chain input {
-    type filter hook input priority filter; policy drop;
-    ct state established,related accept
-    iif lo accept
-    meta l4proto ipv6-icmp accept
-    ip saddr 192.0.2.0/24 tcp dport 22 accept comment \"admin ssh\"
-    jump allow
-    tcp dport { 80, 443 } drop
-  }
-}
-",
+        &ORIGIN_NFT_RULESET
+            .replace("  chain input {", "  chain allow { }\n  chain input {")
+            .replace(
+                "    tcp dport { 80, 443 } drop",
+                "    jump allow\n    tcp dport { 80, 443 } drop",
+            ),
     );
     let nft = config(
         &lab,
         "nft.toml",
         "[[backend]]\nkind = \"nftables\"\nchain = \"allow\"\n",
     );
-    sync(&lab, &nft, &["--dry-run"])
-        .code(0)
-        .stderr_lacks("not attached");
-    sync(&lab, &nft, &[]).code(0).stderr_lacks("not attached");
+    dry_run_and_run_lack(&lab, &nft, "not attached");
     assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
     lab.cf(&["--config", &nft, "status"])
         .code(0)
@@ -125,19 +131,12 @@ const SECOND_TABLE: &str = "table inet second {
 /// Scenario 4: while Cloudflare is blocked, every sync says so with exit 5, the no-op too.
 #[test]
 fn a_block_is_reported_by_every_sync_not_only_the_first() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.origin.nft_batch(SECOND_TABLE);
-    let nft = config(&lab, "nft.toml", NFTABLES_ONLY);
-    sync(&lab, &nft, &["--dry-run"])
-        .code(5)
-        .stderr_has("inet second input");
-    sync(&lab, &nft, &[])
-        .code(5)
-        .stderr_has("inet second input");
-    sync(&lab, &nft, &[])
-        .code(5)
-        .stderr_has("inet second input");
+    let (lab, nft) = nftables_lab(SECOND_TABLE);
+    for extra in [&["--dry-run"][..], &[], &[]] {
+        sync(&lab, &nft, extra)
+            .code(5)
+            .stderr_has("inet second input");
+    }
     sync(&lab, &nft, &["--dry-run"]).code(5);
 }
 
@@ -146,10 +145,7 @@ fn a_block_is_reported_by_every_sync_not_only_the_first() {
 /// says what to change by hand, naming the rule.
 #[test]
 fn a_hint_proposes_only_a_config_the_analysis_finds_effective() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.origin.nft_batch(SECOND_TABLE);
-    let nft = config(&lab, "nft.toml", NFTABLES_ONLY);
+    let (lab, nft) = nftables_lab(SECOND_TABLE);
     let run = sync(&lab, &nft, &[]);
     run.code(5)
         .stderr_lacks("table = \"second\"")
@@ -157,11 +153,7 @@ fn a_hint_proposes_only_a_config_the_analysis_finds_effective() {
         .stderr_has("no https");
     // Following the hint the old version gave is judged before anything is written: it would
     // cut 80 as well, so the reach guard refuses it.
-    let second = config(
-        &lab,
-        "second.toml",
-        "[[backend]]\nkind = \"nftables\"\ntable = \"second\"\n",
-    );
+    let second = config(&lab, "second.toml", NFTABLES_IN_SECOND);
     sync(&lab, &second, &["--dry-run"])
         .code(3)
         .stderr_has("[reach]");
@@ -173,9 +165,7 @@ fn a_hint_proposes_only_a_config_the_analysis_finds_effective() {
 /// each refusal names its guard and the override.
 #[test]
 fn a_bare_force_does_not_override_the_ssh_guard() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    let nft = config(&lab, "nft.toml", NFTABLES_ONLY);
+    let (lab, nft) = nftables_lab("");
     let restrict_ssh = ["--restrict", "--ports", "22,80,443"];
     let mut extra = restrict_ssh.to_vec();
     extra.push("--force");
@@ -211,19 +201,12 @@ fn docker_is_warned_about_once_and_not_for_a_backend_that_filters_docker_user() 
     let exempt = config(
         &lab,
         "docker.toml",
-        "[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\nrestrict = true\ndocker_user = true\n",
+        &format!("{RESTRICT}docker_user = true\n"),
     );
-    sync(&lab, &exempt, &["--dry-run"])
-        .code(0)
-        .stderr_lacks("Docker");
-    sync(&lab, &exempt, &[]).code(0).stderr_lacks("Docker");
+    dry_run_and_run_lack(&lab, &exempt, "Docker");
     let doctor = lab.cf(&["--config", &exempt, "doctor"]);
     assert!(!doctor.stdout.contains("Docker"), "{doctor}");
-    let plain = config(
-        &lab,
-        "plain.toml",
-        "[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\nrestrict = true\n",
-    );
+    let plain = config(&lab, "plain.toml", RESTRICT);
     sync(&lab, &plain, &["--dry-run"])
         .code(0)
         .stderr_has("Docker");
@@ -414,21 +397,23 @@ fn the_dry_run_returns_what_the_run_returns_on_every_host_shape() {
     }
 }
 
+/// Switches the lab's ufw on with a default deny for incoming; returns the path of a config
+/// with the ufw backend.
+fn ufw_denying_incoming(lab: &Lab) -> String {
+    lab.origin.exec("ufw", &["default", "deny", "incoming"]);
+    lab.origin.exec("ufw", &["--force", "enable"]);
+    config(lab, "ufw.toml", "[[backend]]\nkind = \"ufw\"\n")
+}
+
 /// Scenario 7: ufw switched off, with the backend's `enable` off: status and doctor say that a
 /// sync will not enable it (rather than promise the next sync repairs it), and doctor makes
 /// one coverage statement for the backend, not an ok and a problem.
 #[test]
 fn ufw_switched_off_is_not_promised_to_be_repaired_by_a_sync() {
-    crate::support::require_root();
-    std::thread::spawn(|| {
-        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
-        let lab = Lab::new();
-        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
-        ufw(&["default", "deny", "incoming"]);
-        ufw(&["--force", "enable"]);
-        let config = config(&lab, "ufw.toml", "[[backend]]\nkind = \"ufw\"\n");
-        sync(&lab, &config, &[]).code(0);
-        ufw(&["disable"]);
+    with_ufw_lab(|lab| {
+        let config = ufw_denying_incoming(lab);
+        sync(lab, &config, &[]).code(0);
+        lab.origin.exec("ufw", &["disable"]);
 
         let status = lab.cf(&["--config", &config, "status"]);
         assert!(
@@ -456,33 +441,23 @@ fn ufw_switched_off_is_not_promised_to_be_repaired_by_a_sync() {
         let said = coverage[0].to_string();
         assert!(!said.contains("next sync"), "{said}");
         assert!(said.contains("ufw enable"), "{said}");
-        drop(lab);
-        sandbox.assert_host_untouched();
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
 }
 
 /// Scenario 3 (ufw): the first dry run of the ufw backend on a host whose ufw denies incoming
 /// judges ufw with our allows in it: effective, and no hint to use the backend being run.
 #[test]
 fn a_ufw_dry_run_does_not_advise_the_ufw_backend() {
-    crate::support::require_root();
-    std::thread::spawn(|| {
-        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
-        let lab = Lab::new();
-        let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
-        ufw(&["default", "deny", "incoming"]);
-        ufw(&["--force", "enable"]);
-        let config = config(&lab, "ufw.toml", "[[backend]]\nkind = \"ufw\"\n");
-        let preview = sync(&lab, &config, &["--dry-run", "--output", "json"]);
+    with_ufw_lab(|lab| {
+        let config = ufw_denying_incoming(lab);
+        let preview = sync(lab, &config, &["--dry-run", "--output", "json"]);
         let json = preview.json();
         assert_eq!(json["exit_code"], 0, "{json:#}");
         assert_eq!(json["backends"][0]["effective"], true, "{json:#}");
-        sync(&lab, &config, &["--dry-run"])
+        sync(lab, &config, &["--dry-run"])
             .code(0)
             .stderr_lacks("--backend ufw");
-        sync(&lab, &config, &[]).code(0);
+        sync(lab, &config, &[]).code(0);
         assert_eq!(
             lab.open(),
             expect_open(&IN_FIRST_LIST)
@@ -490,9 +465,5 @@ fn a_ufw_dry_run_does_not_advise_the_ufw_backend() {
                 .filter(|pair| !pair.ends_with(" 22"))
                 .collect()
         );
-        drop(lab);
-        sandbox.assert_host_untouched();
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
 }

@@ -12,11 +12,7 @@ use crate::support::snapshot_files;
 fn nftables_sync_opens_exactly_the_listed_ranges_and_converges() {
     let lab = Lab::new();
     lab.load_nft_ruleset();
-    assert_eq!(
-        lab.open(),
-        expect_open(&[]),
-        "before any sync only the admin's ssh is open"
-    );
+    lab.assert_only_admin_ssh_open();
 
     // A dry run shows the plan and changes nothing, not even the state directory.
     let before = lab.origin.ruleset();
@@ -57,14 +53,9 @@ fn nftables_sync_opens_exactly_the_listed_ranges_and_converges() {
     assert_eq!(json["changed"], true);
     assert_eq!(json["dry_run"], false);
     assert_eq!(json["generation"], 2);
-    assert_eq!(
-        json["backends"][0]["added"],
-        serde_json::json!(["203.0.113.128/25"])
-    );
-    assert_eq!(
-        json["backends"][0]["removed"],
-        serde_json::json!(["203.0.113.0/25"])
-    );
+    let backend = &json["backends"][0];
+    assert_eq!(backend["added"], serde_json::json!(["203.0.113.128/25"]));
+    assert_eq!(backend["removed"], serde_json::json!(["203.0.113.0/25"]));
     assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
 
     // An admin reloads the firewall (flush and load the saved file): our rules are gone, status

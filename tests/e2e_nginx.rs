@@ -10,17 +10,15 @@
 //! "signal process started" lines that each `nginx -s reload` writes before it exits.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cf_allowlist_nginx::harness::Sandbox;
-use socket2::{Domain, Socket, Type};
 
 use crate::support::cmd::{Outcome, cf};
-use crate::support::netns::Netns;
+use crate::support::netns::{Netns, http_exchange};
 use crate::support::{require_root, snapshot_files};
 
 const SERVER_V4: &str = "192.0.2.1";
@@ -49,16 +47,17 @@ impl Nginx {
     fn start() -> Nginx {
         require_root();
         let netns = Netns::new("nginx");
-        for address in ["192.0.2.1/32", "198.51.100.10/32", "203.0.113.10/32"] {
-            netns.ip(&["addr", "add", address, "dev", "lo"]);
-        }
-        for address in [
-            "2001:db8:1::1/128",
-            "2001:db8:cf::10/128",
-            "2001:db8:bad::10/128",
-        ] {
-            netns.ip(&["-6", "addr", "add", address, "dev", "lo", "nodad"]);
-        }
+        netns.add_addresses(
+            "lo",
+            &[
+                "192.0.2.1/32",
+                "198.51.100.10/32",
+                "203.0.113.10/32",
+                "2001:db8:1::1/128",
+                "2001:db8:cf::10/128",
+                "2001:db8:bad::10/128",
+            ],
+        );
         let work = tempfile::tempdir().expect("temp dir");
         let access_log = work.path().join("access.log");
         let sandbox = Sandbox::new(&format!(
@@ -168,27 +167,9 @@ impl Nginx {
             request.push_str(&format!("CF-Connecting-IP: {value}\r\n"));
         }
         request.push_str("\r\n");
-        self.netns.run_inside(move || {
-            let domain = if source.is_ipv4() {
-                Domain::IPV4
-            } else {
-                Domain::IPV6
-            };
-            let socket = Socket::new(domain, Type::STREAM, None)?;
-            socket.bind(&SocketAddr::new(source, 0).into())?;
-            socket.connect_timeout(
-                &SocketAddr::new(server, PORT).into(),
-                Duration::from_secs(5),
-            )?;
-            let mut stream: std::net::TcpStream = socket.into();
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.write_all(request.as_bytes())?;
-            // HTTP/1.0: nginx closes after the answer, and it writes the access log line before
-            // closing, so the line is there once we read the end of the stream.
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer)?;
-            Ok(answer)
-        })
+        // HTTP/1.0: nginx closes after the answer, and it writes the access log line before
+        // closing, so the line is there once the answer is read to its end.
+        http_exchange(&self.netns, source, server, PORT, request)
     }
 
     /// Sends a request from `source` claiming `CF-Connecting-IP: claimed`; returns the address

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::cmd::cf;
+use crate::support::cmd::{builtin_dry_run, cf};
 use crate::support::lab::{IN_FIRST_LIST, Lab, expect_open};
 use crate::support::netns::Netns;
 
@@ -55,19 +55,9 @@ fn a_rule_inserted_into_input_between_our_read_and_our_write_survives() {
 
     // Our jump is duplicated (drift), so the next sync must delete a jump; while it runs, a
     // partner's rule lands at the top of INPUT.
-    lab.origin.exec(
-        "iptables-nft",
-        &[
-            "-A",
-            "INPUT",
-            "-m",
-            "comment",
-            "--comment",
-            "cf-allowlist",
-            "-j",
-            "CF-ALLOWLIST",
-        ],
-    );
+    let our_jump = "-A INPUT -m comment --comment cf-allowlist -j CF-ALLOWLIST";
+    let our_jump: Vec<&str> = our_jump.split(' ').collect();
+    lab.origin.exec("iptables-nft", &our_jump);
     let before = foreign_input_rules(&lab.origin.exec("iptables-nft-save", &["-t", "filter"]));
     let path = racing_restore(lab.state.path());
     let outcome = cf(&args)
@@ -147,27 +137,27 @@ fn kernel_state(netns: &Netns) -> (String, String, String) {
     )
 }
 
-#[test]
-fn status_and_a_dry_run_change_nothing_in_the_kernel() {
+/// A new namespace (root only), a temporary directory, and a state path in it that does not
+/// exist yet.
+fn fresh_namespace(name: &str) -> (Netns, tempfile::TempDir, std::path::PathBuf) {
     crate::support::require_root();
-    let netns = Netns::new("readonly");
+    let netns = Netns::new(name);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
+    (netns, dir, state)
+}
+
+#[test]
+fn status_and_a_dry_run_change_nothing_in_the_kernel() {
+    let (netns, _dir, state) = fresh_namespace("readonly");
     let before = kernel_state(&netns);
     assert_eq!(before, (String::new(), String::new(), String::new()));
     for backend in ["nftables", "iptables"] {
-        cf(&[
-            "sync",
-            "--dry-run",
-            "--source",
-            "builtin",
-            "--backend",
-            backend,
-        ])
-        .state(&state)
-        .in_netns(&netns.name)
-        .run()
-        .code(0);
+        builtin_dry_run(&["--backend", backend])
+            .state(&state)
+            .in_netns(&netns.name)
+            .run()
+            .code(0);
         cf(&["status", "--backend", backend])
             .state(&state)
             .in_netns(&netns.name)
@@ -187,9 +177,7 @@ fn status_and_a_dry_run_change_nothing_in_the_kernel() {
 
 #[test]
 fn a_second_state_directory_refuses_to_adopt_the_first_ones_rules() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
     let ruleset = lab.origin.ruleset();
     let other = tempfile::tempdir().unwrap();
     let mut args = vec!["sync", "--backend", "nftables"];
@@ -211,9 +199,7 @@ fn a_second_state_directory_refuses_to_adopt_the_first_ones_rules() {
 
 #[test]
 fn moving_to_another_chain_leaves_nothing_behind_and_closes_nothing() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
     assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
     // The admin restructures: web traffic goes through a chain of its own, jumped to from input
     // before the web ports' drop, and points cf-allowlist at it.
@@ -324,10 +310,7 @@ fn owner_ids(text: &str) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn a_dry_run_shows_no_made_up_owner_id_and_a_noop_says_it_recorded_nothing() {
-    crate::support::require_root();
-    let netns = Netns::new("owner");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
+    let (netns, dir, state) = fresh_namespace("owner");
     let list = dir.path().join("list");
     std::fs::write(&list, "198.51.100.0/25\n").unwrap();
     let list = list.display().to_string();

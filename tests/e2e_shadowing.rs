@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use cf_allowlist_netfilter::{Blocker, Fate, Host, Summary, read_host};
+use cf_allowlist_netfilter::{Blocker, Fate, Finding, Host, Summary, read_host};
 use ipnet::IpNet;
 
 use crate::support::lab::{ADMIN, IN_FIRST_LIST, Lab, PORTS, SOURCES};
@@ -59,9 +59,20 @@ fn analyse(lab: &Lab) -> Host {
     host
 }
 
+/// The fate of each (source, port) pair.
+type Fates = BTreeMap<(&'static str, u16), Fate>;
+
+/// [`analyse`], then [`agree`]: the origin's firewall as read and every fate checked by packet.
+#[track_caller]
+fn analyse_and_probe(lab: &Lab) -> (Host, Fates) {
+    let host = analyse(lab);
+    let fates = agree(lab, &host);
+    (host, fates)
+}
+
 /// Probes every source and port and checks each fate against the packet: returns the fates.
 #[track_caller]
-fn agree(lab: &Lab, host: &Host) -> BTreeMap<(&'static str, u16), Fate> {
+fn agree(lab: &Lab, host: &Host) -> Fates {
     let open = lab.open();
     let mut fates = BTreeMap::new();
     for source in SOURCES {
@@ -82,7 +93,7 @@ fn agree(lab: &Lab, host: &Host) -> BTreeMap<(&'static str, u16), Fate> {
 }
 
 #[track_caller]
-fn blocker(fates: &BTreeMap<(&'static str, u16), Fate>, source: &str, port: u16) -> Blocker {
+fn blocker(fates: &Fates, source: &str, port: u16) -> Blocker {
     match fates.iter().find(|((s, p), _)| *s == source && *p == port) {
         Some((_, Fate::Blocked { by })) => (**by).clone(),
         other => panic!("{source} {port}: expected blocked, got {other:?}"),
@@ -90,7 +101,7 @@ fn blocker(fates: &BTreeMap<(&'static str, u16), Fate>, source: &str, port: u16)
 }
 
 #[track_caller]
-fn fate<'a>(fates: &'a BTreeMap<(&'static str, u16), Fate>, source: &str, port: u16) -> &'a Fate {
+fn fate<'a>(fates: &'a Fates, source: &str, port: u16) -> &'a Fate {
     fates
         .iter()
         .find(|((s, p), _)| *s == source && *p == port)
@@ -102,13 +113,31 @@ fn fate<'a>(fates: &'a BTreeMap<(&'static str, u16), Fate>, source: &str, port: 
 /// help is simulated by the core (see e2e_judgement), never guessed here.
 #[track_caller]
 fn by_hand(by: &Blocker) {
+    let place = format!("{} {} {}", by.family, by.table, by.base_chain);
+    let hint = &by.hint;
     assert!(
-        by.hint
-            .contains(&format!("{} {} {}", by.family, by.table, by.base_chain))
-            && !by.hint.contains("--backend"),
-        "{}",
-        by.hint
+        hint.contains(&place) && !hint.contains("--backend"),
+        "{hint}"
     );
+}
+
+/// Reads and probes the origin ([`analyse_and_probe`]) and asserts that the listed ranges get
+/// through on both web ports: every source in the first list by fate (checked by packet), and
+/// every listed range by the analysis's own check. Returns the fates and the check's findings.
+#[track_caller]
+fn the_listed_ranges_get_through(lab: &Lab) -> (Fates, Vec<Finding>) {
+    let (host, fates) = analyse_and_probe(lab);
+    for source in IN_FIRST_LIST {
+        for port in [80, 443] {
+            let fate = fate(&fates, source, port);
+            assert_eq!(fate, &Fate::Accepted, "{source} {port}");
+        }
+    }
+    let findings = host.check(&listed_ranges(), &[80, 443]);
+    for finding in &findings {
+        assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
+    }
+    (fates, findings)
 }
 
 fn no_legacy_tables(lab: &Lab) {
@@ -119,11 +148,19 @@ fn no_legacy_tables(lab: &Lab) {
     );
 }
 
-fn load_ufw(lab: &Lab, variant: &str) {
+fn load_ufw(lab: &Lab, variant: &str, rules: (&str, &str)) {
     lab.origin
-        .exec_with_input(&format!("iptables-{variant}-restore"), &[], UFW4);
+        .exec_with_input(&format!("iptables-{variant}-restore"), &[], rules.0);
     lab.origin
-        .exec_with_input(&format!("ip6tables-{variant}-restore"), &[], UFW6);
+        .exec_with_input(&format!("ip6tables-{variant}-restore"), &[], rules.1);
+}
+
+/// A lab whose origin holds ufw's rules in iptables `variant`, after [`sync_nftables`].
+fn ufw_lab_synced_with_nftables(variant: &str) -> Lab {
+    let lab = Lab::new();
+    load_ufw(&lab, variant, (UFW4, UFW6));
+    sync_nftables(&lab);
+    lab
 }
 
 /// `sync --backend nftables` into a ruleset whose drop lives elsewhere (ufw's): it applies,
@@ -141,19 +178,9 @@ fn sync_nftables(lab: &Lab) {
 
 #[test]
 fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let lab = Lab::synced_with_nftables();
+    let (fates, findings) = the_listed_ranges_get_through(&lab);
     for source in IN_FIRST_LIST {
-        for port in [80, 443] {
-            assert_eq!(
-                fate(&fates, source, port),
-                &Fate::Accepted,
-                "{source} {port}"
-            );
-        }
         // Listed, but not on a managed port: the policy.
         assert!(blocker(&fates, source, 8080).policy);
     }
@@ -165,22 +192,15 @@ fn nftables_policy_drop_with_our_set_accepts_the_listed_ranges_only() {
     assert!(by.rule.as_deref().unwrap().contains("drop"), "{by}");
     by_hand(&by);
     assert!(blocker(&fates, "2001:db8:bad::10", 443).rule.is_some());
-    let findings = host.check(&listed_ranges(), &[80, 443]);
-    for finding in &findings {
-        assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
-    }
     assert_eq!(Summary::of(&findings).effective, Some(true));
     no_legacy_tables(&lab);
 }
 
 #[test]
 fn ufw_on_iptables_nft_blocks_what_the_nftables_backend_allowed() {
-    let lab = Lab::new();
-    load_ufw(&lab, "nft");
-    sync_nftables(&lab);
-    let host = analyse(&lab);
+    let lab = ufw_lab_synced_with_nftables("nft");
+    let (host, fates) = analyse_and_probe(&lab);
     assert!(host.ufw_active());
-    let fates = agree(&lab, &host);
     for source in SOURCES {
         for port in [80, 443] {
             let by = blocker(&fates, source, port);
@@ -212,12 +232,8 @@ fn a_real_ufw_rule_set_allows_its_own_ranges_and_blocks_the_rest() {
     // What Debian's ufw 0.36 loaded (recorded by testdata/record-ufw.sh): default deny, ssh
     // from the admin range, 80 and 443 from 203.0.113.0/25 and 2001:db8:cf::/48.
     let lab = Lab::new();
-    lab.origin
-        .exec_with_input("iptables-nft-restore", &[], REAL_UFW4);
-    lab.origin
-        .exec_with_input("ip6tables-nft-restore", &[], REAL_UFW6);
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    load_ufw(&lab, "nft", (REAL_UFW4, REAL_UFW6));
+    let (_, fates) = analyse_and_probe(&lab);
     for (source, port) in [
         (ADMIN, 22),
         ("203.0.113.10", 80),
@@ -251,12 +267,9 @@ fn a_real_ufw_rule_set_allows_its_own_ranges_and_blocks_the_rest() {
 
 #[test]
 fn ufw_on_iptables_legacy_blocks_and_reading_it_creates_nothing() {
-    let lab = Lab::new();
-    load_ufw(&lab, "legacy");
-    sync_nftables(&lab);
+    let lab = ufw_lab_synced_with_nftables("legacy");
     // analyse() checks that the legacy table list and the nft ruleset are unchanged.
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (_, fates) = analyse_and_probe(&lab);
     for source in IN_FIRST_LIST {
         let by = blocker(&fates, source, 443);
         assert_eq!(by.origin, "iptables-legacy", "{by}");
@@ -271,8 +284,7 @@ fn ufw_on_iptables_legacy_blocks_and_reading_it_creates_nothing() {
 fn firewalld_style_reject_at_the_end_of_input() {
     let lab = Lab::new();
     lab.origin.nft_batch(FIREWALLD);
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (_, fates) = analyse_and_probe(&lab);
     for source in ["198.51.100.10", "203.0.113.200"] {
         for port in PORTS {
             let by = blocker(&fates, source, port);
@@ -292,8 +304,11 @@ fn firewalld_style_reject_at_the_end_of_input() {
     no_legacy_tables(&lab);
 }
 
-/// `sync` with the iptables backend in `variant` and `mode`, as configured.
-fn sync_iptables(lab: &Lab, variant: &str, mode: &str) {
+/// A lab whose origin holds the admin's iptables rules in `variant`, synced with the iptables
+/// backend in `variant` and `mode`, as configured.
+fn iptables_lab(variant: &str, mode: &str) -> Lab {
+    let lab = Lab::new();
+    lab.load_iptables_rules(variant);
     let config = lab.write_config(&format!(
         "[[backend]]\nkind = \"iptables\"\nvariant = \"{variant}\"\nmode = \"{mode}\"\n"
     ));
@@ -302,6 +317,7 @@ fn sync_iptables(lab: &Lab, variant: &str, mode: &str) {
         .stdout_has("applied generation 1");
     // A correct setup: no warning on the next run, which prints nothing at all.
     lab.sync_config(&config, &[]).code(0).says_nothing();
+    lab
 }
 
 /// The same sync again, once something else blocks: exit 5, naming the blocker.
@@ -324,33 +340,17 @@ fn resync_iptables_blocked(lab: &Lab, hint: &str) {
 
 #[test]
 fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_appears() {
-    let lab = Lab::new();
-    lab.load_iptables_rules("nft");
-    sync_iptables(&lab, "nft", "rules");
+    let lab = iptables_lab("nft", "rules");
 
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
     // The accept in CF-ALLOWLIST is final for INPUT: not shadowed by INPUT's DROP or policy.
-    for source in IN_FIRST_LIST {
-        for port in [80, 443] {
-            assert_eq!(
-                fate(&fates, source, port),
-                &Fate::Accepted,
-                "{source} {port}"
-            );
-        }
-    }
+    let (fates, _) = the_listed_ranges_get_through(&lab);
     let by = blocker(&fates, "203.0.113.200", 80);
     assert_eq!(by.owner.as_deref(), Some("iptables-nft"));
     assert!(by.rule.as_deref().unwrap().ends_with("-j DROP"), "{by}");
-    for finding in host.check(&listed_ranges(), &[80, 443]) {
-        assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
-    }
 
     // Debian's default `inet filter input` with policy drop: iptables' accept no longer helps.
     lab.origin.nft_batch(DEBIAN);
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (_, fates) = analyse_and_probe(&lab);
     for source in IN_FIRST_LIST {
         let by = blocker(&fates, source, 443);
         assert_eq!((by.family.as_str(), by.table.as_str()), ("inet", "filter"));
@@ -368,42 +368,24 @@ fn our_iptables_chain_reached_by_a_jump_is_effective_until_an_inet_policy_drop_a
 
 #[test]
 fn our_legacy_chain_in_ipset_mode_is_read_through_the_ipset() {
-    let lab = Lab::new();
-    lab.load_iptables_rules("legacy");
-    sync_iptables(&lab, "legacy", "ipset");
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
-    for source in IN_FIRST_LIST {
-        for port in [80, 443] {
-            assert_eq!(
-                fate(&fates, source, port),
-                &Fate::Accepted,
-                "{source} {port}"
-            );
-        }
-    }
+    let lab = iptables_lab("legacy", "ipset");
+    let (fates, _) = the_listed_ranges_get_through(&lab);
     let by = blocker(&fates, "203.0.113.200", 443);
     assert_eq!(by.origin, "iptables-legacy");
     assert_eq!(by.owner.as_deref(), Some("iptables-legacy"));
     by_hand(&by);
-    for finding in host.check(&listed_ranges(), &[80, 443]) {
-        assert_eq!(finding.fate, Fate::Accepted, "{finding:?}");
-    }
 }
 
 #[test]
 fn a_match_the_analysis_cannot_read_before_a_drop_is_unsure() {
-    let lab = Lab::new();
-    lab.load_nft_ruleset();
-    lab.sync("nftables", &[]).code(0);
+    let lab = Lab::synced_with_nftables();
     lab.origin.exec(
         "nft",
         &[
             "insert", "rule", "inet", "filter", "input", "meta", "mark", "0x1", "drop",
         ],
     );
-    let host = analyse(&lab);
-    let fates = agree(&lab, &host);
+    let (_, fates) = analyse_and_probe(&lab);
     let open = lab.open();
     for source in IN_FIRST_LIST {
         match fate(&fates, source, 80) {

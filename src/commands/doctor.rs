@@ -62,9 +62,8 @@ pub fn run(
     findings.push(sync_age(last_sync, now, doctor.max_age));
     if let Some(pin) = &state.pinned {
         findings.push(
-            Finding::new(
+            Finding::warning(
                 "state",
-                Level::Warning,
                 "pin",
                 format!(
                     "pinned to generation {} since {}: upstream changes are not followed",
@@ -93,9 +92,8 @@ pub fn run(
     // Coverage: what each backend holds covers the list.
     if backends.is_empty() {
         findings.push(
-            Finding::new(
+            Finding::problem(
                 "coverage",
-                Level::Problem,
                 "backends",
                 "no backend is configured and none was synced",
             )
@@ -106,13 +104,9 @@ pub fn run(
     }
     match &target {
         None => findings.push(
-            Finding::new(
-                "coverage",
-                Level::Warning,
-                "list",
-                "no current generation to check against",
-            )
-            .hint("run `cf-allowlist sync`, or `doctor --fetch` to check against the live list"),
+            Finding::warning("coverage", "list", "no current generation to check against").hint(
+                "run `cf-allowlist sync`, or `doctor --fetch` to check against the live list",
+            ),
         ),
         // Coverage and shadowing: the judgement every command uses, one statement each.
         Some(target) => findings.extend(judged_findings(
@@ -151,11 +145,11 @@ pub fn run(
                     }
                 }
             }
-            Err(error) => findings.push(Finding::new(
+            Err(error) => findings.push(cannot_read(
                 "listener",
-                Level::Warning,
                 "socket tables",
-                format!("cannot read /proc/thread-self/net/tcp: {error}"),
+                "/proc/thread-self/net/tcp",
+                error,
             )),
         }
     }
@@ -163,21 +157,16 @@ pub fn run(
     // Headroom: the listen queues and the conntrack table.
     findings.push(match sockets::read_listen_queue() {
         Ok(queue) => listen_queue(queue),
-        Err(error) => Finding::new(
+        Err(error) => cannot_read(
             "headroom",
-            Level::Warning,
             "listen queues",
-            format!("cannot read /proc/thread-self/net/netstat: {error}"),
+            "/proc/thread-self/net/netstat",
+            error,
         ),
     });
     findings.push(match sockets::read_conntrack() {
         Ok(table) => conntrack(table),
-        Err(error) => Finding::new(
-            "headroom",
-            Level::Warning,
-            "conntrack",
-            format!("cannot read /proc/sys/net/netfilter: {error}"),
-        ),
+        Err(error) => cannot_read("headroom", "conntrack", "/proc/sys/net/netfilter", error),
     });
     Ok(DoctorReport::of(findings))
 }
@@ -190,18 +179,12 @@ pub fn sync_age(
     max_age: Duration,
 ) -> Finding {
     let Some((text, time)) = last else {
-        return Finding::new(
-            "state",
-            Level::Warning,
-            "last sync",
-            "no successful sync yet",
-        )
-        .hint("run `cf-allowlist sync` and enable cf-allowlist-sync.timer");
+        return Finding::warning("state", "last sync", "no successful sync yet")
+            .hint("run `cf-allowlist sync` and enable cf-allowlist-sync.timer");
     };
     let Some(time) = time else {
-        return Finding::new(
+        return Finding::warning(
             "state",
-            Level::Warning,
             "last sync",
             format!("its time {text:?} cannot be read"),
         );
@@ -212,11 +195,10 @@ pub fn sync_age(
     let hint =
         "check `systemctl status cf-allowlist-sync.timer` and `journalctl -u cf-allowlist-sync`";
     if age > STALE_PROBLEM {
-        Finding::new("state", Level::Problem, "last sync", evidence).hint(hint)
+        Finding::problem("state", "last sync", evidence).hint(hint)
     } else if age > max_age {
-        Finding::new(
+        Finding::warning(
             "state",
-            Level::Warning,
             "last sync",
             format!(
                 "{evidence}, older than {}",
@@ -225,7 +207,7 @@ pub fn sync_age(
         )
         .hint(hint)
     } else {
-        Finding::new("state", Level::Ok, "last sync", evidence)
+        Finding::ok("state", "last sync", evidence)
     }
 }
 
@@ -233,18 +215,16 @@ pub fn sync_age(
 /// leaves the state directory untouched, so the metrics file is where they are counted).
 fn refusals(metrics_file: Option<&std::path::Path>) -> Finding {
     let Some(path) = metrics_file else {
-        return Finding::new(
+        return Finding::ok(
             "state",
-            Level::Ok,
             "refusals",
             "not counted: no metrics_file is configured",
         );
     };
     let previous = metrics::read_values(path);
     match previous.get(metrics::REFUSALS_SINCE_SUCCESS) {
-        Some(count) if *count > 0.0 => Finding::new(
+        Some(count) if *count > 0.0 => Finding::warning(
             "state",
-            Level::Warning,
             "refusals",
             format!(
                 "{count} run(s) refused by a safety guard since the last successful sync ({})",
@@ -252,15 +232,13 @@ fn refusals(metrics_file: Option<&std::path::Path>) -> Finding {
             ),
         )
         .hint("run `cf-allowlist sync --dry-run` to see which guard refused and why; `--force=NAME` overrides that guard only"),
-        Some(_) => Finding::new(
+        Some(_) => Finding::ok(
             "state",
-            Level::Ok,
             "refusals",
             "none since the last successful sync",
         ),
-        None => Finding::new(
+        None => Finding::ok(
             "state",
-            Level::Ok,
             "refusals",
             format!("none recorded ({} holds no count yet)", path.display()),
         ),
@@ -289,13 +267,8 @@ fn judged_findings(
         Ok(judged) => judged,
         Err(error) => {
             return vec![
-                Finding::new(
-                    "coverage",
-                    Level::Problem,
-                    "backends",
-                    format!("cannot read them: {error}"),
-                )
-                .hint(error.hint().unwrap_or_default()),
+                Finding::problem("coverage", "backends", format!("cannot read them: {error}"))
+                    .hint(error.hint().unwrap_or_default()),
             ];
         }
     };
@@ -308,7 +281,7 @@ fn judged_findings(
         judged
             .warnings
             .iter()
-            .map(|warning| Finding::new("shadowing", Level::Warning, "firewall", warning.clone())),
+            .map(|warning| Finding::warning("shadowing", "firewall", warning.clone())),
     );
     findings
 }
@@ -344,15 +317,13 @@ pub fn coverage(plan: &BackendPlan) -> Vec<Finding> {
         )
     };
     let finding = match (uncovered.is_empty(), plan.change.repairs.is_empty()) {
-        (true, true) => Finding::new(
+        (true, true) => Finding::ok(
             "coverage",
-            Level::Ok,
             subject.clone(),
             format!("allows every listed range ({})", counts(target)),
         ),
-        (true, false) => Finding::new(
+        (true, false) => Finding::problem(
             "coverage",
-            Level::Problem,
             subject.clone(),
             format!(
                 "holds every listed range, but its rules are damaged: {}",
@@ -374,16 +345,15 @@ pub fn coverage(plan: &BackendPlan) -> Vec<Finding> {
                     plan.change.repairs.join("; ")
                 ));
             }
-            Finding::new("coverage", Level::Problem, subject.clone(), evidence).hint(restore)
+            Finding::problem("coverage", subject.clone(), evidence).hint(restore)
         }
     };
     // One statement per backend: what the backend itself warns about (ufw switched off, rules
     // in both iptables variants) is part of it, never a second, contradicting line.
     let finding = match (finding.level, plan.warnings.is_empty()) {
         (_, true) => finding,
-        (Level::Ok, false) => Finding::new(
+        (Level::Ok, false) => Finding::warning(
             "coverage",
-            Level::Warning,
             subject.clone(),
             format!(
                 "holds every listed range ({}), but {}",
@@ -414,13 +384,12 @@ fn shadowing(plan: &BackendPlan) -> Vec<Finding> {
             let (evidence, hint) = blocker
                 .split_once(": ")
                 .map_or((blocker.as_str(), ""), |(evidence, hint)| (evidence, hint));
-            Finding::new("shadowing", Level::Problem, subject.clone(), evidence).hint(hint)
+            Finding::problem("shadowing", subject.clone(), evidence).hint(hint)
         })
         .collect();
     if findings.is_empty() && plan.effective == Some(true) {
-        findings.push(Finding::new(
+        findings.push(Finding::ok(
             "shadowing",
-            Level::Ok,
             subject,
             "no other table, chain or rule drops the listed ranges on its ports",
         ));
@@ -464,9 +433,8 @@ pub fn listener(port: u16, here: &[SocketAddr]) -> Finding {
         .map(ToString::to_string)
         .collect();
     if !reachable.is_empty() {
-        return Finding::new(
+        return Finding::ok(
             "listener",
-            Level::Ok,
             subject,
             format!("listening on {}", reachable.join(", ")),
         );
@@ -480,7 +448,7 @@ pub fn listener(port: u16, here: &[SocketAddr]) -> Finding {
             shown.join(", ")
         )
     };
-    Finding::new("listener", Level::Problem, subject, evidence).hint(
+    Finding::problem("listener", subject, evidence).hint(
         "start the web server, or bind it to 0.0.0.0/:: (or the public address); \
          or remove the port from the managed ports",
     )
@@ -502,9 +470,8 @@ fn published_port(port: u16, published: &[std::ops::RangeInclusive<u16>]) -> Opt
         .iter()
         .any(|range| range.contains(&port))
         .then(|| {
-            Finding::new(
+            Finding::ok(
                 "listener",
-                Level::Ok,
                 format!("tcp {port}"),
                 format!(
                     "published: a DNAT in the nat table forwards port {port} (Docker's `-p`, for instance), so its listener is where the DNAT leads, not on this host"
@@ -547,9 +514,8 @@ fn tls_check(
 ) -> Vec<Finding> {
     let subject = format!("tcp {port}");
     let Some(name) = &doctor.server_name else {
-        return vec![Finding::new(
+        return vec![Finding::ok(
             "tls",
-            Level::Ok,
             subject,
             "not checked: no --server-name (or [doctor] server_name) to ask for",
         )];
@@ -571,7 +537,7 @@ fn tls_check(
         crate::printer::chain(&error)
     });
     vec![
-        Finding::new("tls", Level::Problem, subject, error).hint(
+        Finding::problem("tls", subject, error).hint(
             "Cloudflare's Full and Full (strict) modes need a working TLS server on this port",
         ),
     ]
@@ -596,18 +562,16 @@ pub fn certificate_findings(
     let days_left = (certificate.not_after - now_seconds).div_euclid(86_400);
     if certificate.not_after < now_seconds {
         findings.push(
-            Finding::new(
+            Finding::problem(
                 "tls",
-                Level::Problem,
                 subject.clone(),
                 format!("the certificate expired on {until}"),
             )
             .hint("renew it: Cloudflare refuses an expired origin certificate in Full and Full (strict) mode"),
         );
     } else if certificate.not_before > now_seconds {
-        findings.push(Finding::new(
+        findings.push(Finding::problem(
             "tls",
-            Level::Problem,
             subject.clone(),
             format!(
                 "the certificate is not valid yet (from {})",
@@ -618,9 +582,8 @@ pub fn certificate_findings(
         ));
     } else if days_left < doctor.cert_warn_days as i64 {
         findings.push(
-            Finding::new(
+            Finding::warning(
                 "tls",
-                Level::Warning,
                 subject.clone(),
                 format!("the certificate expires in {days_left} days ({until})"),
             )
@@ -629,9 +592,8 @@ pub fn certificate_findings(
     }
     if let Some(error) = &certificate.name_error {
         findings.push(
-            Finding::new(
+            Finding::problem(
                 "tls",
-                Level::Problem,
                 subject.clone(),
                 format!(
                     "the certificate is not valid for {name} (it names {}): {error}",
@@ -669,9 +631,8 @@ pub fn certificate_findings(
         );
     }
     if findings.is_empty() {
-        findings.push(Finding::new(
+        findings.push(Finding::ok(
             "tls",
-            Level::Ok,
             subject,
             format!(
                 "certificate for {} from {}, valid until {until} ({days_left} days), trusted by public roots",
@@ -683,6 +644,17 @@ pub fn certificate_findings(
     findings
 }
 
+/// A warning that `check` could not read `path` for `subject`.
+fn cannot_read(
+    check: &'static str,
+    subject: &str,
+    path: &str,
+    error: impl std::fmt::Display,
+) -> Finding {
+    let evidence = format!("cannot read {path}: {error}");
+    Finding::warning(check, subject, evidence)
+}
+
 /// Listen-queue overflows: connections the kernel dropped because an accept queue was full.
 pub fn listen_queue(queue: sockets::ListenQueue) -> Finding {
     let evidence = format!(
@@ -690,21 +662,20 @@ pub fn listen_queue(queue: sockets::ListenQueue) -> Finding {
         queue.overflows, queue.drops
     );
     if queue.overflows > 0 || queue.drops > 0 {
-        Finding::new("headroom", Level::Warning, "listen queues", evidence).hint(
+        Finding::warning("headroom", "listen queues", evidence).hint(
             "a listener's accept queue overflowed: raise the server's backlog and \
              net.core.somaxconn, or add workers",
         )
     } else {
-        Finding::new("headroom", Level::Ok, "listen queues", evidence)
+        Finding::ok("headroom", "listen queues", evidence)
     }
 }
 
 /// Conntrack usage: new connections are dropped once the table is full.
 pub fn conntrack(table: Option<sockets::Conntrack>) -> Finding {
     let Some(table) = table else {
-        return Finding::new(
+        return Finding::ok(
             "headroom",
-            Level::Ok,
             "conntrack",
             "connection tracking is not loaded in this network namespace",
         );
@@ -734,6 +705,7 @@ pub fn conntrack(table: Option<sockets::Conntrack>) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::ranges;
 
     fn settings(strict: bool) -> DoctorSettings {
         DoctorSettings {
@@ -745,10 +717,6 @@ mod tests {
             max_age: Duration::from_secs(2 * 3600),
             metrics_file: None,
         }
-    }
-
-    fn ranges(list: &[&str]) -> Ranges {
-        list.iter().map(|text| text.parse().unwrap()).collect()
     }
 
     const DAY: i64 = 86_400;
@@ -896,9 +864,9 @@ mod tests {
     #[test]
     fn the_verdict_is_the_worst_finding_and_the_summary_names_it() {
         let report = DoctorReport::of(vec![
-            Finding::new("state", Level::Ok, "last sync", "1m ago"),
-            Finding::new("headroom", Level::Warning, "conntrack", "85%"),
-            Finding::new("listener", Level::Problem, "tcp 443", "nothing listens"),
+            Finding::ok("state", "last sync", "1m ago"),
+            Finding::warning("headroom", "conntrack", "85%"),
+            Finding::problem("listener", "tcp 443", "nothing listens"),
         ]);
         assert_eq!(report.exit_status().code(), 2);
         assert_eq!(
@@ -906,7 +874,7 @@ mod tests {
             "1 problem, 1 warning: listener tcp 443: nothing listens"
         );
         assert_eq!(report.checks[0].check, "listener");
-        let fine = DoctorReport::of(vec![Finding::new("state", Level::Ok, "x", "y")]);
+        let fine = DoctorReport::of(vec![Finding::ok("state", "x", "y")]);
         assert_eq!(fine.exit_status().code(), 0);
         assert_eq!(fine.summary, "1 check passed");
     }

@@ -561,6 +561,20 @@ mod tests {
         format!("http://{address}/ips-v4")
     }
 
+    /// Asserts the error's message and causes are just `message`.
+    #[track_caller]
+    fn assert_chain(error: &SourceError, message: String) {
+        assert_eq!(chain(error), [message]);
+    }
+
+    /// Serves `reply` once and fetches it with [`quick`] settings, which must fail: the URL
+    /// and the error.
+    fn fetch_failing(reply: impl Into<Vec<u8>>) -> (String, SourceError) {
+        let url = serve(reply);
+        let error = get(&url, &quick(), None).unwrap_err();
+        (url, error)
+    }
+
     fn read_request_head(stream: &mut TcpStream) {
         let mut head = Vec::new();
         let mut byte = [0u8];
@@ -614,71 +628,66 @@ mod tests {
 
     #[test]
     fn an_http_error_names_its_status() {
-        let url = serve("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n");
-        let error = get(&url, &quick(), None).unwrap_err();
-        assert_eq!(chain(&error), [format!("source {url}: HTTP 403 Forbidden")]);
+        let (url, error) = fetch_failing("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n");
+        assert_chain(&error, format!("source {url}: HTTP 403 Forbidden"));
         assert!(matches!(error, SourceError::Status { status: 403, .. }));
         assert!(error.is_network());
     }
 
     #[test]
     fn a_server_error_is_retried_and_says_so() {
-        let url = serve("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
-        let error = get(&url, &quick(), None).unwrap_err();
-        assert_eq!(
-            chain(&error),
-            [format!(
-                "source {url}: HTTP 503 Service Unavailable (after {ATTEMPTS} attempts)"
-            )]
+        let (url, error) =
+            fetch_failing("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
+        assert_chain(
+            &error,
+            format!("source {url}: HTTP 503 Service Unavailable (after {ATTEMPTS} attempts)"),
         );
     }
 
     #[test]
     fn a_redirect_to_another_host_is_refused_without_following_it() {
-        let url = serve(concat!(
+        let (url, error) = fetch_failing(concat!(
             "HTTP/1.1 302 Found\r\n",
             "location: http://203.0.113.9/ips-v4\r\n",
             "content-length: 0\r\n\r\n",
         ));
-        let error = get(&url, &quick(), None).unwrap_err();
-        assert_eq!(
-            chain(&error),
-            [format!(
+        assert_chain(
+            &error,
+            format!(
                 "source {url}: redirected to another host (203.0.113.9); only same-host \
                  redirects are followed"
-            )]
+            ),
         );
         assert!(error.is_network());
     }
 
     #[test]
     fn a_redirect_loop_is_cut_off() {
-        let url = serve("HTTP/1.1 302 Found\r\nlocation: /ips-v4\r\ncontent-length: 0\r\n\r\n");
-        let error = get(&url, &quick(), None).unwrap_err();
-        assert_eq!(
-            chain(&error),
-            [format!("source {url}: more than {MAX_REDIRECTS} redirects")]
+        let (url, error) =
+            fetch_failing("HTTP/1.1 302 Found\r\nlocation: /ips-v4\r\ncontent-length: 0\r\n\r\n");
+        assert_chain(
+            &error,
+            format!("source {url}: more than {MAX_REDIRECTS} redirects"),
         );
     }
 
     #[test]
     fn an_answer_over_the_size_limit_is_refused() {
-        let url = serve(format!(
+        let (url, error) = fetch_failing(format!(
             "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{}",
             "0".repeat(100)
         ));
-        let error = get(&url, &quick(), None).unwrap_err();
-        assert_eq!(
-            chain(&error),
-            [format!("source {url}: the answer is larger than 64 bytes")]
+        assert_chain(
+            &error,
+            format!("source {url}: the answer is larger than 64 bytes"),
         );
         assert!(error.is_network());
     }
 
     #[test]
     fn a_body_cut_short_is_a_failed_read() {
-        let url = serve("HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n198.51.100.0/24\n");
-        let error = get(&url, &quick(), None).unwrap_err();
+        let (url, error) =
+            fetch_failing("HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n198.51.100.0/24\n");
         let lines = chain(&error);
         assert_eq!(lines[0], format!("source {url}: reading the answer failed"));
         assert_eq!(lines.len(), 2, "{lines:?}");
@@ -718,9 +727,9 @@ mod tests {
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5), "it waited");
         let name = dir.path().join("list").display().to_string();
-        assert_eq!(
-            chain(&error),
-            [format!("source {name}: not a regular file (a FIFO)")]
+        assert_chain(
+            &error,
+            format!("source {name}: not a regular file (a FIFO)"),
         );
         assert!(!error.is_network());
     }
@@ -763,12 +772,12 @@ mod tests {
         let path = dir.path().join("list");
         std::fs::write(&path, [b'#'; 65]).unwrap();
         let error = read_file(&path, &quick()).unwrap_err();
-        assert_eq!(
-            chain(&error),
-            [format!(
+        assert_chain(
+            &error,
+            format!(
                 "source {}: the file is larger than 64 bytes",
                 path.display()
-            )]
+            ),
         );
         std::fs::write(&path, [b'#'; 64]).unwrap();
         assert_eq!(read_file(&path, &quick()).unwrap().len(), 64);

@@ -21,6 +21,13 @@ pub fn cf(args: &[&str]) -> Run {
     }
 }
 
+/// `cf-allowlist sync --dry-run --source builtin ARGS…`: a dry run that needs no list server.
+pub fn builtin_dry_run(args: &[&str]) -> Run {
+    let mut all = vec!["sync", "--dry-run", "--source", "builtin"];
+    all.extend_from_slice(args);
+    cf(&all)
+}
+
 /// What a run printed and how it exited.
 #[derive(Debug)]
 pub struct Outcome {
@@ -98,28 +105,41 @@ impl Outcome {
     /// Asserts stdout contains `text`.
     #[track_caller]
     pub fn stdout_has(&self, text: &str) -> &Outcome {
-        assert!(self.stdout.contains(text), "stdout lacks {text:?}\n{self}");
-        self
+        self.expect_text("stdout", text, true)
     }
 
     /// Asserts stdout does not contain `text`.
     #[track_caller]
     pub fn stdout_lacks(&self, text: &str) -> &Outcome {
-        assert!(!self.stdout.contains(text), "stdout has {text:?}\n{self}");
-        self
+        self.expect_text("stdout", text, false)
     }
 
     /// Asserts stderr contains `text`.
     #[track_caller]
     pub fn stderr_has(&self, text: &str) -> &Outcome {
-        assert!(self.stderr.contains(text), "stderr lacks {text:?}\n{self}");
-        self
+        self.expect_text("stderr", text, true)
     }
 
     /// Asserts stderr does not contain `text`.
     #[track_caller]
     pub fn stderr_lacks(&self, text: &str) -> &Outcome {
-        assert!(!self.stderr.contains(text), "stderr has {text:?}\n{self}");
+        self.expect_text("stderr", text, false)
+    }
+
+    /// Asserts that `stream` (`"stdout"` or `"stderr"`) contains `text` exactly when `wanted`.
+    #[track_caller]
+    fn expect_text(&self, stream: &str, text: &str, wanted: bool) -> &Outcome {
+        let output = if stream == "stdout" {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
+        let found = if wanted { "lacks" } else { "has" };
+        assert_eq!(
+            output.contains(text),
+            wanted,
+            "{stream} {found} {text:?}\n{self}"
+        );
         self
     }
 
@@ -157,6 +177,17 @@ impl Outcome {
             errors.is_empty(),
             "stdout does not match the schema: {errors:#?}\n{self}"
         );
+        json
+    }
+    /// Asserts the exit code, and that stdout is the JSON error object of that exit code whose
+    /// message contains `text`; returns the object.
+    #[track_caller]
+    pub fn json_error(&self, code: i32, text: &str) -> serde_json::Value {
+        self.code(code);
+        let json = self.json();
+        assert_eq!(json["exit_code"], code, "{json:#}");
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(text), "message lacks {text:?}\n{json:#}");
         json
     }
 }

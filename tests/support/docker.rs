@@ -10,16 +10,13 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
 use super::lab::{Lab, ORIGIN_V4};
-use super::netns::{Netns, enter_named};
+use super::netns::{Listeners, Netns, connect_from};
 
 /// The port the origin publishes.
 pub const PUBLISHED: u16 = 8443;
@@ -56,8 +53,8 @@ COMMIT
 /// A container behind the lab's origin, answering requests on [`CONTAINER_PORT`]; torn down
 /// on drop.
 pub struct Container {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// The server (stopped first: fields drop in order).
+    listeners: Listeners,
     /// Its namespace (dropped last).
     pub netns: Netns,
 }
@@ -92,46 +89,19 @@ impl Container {
             &docker_rules(),
         );
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready, bound) = std::sync::mpsc::channel();
-        let name = netns.name.clone();
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            enter_named(&name);
-            let listener = TcpListener::bind(("0.0.0.0", CONTAINER_PORT)).expect("bind");
-            listener.set_nonblocking(true).unwrap();
-            ready.send(()).unwrap();
-            while !flag.load(Ordering::SeqCst) {
-                while let Ok((mut stream, _)) = listener.accept() {
-                    stream.set_nonblocking(false).unwrap();
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(1)))
-                        .unwrap();
-                    let mut request = [0u8; 64];
-                    if stream.read(&mut request).is_ok_and(|read| read > 0) {
-                        let _ = stream.write_all(ANSWER.as_bytes());
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        bound
-            .recv_timeout(Duration::from_secs(5))
-            .expect("container listening");
-        Container {
-            stop,
-            thread: Some(thread),
-            netns,
-        }
+        let listeners = Listeners::serve(&netns, "0.0.0.0", &[CONTAINER_PORT], answer);
+        Container { listeners, netns }
     }
 }
 
-impl Drop for Container {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+/// Answers a request that arrives within a second with [`ANSWER`].
+fn answer(mut stream: TcpStream) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut request = [0u8; 64];
+    if stream.read(&mut request).is_ok_and(|read| read > 0) {
+        let _ = stream.write_all(ANSWER.as_bytes());
     }
 }
 
@@ -141,18 +111,10 @@ pub fn answered(lab: &Lab, source: &str) -> bool {
     let source: IpAddr = source.parse().unwrap();
     let origin: IpAddr = ORIGIN_V4.parse().unwrap();
     lab.edge.run_inside(move || {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
-        if socket
-            .connect_timeout(
-                &SocketAddr::new(origin, PUBLISHED).into(),
-                Duration::from_millis(600),
-            )
-            .is_err()
-        {
+        let Ok(mut stream) = connect_from(source, origin, PUBLISHED, Duration::from_millis(600))
+        else {
             return false;
-        }
-        let mut stream: std::net::TcpStream = socket.into();
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(1)))
             .unwrap();

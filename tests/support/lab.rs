@@ -65,22 +65,9 @@ pub const IN_SECOND_LIST: [&str; 4] = [
 pub const LIST_V6: &str = "2001:db8:cf::/48\n";
 
 /// The origin's own ruleset, as an admin would keep it in /etc/nftables.conf: policy drop,
-/// ssh from the admin range, and an explicit drop for the web ports that our accepts must beat.
-pub const ORIGIN_NFT_RULESET: &str = "flush ruleset
-table inet filter {
-  chain input {
-    type filter hook input priority filter; policy drop;
-    ct state established,related accept
-    iif lo accept
-    meta l4proto ipv6-icmp accept
-    ip saddr 192.0.2.0/24 tcp dport 22 accept comment \"admin ssh\"
-    tcp dport { 80, 443 } drop
-  }
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-  }
-}
-";
+/// ssh from the admin range, and an explicit drop for the web ports that our accepts must beat
+/// (kept as nft text in `tests/fixtures/origin.nft`).
+pub const ORIGIN_NFT_RULESET: &str = include_str!("../fixtures/origin.nft");
 
 /// The lab; everything is torn down on drop.
 pub struct Lab {
@@ -112,16 +99,7 @@ impl Lab {
             netns.exec("sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"]);
             netns.exec("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
         }
-        origin.ip(&["addr", "add", "192.0.2.1/24", "dev", "vo"]);
-        origin.ip(&[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:1::1/64",
-            "dev",
-            "vo",
-            "nodad",
-        ]);
+        origin.add_addresses("vo", &["192.0.2.1/24", "2001:db8:1::1/64"]);
         origin.ip(&["link", "set", "vo", "up"]);
         for route in ["198.51.100.0/24", "203.0.113.0/24"] {
             origin.ip(&["route", "add", route, "dev", "vo"]);
@@ -129,22 +107,19 @@ impl Lab {
         for route in ["2001:db8:cf::/48", "2001:db8:bad::/48"] {
             origin.ip(&["-6", "route", "add", route, "dev", "vo"]);
         }
-        edge.ip(&["addr", "add", "192.0.2.2/24", "dev", "ve"]);
-        for address in [
-            "198.51.100.10/32",
-            "198.51.100.200/32",
-            "203.0.113.10/32",
-            "203.0.113.200/32",
-        ] {
-            edge.ip(&["addr", "add", address, "dev", "ve"]);
-        }
-        for address in [
-            "2001:db8:1::2/64",
-            "2001:db8:cf::10/128",
-            "2001:db8:bad::10/128",
-        ] {
-            edge.ip(&["-6", "addr", "add", address, "dev", "ve", "nodad"]);
-        }
+        edge.add_addresses(
+            "ve",
+            &[
+                "192.0.2.2/24",
+                "198.51.100.10/32",
+                "198.51.100.200/32",
+                "203.0.113.10/32",
+                "203.0.113.200/32",
+                "2001:db8:1::2/64",
+                "2001:db8:cf::10/128",
+                "2001:db8:bad::10/128",
+            ],
+        );
         edge.ip(&["link", "set", "ve", "up"]);
         for source in SOURCES {
             origin.ip(&[
@@ -183,6 +158,15 @@ impl Lab {
             edge,
             state: tempfile::tempdir().expect("temp dir"),
         }
+    }
+
+    /// A new lab whose origin has its own ruleset ([`ORIGIN_NFT_RULESET`]) and one successful
+    /// `sync --backend nftables`.
+    pub fn synced_with_nftables() -> Lab {
+        let lab = Lab::new();
+        lab.load_nft_ruleset();
+        lab.sync("nftables", &[]).code(0);
+        lab
     }
 
     /// Loads [`ORIGIN_NFT_RULESET`] (flushing whatever was there, like a firewall reload).
@@ -236,6 +220,26 @@ impl Lab {
         args.extend(sources.iter().map(String::as_str));
         args.extend_from_slice(extra);
         self.cf(&args)
+    }
+
+    /// Asserts that `sync` moved to the second list ([`SECOND_V4`]): it succeeded, printed the
+    /// range it added and the one it removed, and the listed sources of the second list connect.
+    #[track_caller]
+    pub fn assert_moved_to_the_second_list(&self, sync: &Outcome) {
+        sync.code(0)
+            .stdout_has("+ 203.0.113.128/25")
+            .stdout_has("- 203.0.113.0/25");
+        assert_eq!(self.open(), expect_open(&IN_SECOND_LIST));
+    }
+
+    /// Asserts that only the admin's ssh is open, as before any sync.
+    #[track_caller]
+    pub fn assert_only_admin_ssh_open(&self) {
+        assert_eq!(
+            self.open(),
+            expect_open(&[]),
+            "before any sync only the admin's ssh is open"
+        );
     }
 
     /// Every `source port` pair, over [`SOURCES`] and [`PORTS`], that completes a TCP connect to
@@ -324,4 +328,20 @@ impl Lab {
         text.push_str(&self.origin.exec("ipset", &["save"]));
         cf_allowlist_iptables::harness::normalise(&text)
     }
+}
+
+/// Runs `test` on a fresh lab inside ufw's sandbox, then asserts the host's own ufw files are
+/// untouched. Root only. The sandbox changes the namespaces of the thread that enters it, so
+/// the test runs on a thread of its own; its panic is the test's.
+pub fn with_ufw_lab(test: impl FnOnce(&Lab) + Send + 'static) {
+    require_root();
+    std::thread::spawn(|| {
+        let sandbox = cf_allowlist_ufw::harness::Sandbox::enter();
+        let lab = Lab::new();
+        test(&lab);
+        drop(lab);
+        sandbox.assert_host_untouched();
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }

@@ -36,19 +36,15 @@ pub fn snapshot_files(dir: &std::path::Path) -> std::collections::BTreeMap<Strin
 /// The admin's own ufw rules the ufw tests start from, run through `ufw`: default deny, ssh
 /// from the admin range, and an explicit deny for 443 that our allows must come before.
 pub fn admin_ufw_rules(ufw: impl Fn(&[&str]) -> String) {
-    ufw(&["default", "deny", "incoming"]);
-    ufw(&[
-        "allow",
-        "proto",
-        "tcp",
-        "from",
-        "192.0.2.0/24",
-        "to",
-        "any",
-        "port",
-        "22",
-        "comment",
-        "admin ssh",
-    ]);
+    admin_ssh_ufw_rules(&ufw);
     ufw(&["deny", "443/tcp"]);
+}
+
+/// Default deny plus ssh from the admin range (192.0.2.0/24), run through `ufw`.
+pub fn admin_ssh_ufw_rules(ufw: impl Fn(&[&str]) -> String) {
+    ufw(&["default", "deny", "incoming"]);
+    let ssh = "allow proto tcp from 192.0.2.0/24 to any port 22 comment";
+    let mut args: Vec<&str> = ssh.split(' ').collect();
+    args.push("admin ssh");
+    ufw(&args);
 }

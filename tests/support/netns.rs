@@ -3,7 +3,8 @@
 //! chosen source addresses, joined by a veth pair. Only documentation addresses are used.
 
 use std::fs::File;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -53,6 +54,18 @@ impl Netns {
         let mut full = vec!["-n", &self.name];
         full.extend_from_slice(args);
         must("ip", &full)
+    }
+
+    /// Adds each address (with its prefix length) to `device`; IPv6 ones without duplicate
+    /// address detection, so they are usable at once.
+    pub fn add_addresses(&self, device: &str, addresses: &[&str]) {
+        for address in addresses {
+            if address.contains(':') {
+                self.ip(&["-6", "addr", "add", address, "dev", device, "nodad"]);
+            } else {
+                self.ip(&["addr", "add", address, "dev", device]);
+            }
+        }
     }
 
     /// Runs `program args…` inside the namespace and panics if it fails.
@@ -132,6 +145,17 @@ pub struct Listeners {
 impl Listeners {
     /// Listens on `[::]:port` (IPv4 and IPv6) for each port, inside `netns`.
     pub fn start(netns: &Netns, ports: &[u16]) -> Listeners {
+        Listeners::serve(netns, "::", ports, drop)
+    }
+
+    /// Listens on `address:port` for each port, inside `netns`, and hands every accepted
+    /// connection (blocking again) to `answer`.
+    pub fn serve(
+        netns: &Netns,
+        address: &'static str,
+        ports: &[u16],
+        answer: fn(TcpStream),
+    ) -> Listeners {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready, bound) = mpsc::channel();
         let name = netns.name.clone();
@@ -142,7 +166,7 @@ impl Listeners {
             let listeners: Vec<TcpListener> = ports
                 .iter()
                 .map(|port| {
-                    let listener = TcpListener::bind(("::", *port)).expect("bind listener");
+                    let listener = TcpListener::bind((address, *port)).expect("bind listener");
                     listener.set_nonblocking(true).unwrap();
                     listener
                 })
@@ -151,7 +175,8 @@ impl Listeners {
             while !flag.load(Ordering::SeqCst) {
                 for listener in &listeners {
                     while let Ok((stream, _)) = listener.accept() {
-                        drop(stream);
+                        stream.set_nonblocking(false).unwrap();
+                        answer(stream);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -180,20 +205,47 @@ impl Drop for Listeners {
 /// accepted within the timeout (a drop shows as a timeout, a reject as a refusal).
 pub fn connects(netns: &Netns, source: IpAddr, destination: IpAddr, port: u16) -> bool {
     netns.run_inside(move || {
-        let domain = if source.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
-        };
-        let socket = Socket::new(domain, Type::STREAM, None).expect("socket");
-        socket
-            .bind(&SocketAddr::new(source, 0).into())
-            .unwrap_or_else(|error| panic!("bind {source}: {error}"));
-        socket
-            .connect_timeout(
-                &SocketAddr::new(destination, port).into(),
-                Duration::from_millis(400),
-            )
-            .is_ok()
+        connect_from(source, destination, port, Duration::from_millis(400)).is_ok()
+    })
+}
+
+/// A TCP connection from `source` to `destination:port` within `timeout`, made in the calling
+/// thread's namespace (call it inside [`Netns::run_inside`]). A source address that cannot be
+/// bound is a broken test setup, not a blocked connection: it panics.
+pub fn connect_from(
+    source: IpAddr,
+    destination: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let domain = if source.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|error| panic!("bind {source}: {error}"));
+    socket.connect_timeout(&SocketAddr::new(destination, port).into(), timeout)?;
+    Ok(socket.into())
+}
+
+/// Sends `request` from `source` to `server:port` inside `netns` and reads the answer to its
+/// end (an HTTP/1.0 exchange: the server closes after answering, having logged the request).
+pub fn http_exchange(
+    netns: &Netns,
+    source: IpAddr,
+    server: IpAddr,
+    port: u16,
+    request: String,
+) -> std::io::Result<String> {
+    netns.run_inside(move || {
+        let mut stream = connect_from(source, server, port, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(request.as_bytes())?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
     })
 }

@@ -66,3 +66,29 @@ pub fn in_fresh_netns<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stat
         work()
     })
 }
+
+/// Property-test strategies shared by the tests of crates that parse or render ranges.
+#[cfg(feature = "strategies")]
+pub mod strategies {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use ipnet::IpNet;
+    use proptest::prelude::*;
+
+    /// Canonical networks (host bits cleared) of both families, with a prefix length of at
+    /// least `shortest` (0 allows the whole address space).
+    pub fn network(shortest: u8) -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<u32>(), shortest..=32).prop_map(|(bits, length)| {
+                IpNet::new(Ipv4Addr::from(bits).into(), length)
+                    .unwrap()
+                    .trunc()
+            }),
+            (any::<u128>(), shortest..=128).prop_map(|(bits, length)| {
+                IpNet::new(Ipv6Addr::from(bits).into(), length)
+                    .unwrap()
+                    .trunc()
+            }),
+        ]
+    }
+}
