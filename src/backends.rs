@@ -209,20 +209,13 @@ macro_rules! registry {
 }
 
 registry! {
-    #[cfg(feature = "nftables")]
-    Nftables = "nftables", nftables: cf_allowlist_nftables::NftablesOptions, "nftables, through `nft`.";
-    #[cfg(feature = "iptables")]
-    Iptables = "iptables", iptables: cf_allowlist_iptables::IptablesOptions, "iptables and ip6tables (nf_tables or legacy), optionally with ipset.";
-    #[cfg(feature = "nginx")]
-    NginxRealip = "nginx-realip", nginx: cf_allowlist_nginx::NginxOptions, "nginx's real-IP include file (`set_real_ip_from`), not a firewall.";
-    #[cfg(feature = "nginx")]
-    ApacheRealip = "apache-realip", apache: cf_allowlist_nginx::ApacheOptions, "Apache's mod_remoteip include file (`RemoteIPTrustedProxy`), not a firewall.";
-    #[cfg(feature = "ufw")]
-    Ufw = "ufw", ufw: cf_allowlist_ufw::UfwOptions, "ufw's own rules, through `ufw`.";
-    #[cfg(feature = "aws")]
-    Aws = "aws", aws: cf_allowlist_aws::AwsOptions, "AWS security groups, through the EC2 API.";
-    #[cfg(test)]
-    Memory = "memory", memory: MemoryOptions, "The in-memory firewall of the core's tests; never in a shipped binary.";
+    #[cfg(feature = "nftables")] Nftables = "nftables", nftables: cf_allowlist_nftables::NftablesOptions, "nftables, through `nft`.";
+    #[cfg(feature = "iptables")] Iptables = "iptables", iptables: cf_allowlist_iptables::IptablesOptions, "iptables and ip6tables (nf_tables or legacy), optionally with ipset.";
+    #[cfg(feature = "nginx")] NginxRealip = "nginx-realip", nginx: cf_allowlist_nginx::NginxOptions, "nginx's real-IP include file (`set_real_ip_from`), not a firewall.";
+    #[cfg(feature = "nginx")] ApacheRealip = "apache-realip", apache: cf_allowlist_nginx::ApacheOptions, "Apache's mod_remoteip include file (`RemoteIPTrustedProxy`), not a firewall.";
+    #[cfg(feature = "ufw")] Ufw = "ufw", ufw: cf_allowlist_ufw::UfwOptions, "ufw's own rules, through `ufw`.";
+    #[cfg(feature = "aws")] Aws = "aws", aws: cf_allowlist_aws::AwsOptions, "AWS security groups, through the EC2 API.";
+    #[cfg(test)] Memory = "memory", memory: MemoryOptions, "The in-memory firewall of the core's tests; never in a shipped binary.";
 }
 
 impl BackendSpec {
@@ -243,19 +236,19 @@ impl BackendSpec {
                 default_legacy,
             } => Place::IptablesInput {
                 legacy: legacy.unwrap_or_else(|| {
-                    match (
+                    let (nft, legacy) = (
                         host.iptables_variant_in_use(false),
                         host.iptables_variant_in_use(true),
-                    ) {
-                        (true, false) => false,
-                        (false, true) => true,
-                        // Both: where our chain is, if in one of them (as the backend does).
-                        (true, true)
-                            if host.iptables_chain_in(true) != host.iptables_chain_in(false) =>
-                        {
-                            host.iptables_chain_in(true)
-                        }
-                        _ => default_legacy,
+                    );
+                    let ours_in_legacy = host.iptables_chain_in(true);
+                    if nft != legacy {
+                        legacy
+                    } else if nft && ours_in_legacy != host.iptables_chain_in(false) {
+                        // Both hold rules: where our chain is, if in one of them (as the
+                        // backend does).
+                        ours_in_legacy
+                    } else {
+                        default_legacy
                     }
                 }),
             },

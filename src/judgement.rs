@@ -74,7 +74,27 @@ pub struct Request<'a> {
     pub writes: bool,
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// A request that only looks (status, doctor, purge): the configured backends against
+    /// their targets, no retired ones, and no guard but ownership.
+    pub fn looking(
+        specs: &'a [BackendSpec],
+        targets: Vec<&'a Ranges>,
+        owner: Option<&'a str>,
+        written: &'a [BackendSpec],
+    ) -> Request<'a> {
+        Request {
+            specs,
+            targets,
+            retired: &[],
+            owner,
+            written,
+            shrink: false,
+            writes: false,
+            ssh: false,
+        }
+    }
+
     /// Whether this state directory recorded writing to a backend of `spec`'s kind.
     fn wrote(&self, spec: &BackendSpec) -> bool {
         self.written

@@ -254,16 +254,12 @@ fn judged_findings(
     owner: Option<&str>,
     written: &[BackendSpec],
 ) -> Vec<Finding> {
-    let judged = match crate::judgement::judge(&crate::judgement::Request {
-        specs: backends,
-        targets: vec![target; backends.len()],
-        retired: &[],
+    let judged = match crate::judgement::judge(&crate::judgement::Request::looking(
+        backends,
+        vec![target; backends.len()],
         owner,
         written,
-        shrink: false,
-        writes: false,
-        ssh: false,
-    }) {
+    )) {
         Ok(judged) => judged,
         Err(error) => {
             return vec![

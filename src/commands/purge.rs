@@ -42,16 +42,12 @@ pub fn run(settings: &Settings, printer: &Printer) -> Result<PurgeReport, Error>
     // The same survey as every command (each backend built once, observed once): purge's
     // target is nothing, and of the guards only ownership concerns it, as a warning.
     let nothing = cf_allowlist_backend::Ranges::new();
-    let judged = crate::judgement::judge(&crate::judgement::Request {
-        specs: &specs,
-        targets: vec![&nothing; specs.len()],
-        retired: &[],
-        owner: state.owner.as_deref(),
-        written: &state.written,
-        shrink: false,
-        writes: false,
-        ssh: false,
-    })?;
+    let judged = crate::judgement::judge(&crate::judgement::Request::looking(
+        &specs,
+        vec![&nothing; specs.len()],
+        state.owner.as_deref(),
+        &state.written,
+    ))?;
     for refusal in judged
         .refusals
         .iter()

@@ -39,16 +39,12 @@ pub fn run(
         .iter()
         .map(|spec| holds_unrecorded(spec).map_or(&target, |unrecorded| &unrecorded.ranges))
         .collect();
-    let judged = judgement::judge(&Request {
-        specs: &backends,
+    let judged = judgement::judge(&Request::looking(
+        &backends,
         targets,
-        retired: &[],
-        owner: state.owner.as_deref(),
-        written: &state.written,
-        shrink: false,
-        writes: false,
-        ssh: false,
-    })?;
+        state.owner.as_deref(),
+        &state.written,
+    ))?;
     for spec in &backends {
         if let Some(unrecorded) = holds_unrecorded(spec) {
             printer.warn(format!(

@@ -46,16 +46,10 @@ pub trait BackendOptions:
     fn build(&self, policy: &Policy, owner: Option<&str>) -> Box<dyn Backend>;
 
     /// [`BackendOptions::build`], for a state directory whose record says it wrote to this
-    /// kind of backend before (`adopt_unmarked`): a backend whose first versions wrote parts
+    /// kind of backend before (the last argument, "adopt unmarked"): a backend whose first versions wrote parts
     /// without an owner mark may then take those parts of exactly its own shape as this
     /// directory's. Never for parts carrying another mark. By default the same as `build`.
-    fn build_adopting(
-        &self,
-        policy: &Policy,
-        owner: Option<&str>,
-        adopt_unmarked: bool,
-    ) -> Box<dyn Backend> {
-        let _ = adopt_unmarked;
+    fn build_adopting(&self, policy: &Policy, owner: Option<&str>, _: bool) -> Box<dyn Backend> {
         self.build(policy, owner)
     }
 
