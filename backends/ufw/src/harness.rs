@@ -367,19 +367,9 @@ impl Harness for UfwHarness {
 
     fn add_foreign_rule(&self) {
         for source in ["192.0.2.0/24", "2001:db8:1::/64"] {
-            ufw(&[
-                "allow",
-                "proto",
-                "tcp",
-                "from",
-                source,
-                "to",
-                "any",
-                "port",
-                "22",
-                "comment",
-                "admin ssh",
-            ]);
+            let mut ssh = tcp_allow("", source, "22");
+            ssh.extend(["comment", "admin ssh"]);
+            ufw(&ssh);
         }
         ufw(&["deny", "443/tcp"]);
     }
