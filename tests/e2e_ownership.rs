@@ -179,16 +179,7 @@ fn status_and_a_dry_run_change_nothing_in_the_kernel() {
 fn a_second_state_directory_refuses_to_adopt_the_first_ones_rules() {
     let lab = Lab::synced_with_nftables();
     let ruleset = lab.origin.ruleset();
-    let other = tempfile::tempdir().unwrap();
-    let mut args = vec!["sync", "--backend", "nftables"];
-    let sources = lab.source_args();
-    args.extend(sources.iter().map(String::as_str));
-    cf(&args)
-        .state(&other.path().join("state"))
-        .in_netns(&lab.origin.name)
-        .run()
-        .code(3)
-        .stderr_has("belong to another cf-allowlist state directory");
+    lab.assert_another_state_directory_refuses_to_adopt("nftables");
     assert_eq!(
         lab.origin.ruleset(),
         ruleset,

@@ -8,12 +8,14 @@
 use std::path::{Path, PathBuf};
 
 use cf_allowlist_backend::{Backend, Change, Policy, Ranges};
-use cf_allowlist_ufw::harness::Sandbox;
+use cf_allowlist_ufw::harness::{Sandbox, tcp_allow};
 use cf_allowlist_ufw::{UfwBackend, UfwOptions, Write};
 
 use crate::support::cmd::Outcome;
 use crate::support::fixture::Reply;
-use crate::support::lab::{IN_FIRST_LIST, IN_SECOND_LIST, Lab, SECOND_V4, expect_open};
+use crate::support::lab::{
+    IN_FIRST_LIST, IN_SECOND_LIST, Lab, SECOND_V4, expect_open, with_ufw_lab,
+};
 use crate::support::require_root;
 
 /// Both rules files with their modification times: equal values mean ufw rewrote neither.
@@ -95,11 +97,7 @@ fn scenario(sandbox: &Sandbox, write: Write) {
 
     ufw(&["--force", "enable"]);
     let base = rules_text();
-    assert_eq!(
-        lab.open(),
-        expect_open(&[]),
-        "before any sync only the admin's ssh is open"
-    );
+    lab.assert_only_admin_ssh_open();
 
     sync(&lab, &config, &["--dry-run"])
         .code(0)
@@ -128,25 +126,10 @@ fn scenario(sandbox: &Sandbox, write: Write) {
     assert_eq!(files_and_mtimes(), applied, "a no-op sync rewrote a file");
 
     lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
-    sync(&lab, &config, &[])
-        .code(0)
-        .stdout_has("+ 203.0.113.128/25")
-        .stdout_has("- 203.0.113.0/25");
-    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+    lab.assert_moved_to_the_second_list(&sync(&lab, &config, &[]));
 
     // A rule deleted by hand is restored, once.
-    ufw(&[
-        "delete",
-        "allow",
-        "proto",
-        "tcp",
-        "from",
-        "198.51.100.0/25",
-        "to",
-        "any",
-        "port",
-        "80,443",
-    ]);
+    ufw(&tcp_allow("delete", "198.51.100.0/25", "80,443"));
     assert!(!lab.open().contains("198.51.100.10 80"));
     sync(&lab, &config, &[])
         .code(0)
@@ -287,31 +270,14 @@ fn ufw_restrict_keeps_an_admins_explicit_allow() {
         let program = cf_allowlist_backend::tool::locate("ufw").unwrap();
         for write in [Write::Batch, Write::Calls] {
             let (wrapper, _) = counting_ufw(sandbox.path());
-            let config = lab.state.path().join("config.toml");
-            std::fs::write(
-                &config,
-                format!(
-                    "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
-                    match write {
-                        Write::Batch => program.display(),
-                        Write::Calls => wrapper.display(),
-                    }
-                ),
-            )
-            .unwrap();
-            let config = config.display().to_string();
-            ufw(&["default", "deny", "incoming"]);
-            ufw(&[
-                "allow",
-                "proto",
-                "tcp",
-                "from",
-                "192.0.2.0/24",
-                "to",
-                "any",
-                "port",
-                "22",
-            ]);
+            let config = lab.write_config(&format!(
+                "[[backend]]\nkind = \"ufw\"\nprogram = \"{}\"\nwrite = \"{write}\"\n",
+                match write {
+                    Write::Batch => program.display(),
+                    Write::Calls => wrapper.display(),
+                }
+            ));
+            crate::support::admin_ssh_ufw_rules(ufw);
             ufw(&["allow", "80,443,8080/tcp"]);
             ufw(&[
                 "insert",
@@ -344,48 +310,17 @@ fn ufw_restrict_keeps_an_admins_explicit_allow() {
 /// must survive every sync and purge; the rules we write carry this state directory's owner mark.
 #[test]
 fn ufw_leaves_a_hand_made_rule_with_our_comment_alone() {
-    in_sandbox(|_| {
-        let lab = Lab::new();
+    with_ufw_lab(|lab| {
         let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
-        ufw(&["default", "deny", "incoming"]);
-        ufw(&[
-            "allow",
-            "proto",
-            "tcp",
-            "from",
-            "192.0.2.0/24",
-            "to",
-            "any",
-            "port",
-            "22",
-        ]);
-        ufw(&[
-            "allow",
-            "proto",
-            "tcp",
-            "from",
-            "198.51.100.10",
-            "to",
-            "any",
-            "port",
-            "22",
-            "comment",
-            "cf-allowlist",
-        ]);
+        let allow_with_our_comment = |source, ports| {
+            let mut args = tcp_allow("", source, ports);
+            args.extend(["comment", "cf-allowlist"]);
+            ufw(&args)
+        };
+        crate::support::admin_ssh_ufw_rules(ufw);
+        allow_with_our_comment("198.51.100.10", "22");
         // One of ours as the first release wrote it, without an owner mark: adopted and marked.
-        ufw(&[
-            "allow",
-            "proto",
-            "tcp",
-            "from",
-            "198.51.100.0/25",
-            "to",
-            "any",
-            "port",
-            "80,443",
-            "comment",
-            "cf-allowlist",
-        ]);
+        allow_with_our_comment("198.51.100.0/25", "80,443");
         ufw(&["--force", "enable"]);
         // This state directory wrote to ufw before owners were marked: its record says so,
         // which is what lets it adopt its own unmarked rules (and only then).
@@ -410,16 +345,7 @@ fn ufw_leaves_a_hand_made_rule_with_our_comment_alone() {
         // Another state directory finds our marks and refuses to adopt the rules, as with
         // nftables and iptables.
         let files = rules_text();
-        let other = tempfile::tempdir().unwrap();
-        let sources = lab.source_args();
-        let mut args = vec!["sync", "--backend", "ufw"];
-        args.extend(sources.iter().map(String::as_str));
-        crate::support::cmd::cf(&args)
-            .state(&other.path().join("state"))
-            .in_netns(&lab.origin.name)
-            .run()
-            .code(3)
-            .stderr_has("belong to another cf-allowlist state directory");
+        lab.assert_another_state_directory_refuses_to_adopt("ufw");
         assert_eq!(
             rules_text(),
             files,
@@ -436,20 +362,9 @@ fn ufw_leaves_a_hand_made_rule_with_our_comment_alone() {
 /// may say the next sync repairs it; what is said tells the admin what to do.
 #[test]
 fn ufw_switched_off_says_what_the_admin_must_do() {
-    in_sandbox(|_| {
-        let lab = Lab::new();
+    with_ufw_lab(|lab| {
         let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
-        ufw(&[
-            "allow",
-            "proto",
-            "tcp",
-            "from",
-            "192.0.2.0/24",
-            "to",
-            "any",
-            "port",
-            "22",
-        ]);
+        ufw(&tcp_allow("", "192.0.2.0/24", "22"));
         ufw(&["--force", "enable"]);
         lab.sync("ufw", &[]).code(0);
         ufw(&["disable"]);
@@ -475,14 +390,11 @@ fn ufw_switched_off_says_what_the_admin_must_do() {
 #[test]
 fn ufw_calls_mode_keeps_a_listed_range_open_during_an_apply() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    in_sandbox(|_| {
-        let lab = Lab::new();
+    with_ufw_lab(|lab| {
         let ufw = |args: &[&str]| lab.origin.exec("ufw", args);
         ufw(&["default", "deny", "incoming"]);
         ufw(&["--force", "enable"]);
-        let config = lab.state.path().join("config.toml");
-        std::fs::write(&config, "[[backend]]\nkind = \"ufw\"\nwrite = \"calls\"\n").unwrap();
-        let config = config.display().to_string();
+        let config = lab.write_config("[[backend]]\nkind = \"ufw\"\nwrite = \"calls\"\n");
         let list = |hosts: std::ops::Range<u32>| -> String {
             std::iter::once("198.51.100.0/28".to_owned())
                 .chain(hosts.map(|host| format!("203.0.113.{host}/32")))
@@ -490,7 +402,7 @@ fn ufw_calls_mode_keeps_a_listed_range_open_during_an_apply() {
                 .join("\n")
         };
         lab.fixture.set("/ips-v4", Reply::ok(list(100..130)));
-        sync(&lab, &config, &[]).code(0);
+        sync(lab, &config, &[]).code(0);
 
         let stop = AtomicBool::new(false);
         let (readings, missing) = std::thread::scope(|scope| {
@@ -509,7 +421,7 @@ fn ufw_calls_mode_keeps_a_listed_range_open_during_an_apply() {
                 (readings, missing)
             });
             lab.fixture.set("/ips-v4", Reply::ok(list(150..180)));
-            sync(&lab, &config, &["--force"]).code(0);
+            sync(lab, &config, &["--force"]).code(0);
             stop.store(true, Ordering::SeqCst);
             reader.join().unwrap()
         });

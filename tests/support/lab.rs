@@ -232,6 +232,22 @@ impl Lab {
         assert_eq!(self.open(), expect_open(&IN_SECOND_LIST));
     }
 
+    /// Asserts that a sync of `backend` from a second, fresh state directory refuses (exit 3) to
+    /// adopt the rules this lab's state directory wrote.
+    #[track_caller]
+    pub fn assert_another_state_directory_refuses_to_adopt(&self, backend: &str) {
+        let other = tempfile::tempdir().unwrap();
+        let sources = self.source_args();
+        let mut args = vec!["sync", "--backend", backend];
+        args.extend(sources.iter().map(String::as_str));
+        cf(&args)
+            .state(&other.path().join("state"))
+            .in_netns(&self.origin.name)
+            .run()
+            .code(3)
+            .stderr_has("belong to another cf-allowlist state directory");
+    }
+
     /// Asserts that only the admin's ssh is open, as before any sync.
     #[track_caller]
     pub fn assert_only_admin_ssh_open(&self) {

@@ -253,6 +253,16 @@ pub fn ufw(args: &[&str]) -> String {
     must("ufw", args)
 }
 
+/// The arguments of `ufw [VERB] allow proto tcp from SOURCE to any port PORTS` (no verb when
+/// `verb` is empty): the spec of an allow like ours, to add, insert or delete it.
+pub fn tcp_allow<'a>(verb: &'a str, source: &'a str, ports: &'a str) -> Vec<&'a str> {
+    let allow = [
+        "allow", "proto", "tcp", "from", source, "to", "any", "port", ports,
+    ];
+    let verb = Some(verb).filter(|verb| !verb.is_empty());
+    verb.into_iter().chain(allow).collect()
+}
+
 /// Both rules files, as ufw wrote them.
 pub fn rules_files() -> String {
     Family::ALL
@@ -357,19 +367,9 @@ impl Harness for UfwHarness {
 
     fn add_foreign_rule(&self) {
         for source in ["192.0.2.0/24", "2001:db8:1::/64"] {
-            ufw(&[
-                "allow",
-                "proto",
-                "tcp",
-                "from",
-                source,
-                "to",
-                "any",
-                "port",
-                "22",
-                "comment",
-                "admin ssh",
-            ]);
+            let mut ssh = tcp_allow("", source, "22");
+            ssh.extend(["comment", "admin ssh"]);
+            ufw(&ssh);
         }
         ufw(&["deny", "443/tcp"]);
     }
@@ -415,47 +415,14 @@ impl Harness for UfwHarness {
                     Family::V4
                 };
                 let tuple = first(family);
-                ufw(&[
-                    "delete",
-                    "allow",
-                    "proto",
-                    "tcp",
-                    "from",
-                    &tuple.src,
-                    "to",
-                    "any",
-                    "port",
-                    &tuple.dport,
-                ]);
+                ufw(&tcp_allow("delete", &tuple.src, &tuple.dport));
             }
             "first IPv4 allow of ours re-added for port 8080" => {
                 let tuple = first(Family::V4);
-                ufw(&[
-                    "delete",
-                    "allow",
-                    "proto",
-                    "tcp",
-                    "from",
-                    &tuple.src,
-                    "to",
-                    "any",
-                    "port",
-                    &tuple.dport,
-                ]);
-                ufw(&[
-                    "prepend",
-                    "allow",
-                    "proto",
-                    "tcp",
-                    "from",
-                    &tuple.src,
-                    "to",
-                    "any",
-                    "port",
-                    "8080",
-                    "comment",
-                    names::COMMENT,
-                ]);
+                ufw(&tcp_allow("delete", &tuple.src, &tuple.dport));
+                let mut prepend = tcp_allow("prepend", &tuple.src, "8080");
+                prepend.extend(["comment", names::COMMENT]);
+                ufw(&prepend);
             }
             "ufw disabled" => {
                 ufw(&["disable"]);

@@ -419,14 +419,20 @@ impl UfwBackend {
 
     /// Whether `tuple` has the shape of our allow, whatever its comment.
     fn allow_shape(&self, family: Family, tuple: &Tuple) -> bool {
-        tuple.action == "allow"
+        self.managed_ports_shape("allow", family, tuple)
+            && source_network(tuple).is_some_and(|net| Family::of(&net) == family)
+    }
+
+    /// Whether `tuple` is an inbound TCP `action` for the managed ports to everywhere in the
+    /// family, from any source port and without an app: what our allows and denies share.
+    fn managed_ports_shape(&self, action: &str, family: Family, tuple: &Tuple) -> bool {
+        tuple.action == action
             && tuple.protocol == "tcp"
             && tuple.dport == self.ports()
             && tuple.dst == names::everywhere(family)
             && tuple.sport == "any"
             && tuple.apps.is_none()
             && tuple.direction == "in"
-            && source_network(tuple).is_some_and(|net| Family::of(&net) == family)
     }
 
     /// Whether `tuple` is exactly the restrict deny we write for the family, and ours.
@@ -438,14 +444,7 @@ impl UfwBackend {
 
     /// Whether `tuple` has the shape of our restrict deny, whatever its comment.
     fn deny_shape(&self, family: Family, tuple: &Tuple) -> bool {
-        tuple.action == "deny"
-            && tuple.protocol == "tcp"
-            && tuple.dport == self.ports()
-            && tuple.dst == names::everywhere(family)
-            && tuple.sport == "any"
-            && tuple.src == names::everywhere(family)
-            && tuple.apps.is_none()
-            && tuple.direction == "in"
+        self.managed_ports_shape("deny", family, tuple) && tuple.src == names::everywhere(family)
     }
 
     /// What a rule that is not ours means for restrict's deny (see
@@ -648,48 +647,52 @@ impl UfwBackend {
     }
 
     fn allow_args(&self, range: &IpNet, position: &str) -> Vec<String> {
-        let mut args: Vec<String> = Vec::new();
-        if !position.is_empty() {
-            args.push(position.to_owned());
-        }
-        args.extend(
-            [
-                "allow",
-                "proto",
-                "tcp",
-                "from",
-                &range.to_string(),
-                "to",
-                "any",
-                "port",
-                &self.ports(),
-                "comment",
-                &self.comment(names::COMMENT),
-            ]
-            .map(str::to_owned),
-        );
-        args
+        let position = Some(position.to_owned()).filter(|position| !position.is_empty());
+        self.managed_ports_args(
+            position.into_iter().collect(),
+            "allow",
+            &range.to_string(),
+            names::COMMENT,
+        )
     }
 
     fn deny_args(&self, family: Family, position: Option<usize>) -> Vec<String> {
-        let mut args: Vec<String> = match position {
+        let position = match position {
             Some(0) => vec!["prepend".to_owned()],
             Some(at) => vec!["insert".to_owned(), at.to_string()],
             None => Vec::new(),
         };
+        self.managed_ports_args(
+            position,
+            "deny",
+            names::everywhere(family),
+            names::RESTRICT_COMMENT,
+        )
+    }
+
+    /// `ufw POSITION… ACTION proto tcp from SOURCE to any port PORTS comment COMMENT`: the
+    /// arguments that write one of our rules for the managed ports, marked with our owner.
+    fn managed_ports_args(
+        &self,
+        position: Vec<String>,
+        action: &str,
+        source: &str,
+        comment: &str,
+    ) -> Vec<String> {
+        let mut args = position;
         args.extend(
             [
-                "deny",
+                action,
                 "proto",
                 "tcp",
                 "from",
-                names::everywhere(family),
+                source,
                 "to",
                 "any",
                 "port",
                 &self.ports(),
                 "comment",
-                &self.comment(names::RESTRICT_COMMENT),
+                &self.comment(comment),
             ]
             .map(str::to_owned),
         );
