@@ -450,30 +450,24 @@ fn parse_foreign(
         if expression.get("accept").is_some() {
             rule.accepts = true;
         }
-        let Some(matched) = expression.get("match") else {
+        let Some(matched) = expression.get("match").map(Match::of) else {
             continue;
         };
-        let Match {
-            operator,
-            protocol,
-            field,
-            meta_key,
-            right,
-        } = Match::of(matched);
-        match (protocol, field, meta_key) {
+        match (matched.protocol, matched.field, matched.meta_key) {
             (Some("ip" | "ip6"), Some("saddr"), None) => {
                 let everywhere = matches!(
-                    right.and_then(|r| r.get("prefix")).and_then(|p| p.get("len")),
+                    matched.right.and_then(|r| r.get("prefix")).and_then(|p| p.get("len")),
                     Some(len) if len.as_u64() == Some(0)
                 );
-                rule.specific_source = operator == Some("==") && !everywhere;
+                rule.specific_source = matched.operator == Some("==") && !everywhere;
             }
-            (Some("tcp"), Some("dport"), None) if operator == Some("==") => {
-                rule.ports = parse_ports(right);
+            (Some("tcp"), Some("dport"), None) if matched.operator == Some("==") => {
+                rule.ports = parse_ports(matched.right);
             }
             (Some(other), Some("dport" | "sport"), None) if other != "tcp" => rule.tcp = false,
             (None, None, Some("l4proto")) | (Some("ip"), Some("protocol"), None)
-                if right
+                if matched
+                    .right
                     .and_then(Value::as_str)
                     .is_some_and(|name| name != "tcp") =>
             {
