@@ -145,14 +145,7 @@ pub fn parse(
                     .or_else(|| (hook == "ingress").then(|| "its device".to_owned())),
             });
             if let Some(table) = tables.get_mut(&(family, table)) {
-                table.chains.insert(
-                    name.clone(),
-                    Chain {
-                        name,
-                        base,
-                        rules: Vec::new(),
-                    },
-                );
+                table.chains.insert(name.clone(), Chain::new(name, base));
             }
         } else if let Some(object) = entry.get("rule") {
             let (family, table_name) = key(object, "table");

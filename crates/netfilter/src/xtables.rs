@@ -130,14 +130,7 @@ pub fn parse_save(
                 policy_drop: policy == "DROP",
                 device: None,
             });
-            table.chains.insert(
-                name.clone(),
-                Chain {
-                    name,
-                    base,
-                    rules: Vec::new(),
-                },
-            );
+            table.chains.insert(name.clone(), Chain::new(name, base));
         } else if line.starts_with("-A ") {
             let words = words(line);
             let chain = words.get(1).cloned().unwrap_or_default();
