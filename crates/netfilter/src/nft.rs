@@ -188,12 +188,7 @@ pub fn tables_with_xt(json: &str) -> Vec<(String, String)> {
         return Vec::new();
     };
     let mut found = Vec::new();
-    for entry in root
-        .get("nftables")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for entry in array(&root, "nftables") {
         if let Some(rule) = entry.get("rule") {
             let has_xt = rule
                 .get("expr")
@@ -466,17 +461,21 @@ fn verdict(expression: &Json) -> Option<Verdict> {
     })
 }
 
+/// The elements of `object`'s array `key`; none when it has no such array.
+fn array<'a>(object: &'a Json, key: &str) -> impl Iterator<Item = &'a Json> {
+    object
+        .get(key)
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+}
+
 fn parse_rule(object: &Json, table_family: &str, lookup: &dyn Fn(&str) -> Option<Values>) -> Rule {
     let mut conditions = Vec::new();
     let mut action = Action::Verdict(Verdict::Continue);
     let mut shown = Vec::new();
     let mut opaque = false;
-    for expression in object
-        .get("expr")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for expression in array(object, "expr") {
         if let Some(matched) = expression.get("match") {
             let condition = condition(matched, table_family, lookup);
             shown.push(condition.text().to_owned());
