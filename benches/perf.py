@@ -256,6 +256,16 @@ def describe_counts(counts):
     return f"{spawned} processes [{each}]; {committed} nft transactions{monitor}; our peak RSS {hwm / 1024:.1f} MiB"
 
 
+def note_counts(work, source, backend):
+    """Notes the commands a first apply and then a no-op sync of `source` run, from no state."""
+    shutil.rmtree(work.state, ignore_errors=True)
+    with Namespace() as netns:
+        first_counts = counted(netns, work.sync(source), os.path.join(work.dir, "w1"))
+        noop_counts = counted(netns, work.sync(source), os.path.join(work.dir, "w2"))
+    note(f"first apply, {backend}, 22: {describe_counts(first_counts)}")
+    note(f"no-op, {backend}, 22: {describe_counts(noop_counts)}")
+
+
 def bare_nft(netns_ruleset):
     """A reference: `nft -f FILE` in a fresh namespace."""
     with Namespace() as netns:
@@ -289,12 +299,7 @@ def nftables_rows(args):
         row("no-op sync, nftables, 22 ranges, CPU incl. children", median(noop_cpu), median(true_cpu), "ms", "≤ 25 ms")
         first_med = median(first)
         row("first apply, nftables, 22 ranges", first_med, median(bare), "ms", "≤ 1.5x")
-        shutil.rmtree(work.state, ignore_errors=True)
-        with Namespace() as netns:
-            first_counts = counted(netns, work.sync(source), os.path.join(work.dir, "w1"))
-            noop_counts = counted(netns, work.sync(source), os.path.join(work.dir, "w2"))
-        note(f"first apply, nftables, 22: {describe_counts(first_counts)}")
-        note(f"no-op, nftables, 22: {describe_counts(noop_counts)}")
+        note_counts(work, source, "nftables")
         ufw_reference(args, source, noop_wall)
     finally:
         work.close()
@@ -425,12 +430,7 @@ def iptables_rows(args):
             row(f"first apply, iptables ({mode}), 22 ranges (ref: {'ipset restore + ' if mode == 'ipset' else ''}iptables-restore + ip6tables-restore)",
                 median(first), median(bare), "ms", "≤ 1.5x")
             row(f"no-op sync, iptables ({mode}), 22 ranges (ref: the same bare restore)", median(noop), median(bare), "ms")
-            shutil.rmtree(work.state, ignore_errors=True)
-            with Namespace() as netns:
-                first_counts = counted(netns, work.sync(source), os.path.join(work.dir, "w1"))
-                noop_counts = counted(netns, work.sync(source), os.path.join(work.dir, "w2"))
-            note(f"first apply, iptables ({mode}), 22: {describe_counts(first_counts)}")
-            note(f"no-op, iptables ({mode}), 22: {describe_counts(noop_counts)}")
+            note_counts(work, source, f"iptables ({mode})")
         finally:
             work.close()
 

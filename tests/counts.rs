@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::support::cmd::cf;
+use crate::support::cmd::cf_sync;
 use crate::support::netns::Netns;
 use crate::support::require_root;
 
@@ -51,18 +51,12 @@ fn counting_path(dir: &Path) -> (String, std::path::PathBuf) {
 fn counted_sync(netns: &Netns, dir: &Path, config: &Path, source: &Path) -> Vec<String> {
     let (path, log) = counting_path(dir);
     let _ = std::fs::remove_file(&log);
-    cf(&[
-        "--config",
-        config.to_str().unwrap(),
-        "sync",
-        "--source",
-        source.to_str().unwrap(),
-    ])
-    .state(&dir.join("state"))
-    .in_netns(&netns.name)
-    .env("PATH", path)
-    .run()
-    .code(0);
+    cf_sync(config, source)
+        .state(&dir.join("state"))
+        .in_netns(&netns.name)
+        .env("PATH", path)
+        .run()
+        .code(0);
     std::fs::read_to_string(&log)
         .unwrap_or_default()
         .lines()
@@ -207,19 +201,13 @@ fn a_write_by_another_tool_during_an_iptables_apply_is_read_back_not_assumed() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let outcome = cf(&[
-        "--config",
-        config.to_str().unwrap(),
-        "sync",
-        "--source",
-        source.to_str().unwrap(),
-    ])
-    .state(&dir.path().join("state"))
-    .in_netns(&netns.name)
-    .env(
-        "PATH",
-        format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
-    )
-    .run();
+    let outcome = cf_sync(&config, &source)
+        .state(&dir.path().join("state"))
+        .in_netns(&netns.name)
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
+        )
+        .run();
     outcome.code(1).stderr_has("missing 198.51.100.0/25");
 }

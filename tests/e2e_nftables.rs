@@ -1,7 +1,7 @@
 //! nftables end to end: the tool run as an admin or cron would, inside the origin namespace,
 //! proven by TCP connects from the edge.
 
-use crate::support::cmd::cf;
+use crate::support::cmd::cf_sync;
 use crate::support::fixture::Reply;
 use crate::support::lab::{IN_FIRST_LIST, IN_SECOND_LIST, LIST_V4, Lab, SECOND_V4, expect_open};
 use crate::support::netns::Netns;
@@ -296,18 +296,12 @@ fn nftables_sync_reads_its_parts_under_200_foreign_changes_per_second() {
     for round in 0..6 {
         // Alternate lists, so that every run reads, plans and writes.
         std::fs::write(&source, lists[round % 2]).unwrap();
-        cf(&[
-            "--config",
-            config.to_str().unwrap(),
-            "sync",
-            "--source",
-            source.to_str().unwrap(),
-        ])
-        .state(&dir.path().join("state"))
-        .in_netns(&netns.name)
-        .run()
-        .code(0)
-        .stderr_lacks("changed during every attempt");
+        cf_sync(&config, &source)
+            .state(&dir.path().join("state"))
+            .in_netns(&netns.name)
+            .run()
+            .code(0)
+            .stderr_lacks("changed during every attempt");
         let set = netns.exec("nft", &["list", "set", "inet", "filter", "cf_allowlist_v4"]);
         let expected = if round % 2 == 0 {
             "203.0.113.0/24"

@@ -78,18 +78,11 @@ fn iptables_origin(v4: bool) -> String {
     } else {
         ("2001:db8:1::/64", "-A INPUT -p ipv6-icmp -j ACCEPT\n")
     };
-    format!(
-        "*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A INPUT -i lo -j ACCEPT
-{extra}-A INPUT -s {admin} -p tcp -m tcp --dport 22 -j ACCEPT
+    cf_allowlist_iptables::harness::filter_table(&format!(
+        "{extra}-A INPUT -s {admin} -p tcp -m tcp --dport 22 -j ACCEPT
 -A INPUT -p tcp -m multiport --dports 80,443,8080 -j ACCEPT
-COMMIT
 "
-    )
+    ))
 }
 
 #[test]

@@ -21,6 +21,17 @@ pub fn cf(args: &[&str]) -> Run {
     }
 }
 
+/// `cf-allowlist --config CONFIG sync --source SOURCE`.
+pub fn cf_sync(config: &Path, source: &Path) -> Run {
+    cf(&[
+        "--config",
+        config.to_str().unwrap(),
+        "sync",
+        "--source",
+        source.to_str().unwrap(),
+    ])
+}
+
 /// `cf-allowlist sync --dry-run --source builtin ARGS…`: a dry run that needs no list server.
 pub fn builtin_dry_run(args: &[&str]) -> Run {
     let mut all = vec!["sync", "--dry-run", "--source", "builtin"];

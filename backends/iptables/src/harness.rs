@@ -16,6 +16,14 @@ pub fn base_rules(family: Family, extra: &str) -> String {
         Family::V4 => "",
         Family::V6 => "-A INPUT -p ipv6-icmp -j ACCEPT\n",
     };
+    filter_table(&format!(
+        "{icmp}{extra}-A INPUT -p tcp -m multiport --dports 80,443 -j DROP\n"
+    ))
+}
+
+/// A filter table with policy DROP on INPUT, established and loopback accepted, then `rules`
+/// (lines of `-A INPUT …`, each ending in a newline).
+pub fn filter_table(rules: &str) -> String {
     format!(
         "*filter
 :INPUT DROP [0:0]
@@ -23,8 +31,7 @@ pub fn base_rules(family: Family, extra: &str) -> String {
 :OUTPUT ACCEPT [0:0]
 -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A INPUT -i lo -j ACCEPT
-{icmp}{extra}-A INPUT -p tcp -m multiport --dports 80,443 -j DROP
-COMMIT
+{rules}COMMIT
 "
     )
 }

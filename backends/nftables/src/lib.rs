@@ -195,20 +195,28 @@ fn stray_removals(
     batch
 }
 
-/// Whether a table's text listing holds nothing but our own chains, sets and rules.
-fn only_ours_left(listing: &str) -> bool {
+/// The lines of an nft text listing outside our sets' blocks (`set cf_allowlist_… { … }`).
+fn outside_our_sets(listing: &str) -> impl Iterator<Item = &str> {
     let mut in_our_set = false;
-    for line in listing.lines().map(str::trim) {
-        if line.starts_with("set cf_allowlist_") {
+    listing.lines().filter(move |line| {
+        let trimmed = line.trim();
+        if trimmed.starts_with("set cf_allowlist_") {
             in_our_set = true;
-            continue;
-        }
-        if in_our_set {
-            if line == "}" {
+            false
+        } else if in_our_set {
+            if trimmed == "}" {
                 in_our_set = false;
             }
-            continue;
+            false
+        } else {
+            true
         }
+    })
+}
+
+/// Whether a table's text listing holds nothing but our own chains, sets and rules.
+fn only_ours_left(listing: &str) -> bool {
+    for line in outside_our_sets(listing).map(str::trim) {
         let structural = line.is_empty()
             || line == "}"
             || line.starts_with("table inet ")
@@ -1117,19 +1125,8 @@ pub mod harness {
     /// The ruleset text without our sets and rules: what an admin's saved file would hold.
     fn strip_ours(ruleset: &str) -> String {
         let mut out = String::new();
-        let mut skipping_set = false;
-        for line in ruleset.lines() {
+        for line in super::outside_our_sets(ruleset) {
             let trimmed = line.trim();
-            if trimmed.starts_with("set cf_allowlist_") {
-                skipping_set = true;
-                continue;
-            }
-            if skipping_set {
-                if trimmed == "}" {
-                    skipping_set = false;
-                }
-                continue;
-            }
             if trimmed.contains("comment \"cf-allowlist") && trimmed.contains(" dport ") {
                 continue;
             }

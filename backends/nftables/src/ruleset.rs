@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use cf_allowlist_netfilter::NftParseError;
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -141,12 +142,9 @@ impl Strays {
 /// Why nft's output could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
-    /// Not JSON at all.
-    #[error("nft printed something that is not JSON")]
-    NotJson(#[from] serde_json::Error),
-    /// JSON without the `nftables` array.
-    #[error("nft's JSON has no `nftables` array")]
-    NoList,
+    /// Not JSON at all, or JSON without the `nftables` array.
+    #[error(transparent)]
+    Json(#[from] NftParseError),
     /// An element of one of our sets that is not an address.
     #[error("set {set} holds an element nft printed as {element}, which is not an address")]
     BadElement {
@@ -159,11 +157,11 @@ pub enum ParseError {
 
 /// Parses `nft -j list ruleset` for the table and chain we manage.
 pub fn parse(json: &[u8], table: &str, chain: &str) -> Result<Live, ParseError> {
-    let root: Value = serde_json::from_slice(json)?;
+    let root: Value = serde_json::from_slice(json).map_err(NftParseError::NotJson)?;
     let list = root
         .get("nftables")
         .and_then(Value::as_array)
-        .ok_or(ParseError::NoList)?;
+        .ok_or(NftParseError::NoList)?;
     let mut live = Live::default();
     let ours = |object: &Value| {
         object.get("family").and_then(Value::as_str) == Some(names::FAMILY)
@@ -450,30 +448,24 @@ fn parse_foreign(
         if expression.get("accept").is_some() {
             rule.accepts = true;
         }
-        let Some(matched) = expression.get("match") else {
+        let Some(matched) = expression.get("match").map(Match::of) else {
             continue;
         };
-        let Match {
-            operator,
-            protocol,
-            field,
-            meta_key,
-            right,
-        } = Match::of(matched);
-        match (protocol, field, meta_key) {
+        match (matched.protocol, matched.field, matched.meta_key) {
             (Some("ip" | "ip6"), Some("saddr"), None) => {
                 let everywhere = matches!(
-                    right.and_then(|r| r.get("prefix")).and_then(|p| p.get("len")),
+                    matched.right.and_then(|r| r.get("prefix")).and_then(|p| p.get("len")),
                     Some(len) if len.as_u64() == Some(0)
                 );
-                rule.specific_source = operator == Some("==") && !everywhere;
+                rule.specific_source = matched.operator == Some("==") && !everywhere;
             }
-            (Some("tcp"), Some("dport"), None) if operator == Some("==") => {
-                rule.ports = parse_ports(right);
+            (Some("tcp"), Some("dport"), None) if matched.operator == Some("==") => {
+                rule.ports = parse_ports(matched.right);
             }
             (Some(other), Some("dport" | "sport"), None) if other != "tcp" => rule.tcp = false,
             (None, None, Some("l4proto")) | (Some("ip"), Some("protocol"), None)
-                if right
+                if matched
+                    .right
                     .and_then(Value::as_str)
                     .is_some_and(|name| name != "tcp") =>
             {

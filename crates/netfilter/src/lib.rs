@@ -90,6 +90,7 @@ mod nft;
 mod planned;
 mod xtables;
 
+pub use nft::ParseError as NftParseError;
 pub use planned::{Place, Placement};
 
 use std::collections::BTreeMap;

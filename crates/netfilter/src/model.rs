@@ -173,7 +173,7 @@ impl Condition {
                 negate,
                 values,
                 family,
-                text,
+                ..
             } => {
                 if family.is_some_and(|family| family != packet.family()) {
                     return Tri::No;
@@ -184,7 +184,9 @@ impl Condition {
                 };
                 let answer = if *negate { answer.negate() } else { answer };
                 match answer {
-                    Tri::Maybe(why) => Tri::Maybe(format!("cannot decide `{text}`: {why}")),
+                    Tri::Maybe(why) => {
+                        Tri::Maybe(format!("cannot decide `{}`: {why}", self.text()))
+                    }
                     answer => answer,
                 }
             }
@@ -523,6 +525,17 @@ pub struct Chain {
     pub base: Option<Base>,
     /// Its rules, in order.
     pub rules: Vec<Rule>,
+}
+
+impl Chain {
+    /// A chain with no rules yet.
+    pub fn new(name: String, base: Option<Base>) -> Chain {
+        Chain {
+            name,
+            base,
+            rules: Vec::new(),
+        }
+    }
 }
 
 /// One table.

@@ -145,14 +145,7 @@ pub fn parse(
                     .or_else(|| (hook == "ingress").then(|| "its device".to_owned())),
             });
             if let Some(table) = tables.get_mut(&(family, table)) {
-                table.chains.insert(
-                    name.clone(),
-                    Chain {
-                        name,
-                        base,
-                        rules: Vec::new(),
-                    },
-                );
+                table.chains.insert(name.clone(), Chain::new(name, base));
             }
         } else if let Some(object) = entry.get("rule") {
             let (family, table_name) = key(object, "table");
@@ -195,12 +188,7 @@ pub fn tables_with_xt(json: &str) -> Vec<(String, String)> {
         return Vec::new();
     };
     let mut found = Vec::new();
-    for entry in root
-        .get("nftables")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for entry in array(&root, "nftables") {
         if let Some(rule) = entry.get("rule") {
             let has_xt = rule
                 .get("expr")
@@ -473,17 +461,21 @@ fn verdict(expression: &Json) -> Option<Verdict> {
     })
 }
 
+/// The elements of `object`'s array `key`; none when it has no such array.
+fn array<'a>(object: &'a Json, key: &str) -> impl Iterator<Item = &'a Json> {
+    object
+        .get(key)
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+}
+
 fn parse_rule(object: &Json, table_family: &str, lookup: &dyn Fn(&str) -> Option<Values>) -> Rule {
     let mut conditions = Vec::new();
     let mut action = Action::Verdict(Verdict::Continue);
     let mut shown = Vec::new();
     let mut opaque = false;
-    for expression in object
-        .get("expr")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for expression in array(object, "expr") {
         if let Some(matched) = expression.get("match") {
             let condition = condition(matched, table_family, lookup);
             shown.push(condition.text().to_owned());

@@ -95,6 +95,15 @@ impl Host {
     }
 }
 
+/// The origin of one iptables variant's tables.
+fn iptables_origin(legacy: bool) -> Origin {
+    if legacy {
+        Origin::IptablesLegacy
+    } else {
+        Origin::IptablesNft
+    }
+}
+
 impl Host {
     /// Whether the filter tables of one iptables variant hold anything that is not ours: a
     /// rule outside our chains, another user chain, or a base chain whose policy drops. The
@@ -102,11 +111,7 @@ impl Host {
     /// place is judged there (only the chains the analysis reads count: those on the input
     /// path).
     pub fn iptables_variant_in_use(&self, legacy: bool) -> bool {
-        let origin = if legacy {
-            Origin::IptablesLegacy
-        } else {
-            Origin::IptablesNft
-        };
+        let origin = iptables_origin(legacy);
         self.tables
             .iter()
             .filter(|table| {
@@ -126,11 +131,7 @@ impl Host {
 impl Host {
     /// Whether one iptables variant's filter tables hold our chain.
     pub fn iptables_chain_in(&self, legacy: bool) -> bool {
-        let origin = if legacy {
-            Origin::IptablesLegacy
-        } else {
-            Origin::IptablesNft
-        };
+        let origin = iptables_origin(legacy);
         self.tables.iter().any(|table| {
             table.origin == origin
                 && table.name == "filter"

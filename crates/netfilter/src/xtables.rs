@@ -72,6 +72,13 @@ fn parse_net(text: &str) -> Option<IpNet> {
     }
 }
 
+/// The comma-separated words of `list` (`RELATED,ESTABLISHED`), each made a value by `word`.
+fn word_list(list: &str, word: fn(&str) -> String) -> Vec<Value> {
+    list.split(',')
+        .map(|part| Value::Word(word(part)))
+        .collect()
+}
+
 /// Splits a rule line into words, honouring double quotes (as iptables-save writes them); an
 /// unterminated quote keeps what was read.
 pub fn words(line: &str) -> Vec<String> {
@@ -130,14 +137,7 @@ pub fn parse_save(
                 policy_drop: policy == "DROP",
                 device: None,
             });
-            table.chains.insert(
-                name.clone(),
-                Chain {
-                    name,
-                    base,
-                    rules: Vec::new(),
-                },
-            );
+            table.chains.insert(name.clone(), Chain::new(name, base));
         } else if line.starts_with("-A ") {
             let words = words(line);
             let chain = words.get(1).cloned().unwrap_or_default();
@@ -237,21 +237,13 @@ fn parse_rule(
                 conditions.push(compare(Field::Source, negate, values, shown));
             }
             (_, "-p" | "--protocol") => {
-                conditions.push(compare(
-                    Field::Protocol,
-                    negate,
-                    vec![Value::Word(first.clone())],
-                    shown,
-                ));
+                let protocol = vec![Value::Word(first.clone())];
+                conditions.push(compare(Field::Protocol, negate, protocol, shown));
             }
             (_, "-i" | "--in-interface") => {
                 // A wildcard (`eth+`) is just another name that is not `lo`: "may match".
-                conditions.push(compare(
-                    Field::InputInterface,
-                    negate,
-                    vec![Value::Word(first.clone())],
-                    shown,
-                ));
+                let interface = vec![Value::Word(first.clone())];
+                conditions.push(compare(Field::InputInterface, negate, interface, shown));
             }
             (
                 "" | "tcp" | "multiport",
@@ -305,19 +297,13 @@ fn parse_rule(
                 });
             }
             ("conntrack", "--ctstate") | ("state", "--state") => {
-                let values = first
-                    .split(',')
-                    .map(|state| Value::Word(state.to_ascii_lowercase()))
-                    .collect();
-                conditions.push(compare(Field::ConntrackState, negate, values, shown));
+                let states = word_list(&first, str::to_ascii_lowercase);
+                conditions.push(compare(Field::ConntrackState, negate, states, shown));
             }
             ("comment", "--comment") => {}
             ("addrtype", "--dst-type") => {
-                let values = first
-                    .split(',')
-                    .map(|kind| Value::Word(kind.to_owned()))
-                    .collect();
-                conditions.push(compare(Field::DestinationType, negate, values, shown));
+                let kinds = word_list(&first, str::to_owned);
+                conditions.push(compare(Field::DestinationType, negate, kinds, shown));
             }
             ("addrtype", "--limit-iface-in") => {}
             // IPv6 extension-header matches (`-m rt --rt-type 0`, ufw6's first DROP) never

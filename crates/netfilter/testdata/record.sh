@@ -12,11 +12,15 @@ mkdir -p "$out"
 reset() {
     nft flush ruleset
 }
+# Loads NAME.nft into a flushed ruleset and records its listing as NAME.json.
+record_nft() {
+    reset
+    nft -f "$1.nft"
+    nft -j list ruleset > "$out/$1.json"
+}
 
 # 1. Debian's policy drop, nothing else.
-reset
-nft -f debian.nft
-nft -j list ruleset > "$out/debian.json"
+record_nft debian
 
 # 2. ufw's layout in iptables-nft, plus a separate inet table accepting the ranges.
 reset
@@ -28,9 +32,7 @@ iptables-nft-save -t filter > "$out/ufw-nft.filter4.save"
 ip6tables-nft-save -t filter > "$out/ufw-nft.filter6.save"
 
 # 3. firewalld's layout.
-reset
-nft -f firewalld.nft
-nft -j list ruleset > "$out/firewalld.json"
+record_nft firewalld
 
 # 4. Our iptables chain reached by a jump from a policy-DROP INPUT, then with Debian's
 #    inet filter input policy drop added.
@@ -42,9 +44,7 @@ nft -f debian.nft
 nft -j list ruleset > "$out/ours-debian.json"
 
 # 5. Expressions beyond the simple cases.
-reset
-nft -f mixed.nft
-nft -j list ruleset > "$out/mixed.json"
+record_nft mixed
 
 # 6. An iptables-nft table with a rule added by nft that iptables-nft-save mistranslates.
 reset
@@ -54,9 +54,7 @@ nft -j list ruleset > "$out/mixed-iptables.json"
 iptables-nft-save -t filter > "$out/mixed-iptables.filter4.save"
 
 # 7. Corners: prerouting drop, NAT, statements, limit, a device-bound ingress chain.
-reset
-nft -f edges.nft
-nft -j list ruleset > "$out/edges.json"
+record_nft edges
 
 # 8. ufw's layout in iptables-legacy (this creates legacy tables: last, in this namespace).
 reset
