@@ -136,6 +136,44 @@ impl Aws {
             assert_eq!(count, 1, "foreign rule {wanted} in {group}");
         }
     }
+
+    /// Every group holds exactly our rules for `list` on ports 80 and 443.
+    fn assert_rules_in_every_group(&self, list: &[&str]) {
+        for group in &self.groups {
+            assert_eq!(self.our_rules(group), expected_rules(list, &[80, 443]));
+        }
+    }
+
+    /// Every group references each of our prefix lists once per port (moto drops a
+    /// reference's description).
+    fn assert_references_in_every_group(&self) {
+        for group in &self.groups {
+            assert_eq!(
+                self.our_rules(group),
+                [
+                    "tcp 443-443 list cf-allowlist-ipv4 \"\"",
+                    "tcp 443-443 list cf-allowlist-ipv6 \"\"",
+                    "tcp 80-80 list cf-allowlist-ipv4 \"\"",
+                    "tcp 80-80 list cf-allowlist-ipv6 \"\"",
+                ],
+                "each group references each list once per port"
+            );
+        }
+    }
+
+    /// No group holds any rule of ours.
+    fn assert_no_rules_in_any_group(&self) {
+        for group in &self.groups {
+            assert!(self.our_rules(group).is_empty());
+        }
+    }
+
+    /// A sync with nothing to do prints nothing and makes zero write calls.
+    fn assert_sync_writes_nothing(&self) {
+        let before = self.requests();
+        self.sync(&[]).code(0).silent();
+        assert_eq!(self.writes_since(before), Vec::<String>::new());
+    }
 }
 
 fn with_aws_env(run: crate::support::cmd::Run, moto: &MotoServer) -> crate::support::cmd::Run {
@@ -187,9 +225,7 @@ fn aws_sync_creates_exactly_our_rules_and_a_second_run_writes_nothing() {
             "AuthorizeSecurityGroupIngress"
         ]
     );
-    for group in &aws.groups {
-        assert_eq!(aws.our_rules(group), expected_rules(FIRST_LIST, &[80, 443]));
-    }
+    aws.assert_rules_in_every_group(FIRST_LIST);
     aws.foreign_rules_present();
 
     let before = aws.requests();
@@ -236,12 +272,7 @@ fn aws_an_upstream_change_authorizes_the_new_range_before_revoking_the_old() {
         ],
         "every authorize comes before the first revoke"
     );
-    for group in &aws.groups {
-        assert_eq!(
-            aws.our_rules(group),
-            expected_rules(SECOND_LIST, &[80, 443])
-        );
-    }
+    aws.assert_rules_in_every_group(SECOND_LIST);
     // The old rules were revoked by their ids and nothing else went.
     let left: Vec<String> = aws
         .ec2
@@ -274,9 +305,7 @@ fn aws_a_rule_revoked_by_hand_is_restored_once() {
     assert_eq!(aws.writes_since(before), ["AuthorizeSecurityGroupIngress"]);
     assert!(aws.our_rules(&aws.groups[1]).contains(&text));
 
-    let before = aws.requests();
-    aws.sync(&[]).code(0).silent();
-    assert_eq!(aws.writes_since(before), Vec::<String>::new());
+    aws.assert_sync_writes_nothing();
 }
 
 #[test]
@@ -294,9 +323,7 @@ fn aws_quota_exceeded_is_refused_before_any_write() {
         .stderr_has("would need 7 IPv4 inbound rules (3 ranges × 2 ports + 1 other rules), above its quota of 6")
         .stderr_has("mode = \"prefix-list\"");
     assert_eq!(aws.writes_since(before), Vec::<String>::new());
-    for group in &aws.groups {
-        assert!(aws.our_rules(group).is_empty());
-    }
+    aws.assert_no_rules_in_any_group();
     assert!(
         !aws.state().join("state.json").exists(),
         "a refused run recorded a generation"
@@ -360,24 +387,11 @@ fn aws_prefix_list_mode_end_to_end_with_groups_sharing_the_lists() {
     for entry in FIRST_LIST {
         assert!(dump.contains(&format!(" entry {entry}")), "{dump}");
     }
-    for group in &aws.groups {
-        assert_eq!(
-            aws.our_rules(group),
-            [
-                "tcp 443-443 list cf-allowlist-ipv4 \"\"",
-                "tcp 443-443 list cf-allowlist-ipv6 \"\"",
-                "tcp 80-80 list cf-allowlist-ipv4 \"\"",
-                "tcp 80-80 list cf-allowlist-ipv6 \"\"",
-            ],
-            "each group references each list once per port (moto drops a reference's description)"
-        );
-    }
+    aws.assert_references_in_every_group();
     aws.foreign_rules_present();
 
     // Nothing to do: zero writes.
-    let before = aws.requests();
-    aws.sync(&[]).code(0).silent();
-    assert_eq!(aws.writes_since(before), Vec::<String>::new());
+    aws.assert_sync_writes_nothing();
 
     // An upstream change is one list modification, whatever the number of groups.
     aws.set_list(SECOND_LIST);
@@ -436,9 +450,7 @@ fn aws_purge_leaves_the_foreign_rules() {
         aws.writes_since(before),
         ["RevokeSecurityGroupIngress", "RevokeSecurityGroupIngress"]
     );
-    for group in &aws.groups {
-        assert!(aws.our_rules(group).is_empty());
-    }
+    aws.assert_no_rules_in_any_group();
     aws.foreign_rules_present();
 
     // In prefix-list mode purge also deletes our lists.
@@ -479,26 +491,27 @@ fn aws_and_nftables_in_one_run() {
         let config = aws.config().display().to_string();
         let source = aws.ranges_file();
         let state = aws.state();
-        let run = with_aws_env(
-            cf(&[
-                "--config",
-                &config,
-                "sync",
-                "--backend",
-                "nftables",
-                "--backend",
-                "aws",
-                "--source",
-                &source,
-            ])
-            .in_netns(&name)
-            .state(&state),
-            &aws.moto,
-        );
-        run.run().code(0).stdout_has("nftables").stdout_has("aws");
-        for group in &aws.groups {
-            assert_eq!(aws.our_rules(group), expected_rules(FIRST_LIST, &[80, 443]));
-        }
+        let sync_both = || {
+            with_aws_env(
+                cf(&[
+                    "--config",
+                    &config,
+                    "sync",
+                    "--backend",
+                    "nftables",
+                    "--backend",
+                    "aws",
+                    "--source",
+                    &source,
+                ])
+                .in_netns(&name)
+                .state(&state),
+                &aws.moto,
+            )
+            .run()
+        };
+        sync_both().code(0).stdout_has("nftables").stdout_has("aws");
+        aws.assert_rules_in_every_group(FIRST_LIST);
         let ruleset = crate::support::netns::must(
             "nft",
             &["list", "set", "inet", "filter", "cf_allowlist_v4"],
@@ -507,23 +520,7 @@ fn aws_and_nftables_in_one_run() {
             assert!(ruleset.contains(range), "{ruleset}");
         }
         let before = aws.requests();
-        let again = with_aws_env(
-            cf(&[
-                "--config",
-                &config,
-                "sync",
-                "--backend",
-                "nftables",
-                "--backend",
-                "aws",
-                "--source",
-                &source,
-            ])
-            .in_netns(&name)
-            .state(&state),
-            &aws.moto,
-        );
-        again.run().code(0).silent();
+        sync_both().code(0).silent();
         assert_eq!(aws.writes_since(before), Vec::<String>::new());
     });
 }
@@ -989,9 +986,7 @@ fn aws_mode_switch_fits_the_default_quota_keeps_every_range_reachable_and_back_r
     let list: Vec<&str> = list.iter().map(String::as_str).collect();
     aws.set_list(&list);
     aws.sync(&[]).code(0);
-    for group in &aws.groups {
-        assert_eq!(aws.our_rules(group), expected_rules(&list, &[80, 443]));
-    }
+    aws.assert_rules_in_every_group(&list);
 
     // The switch, previewed and made through the CLI: the preview agrees with the run.
     aws.configure(&aws.groups.clone(), "prefix-list", None);
@@ -1011,23 +1006,11 @@ fn aws_mode_switch_fits_the_default_quota_keeps_every_range_reachable_and_back_r
     expected.extend(port_stage);
     expected.extend(["ModifyManagedPrefixList", "ModifyManagedPrefixList"]);
     assert_eq!(aws.writes_since(before), expected);
-    for group in &aws.groups {
-        assert_eq!(
-            aws.our_rules(group),
-            [
-                "tcp 443-443 list cf-allowlist-ipv4 \"\"",
-                "tcp 443-443 list cf-allowlist-ipv6 \"\"",
-                "tcp 80-80 list cf-allowlist-ipv4 \"\"",
-                "tcp 80-80 list cf-allowlist-ipv6 \"\"",
-            ]
-        );
-    }
+    aws.assert_references_in_every_group();
     aws.foreign_rules_present();
     // (moto ignores a new MaxEntries, see PLATFORM-FACTS: the sizes are checked in the
     // model's tests.)
-    let before = aws.requests();
-    aws.sync(&[]).code(0).silent();
-    assert_eq!(aws.writes_since(before), Vec::<String>::new());
+    aws.assert_sync_writes_nothing();
 
     // And back: rules again, and our lists, referenced by nothing, are deleted.
     aws.configure(&aws.groups.clone(), "rules", None);
@@ -1035,15 +1018,11 @@ fn aws_mode_switch_fits_the_default_quota_keeps_every_range_reachable_and_back_r
         .code(0)
         .stdout_has("delete prefix list cf-allowlist-ipv4");
     aws.sync(&[]).code(0);
-    for group in &aws.groups {
-        assert_eq!(aws.our_rules(group), expected_rules(&list, &[80, 443]));
-    }
+    aws.assert_rules_in_every_group(&list);
     let dump = aws.ec2.dump(&aws.groups);
     assert!(!dump.contains("prefix list"), "{dump}");
     aws.foreign_rules_present();
-    let before = aws.requests();
-    aws.sync(&[]).code(0).silent();
-    assert_eq!(aws.writes_since(before), Vec::<String>::new());
+    aws.assert_sync_writes_nothing();
 }
 
 /// The same switch through the backend, watched after every write: every range stays

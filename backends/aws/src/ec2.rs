@@ -227,10 +227,7 @@ pub async fn read(client: &Client, group_ids: &[String]) -> Result<Live, AwsErro
                 group.foreign.push(rule);
             }
         }
-        token = page
-            .next_token()
-            .filter(|token| !token.is_empty())
-            .map(str::to_owned);
+        token = next_page_token(page.next_token());
         if token.is_none() {
             break;
         }
@@ -279,15 +276,18 @@ pub async fn references_elsewhere(
                 }
             }
         }
-        token = page
-            .next_token()
-            .filter(|token| !token.is_empty())
-            .map(str::to_owned);
+        token = next_page_token(page.next_token());
         if token.is_none() {
             break;
         }
     }
     Ok(found)
+}
+
+/// The token of a paged answer's next page: `None` on the last page, where AWS may answer
+/// an empty token instead of none.
+fn next_page_token(token: Option<&str>) -> Option<String> {
+    token.filter(|token| !token.is_empty()).map(str::to_owned)
 }
 
 /// Our prefix lists, found by name among the account's own lists that are not being deleted.
@@ -314,10 +314,7 @@ pub async fn read_lists(client: &Client) -> Result<BTreeMap<Family, PrefixList>,
                 AwsError::from_sdk("DescribeManagedPrefixLists", &names.join(", "), error)
             })?;
         found.extend(page.prefix_lists().iter().cloned());
-        token = page
-            .next_token()
-            .filter(|token| !token.is_empty())
-            .map(str::to_owned);
+        token = next_page_token(page.next_token());
         if token.is_none() {
             break;
         }
@@ -375,10 +372,7 @@ async fn read_entries(client: &Client, id: &str) -> Result<BTreeSet<IpNet>, AwsE
                 entries.insert(net);
             }
         }
-        token = page
-            .next_token()
-            .filter(|token| !token.is_empty())
-            .map(str::to_owned);
+        token = next_page_token(page.next_token());
         if token.is_none() {
             break;
         }

@@ -268,6 +268,15 @@ impl AwsBackend {
         self
     }
 
+    /// What the groups and our lists hold now, read for `step`.
+    fn read_live(&self, step: &'static str) -> Result<model::Live, BackendError> {
+        let connected = self.connected(step)?;
+        connected
+            .runtime
+            .block_on(self.read(&connected.client))
+            .map_err(|error| wrap(step, error))
+    }
+
     fn connected(&self, step: &'static str) -> Result<&Connected, BackendError> {
         if let Some(connected) = self.connected.get() {
             return Ok(connected);
@@ -453,50 +462,35 @@ impl AwsBackend {
             }
             let mut version = list.version;
             let result: Result<(), AwsError> = async {
-                if add.len() <= ec2::ENTRIES_PER_CALL && remove.len() <= ec2::ENTRIES_PER_CALL {
+                // One call when the change fits in one; else the additions, then the
+                // removals, in chunks, each waited for before the next.
+                let in_one_call =
+                    add.len() <= ec2::ENTRIES_PER_CALL && remove.len() <= ec2::ENTRIES_PER_CALL;
+                let steps: Vec<(&[ipnet::IpNet], &[ipnet::IpNet])> = if in_one_call {
+                    vec![(add.as_slice(), remove.as_slice())]
+                } else {
+                    add.chunks(ec2::ENTRIES_PER_CALL)
+                        .map(|chunk| (chunk, &[][..]))
+                        .chain(
+                            remove
+                                .chunks(ec2::ENTRIES_PER_CALL)
+                                .map(|chunk| (&[][..], chunk)),
+                        )
+                        .collect()
+                };
+                for (add, remove) in steps {
                     version = ec2::modify_list(
                         client,
                         family,
                         id,
                         version,
-                        ListChange::Entries {
-                            add: &add,
-                            remove: &remove,
-                        },
+                        ListChange::Entries { add, remove },
                     )
                     .await?;
                     self.after_write(client).await;
-                    return Ok(());
-                }
-                for chunk in add.chunks(ec2::ENTRIES_PER_CALL) {
-                    version = ec2::modify_list(
-                        client,
-                        family,
-                        id,
-                        version,
-                        ListChange::Entries {
-                            add: chunk,
-                            remove: &[],
-                        },
-                    )
-                    .await?;
-                    self.after_write(client).await;
-                    ec2::wait_until_ready(client, id).await?;
-                }
-                for chunk in remove.chunks(ec2::ENTRIES_PER_CALL) {
-                    version = ec2::modify_list(
-                        client,
-                        family,
-                        id,
-                        version,
-                        ListChange::Entries {
-                            add: &[],
-                            remove: chunk,
-                        },
-                    )
-                    .await?;
-                    self.after_write(client).await;
-                    ec2::wait_until_ready(client, id).await?;
+                    if !in_one_call {
+                        ec2::wait_until_ready(client, id).await?;
+                    }
                 }
                 Ok(())
             }
@@ -617,11 +611,7 @@ impl Backend for AwsBackend {
 
     fn observe(&self) -> Result<Observed, BackendError> {
         let step = "read the security groups";
-        let connected = self.connected(step)?;
-        let live = connected
-            .runtime
-            .block_on(self.read(&connected.client))
-            .map_err(|error| wrap(step, error))?;
+        let live = self.read_live(step)?;
         let ranges = live.ranges(self.options.mode);
         let repairs = model::plan_writes(&live, self.options.mode, self.ports(), &ranges).phrases();
         let mut warnings = Vec::new();
@@ -696,11 +686,7 @@ impl Backend for AwsBackend {
             return Ok(());
         }
         let step = "check the change";
-        let connected = self.connected(step)?;
-        let live = connected
-            .runtime
-            .block_on(self.read(&connected.client))
-            .map_err(|error| wrap(step, error))?;
+        let live = self.read_live(step)?;
         self.fitted(&live, &change.target, step).map(|_| ())
     }
 

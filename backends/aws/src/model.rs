@@ -69,6 +69,16 @@ pub struct Group {
     pub foreign: Vec<Rule>,
 }
 
+impl Group {
+    /// How many foreign rules count against the group's quota of `family`.
+    fn foreign_rules_in(&self, family: Family) -> usize {
+        self.foreign
+            .iter()
+            .filter(|rule| rule.counts_in(family))
+            .count()
+    }
+}
+
 /// One of our customer-managed prefix lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrefixList {
@@ -352,30 +362,27 @@ impl Writes {
     pub fn phrases(&self) -> Vec<String> {
         let mut phrases = Vec::new();
         for write in self.lists.iter().chain(&self.lists_after) {
+            let (ListWrite::Create { family, .. }
+            | ListWrite::Resize { family, .. }
+            | ListWrite::Grow { family, .. }
+            | ListWrite::Delete { family, .. }
+            | ListWrite::Modify { family, .. }) = write;
+            let list = names::prefix_list_name(*family);
             phrases.push(match write {
-                ListWrite::Create { family, .. } => format!(
-                    "create prefix list {} (max entries: the ranges plus half again, at least 5 more; each reference counts that many rules against a group's quota)",
-                    names::prefix_list_name(*family)
+                ListWrite::Create { .. } => format!(
+                    "create prefix list {list} (max entries: the ranges plus half again, at least 5 more; each reference counts that many rules against a group's quota)"
                 ),
-                ListWrite::Resize {
-                    family, from, to, ..
-                } => format!(
-                    "resize prefix list {} from {from} to {to} max entries",
-                    names::prefix_list_name(*family)
+                ListWrite::Resize { from, to, .. } => {
+                    format!("resize prefix list {list} from {from} to {to} max entries")
+                }
+                ListWrite::Grow { to, .. } => format!(
+                    "grow prefix list {list} to {to} max entries once the rules it replaces are gone"
                 ),
-                ListWrite::Grow { family, to } => format!(
-                    "grow prefix list {} to {to} max entries once the rules it replaces are gone",
-                    names::prefix_list_name(*family)
+                ListWrite::Delete { id, .. } => format!(
+                    "delete prefix list {list} ({id}): rules mode does not use it and no group references it"
                 ),
-                ListWrite::Delete { family, id } => format!(
-                    "delete prefix list {} ({id}): rules mode does not use it and no group references it",
-                    names::prefix_list_name(*family)
-                ),
-                ListWrite::Modify {
-                    family, add, remove, ..
-                } => format!(
-                    "update prefix list {} (+{} -{})",
-                    names::prefix_list_name(*family),
+                ListWrite::Modify { add, remove, .. } => format!(
+                    "update prefix list {list} (+{} -{})",
                     add.len(),
                     remove.len()
                 ),
@@ -767,11 +774,7 @@ fn simulate(
     // The end state first: when it does not fit, no order helps, and that is the message.
     for group in &live.groups {
         for family in Family::ALL {
-            let foreign = group
-                .foreign
-                .iter()
-                .filter(|rule| rule.counts_in(family))
-                .count();
+            let foreign = group.foreign_rules_in(family);
             let (ours_after, what) = match mode {
                 Mode::Rules => (
                     target.count(family) * ports.len(),
@@ -801,11 +804,7 @@ fn simulate(
     }
     for group in &live.groups {
         for family in Family::ALL {
-            let foreign = group
-                .foreign
-                .iter()
-                .filter(|rule| rule.counts_in(family))
-                .count();
+            let foreign = group.foreign_rules_in(family);
             let ours_now: usize = group
                 .ours
                 .iter()
@@ -887,45 +886,63 @@ mod tests {
         }
     }
 
+    /// Our rule sgr-a for 192.0.2.0/24 on tcp/443.
+    fn our_rule_on_443() -> Rule {
+        rule(
+            "sgr-a",
+            Source::Cidr(net("192.0.2.0/24")),
+            443,
+            "cf-allowlist",
+        )
+    }
+
+    /// One group, sg-1, holding `ours` and `foreign`, and no prefix lists.
+    fn one_group(ours: Vec<Rule>, foreign: Vec<Rule>) -> Live {
+        Live {
+            groups: vec![Group {
+                id: "sg-1".into(),
+                ours,
+                foreign,
+            }],
+            lists: BTreeMap::new(),
+            referenced_elsewhere: BTreeMap::new(),
+        }
+    }
+
     fn target(list: &[&str]) -> Ranges {
         list.iter().map(|text| net(text)).collect()
     }
 
     #[test]
     fn rules_mode_adds_missing_slots_and_revokes_stale_rules_by_id() {
-        let live = Live {
-            groups: vec![Group {
-                id: "sg-1".into(),
-                ours: vec![
-                    rule(
-                        "sgr-a",
-                        Source::Cidr(net("192.0.2.0/24")),
-                        80,
-                        "cf-allowlist",
-                    ),
-                    rule(
-                        "sgr-b",
-                        Source::Cidr(net("198.51.100.0/24")),
-                        80,
-                        "cf-allowlist",
-                    ),
-                    rule(
-                        "sgr-c",
-                        Source::Cidr(net("192.0.2.0/24")),
-                        8080,
-                        "cf-allowlist",
-                    ),
-                ],
-                foreign: vec![rule(
-                    "sgr-f",
-                    Source::Cidr(net("203.0.113.5/32")),
-                    22,
-                    "office",
-                )],
-            }],
-            lists: BTreeMap::new(),
-            referenced_elsewhere: BTreeMap::new(),
-        };
+        let live = one_group(
+            vec![
+                rule(
+                    "sgr-a",
+                    Source::Cidr(net("192.0.2.0/24")),
+                    80,
+                    "cf-allowlist",
+                ),
+                rule(
+                    "sgr-b",
+                    Source::Cidr(net("198.51.100.0/24")),
+                    80,
+                    "cf-allowlist",
+                ),
+                rule(
+                    "sgr-c",
+                    Source::Cidr(net("192.0.2.0/24")),
+                    8080,
+                    "cf-allowlist",
+                ),
+            ],
+            vec![rule(
+                "sgr-f",
+                Source::Cidr(net("203.0.113.5/32")),
+                22,
+                "office",
+            )],
+        );
         let target = target(&["192.0.2.0/24", "2001:db8::/32"]);
         let writes = plan_writes(&live, Mode::Rules, &[80, 443], &target);
         assert_eq!(
@@ -956,44 +973,26 @@ mod tests {
 
     #[test]
     fn nothing_to_write_when_the_groups_hold_the_target() {
-        let live = Live {
-            groups: vec![Group {
-                id: "sg-1".into(),
-                ours: vec![rule(
-                    "sgr-a",
-                    Source::Cidr(net("192.0.2.0/24")),
-                    443,
-                    "cf-allowlist",
-                )],
-                foreign: vec![],
-            }],
-            lists: BTreeMap::new(),
-            referenced_elsewhere: BTreeMap::new(),
-        };
+        let live = one_group(vec![our_rule_on_443()], vec![]);
         let writes = plan_writes(&live, Mode::Rules, &[443], &target(&["192.0.2.0/24"]));
         assert!(writes.is_empty(), "{writes:?}");
     }
 
     #[test]
     fn the_quota_counts_foreign_rules_and_names_the_need() {
-        let live = Live {
-            groups: vec![Group {
-                id: "sg-1".into(),
-                ours: vec![],
-                foreign: (0..4)
-                    .map(|i| {
-                        rule(
-                            &format!("sgr-{i}"),
-                            Source::Cidr(net(&format!("203.0.113.{i}/32"))),
-                            22,
-                            "x",
-                        )
-                    })
-                    .collect(),
-            }],
-            lists: BTreeMap::new(),
-            referenced_elsewhere: BTreeMap::new(),
-        };
+        let live = one_group(
+            vec![],
+            (0..4)
+                .map(|i| {
+                    rule(
+                        &format!("sgr-{i}"),
+                        Source::Cidr(net(&format!("203.0.113.{i}/32"))),
+                        22,
+                        "x",
+                    )
+                })
+                .collect(),
+        );
         let target: Ranges = (0..15u8).map(|i| net(&format!("10.{i}.0.0/16"))).collect();
         let writes = plan_writes(&live, Mode::Rules, &[80, 443], &target);
         let refusal = fit(&live, writes, Mode::Rules, &[80, 443], &target, 30).unwrap_err();
@@ -1187,20 +1186,15 @@ mod tests {
 
     #[test]
     fn a_foreign_rule_for_one_of_our_slots_is_refused_not_revoked() {
-        let live = Live {
-            groups: vec![Group {
-                id: "sg-1".into(),
-                ours: vec![],
-                foreign: vec![rule(
-                    "sgr-f",
-                    Source::Cidr(net("192.0.2.0/24")),
-                    443,
-                    "team b",
-                )],
-            }],
-            lists: BTreeMap::new(),
-            referenced_elsewhere: BTreeMap::new(),
-        };
+        let live = one_group(
+            vec![],
+            vec![rule(
+                "sgr-f",
+                Source::Cidr(net("192.0.2.0/24")),
+                443,
+                "team b",
+            )],
+        );
         let target = target(&["192.0.2.0/24"]);
         let writes = plan_writes(&live, Mode::Rules, &[443], &target);
         let refusal = fit(&live, writes, Mode::Rules, &[443], &target, 60).unwrap_err();
@@ -1210,16 +1204,6 @@ mod tests {
     #[test]
     fn the_basis_ignores_foreign_rules_and_list_versions() {
         let mut live = Live {
-            groups: vec![Group {
-                id: "sg-1".into(),
-                ours: vec![rule(
-                    "sgr-a",
-                    Source::Cidr(net("192.0.2.0/24")),
-                    443,
-                    "cf-allowlist",
-                )],
-                foreign: vec![],
-            }],
             lists: [(
                 Family::V4,
                 PrefixList {
@@ -1230,7 +1214,7 @@ mod tests {
                 },
             )]
             .into(),
-            referenced_elsewhere: BTreeMap::new(),
+            ..one_group(vec![our_rule_on_443()], vec![])
         };
         let before = live.basis();
         live.groups[0]
