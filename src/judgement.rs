@@ -233,14 +233,20 @@ fn watched(judged: &Judged) -> (Vec<IpNet>, Vec<u16>) {
 }
 
 /// The pairs that reach the host on `now` and are certainly blocked on `planned`, with what
-/// blocks them.
+/// blocks them. Judged a thousand ranges at a time, so that the findings of a 100,000-range
+/// list are never all held at once (only the cuts are kept).
 fn cuts(now: &Host, planned: &Host, ranges: &[IpNet], ports: &[u16]) -> Vec<(IpNet, u16, Blocker)> {
-    now.check(ranges, ports)
-        .into_iter()
-        .zip(planned.check(ranges, ports))
-        .filter_map(|(before, after)| match (before.fate, after.fate) {
-            (Fate::Accepted, Fate::Blocked { by }) => Some((after.range, after.port, *by)),
-            _ => None,
+    ranges
+        .chunks(1000)
+        .flat_map(|chunk| {
+            now.check(chunk, ports)
+                .into_iter()
+                .zip(planned.check(chunk, ports))
+                .filter_map(|(before, after)| match (before.fate, after.fate) {
+                    (Fate::Accepted, Fate::Blocked { by }) => Some((after.range, after.port, *by)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }
