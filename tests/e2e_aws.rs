@@ -903,6 +903,10 @@ fn cloudflare_shaped_list() -> Vec<String> {
 /// Regression (issue 18.6): without credentials the error was a kilobyte of the SDK's debug
 /// output ending in "hint: run as root".
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_without_credentials_names_the_sources_tried_and_how_to_provide_one() {
     let aws = Aws::new();
     let home = tempfile::tempdir().unwrap();
@@ -962,6 +966,10 @@ fn aws_without_credentials_names_the_sources_tried_and_how_to_provide_one() {
 /// Regression (issue 18.6): the dry run skipped the quota check and exited 0 where the run
 /// was refused.
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_dry_run_checks_the_quota_like_the_run() {
     let aws = Aws::new();
     aws.configure(&aws.groups.clone(), "rules", Some(6));
@@ -980,6 +988,10 @@ fn aws_dry_run_checks_the_quota_like_the_run() {
 /// switch from rules to prefix lists was always refused (adding every reference before
 /// revoking any rule needs 80 IPv4 rules); switching back left our lists behind.
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_mode_switch_fits_the_default_quota_keeps_every_range_reachable_and_back_removes_our_lists() {
     let aws = Aws::new();
     let list = cloudflare_shaped_list();
@@ -1028,6 +1040,10 @@ fn aws_mode_switch_fits_the_default_quota_keeps_every_range_reachable_and_back_r
 /// The same switch through the backend, watched after every write: every range stays
 /// allowed on every port in every group at every moment (through a rule or a reference).
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs root and moto: cargo test --features e2e"
+)]
 fn aws_mode_switch_never_leaves_a_range_unreachable() {
     let aws = Aws::new();
     let list = ranges(
