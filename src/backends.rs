@@ -213,6 +213,7 @@ registry! {
     #[cfg(feature = "iptables")] Iptables = "iptables", iptables: cf_allowlist_iptables::IptablesOptions, "iptables and ip6tables (nf_tables or legacy), optionally with ipset.";
     #[cfg(feature = "nginx")] NginxRealip = "nginx-realip", nginx: cf_allowlist_nginx::NginxOptions, "nginx's real-IP include file (`set_real_ip_from`), not a firewall.";
     #[cfg(feature = "nginx")] ApacheRealip = "apache-realip", apache: cf_allowlist_nginx::ApacheOptions, "Apache's mod_remoteip include file (`RemoteIPTrustedProxy`), not a firewall.";
+    #[cfg(feature = "nginx")] CaddyRealip = "caddy-realip", caddy: cf_allowlist_nginx::CaddyOptions, "Caddy's `servers` snippet (`trusted_proxies static`, `client_ip_headers`), not a firewall.";
     #[cfg(feature = "ufw")] Ufw = "ufw", ufw: cf_allowlist_ufw::UfwOptions, "ufw's own rules, through `ufw`.";
     #[cfg(feature = "aws")] Aws = "aws", aws: cf_allowlist_aws::AwsOptions, "AWS security groups, through the EC2 API.";
     #[cfg(test)] Memory = "memory", memory: MemoryOptions, "The in-memory firewall of the core's tests; never in a shipped binary.";

@@ -8,12 +8,12 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::cmd::cf;
 use crate::support::netns::{Netns, http_exchange};
 use crate::support::require_root;
+use crate::support::server::Served;
 
 const SERVER: &str = "192.0.2.1";
 const PORT: u16 = 8080;
@@ -22,10 +22,14 @@ const UNLISTED: &str = "203.0.113.10";
 const CLAIMED: &str = "192.0.2.77";
 
 /// A real Apache inside its own namespace; stopped by its PID on drop.
-struct Apache {
-    parent: Child,
-    netns: Netns,
-    work: tempfile::TempDir,
+struct Apache(Served);
+
+impl std::ops::Deref for Apache {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.0
+    }
 }
 
 impl Apache {
@@ -64,7 +68,7 @@ impl Apache {
             .arg(root)
             .status()
             .expect("chmod");
-        let parent = Command::new("ip")
+        let process = Command::new("ip")
             .args(["netns", "exec", &netns.name])
             .args(["apache2", "-f"])
             .arg(root.join("apache2.conf"))
@@ -73,29 +77,14 @@ impl Apache {
             .stdout(Stdio::null())
             .spawn()
             .expect("start apache2 (Debian package apache2)");
-        let apache = Apache {
-            parent,
+        let apache = Apache(Served {
+            process,
             netns,
             work,
-        };
+            log: "logs/error.log",
+        });
         apache.wait_until(|| apache.request(LISTED).is_ok(), "Apache to start");
         apache
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.work.path().join(name)
-    }
-
-    fn wait_until(&self, condition: impl Fn() -> bool, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !condition() {
-            assert!(
-                Instant::now() < deadline,
-                "gave up waiting for {what}; error log:\n{}",
-                std::fs::read_to_string(self.path("logs/error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// One request from `source` claiming `CF-Connecting-IP: CLAIMED`; returns the access log
@@ -160,23 +149,6 @@ impl Apache {
         .unwrap();
         config
     }
-
-    fn sync(&self, config: &std::path::Path) -> crate::support::cmd::Outcome {
-        cf(&["--config", &config.display().to_string(), "sync"])
-            .state(&self.path("state"))
-            .in_netns(&self.netns.name)
-            .run()
-    }
-}
-
-impl Drop for Apache {
-    fn drop(&mut self) {
-        // `ip netns exec` execs apache2, so this is the Apache parent process: ours, by PID.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.parent.id().to_string()])
-            .status();
-        let _ = self.parent.wait();
-    }
 }
 
 #[test]
@@ -186,7 +158,10 @@ fn apache_takes_the_client_address_from_cf_connecting_ip_only_from_listed_peers(
     assert!(!apache.trusts(LISTED));
 
     let config = apache.config("198.51.100.0/24\n2001:db8:cf::/48\n", "apache2");
-    apache.sync(&config).code(0).stdout_has("apache-realip (");
+    apache
+        .cf(&config, "sync")
+        .code(0)
+        .stdout_has("apache-realip (");
     let include =
         std::fs::read_to_string(apache.path("conf.d/cf-allowlist-remoteip.conf")).unwrap();
     assert!(
@@ -201,7 +176,7 @@ fn apache_takes_the_client_address_from_cf_connecting_ip_only_from_listed_peers(
     assert!(!apache.trusts(UNLISTED));
 
     // A second run changes nothing and reloads nothing.
-    apache.sync(&config).code(0).says_nothing();
+    apache.cf(&config, "sync").code(0).says_nothing();
 
     // A test command that fails leaves the old file and Apache serving the old list.
     let before = std::fs::read(apache.path("conf.d/cf-allowlist-remoteip.conf")).unwrap();
@@ -210,7 +185,7 @@ fn apache_takes_the_client_address_from_cf_connecting_ip_only_from_listed_peers(
         "false",
     );
     apache
-        .sync(&broken)
+        .cf(&broken, "sync")
         .code(1)
         .stderr_has("the previous file was put back and Apache was not reloaded");
     assert_eq!(
@@ -225,18 +200,14 @@ fn apache_takes_the_client_address_from_cf_connecting_ip_only_from_listed_peers(
         "203.0.113.0/24\n198.51.100.0/24\n2001:db8:cf::/48\n",
         "apache2",
     );
-    apache.sync(&grown).code(0);
+    apache.cf(&grown, "sync").code(0);
     apache.wait_until(
         || apache.trusts(UNLISTED),
         "the reload to trust the new range",
     );
 
     // purge deletes our file and reloads: nobody's header is believed again.
-    cf(&["--config", &grown.display().to_string(), "purge"])
-        .state(&apache.path("state"))
-        .in_netns(&apache.netns.name)
-        .run()
-        .code(0);
+    apache.cf(&grown, "purge").code(0);
     assert!(!apache.path("conf.d/cf-allowlist-remoteip.conf").exists());
     apache.wait_until(|| !apache.trusts(LISTED), "the reload after purge");
 }

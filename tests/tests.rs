@@ -15,6 +15,8 @@ mod counts;
 #[cfg(feature = "e2e")]
 mod e2e_apache;
 mod e2e_aws;
+#[cfg(feature = "e2e")]
+mod e2e_caddy;
 mod e2e_doctor;
 #[cfg(feature = "e2e")]
 mod e2e_iptables;

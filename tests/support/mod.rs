@@ -10,6 +10,7 @@ pub mod docker;
 pub mod fixture;
 pub mod lab;
 pub mod netns;
+pub mod server;
 
 pub use cf_allowlist_testkit::require_root;
 

@@ -49,6 +49,9 @@ pub enum Server {
     Nginx,
     /// Apache's mod_remoteip: `RemoteIPTrustedProxy RANGE` and `RemoteIPHeader`.
     Apache,
+    /// Caddy (2.7 or newer): the `trusted_proxies static` and `client_ip_headers` options of a
+    /// `servers` block, in a snippet imported there.
+    Caddy,
 }
 
 impl Server {
@@ -57,6 +60,7 @@ impl Server {
         match self {
             Server::Nginx => "nginx-realip",
             Server::Apache => "apache-realip",
+            Server::Caddy => "caddy-realip",
         }
     }
 
@@ -65,6 +69,7 @@ impl Server {
         match self {
             Server::Nginx => "nginx",
             Server::Apache => "Apache",
+            Server::Caddy => "Caddy",
         }
     }
 
@@ -74,154 +79,169 @@ impl Server {
         match self {
             Server::Nginx => "nginx-light",
             Server::Apache => "apache2",
+            Server::Caddy => "caddy",
         }
     }
 
     /// The header comment after [`names::HEADER_FIRST_LINE`].
-    fn header_rest(self) -> [&'static str; 2] {
+    fn header_rest(self) -> &'static [&'static str] {
         match self {
-            Server::Nginx => names::HEADER_REST,
-            Server::Apache => names::APACHE_HEADER_REST,
+            Server::Nginx => &names::HEADER_REST,
+            Server::Apache => &names::APACHE_HEADER_REST,
+            Server::Caddy => &names::CADDY_HEADER_REST,
         }
     }
 
     /// What stands before and after a range on its line.
-    fn range_affixes(self) -> (&'static str, &'static str) {
+    fn range_affixes(self) -> (String, &'static str) {
         match self {
-            Server::Nginx => (names::SET_REAL_IP_FROM, ";"),
-            Server::Apache => (names::REMOTE_IP_TRUSTED_PROXY, ""),
+            Server::Nginx => (format!("{} ", names::SET_REAL_IP_FROM), ";"),
+            Server::Apache => (format!("{} ", names::REMOTE_IP_TRUSTED_PROXY), ""),
+            // One directive continued over a line per range (Caddyfile's `\` continuation).
+            Server::Caddy => ("\t".to_owned(), " \\"),
         }
     }
 
-    /// The line naming the header that carries the client's address.
-    fn header_line(self) -> String {
+    /// The lines before the ranges (after the header comment), each exactly once.
+    fn opening_lines(self) -> Vec<String> {
         match self {
-            Server::Nginx => format!("{} {};", names::REAL_IP_HEADER, names::CF_CONNECTING_IP),
-            Server::Apache => format!("{} {}", names::REMOTE_IP_HEADER, names::CF_CONNECTING_IP),
+            Server::Nginx | Server::Apache => Vec::new(),
+            Server::Caddy => vec![format!("{} \\", names::CADDY_TRUSTED_PROXIES)],
+        }
+    }
+
+    /// The lines after the ranges, each exactly once: the one naming the header that carries
+    /// the client's address (Caddy's continued directive is ended by a comment line first).
+    fn closing_lines(self) -> Vec<String> {
+        match self {
+            Server::Nginx => vec![format!(
+                "{} {};",
+                names::REAL_IP_HEADER,
+                names::CF_CONNECTING_IP
+            )],
+            Server::Apache => vec![format!(
+                "{} {}",
+                names::REMOTE_IP_HEADER,
+                names::CF_CONNECTING_IP
+            )],
+            Server::Caddy => vec![
+                names::CADDY_END_OF_RANGES.to_owned(),
+                format!(
+                    "{} {}",
+                    names::CADDY_CLIENT_IP_HEADERS,
+                    names::CF_CONNECTING_IP
+                ),
+            ],
+        }
+    }
+
+    /// What to add to a refused test for this server, if anything.
+    fn refusal_hint(self) -> &'static str {
+        match self {
+            Server::Nginx | Server::Apache => "",
+            Server::Caddy => names::CADDY_VERSION_HINT,
         }
     }
 }
 
-/// Where the file goes and how nginx is checked and reloaded.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NginxOptions {
-    /// The include file this backend owns; absolute. nginx must include it in its `http` block
-    /// (Debian's stock `nginx.conf` includes `/etc/nginx/conf.d/*.conf`).
-    #[serde(default = "default_path")]
-    pub path: PathBuf,
-    /// The command that checks nginx's configuration, as an argument vector (no shell).
-    #[serde(default = "default_test_command")]
-    pub test_command: Vec<String>,
-    /// The command that makes nginx load the new file, as an argument vector (no shell).
-    #[serde(default = "default_reload_command")]
-    pub reload_command: Vec<String>,
-}
-
-fn default_path() -> PathBuf {
-    PathBuf::from(names::DEFAULT_PATH)
-}
-
-fn default_test_command() -> Vec<String> {
-    names::DEFAULT_TEST_COMMAND.map(str::to_owned).to_vec()
-}
-
-fn default_reload_command() -> Vec<String> {
-    names::DEFAULT_RELOAD_COMMAND.map(str::to_owned).to_vec()
-}
-
-impl Default for NginxOptions {
-    fn default() -> NginxOptions {
-        NginxOptions {
-            path: default_path(),
-            test_command: default_test_command(),
-            reload_command: default_reload_command(),
+/// The options of one real-IP kind: where its file goes and how the server is checked and
+/// reloaded. The kinds differ only in their defaults.
+macro_rules! web_server_options {
+    ($(#[$doc:meta])* $name:ident, $server:literal, $path:expr, $test:expr, $reload:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            #[doc = concat!("The include file this backend owns; absolute. ", $server, " must include it.")]
+            pub path: PathBuf,
+            #[doc = concat!("The command that checks ", $server, "'s configuration, as an argument vector (no shell).")]
+            pub test_command: Vec<String>,
+            #[doc = concat!("The command that makes ", $server, " load the new file, as an argument vector (no shell).")]
+            pub reload_command: Vec<String>,
         }
-    }
-}
 
-impl NginxOptions {
-    /// Checks the options at config load: an absolute path naming a file, and non-empty
-    /// commands; the message completes "invalid backend options: …".
-    pub fn check(&self) -> Result<(), String> {
-        if !self.path.is_absolute() {
-            return Err(format!(
-                "`path` must be absolute, not {:?}: nginx and cron resolve relative paths differently",
-                self.path.display().to_string()
-            ));
-        }
-        if self.path.file_name().is_none() || self.path.to_string_lossy().ends_with('/') {
-            return Err(format!(
-                "`path` must name a file, not the folder {:?}",
-                self.path.display().to_string()
-            ));
-        }
-        for (key, command) in [
-            ("test_command", &self.test_command),
-            ("reload_command", &self.reload_command),
-        ] {
-            if command.first().is_none_or(|program| program.is_empty()) {
-                return Err(format!(
-                    "`{key}` must be a non-empty argument vector such as [\"nginx\", \"-t\"]"
-                ));
+        impl Default for $name {
+            fn default() -> $name {
+                $name {
+                    path: PathBuf::from($path),
+                    test_command: $test.map(str::to_owned).to_vec(),
+                    reload_command: $reload.map(str::to_owned).to_vec(),
+                }
             }
         }
-        Ok(())
-    }
+
+        impl $name {
+            /// Checks the options at config load: an absolute path naming a file, and
+            /// non-empty commands; the message completes "invalid backend options: …".
+            pub fn check(&self) -> Result<(), String> {
+                check_options(&self.path, &self.test_command, &self.reload_command, $server)
+            }
+        }
+    };
 }
 
-/// Where Apache's file goes and how Apache is checked and reloaded (`kind = "apache-realip"`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApacheOptions {
-    /// The include file this backend owns; absolute. Apache must include it (Debian:
-    /// `a2enconf cf-allowlist-remoteip` for the default path) and load mod_remoteip.
-    #[serde(default = "apache_default_path")]
-    pub path: PathBuf,
-    /// The command that checks Apache's configuration, as an argument vector (no shell).
-    #[serde(default = "apache_default_test_command")]
-    pub test_command: Vec<String>,
-    /// The command that makes Apache load the new file, as an argument vector (no shell).
-    #[serde(default = "apache_default_reload_command")]
-    pub reload_command: Vec<String>,
-}
+web_server_options!(
+    /// Where the file goes and how nginx is checked and reloaded (`kind = "nginx-realip"`).
+    /// nginx must include the file in its `http` block (Debian's stock `nginx.conf` includes
+    /// `/etc/nginx/conf.d/*.conf`).
+    NginxOptions,
+    "nginx",
+    names::DEFAULT_PATH,
+    names::DEFAULT_TEST_COMMAND,
+    names::DEFAULT_RELOAD_COMMAND
+);
 
-fn apache_default_path() -> PathBuf {
-    PathBuf::from(names::APACHE_DEFAULT_PATH)
-}
-
-fn apache_default_test_command() -> Vec<String> {
-    names::APACHE_DEFAULT_TEST_COMMAND
-        .map(str::to_owned)
-        .to_vec()
-}
-
-fn apache_default_reload_command() -> Vec<String> {
+web_server_options!(
+    /// Where Apache's file goes and how Apache is checked and reloaded
+    /// (`kind = "apache-realip"`). Apache must include it (Debian: `a2enconf
+    /// cf-allowlist-remoteip` for the default path) and load mod_remoteip.
+    ApacheOptions,
+    "Apache",
+    names::APACHE_DEFAULT_PATH,
+    names::APACHE_DEFAULT_TEST_COMMAND,
     names::APACHE_DEFAULT_RELOAD_COMMAND
-        .map(str::to_owned)
-        .to_vec()
-}
+);
 
-impl Default for ApacheOptions {
-    fn default() -> ApacheOptions {
-        ApacheOptions {
-            path: apache_default_path(),
-            test_command: apache_default_test_command(),
-            reload_command: apache_default_reload_command(),
+web_server_options!(
+    /// Where Caddy's snippet goes and how Caddy is checked and reloaded
+    /// (`kind = "caddy-realip"`). The Caddyfile must import it inside the global options'
+    /// `servers { }` block.
+    CaddyOptions,
+    "Caddy",
+    names::CADDY_DEFAULT_PATH,
+    names::CADDY_DEFAULT_TEST_COMMAND,
+    names::CADDY_DEFAULT_RELOAD_COMMAND
+);
+
+fn check_options(
+    path: &Path,
+    test_command: &[String],
+    reload_command: &[String],
+    server: &str,
+) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!(
+            "`path` must be absolute, not {:?}: {server} and cron resolve relative paths differently",
+            path.display().to_string()
+        ));
+    }
+    if path.file_name().is_none() || path.to_string_lossy().ends_with('/') {
+        return Err(format!(
+            "`path` must name a file, not the folder {:?}",
+            path.display().to_string()
+        ));
+    }
+    for (key, command) in [
+        ("test_command", test_command),
+        ("reload_command", reload_command),
+    ] {
+        if command.first().is_none_or(|program| program.is_empty()) {
+            return Err(format!(
+                "`{key}` must be a non-empty argument vector such as [\"nginx\", \"-t\"]"
+            ));
         }
     }
-}
-
-impl ApacheOptions {
-    /// Checks the options at config load, as [`NginxOptions::check`] does.
-    pub fn check(&self) -> Result<(), String> {
-        NginxOptions {
-            path: self.path.clone(),
-            test_command: self.test_command.clone(),
-            reload_command: self.reload_command.clone(),
-        }
-        .check()
-    }
+    Ok(())
 }
 
 /// What can go wrong in this backend.
@@ -254,10 +274,12 @@ pub enum NginxError {
         source: std::io::Error,
     },
     /// The test command refused the configuration with the new file.
-    #[error("the test command refused the configuration with the new file; {restored}")]
+    #[error("the test command refused the configuration with the new file; {restored}{hint}")]
     Invalid {
         /// What became of the previous file.
         restored: String,
+        /// What may be wrong, for a server whose refusals have a known cause.
+        hint: &'static str,
         /// The test command's failure.
         #[source]
         source: ToolError,
@@ -349,11 +371,16 @@ pub fn render_for(server: Server, ranges: &Ranges) -> String {
     for line in server.header_rest() {
         let _ = writeln!(text, "{line}");
     }
+    for line in server.opening_lines() {
+        let _ = writeln!(text, "{line}");
+    }
     let (before, after) = server.range_affixes();
     for net in ranges {
-        let _ = writeln!(text, "{before} {net}{after}");
+        let _ = writeln!(text, "{before}{net}{after}");
     }
-    let _ = writeln!(text, "{}", server.header_line());
+    for line in server.closing_lines() {
+        let _ = writeln!(text, "{line}");
+    }
     text
 }
 
@@ -380,15 +407,20 @@ pub fn parse_for(server: Server, bytes: &[u8], path: &Path) -> (Ranges, Vec<Stri
     let mut repairs = Vec::new();
     let mut header_lines = 0;
     let header: Vec<&str> = std::iter::once(names::HEADER_FIRST_LINE)
-        .chain(server.header_rest())
+        .chain(server.header_rest().iter().copied())
         .collect();
-    let real_ip_header = server.header_line();
+    // The lines that stand once in the file (the header directive, Caddy's opening line).
+    let fixed: Vec<String> = server
+        .opening_lines()
+        .into_iter()
+        .chain(server.closing_lines())
+        .collect();
     for (index, line) in text.lines().enumerate() {
         if index < header.len() && line == header[index] {
             header_lines += 1;
             continue;
         }
-        if line == real_ip_header {
+        if fixed.iter().any(|wanted| line == wanted) {
             // Counted once over the whole file, below.
             continue;
         }
@@ -405,11 +437,12 @@ pub fn parse_for(server: Server, bytes: &[u8], path: &Path) -> (Ranges, Vec<Stri
             )),
         }
     }
-    let header_count = text.lines().filter(|line| *line == real_ip_header).count();
-    match header_count {
-        0 => repairs.push(format!("add `{real_ip_header}`")),
-        1 => {}
-        n => repairs.push(format!("remove {} duplicate `{real_ip_header}`", n - 1)),
+    for wanted in &fixed {
+        match text.lines().filter(|line| line == wanted).count() {
+            0 => repairs.push(format!("add `{wanted}`")),
+            1 => {}
+            n => repairs.push(format!("remove {} duplicate `{wanted}`", n - 1)),
+        }
     }
     if header_lines != header.len() {
         repairs.push("restore the header comment".to_owned());
@@ -423,15 +456,12 @@ pub fn parse_for(server: Server, bytes: &[u8], path: &Path) -> (Ranges, Vec<Stri
     (ranges, repairs)
 }
 
-/// `set_real_ip_from CIDR;` (or Apache's `RemoteIPTrustedProxy CIDR`) exactly as we write it:
-/// one space, a network without host bits in its canonical spelling. Anything else (a bare
-/// address, `unix:`, host bits set) is not ours.
+/// `set_real_ip_from CIDR;` (or Apache's `RemoteIPTrustedProxy CIDR`, or Caddy's continued
+/// `\tCIDR \`) exactly as we write it: one space, a network without host bits in its
+/// canonical spelling. Anything else (a bare address, `unix:`, host bits set) is not ours.
 fn parse_range_line(server: Server, line: &str) -> Option<IpNet> {
     let (before, after) = server.range_affixes();
-    let argument = line
-        .strip_prefix(before)?
-        .strip_prefix(' ')?
-        .strip_suffix(after)?;
+    let argument = line.strip_prefix(before.as_str())?.strip_suffix(after)?;
     let net: IpNet = argument.parse().ok()?;
     (net.trunc() == net && net.to_string() == argument).then_some(net)
 }
@@ -457,6 +487,18 @@ impl NginxBackend {
     pub fn apache(options: ApacheOptions) -> NginxBackend {
         NginxBackend {
             server: Server::Apache,
+            options: NginxOptions {
+                path: options.path,
+                test_command: options.test_command,
+                reload_command: options.reload_command,
+            },
+        }
+    }
+
+    /// A backend owning Caddy's `servers` snippet and the commands of `options`.
+    pub fn caddy(options: CaddyOptions) -> NginxBackend {
+        NginxBackend {
+            server: Server::Caddy,
             options: NginxOptions {
                 path: options.path,
                 test_command: options.test_command,
@@ -644,7 +686,11 @@ impl Backend for NginxBackend {
                     }
                     let error = match failure {
                         RunError::Empty(what) => NginxError::EmptyCommand(what),
-                        RunError::Tool(source) => NginxError::Invalid { restored, source },
+                        RunError::Tool(source) => NginxError::Invalid {
+                            restored,
+                            hint: self.server.refusal_hint(),
+                            source,
+                        },
                     };
                     return Err(self.error(error, "validate the new include file"));
                 }
@@ -792,6 +838,66 @@ mod tests {
             repairs,
             vec!["remove unrecognised line 4: \"RemoteIPInternalProxy 192.0.2.0/24\""]
         );
+    }
+
+    #[test]
+    fn caddys_snippet_continues_one_directive_and_parses_back_strictly() {
+        let path = Path::new("/x/cf.caddyfile");
+        let target = ranges(&["192.0.2.0/24", "2001:db8::/32"]);
+        let text = render_for(Server::Caddy, &target);
+        assert_eq!(
+            text,
+            "# cf-allowlist: generated file, do not edit.\n\
+             # Caddy trusts CF-Connecting-IP only from these ranges: import this file inside `servers { }`\n\
+             # in the Caddyfile's global options. `cf-allowlist sync` rewrites it from Cloudflare's list\n\
+             # and `cf-allowlist purge` deletes it. Needs Caddy 2.7 or newer.\n\
+             trusted_proxies static \\\n\
+             \t192.0.2.0/24 \\\n\
+             \t2001:db8::/32 \\\n\
+             \t# end of the trusted ranges\n\
+             client_ip_headers CF-Connecting-IP\n"
+        );
+        assert_eq!(
+            parse_for(Server::Caddy, text.as_bytes(), path),
+            (target.clone(), Vec::new())
+        );
+        // An empty list keeps the structure: Caddy then trusts nobody's header.
+        let empty = render_for(Server::Caddy, &Ranges::new());
+        assert!(
+            empty.contains("trusted_proxies static \\\n\t# end"),
+            "{empty}"
+        );
+        assert_eq!(
+            parse_for(Server::Caddy, empty.as_bytes(), path),
+            (Ranges::new(), Vec::new())
+        );
+        // A range without its continuation would end the directive early: drift, not ours.
+        let (held, repairs) = parse_for(
+            Server::Caddy,
+            text.replace("\t192.0.2.0/24 \\\n", "\t192.0.2.0/24\n")
+                .as_bytes(),
+            path,
+        );
+        assert_eq!(held, ranges(&["2001:db8::/32"]));
+        assert_eq!(
+            repairs,
+            vec!["remove unrecognised line 6: \"\\t192.0.2.0/24\""]
+        );
+        // `private_ranges` would trust every private address: not ours.
+        let (_, repairs) = parse_for(
+            Server::Caddy,
+            text.replace("\t2001:db8::/32 \\", "\tprivate_ranges \\")
+                .as_bytes(),
+            path,
+        );
+        assert_eq!(repairs.len(), 1, "{repairs:?}");
+        let (_, repairs) = parse_for(
+            Server::Caddy,
+            text.replace("\t# end of the trusted ranges\n", "")
+                .as_bytes(),
+            path,
+        );
+        assert_eq!(repairs, vec!["add `\t# end of the trusted ranges`"]);
     }
 
     #[test]

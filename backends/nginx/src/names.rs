@@ -71,3 +71,50 @@ pub fn reload_pending_marker(path: &Path) -> PathBuf {
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.reload-pending"))
 }
+
+/// The rest of the header of Caddy's snippet.
+pub const CADDY_HEADER_REST: [&str; 3] = [
+    "# Caddy trusts CF-Connecting-IP only from these ranges: import this file inside `servers { }`",
+    "# in the Caddyfile's global options. `cf-allowlist sync` rewrites it from Cloudflare's list",
+    "# and `cf-allowlist purge` deletes it. Needs Caddy 2.7 or newer.",
+];
+
+/// Where Caddy's snippet goes unless `path` says otherwise. Not `*.caddy` under a folder a
+/// Caddyfile imports by wildcard: it belongs inside the global `servers` block only.
+pub const CADDY_DEFAULT_PATH: &str = "/etc/caddy/cf-allowlist-trusted-proxies.caddyfile";
+
+/// The default command that checks Caddy's whole configuration, the snippet included.
+pub const CADDY_DEFAULT_TEST_COMMAND: [&str; 6] = [
+    "caddy",
+    "validate",
+    "--config",
+    "/etc/caddy/Caddyfile",
+    "--adapter",
+    "caddyfile",
+];
+
+/// The default command that makes the running Caddy load the new snippet (through its admin
+/// endpoint, as Debian's `caddy.service` reloads; `--force` so a retried reload is not skipped).
+pub const CADDY_DEFAULT_RELOAD_COMMAND: [&str; 7] = [
+    "caddy",
+    "reload",
+    "--config",
+    "/etc/caddy/Caddyfile",
+    "--adapter",
+    "caddyfile",
+    "--force",
+];
+
+/// Caddy's `servers` option listing the trusted proxies, continued over one line per range.
+pub const CADDY_TRUSTED_PROXIES: &str = "trusted_proxies static";
+
+/// The comment line that ends the continued `trusted_proxies` directive (a continued line must
+/// be followed by one more; a comment keeps the list's lines uniform and an empty list valid).
+pub const CADDY_END_OF_RANGES: &str = "\t# end of the trusted ranges";
+
+/// Caddy's `servers` option naming the header that carries the client's address.
+pub const CADDY_CLIENT_IP_HEADERS: &str = "client_ip_headers";
+
+/// Added to a refused `caddy validate`: the two `servers` options need Caddy 2.7 or newer;
+/// Debian 12's caddy 2.6.2 refuses them ("unrecognized servers option 'trusted_proxies'").
+pub const CADDY_VERSION_HINT: &str = " (the snippet needs Caddy 2.7 or newer for `trusted_proxies` and `client_ip_headers` in `servers`; Debian 12's caddy is 2.6.2: install Caddy's own package, and check that the snippet is imported inside the global `servers { }` block)";

@@ -1,9 +1,9 @@
-//! What the registry needs to know about the real-IP backends (nginx's and Apache's): the two
+//! What the registry needs to know about the real-IP backends (nginx's, Apache's and Caddy's): the two
 //! kinds differ only in how the backend is built and which package provides the server.
 
 use cf_allowlist_backend::{Backend, BackendOptions, Policy};
 
-use crate::{ApacheOptions, NginxBackend, NginxOptions};
+use crate::{ApacheOptions, CaddyOptions, NginxBackend, NginxOptions};
 
 /// One `BackendOptions` impl per real-IP kind: `$build` turns the options into the backend.
 macro_rules! real_ip_options {
@@ -46,3 +46,4 @@ macro_rules! real_ip_options {
 
 real_ip_options!(NginxOptions, NginxBackend::new, "nginx-light");
 real_ip_options!(ApacheOptions, NginxBackend::apache, "apache2");
+real_ip_options!(CaddyOptions, NginxBackend::caddy, "caddy");
