@@ -1,6 +1,7 @@
 //! Paths taken only for large lists, driven through the backend API in a namespace of the test
 //! thread's own: the iptables backend's automatic switch between rules and an ipset, and the
-//! nftables backend's flush-and-refill of a set when many ranges go at once.
+//! nftables backend's element writes when many ranges go at once (over netlink, in place; nft's
+//! flush-and-refill only where netlink cannot be used).
 
 use cf_allowlist_backend::Ranges;
 use cf_allowlist_backend::conformance::{Harness, default_policy, sync};
@@ -135,5 +136,75 @@ fn nftables_reads_set_elements_from_the_kernel_as_nft_lists_them() {
             .collect();
         assert_eq!(observed.len(), 3 + 4 + 3 + 3000);
         assert_eq!(observed, listed);
+    });
+}
+
+#[test]
+fn nftables_replaces_one_percent_of_100000_ranges_in_place_in_one_transaction() {
+    // 1,000 prefixes out and 1,000 in (4,000 elements) in a set of 100,000: one netlink batch,
+    // the generation moved by exactly one, every other element kept. The time is printed
+    // (`--nocapture`), not asserted: the kernel's part is what BENCHMARKS.md records.
+    use cf_allowlist_backend::Change;
+    use cf_allowlist_nftables::harness::NftablesHarness;
+    use cf_allowlist_nftables::netlink;
+    in_fresh_netns(|| {
+        let harness = NftablesHarness::with_base_ruleset();
+        let backend = harness.backend(&default_policy());
+        let v6 = |index: usize| -> ipnet::IpNet {
+            format!("2001:db8:{:x}:{:x}::/64", index >> 16, index & 0xffff)
+                .parse()
+                .unwrap()
+        };
+        let before: Ranges = (0..100_000).map(v6).collect();
+        sync(backend.as_ref(), &before);
+        let after: Ranges = (1_000..101_000).map(v6).collect();
+        let observed = backend.observe().unwrap();
+        let change = Change::between(&observed, &after);
+        assert_eq!((change.add.len(), change.remove.len()), (1_000, 1_000));
+        let generation = netlink::generation().unwrap();
+        let started = std::time::Instant::now();
+        backend.apply(&change).unwrap();
+        let took = started.elapsed();
+        assert_eq!(netlink::generation().unwrap(), generation.wrapping_add(1));
+        eprintln!("apply of 1,000 out and 1,000 in of 100,000: {took:?}");
+        let listed = netlink::read_set(
+            "filter",
+            "cf_allowlist_v6",
+            cf_allowlist_backend::Family::V6,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(listed.odd, 0);
+        assert_eq!(listed.networks, after.iter().copied().collect::<Vec<_>>());
+
+        // The kernel's part alone: the same size of batch, written directly.
+        let generation = netlink::generation().unwrap();
+        let edit = netlink::SetEdit {
+            table: "filter".to_owned(),
+            set: "cf_allowlist_v6".to_owned(),
+            remove: (1_000..2_000).map(v6).collect(),
+            add: (101_000..102_000).map(v6).collect(),
+        };
+        let started = std::time::Instant::now();
+        netlink::edit_sets(generation, &[edit]).unwrap();
+        eprintln!(
+            "the batch alone, 1,000 out and 1,000 in: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(netlink::generation().unwrap(), generation.wrapping_add(1));
+        let generation = netlink::generation().unwrap();
+        let edit = netlink::SetEdit {
+            table: "filter".to_owned(),
+            set: "cf_allowlist_v6".to_owned(),
+            remove: (2_000..12_000).map(v6).collect(),
+            add: (102_000..112_000).map(v6).collect(),
+        };
+        let started = std::time::Instant::now();
+        netlink::edit_sets(generation, &[edit]).unwrap();
+        eprintln!(
+            "the batch alone, 10,000 out and 10,000 in: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(netlink::generation().unwrap(), generation.wrapping_add(1));
     });
 }
