@@ -57,7 +57,9 @@ fn auto_mode_switches_to_an_ipset_above_the_threshold_and_back() {
 }
 
 #[test]
-fn nftables_refills_a_set_when_many_ranges_go_and_keeps_the_rest() {
+fn nftables_replaces_many_ranges_at_once_and_keeps_the_rest() {
+    // More than REFILL_ABOVE_REMOVALS go: nft's batch would flush and refill the set; the
+    // netlink write deletes them in place. Either way exactly the target remains.
     use cf_allowlist_nftables::REFILL_ABOVE_REMOVALS;
     use cf_allowlist_nftables::harness::NftablesHarness;
     in_fresh_netns(|| {

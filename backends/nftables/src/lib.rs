@@ -8,10 +8,15 @@
 //! that they come before any broader drop; with restrict on, a drop rule for every other
 //! non-loopback source follows them. Everything is tagged with [`names::OWNER_TAG`].
 //!
-//! Every change is a text batch piped to one `nft -f -`, which nft applies as one transaction:
-//! set elements are added and removed in place (the set is never empty in between) and a failed
-//! batch changes nothing. State is read with the terse `nft -t -j list ruleset` (structure only)
-//! plus the elements of our two sets straight from the kernel ([`netlink`]); see there why.
+//! Every change is one transaction, and a failed one changes nothing. A change of elements only
+//! (our table, chain, sets and rules already in place: every replace, add or remove of ranges)
+//! goes to the kernel over netlink as one batch of element deletions and additions, refused by
+//! the kernel if the ruleset's generation moved since our reading ([`netlink::edit_sets`]: nft
+//! 1.0.6 takes minutes to delete interval elements from a large set, the kernel milliseconds).
+//! Anything structural is a text batch piped to one `nft -f -`. Either way set elements change
+//! in place (the set is never empty in between). State is read with the terse
+//! `nft -t -j list ruleset` (structure only) plus the elements of our two sets straight from the
+//! kernel ([`netlink`]); see there why.
 
 pub mod names;
 /// The kernel reads (set elements, the ruleset generation), shared with the shadowing analysis.
@@ -34,8 +39,9 @@ use ruleset::{ForeignRule, Live, RuleShape};
 
 const LABEL: &str = "nftables";
 
-/// Above this many removals in a family, a set is flushed and refilled (in the same
-/// transaction) instead of having elements deleted one by one.
+/// Above this many removals in a family, a batch for nft flushes and refills a set (in the same
+/// transaction) instead of deleting elements one by one. Element changes written over netlink
+/// (the usual case: see the module doc) delete in place whatever their number.
 pub const REFILL_ABOVE_REMOVALS: usize = 16;
 
 /// Where the backend writes, beyond the shared policy.
@@ -116,9 +122,10 @@ impl NftablesError {
                 BackendError::new(LABEL, step, ErrorKind::Permission, self)
             }
             // EPERM or EACCES from the kernel: no CAP_NET_ADMIN.
-            NftablesError::Netlink(netlink::NetlinkError::Kernel { errno: 1 | 13, .. }) => {
-                BackendError::new(LABEL, step, ErrorKind::Permission, self)
-            }
+            NftablesError::Netlink(
+                netlink::NetlinkError::Kernel { errno: 1 | 13, .. }
+                | netlink::NetlinkError::Refused { errno: 1 | 13, .. },
+            ) => BackendError::new(LABEL, step, ErrorKind::Permission, self),
             NftablesError::Netlink(netlink::NetlinkError::Interrupted(_)) => {
                 BackendError::new(LABEL, step, ErrorKind::Transient, self)
             }
