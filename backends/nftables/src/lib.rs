@@ -951,7 +951,8 @@ impl Backend for NftablesBackend {
                     ),
                 ));
             }
-            if let Some(generation) = generation.filter(|_| netlink_tries > 0)
+            // Generation 0 would tell the kernel not to check (it never numbers a ruleset 0).
+            if let Some(generation) = generation.filter(|number| *number != 0 && netlink_tries > 0)
                 && let Some(edits) = self.element_edits(&live, change)
             {
                 netlink_tries -= 1;
