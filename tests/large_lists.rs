@@ -210,3 +210,55 @@ fn nftables_replaces_one_percent_of_100000_ranges_in_place_in_one_transaction() 
         assert_eq!(netlink::generation().unwrap(), generation.wrapping_add(1));
     });
 }
+
+#[test]
+fn an_element_batch_with_one_refused_message_changes_nothing() {
+    // The batch is one transaction: an addition to one set and a deletion of an element the
+    // other set does not hold are refused together, and the generation does not move.
+    use cf_allowlist_nftables::harness::NftablesHarness;
+    use cf_allowlist_nftables::netlink::{self, NetlinkError, SetEdit};
+    in_fresh_netns(|| {
+        let harness = NftablesHarness::with_base_ruleset();
+        let backend = harness.backend(&default_policy());
+        let before: Ranges = ["198.51.100.0/25", "2001:db8:cf::/48"]
+            .iter()
+            .map(|range| range.parse().unwrap())
+            .collect();
+        sync(backend.as_ref(), &before);
+        let generation = netlink::generation().unwrap();
+        let edits = [
+            SetEdit {
+                table: "filter".to_owned(),
+                set: "cf_allowlist_v6".to_owned(),
+                remove: Vec::new(),
+                add: vec!["2001:db8:ce::/48".parse().unwrap()],
+            },
+            SetEdit {
+                table: "filter".to_owned(),
+                set: "cf_allowlist_v4".to_owned(),
+                remove: vec!["203.0.113.0/24".parse().unwrap()],
+                add: Vec::new(),
+            },
+        ];
+        let error = netlink::edit_sets(generation, &edits).unwrap_err();
+        assert!(
+            matches!(&error, NetlinkError::Refused { set, errno: 2 } if set == "cf_allowlist_v4"),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "the kernel refused the change to set cf_allowlist_v4: no such file or directory (errno 2)"
+        );
+        assert_eq!(
+            netlink::generation().unwrap(),
+            generation,
+            "nothing committed"
+        );
+        let observed = harness.backend(&default_policy()).observe().unwrap();
+        assert_eq!(observed.ranges, before);
+        // A stale generation is refused before any message is looked at.
+        let error = netlink::edit_sets(generation.wrapping_sub(1), &edits[..1]).unwrap_err();
+        assert!(matches!(error, NetlinkError::GenerationMoved), "{error:?}");
+        assert_eq!(netlink::generation().unwrap(), generation);
+    });
+}

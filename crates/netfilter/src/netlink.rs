@@ -74,7 +74,7 @@ pub enum NetlinkError {
     #[error("the ruleset changed since it was read (its generation moved); nothing was written")]
     GenerationMoved,
     /// The kernel refused a write; the whole transaction was rolled back.
-    #[error("the kernel refused the change to set {set}: {}", std::io::Error::from_raw_os_error(*errno))]
+    #[error("the kernel refused the change to set {set}: {} (errno {errno})", errno_text(*errno))]
     Refused {
         /// The set the refused message edited.
         set: String,
@@ -84,6 +84,17 @@ pub enum NetlinkError {
     /// A prefix that has no start and end element pair (see [`writable`]).
     #[error("{0} cannot be written as a start and an end element")]
     Unwritable(IpNet),
+}
+
+/// An errno as a lowercase phrase (`no such file or directory`).
+fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 impl From<rustix::io::Errno> for NetlinkError {
