@@ -262,3 +262,37 @@ fn an_element_batch_with_one_refused_message_changes_nothing() {
         assert_eq!(netlink::generation().unwrap(), generation);
     });
 }
+
+#[test]
+fn nftables_refills_a_set_through_nft_when_netlink_writes_keep_being_refused() {
+    // Another writer commits before each of our netlink writes: both are refused, and the
+    // change goes through nft, whose batch flushes and refills the set (more than
+    // REFILL_ABOVE_REMOVALS go) in one transaction. Exactly the target remains.
+    use cf_allowlist_nftables::REFILL_ABOVE_REMOVALS;
+    use cf_allowlist_nftables::harness::{NftablesHarness, on_element_write};
+    in_fresh_netns(|| {
+        let harness = NftablesHarness::with_base_ruleset();
+        let backend = harness.backend(&default_policy());
+        sync(backend.as_ref(), &many_v6(200));
+        let refused = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = refused.clone();
+        on_element_write(move || {
+            counter.set(counter.get() + 1);
+            must(
+                "nft",
+                &["add", "table", "ip", &format!("other{}", counter.get())],
+            );
+        });
+        let after: Ranges = (REFILL_ABOVE_REMOVALS + 1..200 + REFILL_ABOVE_REMOVALS + 1)
+            .map(|index| format!("2001:db8:0:{index:x}::/64").parse().unwrap())
+            .collect();
+        let change = sync(backend.as_ref(), &after);
+        assert_eq!(change.remove.len(), REFILL_ABOVE_REMOVALS + 1);
+        assert_eq!(refused.get(), 2, "two netlink writes refused, then nft");
+        on_element_write(|| {});
+        let observed = harness.backend(&default_policy()).observe().unwrap();
+        assert_eq!(observed.ranges, after);
+        assert!(observed.repairs.is_empty(), "{:?}", observed.repairs);
+        assert!(must("nft", &["list", "tables"]).contains("table ip other2"));
+    });
+}
