@@ -936,7 +936,8 @@ impl Backend for NftablesBackend {
         }
         // Element changes go to the kernel over netlink at most twice: a refusal (another
         // writer committed since the reading) is followed by a fresh reading and one more try,
-        // then by nft, which handles its own retries.
+        // then by nft's batch as before (it names elements by value and rules by handle, and
+        // is made from that fresh reading).
         let mut netlink_tries = 2;
         loop {
             let (live, generation) = self
