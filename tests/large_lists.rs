@@ -296,3 +296,58 @@ fn nftables_refills_a_set_through_nft_when_netlink_writes_keep_being_refused() {
         assert!(must("nft", &["list", "tables"]).contains("table ip other2"));
     });
 }
+
+#[test]
+fn netlink_element_writes_handle_neighbours_and_shared_starts() {
+    // Adjacent prefixes share a key (one's end is the next one's start): removing one keeps
+    // its neighbour whole; a /24 replaced by its two halves deletes and re-adds the same start
+    // key in one batch. What the kernel then holds is exactly the target, read both over
+    // netlink and by nft.
+    use cf_allowlist_backend::Change;
+    use cf_allowlist_nftables::harness::NftablesHarness;
+    in_fresh_netns(|| {
+        let harness = NftablesHarness::with_base_ruleset();
+        let backend = harness.backend(&default_policy());
+        let ranges =
+            |texts: &[&str]| -> Ranges { texts.iter().map(|text| text.parse().unwrap()).collect() };
+        let before = ranges(&[
+            "198.51.100.0/25",
+            "198.51.100.128/25",
+            "203.0.113.0/24",
+            "2001:db8:cf::/48",
+            "2001:db8:d0::/48",
+        ]);
+        sync(backend.as_ref(), &before);
+        let after = ranges(&[
+            "198.51.100.128/25",
+            "192.0.2.0/24",
+            "203.0.113.0/25",
+            "203.0.113.128/25",
+            "2001:db8:d0::/48",
+            "2001:db8:d1::/48",
+        ]);
+        let observed = backend.observe().unwrap();
+        let change = Change::between(&observed, &after);
+        let generation = cf_allowlist_nftables::netlink::generation().unwrap();
+        let writes = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = writes.clone();
+        cf_allowlist_nftables::harness::on_element_write(move || counter.set(counter.get() + 1));
+        backend.apply(&change).unwrap();
+        assert_eq!(writes.get(), 1, "written over netlink");
+        assert_eq!(
+            cf_allowlist_nftables::netlink::generation().unwrap(),
+            generation.wrapping_add(1)
+        );
+        let fresh = harness.backend(&default_policy()).observe().unwrap();
+        assert_eq!(fresh.ranges, after);
+        assert!(fresh.repairs.is_empty(), "{:?}", fresh.repairs);
+        let listed = must("nft", &["list", "set", "inet", "filter", "cf_allowlist_v4"]);
+        let listed = listed.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            listed.contains(
+                "elements = { 192.0.2.0/24, 198.51.100.128/25, 203.0.113.0/25, 203.0.113.128/25 }"
+            ),
+            "{listed}"
+        );
+    });
+}
