@@ -59,13 +59,14 @@ DROP_HOST = """table inet filter {
 SCATTERED = False
 
 
-def ranges(count, offset=0):
+def ranges(count, offset=0, v4_offset=0):
     """`count` documentation ranges: IPv4 /29s of 198.51.100.0/24 for the first few (at most
-    15), then IPv6 /64s from 2001:db8::/32 shifted by `offset`: adjacent, or with `--scattered`
-    spread over the whole /32 (no two adjacent, so nft merges none). 100,000 IPv4 ranges do not
-    fit in the documentation ranges."""
+    15, shifted by `v4_offset` /29s, so that a replace changes both families), then IPv6 /64s
+    from 2001:db8::/32 shifted by `offset`: adjacent, or with `--scattered` spread over the
+    whole /32 (no two adjacent, so nft merges none). 100,000 IPv4 ranges do not fit in the
+    documentation ranges."""
     v4 = min(15, count)
-    lines = [f"198.51.100.{index * 8}/29" for index in range(v4)]
+    lines = [f"198.51.100.{(index + v4_offset) * 8}/29" for index in range(v4)]
     for i in range(count - v4):
         subnet = i + offset
         if SCATTERED:
@@ -351,8 +352,9 @@ def nftables_big(args, size):
     work = Work(NFT_CONFIG)
     try:
         base = work.source("a", ranges(size))
-        one = work.source("b", ranges(size, size // 100))
-        ten = work.source("c", ranges(size, size // 100 + size // 10))
+        # Each replace also moves one IPv4 /29 (one out, one in).
+        one = work.source("b", ranges(size, size // 100, 1))
+        ten = work.source("c", ranges(size, size // 100 + size // 10, 2))
         ruleset = os.path.join(work.dir, "ruleset.nft")
         results = {"first": [], "noop": [], "status": [], "replace 1%": [], "replace 10%": [], "bare": [], "rss": []}
         host = work.source("host.nft", DROP_HOST)

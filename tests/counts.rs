@@ -211,3 +211,39 @@ fn a_write_by_another_tool_during_an_iptables_apply_is_read_back_not_assumed() {
         .run();
     outcome.code(1).stderr_has("missing 198.51.100.0/25");
 }
+
+#[test]
+fn an_nftables_replace_writes_only_the_difference_in_one_transaction_without_nft() {
+    // Replacing ranges of sets that exist changes only elements: they go to the kernel in one
+    // netlink batch (no `nft -f`, whose interval deletes take minutes in a large set), as one
+    // transaction: the ruleset's generation moves by exactly one.
+    require_root();
+    let netns = Netns::new("counts");
+    let (dir, config, source) = setup("[[backend]]\nkind = \"nftables\"\n");
+    counted_sync(&netns, dir.path(), &config, &source);
+    std::fs::write(
+        &source,
+        "198.51.100.128/25\n203.0.113.0/24\n2001:db8:cf::/48\n2001:db8:ce::/64\n",
+    )
+    .unwrap();
+    let generation =
+        || netns.run_inside(|| cf_allowlist_nftables::netlink::generation().expect("generation"));
+    let before = generation();
+    let replace = counted_sync(&netns, dir.path(), &config, &source);
+    assert_eq!(
+        replace,
+        vec!["nft -t -j list ruleset", "nft -t -j list ruleset"],
+        "replace: observe and judgement only"
+    );
+    assert_eq!(generation(), before.wrapping_add(1), "one transaction");
+    let listed = netns.exec("nft", &["list", "ruleset"]);
+    for (range, present) in [
+        ("198.51.100.128/25", true),
+        ("198.51.100.0/25", false),
+        ("203.0.113.0/24", true),
+        ("2001:db8:ce::/64", true),
+        ("2001:db8:cf::/48", true),
+    ] {
+        assert_eq!(listed.contains(range), present, "{range}:\n{listed}");
+    }
+}

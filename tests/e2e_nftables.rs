@@ -359,3 +359,161 @@ fn nftables_the_reading_proven_by_the_generation_matches_a_real_one() {
         }
     });
 }
+
+#[test]
+fn nftables_a_replace_writes_its_elements_without_nft_and_packets_follow() {
+    // With `nft -f` refusing to run, a replace of ranges still succeeds: the element changes go
+    // to the kernel over netlink. A removed source is refused, an added one connects, an
+    // untouched one still connects, and the ruleset moved by exactly one transaction.
+    use crate::support::cmd::cf;
+    let lab = Lab::synced_with_nftables();
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+    let bin = lab.state_dir().with_file_name("no-nft-write");
+    std::fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("nft");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nfor arg in \"$@\"; do [ \"$arg\" = -f ] && { echo 'nft -f refused by the test' >&2; exit 1; }; done\nexec /usr/sbin/nft \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
+    let origin = lab.origin.name.clone();
+    let generation = move || {
+        let origin = origin.clone();
+        cf_allowlist_testkit::on_new_thread(move || {
+            crate::support::netns::enter_named(&origin);
+            cf_allowlist_nftables::netlink::generation().unwrap()
+        })
+    };
+    let before = generation();
+    let sources = lab.source_args();
+    let mut args = vec!["sync", "--backend", "nftables"];
+    args.extend(sources.iter().map(String::as_str));
+    let sync = cf(&args)
+        .state(&lab.state_dir())
+        .in_netns(&lab.origin.name)
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
+        )
+        .run();
+    lab.assert_moved_to_the_second_list(&sync);
+    assert_eq!(generation(), before.wrapping_add(1), "one transaction");
+    let open = lab.open();
+    assert!(!open.contains("203.0.113.10 443"), "removed source refused");
+    assert!(open.contains("203.0.113.200 443"), "added source connects");
+    assert!(
+        open.contains("198.51.100.10 443"),
+        "untouched source connects"
+    );
+}
+
+#[test]
+fn nftables_a_foreign_commit_between_reading_and_writing_refuses_the_element_write() {
+    // Another writer commits after the apply's reading and before its netlink write: the
+    // batch carries the reading's generation, so the kernel refuses it and nothing is written
+    // on a stale reading. A commit elsewhere: read again, write again, done. A commit to our
+    // set: the fresh reading differs from the plan's, so the apply is stale and is planned
+    // again (as the core does), never written blindly.
+    use cf_allowlist_backend::{Backend, Change, ErrorKind, Policy, Ranges};
+    use cf_allowlist_nftables::{NftablesBackend, NftablesOptions, harness};
+    require_root();
+    let netns = Netns::new("genid");
+    netns.nft_batch(
+        "table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n    iif lo accept\n  }\n}\n",
+    );
+    let policy = Policy {
+        ports: vec![80, 443],
+        restrict: false,
+    };
+    let target = |ranges: &[&str]| -> Ranges {
+        let mut set = Ranges::new();
+        set.extend(ranges.iter().map(|range| range.parse().unwrap()));
+        set
+    };
+    netns.run_inside(move || {
+        let nft = |batch: &str| {
+            let status = std::process::Command::new("nft")
+                .args(["-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    child.stdin.take().unwrap().write_all(batch.as_bytes())?;
+                    child.wait()
+                })
+                .unwrap();
+            assert!(status.success(), "{batch}");
+        };
+        let backend = || NftablesBackend::new(NftablesOptions::default(), policy.clone());
+        let first = target(&["198.51.100.0/25", "203.0.113.0/24", "2001:db8:cf::/48"]);
+        let observed = backend().observe().unwrap();
+        backend()
+            .apply(&Change::between(&observed, &first))
+            .unwrap();
+
+        // A commit elsewhere, once: refused, read again, written on the second try.
+        let writes = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = writes.clone();
+        harness::on_element_write(move || {
+            counter.set(counter.get() + 1);
+            if counter.get() == 1 {
+                std::process::Command::new("nft")
+                    .args(["add", "table", "ip", "elsewhere"])
+                    .status()
+                    .unwrap();
+            }
+        });
+        let second = target(&["198.51.100.128/25", "203.0.113.0/24", "2001:db8:cf::/48"]);
+        let instance = backend();
+        let observed = instance.observe().unwrap();
+        instance
+            .apply(&Change::between(&observed, &second))
+            .unwrap();
+        assert_eq!(
+            writes.get(),
+            2,
+            "the first write was refused, the second made"
+        );
+        let fresh = backend().observe().unwrap();
+        assert_eq!(fresh.ranges, second);
+        assert!(fresh.repairs.is_empty(), "{:?}", fresh.repairs);
+        assert!(must_list().contains("table ip elsewhere"));
+
+        // A commit to our set (an admin deletes a range we keep): refused, and the fresh
+        // reading makes the apply stale instead of writing on the old one.
+        writes.set(0);
+        let touched = std::rc::Rc::new(std::cell::Cell::new(false));
+        let flag = touched.clone();
+        harness::on_element_write(move || {
+            if !flag.replace(true) {
+                nft("delete element inet filter cf_allowlist_v4 { 203.0.113.0/24 }\n");
+            }
+        });
+        let third = target(&["198.51.100.0/25", "203.0.113.0/24", "2001:db8:cf::/48"]);
+        let instance = backend();
+        let observed = instance.observe().unwrap();
+        let error = instance
+            .apply(&Change::between(&observed, &third))
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Stale, "{error}");
+        assert!(touched.get());
+        // Planned again, as the core does after a stale apply: the sync ends correct.
+        let observed = instance.observe().unwrap();
+        instance.apply(&Change::between(&observed, &third)).unwrap();
+        assert_eq!(backend().observe().unwrap().ranges, third);
+    });
+
+    fn must_list() -> String {
+        let output = std::process::Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    }
+}

@@ -8,10 +8,15 @@
 //! that they come before any broader drop; with restrict on, a drop rule for every other
 //! non-loopback source follows them. Everything is tagged with [`names::OWNER_TAG`].
 //!
-//! Every change is a text batch piped to one `nft -f -`, which nft applies as one transaction:
-//! set elements are added and removed in place (the set is never empty in between) and a failed
-//! batch changes nothing. State is read with the terse `nft -t -j list ruleset` (structure only)
-//! plus the elements of our two sets straight from the kernel ([`netlink`]); see there why.
+//! Every change is one transaction, and a failed one changes nothing. A change of elements only
+//! (our table, chain, sets and rules already in place: every replace, add or remove of ranges)
+//! goes to the kernel over netlink as one batch of element deletions and additions, refused by
+//! the kernel if the ruleset's generation moved since our reading ([`netlink::edit_sets`]: nft
+//! 1.0.6 takes minutes to delete interval elements from a large set, the kernel milliseconds).
+//! Anything structural is a text batch piped to one `nft -f -`. Either way set elements change
+//! in place (the set is never empty in between). State is read with the terse
+//! `nft -t -j list ruleset` (structure only) plus the elements of our two sets straight from the
+//! kernel ([`netlink`]); see there why.
 
 pub mod names;
 /// The kernel reads (set elements, the ruleset generation), shared with the shadowing analysis.
@@ -34,8 +39,9 @@ use ruleset::{ForeignRule, Live, RuleShape};
 
 const LABEL: &str = "nftables";
 
-/// Above this many removals in a family, a set is flushed and refilled (in the same
-/// transaction) instead of having elements deleted one by one.
+/// Above this many removals in a family, a batch for nft flushes and refills a set (in the same
+/// transaction) instead of deleting elements one by one. Element changes written over netlink
+/// (the usual case: see the module doc) delete in place whatever their number.
 pub const REFILL_ABOVE_REMOVALS: usize = 16;
 
 /// Where the backend writes, beyond the shared policy.
@@ -116,9 +122,10 @@ impl NftablesError {
                 BackendError::new(LABEL, step, ErrorKind::Permission, self)
             }
             // EPERM or EACCES from the kernel: no CAP_NET_ADMIN.
-            NftablesError::Netlink(netlink::NetlinkError::Kernel { errno: 1 | 13, .. }) => {
-                BackendError::new(LABEL, step, ErrorKind::Permission, self)
-            }
+            NftablesError::Netlink(
+                netlink::NetlinkError::Kernel { errno: 1 | 13, .. }
+                | netlink::NetlinkError::Refused { errno: 1 | 13, .. },
+            ) => BackendError::new(LABEL, step, ErrorKind::Permission, self),
             NftablesError::Netlink(netlink::NetlinkError::Interrupted(_)) => {
                 BackendError::new(LABEL, step, ErrorKind::Transient, self)
             }
@@ -429,6 +436,59 @@ impl NftablesBackend {
         }
         after.strays = ruleset::Strays::default();
         (after, !rewrite_rules)
+    }
+
+    /// The proof instead of a read-back: if the generation moved from the reading's by
+    /// exactly our one transaction, the ruleset is what we read plus what we wrote, and the
+    /// observation that verifies this apply lists nothing. Anything else (another writer
+    /// committed in between, or the generation is unknown) leaves it to a real reading.
+    fn prove(&self, live: &Live, change: &Change, generation: Option<u32>) {
+        if let (Some(generation), Ok(now)) = (generation, netlink::generation())
+            && now == generation.wrapping_add(1)
+        {
+            let (after, handles_known) = self.predicted(live, change);
+            self.remember(now, &after, handles_known);
+            // The shadowing analysis that follows a write need not read our sets back either.
+            self.share_elements(now, &after);
+        }
+    }
+
+    /// The element changes that bring `live` to `change.target`, when that is all there is to
+    /// write: table, chain, both sets (sound) and our rules in place, nothing of ours
+    /// elsewhere, and every changed prefix one that has a start and an end element. Computed
+    /// from what the kernel holds (the reading), which the plan's basis matched.
+    fn element_edits(&self, live: &Live, change: &Change) -> Option<Vec<netlink::SetEdit>> {
+        if !live.table_exists
+            || !live.chain_exists
+            || !live.strays.is_empty()
+            || self.rules_need_rewrite(live)
+        {
+            return None;
+        }
+        let mut edits = Vec::new();
+        for family in Family::ALL {
+            let name = names::set_name(family);
+            let set = live
+                .sets
+                .get(name)
+                .filter(|set| set_is_sound(family, set))?;
+            let held: std::collections::BTreeSet<&IpNet> = set.elements.iter().collect();
+            let wanted: std::collections::BTreeSet<&IpNet> = change.target.family(family).collect();
+            let remove: Vec<IpNet> = held.difference(&wanted).map(|net| **net).collect();
+            let add: Vec<IpNet> = wanted.difference(&held).map(|net| **net).collect();
+            if !remove.iter().chain(&add).all(netlink::writable) {
+                return None;
+            }
+            if !remove.is_empty() || !add.is_empty() {
+                edits.push(netlink::SetEdit {
+                    table: self.options.table.clone(),
+                    set: name.to_owned(),
+                    remove,
+                    add,
+                });
+            }
+        }
+        (!edits.is_empty()).then_some(edits)
     }
 
     /// The terse text listing (`nft -t list ruleset`: comments included, set elements left
@@ -874,43 +934,58 @@ impl Backend for NftablesBackend {
         if change.is_empty() {
             return Ok(());
         }
-        let (live, generation) = self
-            .read(true)
-            .map_err(|error| error.at("read the ruleset"))?;
-        if basis(&live) != change.basis {
-            return Err(BackendError::stale(
-                LABEL,
-                format!(
-                    "our sets or rules in inet {} {} changed since they were observed",
-                    self.options.table, self.options.chain
-                ),
-            ));
-        }
-        // The batch names our rules by handle and our set elements by value, never a position:
-        // rules somebody else added since the observation are not touched. Our parts left in
-        // another table or chain go last, in the same transaction, once the new ones are in.
-        let mut batch = self.batch(&live, change);
-        if !live.strays.is_empty() {
-            let listings = self
-                .stray_listings(&live.strays)
+        // Element changes go to the kernel over netlink at most twice: a refusal (another
+        // writer committed since the reading) is followed by a fresh reading and one more try,
+        // then by nft's batch as before (it names elements by value and rules by handle, and
+        // is made from that fresh reading).
+        let mut netlink_tries = 2;
+        loop {
+            let (live, generation) = self
+                .read(true)
                 .map_err(|error| error.at("read the ruleset"))?;
-            batch.push_str(&stray_removals(&live.strays, &listings, &mut Vec::new()));
+            if basis(&live) != change.basis {
+                return Err(BackendError::stale(
+                    LABEL,
+                    format!(
+                        "our sets or rules in inet {} {} changed since they were observed",
+                        self.options.table, self.options.chain
+                    ),
+                ));
+            }
+            // Generation 0 would tell the kernel not to check (it never numbers a ruleset 0).
+            if let Some(generation) = generation.filter(|number| *number != 0 && netlink_tries > 0)
+                && let Some(edits) = self.element_edits(&live, change)
+            {
+                netlink_tries -= 1;
+                #[cfg(feature = "harness")]
+                harness::before_element_write();
+                match netlink::edit_sets(generation, &edits) {
+                    Ok(()) => {
+                        self.prove(&live, change, Some(generation));
+                        return Ok(());
+                    }
+                    Err(netlink::NetlinkError::GenerationMoved) => continue,
+                    Err(error) => {
+                        return Err(NftablesError::from(error).at("apply the change"));
+                    }
+                }
+            }
+            // The batch names our rules by handle and our set elements by value, never a
+            // position: rules somebody else added since the observation are not touched. Our
+            // parts left in another table or chain go last, in the same transaction, once the
+            // new ones are in.
+            let mut batch = self.batch(&live, change);
+            if !live.strays.is_empty() {
+                let listings = self
+                    .stray_listings(&live.strays)
+                    .map_err(|error| error.at("read the ruleset"))?;
+                batch.push_str(&stray_removals(&live.strays, &listings, &mut Vec::new()));
+            }
+            self.run_batch(&batch)
+                .map_err(|error| error.at("apply the change"))?;
+            self.prove(&live, change, generation);
+            return Ok(());
         }
-        self.run_batch(&batch)
-            .map_err(|error| error.at("apply the change"))?;
-        // The proof instead of a read-back: if the generation moved by exactly our one
-        // transaction, the ruleset is what we read plus what we wrote, and the observation
-        // that verifies this apply lists nothing. Anything else (another writer committed in
-        // between, or the generation is unknown) leaves it to a real reading.
-        if let (Some(generation), Ok(now)) = (generation, netlink::generation())
-            && now == generation.wrapping_add(1)
-        {
-            let (after, handles_known) = self.predicted(&live, change);
-            self.remember(now, &after, handles_known);
-            // The shadowing analysis that follows a write need not read our sets back either.
-            self.share_elements(now, &after);
-        }
-        Ok(())
     }
 
     fn purge(&self) -> Result<Vec<String>, BackendError> {
@@ -972,6 +1047,26 @@ impl Backend for NftablesBackend {
 pub mod harness {
     use super::*;
     use cf_allowlist_backend::conformance::Harness;
+
+    thread_local! {
+        static BEFORE_ELEMENT_WRITE: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+            std::cell::RefCell::new(None);
+    }
+
+    /// Runs `hook` in the calling thread each time an apply of this thread is about to send
+    /// element changes over netlink, after its reading: a test commits a foreign transaction
+    /// there to prove that the write is refused rather than made on a stale reading.
+    pub fn on_element_write(hook: impl FnMut() + 'static) {
+        BEFORE_ELEMENT_WRITE.with(|slot| *slot.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(crate) fn before_element_write() {
+        BEFORE_ELEMENT_WRITE.with(|slot| {
+            if let Some(hook) = slot.borrow_mut().as_mut() {
+                hook();
+            }
+        });
+    }
 
     /// A ruleset like Debian's stock one, with a drop policy.
     pub const BASE_RULESET: &str = "table inet filter {

@@ -6,7 +6,7 @@
 //! 0.8 s and 130 MiB at 100,000 elements (2–3 s on a loaded machine, measured). The kernel
 //! dumps the same elements in a few milliseconds. So the backend reads the structure (tables,
 //! chains, rules, set declarations) with the cheap terse listing and only the elements of our
-//! own sets here. Reading is all this module does: every write still goes through `nft -f`.
+//! own sets here. Writing is [`write`]'s: the element changes of our sets, in one batch.
 //!
 //! An interval set holds, per range, a start element and an end element (the first address
 //! past the range, flagged `NFT_SET_ELEM_INTERVAL_END`), plus nft's leading zero end element.
@@ -22,6 +22,9 @@ use rustix::net::netlink::{self, SocketAddrNetlink};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType};
 
 use cf_allowlist_backend::Family;
+
+mod write;
+pub use write::{SetEdit, edit_sets, writable};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETSETELEM: u16 = 13;
@@ -66,6 +69,32 @@ pub enum NetlinkError {
     /// The set (or the ruleset) kept changing while it was read.
     #[error("{0} changed during every attempt to read it")]
     Interrupted(String),
+    /// A write was refused because a transaction committed since the reading it was made
+    /// from: nothing was written.
+    #[error("the ruleset changed since it was read (its generation moved); nothing was written")]
+    GenerationMoved,
+    /// The kernel refused a write; the whole transaction was rolled back.
+    #[error("the kernel refused the change to set {set}: {} (errno {errno})", errno_text(*errno))]
+    Refused {
+        /// The set the refused message edited.
+        set: String,
+        /// The errno it answered.
+        errno: i32,
+    },
+    /// A prefix that has no start and end element pair (see [`writable`]).
+    #[error("{0} cannot be written as a start and an end element")]
+    Unwritable(IpNet),
+}
+
+/// An errno as a lowercase phrase (`no such file or directory`).
+fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 impl From<rustix::io::Errno> for NetlinkError {
