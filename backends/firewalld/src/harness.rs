@@ -64,6 +64,15 @@ impl Sandbox {
     /// Enters a fresh sandbox on the calling thread (one the test owns) and starts firewalld in
     /// it with the host's configuration as Debian installs it; loopback up.
     pub fn enter() -> Sandbox {
+        let mut sandbox = Sandbox::enter_stopped();
+        must("ip", &["link", "set", "lo", "up"]);
+        sandbox.start_firewalld(None);
+        sandbox
+    }
+
+    /// Enters a fresh sandbox with its D-Bus system bus running but no firewalld yet: the
+    /// caller makes its network namespaces first (see [`Sandbox::start_firewalld`]).
+    pub fn enter_stopped() -> Sandbox {
         let dir = tempfile::Builder::new()
             .prefix("cf-allowlist-firewalld-")
             .tempdir()
@@ -86,7 +95,6 @@ impl Sandbox {
         mount_over(Some(&etc), Path::new("/etc/firewalld"));
         mount_over(Some(&log), Path::new("/var/log"));
         std::fs::create_dir_all("/run/dbus").expect("/run/dbus in the sandbox");
-        must("ip", &["link", "set", "lo", "up"]);
         let mut sandbox = Sandbox {
             dir,
             children: Vec::new(),
@@ -101,7 +109,20 @@ impl Sandbox {
             "the sandbox's D-Bus system bus",
             || Path::new("/run/dbus/system_bus_socket").exists(),
         );
-        sandbox.start("firewalld", &["--nofork", "--nopid"]);
+        sandbox
+    }
+
+    /// Starts firewalld in the sandbox, in the network namespace `netns` (made with `ip netns
+    /// add` from this thread; `None`: the sandbox's own), and waits until it answers.
+    pub fn start_firewalld(&mut self, netns: Option<&str>) {
+        match netns {
+            // `ip netns exec` execs firewalld in place: the child's PID is firewalld's.
+            Some(netns) => self.start(
+                "ip",
+                &["netns", "exec", netns, "firewalld", "--nofork", "--nopid"],
+            ),
+            None => self.start("firewalld", &["--nofork", "--nopid"]),
+        }
         wait_for(Duration::from_secs(60), "firewalld in the sandbox", || {
             Command::new("firewall-cmd")
                 .arg("--state")
@@ -110,7 +131,6 @@ impl Sandbox {
                 .status()
                 .is_ok_and(|status| status.success())
         });
-        sandbox
     }
 
     fn start(&mut self, program: &str, args: &[&str]) {
@@ -132,7 +152,7 @@ impl Sandbox {
     /// Ends firewalld, as `systemctl stop` would (SIGTERM, so that it removes its table), and
     /// waits for it; the sandbox's D-Bus stays up.
     pub fn stop_firewalld(&mut self) {
-        if let Some(child) = self.children.get_mut(1) {
+        for child in self.children.iter_mut().skip(1) {
             end(child);
         }
     }
