@@ -305,3 +305,48 @@ fn firewalld_hosts_are_judged_by_the_analysis() {
         lab.cf(&["doctor"]).code(0).stdout_has("shadowing");
     });
 }
+
+/// restrict drops other sources after every accept of priority 0: an admin's own rich rule for
+/// a managed port keeps working; a service the zone opens to everyone is not closed, and the
+/// sync says so with the command that removes it.
+#[test]
+fn firewalld_restrict_keeps_an_admins_allow_and_names_an_open_service() {
+    with_firewalld_lab(|lab, _| {
+        admin_setup();
+        let partner = "rule family=\"ipv4\" source address=\"203.0.113.200\" port port=\"443\" protocol=\"tcp\" accept";
+        both(&[&format!("--add-rich-rule={partner}")]);
+        lab.sync("firewalld", &["--restrict"])
+            .code(0)
+            .stderr_lacks("opens tcp");
+        let mut open = expect_open(&IN_FIRST_LIST);
+        open.insert("203.0.113.200 443".to_owned());
+        assert_eq!(lab.open(), open);
+        // restrict's drop is in the zone's _post chain, after the accepts.
+        let post = lab.origin.exec(
+            "nft",
+            &[
+                "list",
+                "chain",
+                "inet",
+                "firewalld",
+                "filter_IN_public_post",
+            ],
+        );
+        assert!(
+            post.contains("saddr != @cf-allowlist-v4 tcp dport 443 drop"),
+            "{post}"
+        );
+
+        // A warning that repeats on every run is shown when the sync has something to say:
+        // here, a list change.
+        both(&["--add-service=https"]);
+        lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
+        lab.sync("firewalld", &["--restrict"])
+            .code(0)
+            .stderr_has(
+                "firewalld zone public opens tcp 443 to every source (service https 443/tcp)",
+            )
+            .stderr_has("--remove-service=https");
+        assert!(lab.open().contains("192.0.2.2 443"));
+    });
+}

@@ -57,6 +57,23 @@ def observe(fw, names):
     # Every zone's rich rules: ours may have been left in a zone that is no longer configured.
     for zone in [str(zone) for zone in fw.getZones()]:
         result["runtime"]["rich_rules"][zone] = [str(rule) for rule in fw.getRichRules(zone)]
+    # What each zone opens to every source (its ports, and its services' ports), at runtime:
+    # restrict's drop comes after them and cannot close them.
+    service_ports = {}
+    result["runtime"]["open_ports"] = {}
+    for zone in [str(zone) for zone in fw.getZones()]:
+        opened = [["port", "%s/%s" % (str(port), str(protocol))] for port, protocol in fw.getPorts(zone)]
+        for service in [str(service) for service in fw.getServices(zone)]:
+            if service not in service_ports:
+                try:
+                    settings = fw.getServiceSettings(service)
+                    service_ports[service] = [
+                        "%s/%s" % (str(port), str(protocol)) for port, protocol in settings.getPorts()
+                    ]
+                except dbus.exceptions.DBusException:
+                    service_ports[service] = []
+            opened += [["service " + service, port] for port in service_ports[service]]
+        result["runtime"]["open_ports"][zone] = opened
     for zone in [str(zone) for zone in config.getZoneNames()]:
         rules = config.getZoneByName(zone).getRichRules()
         result["permanent"]["rich_rules"][zone] = [str(rule) for rule in rules]

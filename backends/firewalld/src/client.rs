@@ -36,6 +36,10 @@ pub struct Layer {
     pub ipsets: BTreeMap<String, IpsetInfo>,
     /// Every zone's rich rules, as firewalld prints them.
     pub rich_rules: BTreeMap<String, Vec<String>>,
+    /// What each zone opens to every source (runtime only): what opens it (`port`, `service
+    /// https`) and the port (`443/tcp`, `8000-8100/tcp`).
+    #[serde(default)]
+    pub open_ports: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// An ipset.

@@ -371,6 +371,45 @@ impl FirewalldBackend {
         permanent
     }
 
+    /// Warnings for the managed ports the zone opens to every source: restrict's drop comes
+    /// after those accepts (priority 0) and cannot close them.
+    fn open_to_everyone(&self, snapshot: &Snapshot, zone: &str) -> Vec<String> {
+        let Some(opened) = snapshot.runtime.open_ports.get(zone) else {
+            return Vec::new();
+        };
+        let mut warnings = Vec::new();
+        for (what, port) in opened {
+            let Some((range, protocol)) = port.split_once('/') else {
+                continue;
+            };
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            let (Ok(first), Ok(last)) = (first.parse::<u16>(), last.parse::<u16>()) else {
+                continue;
+            };
+            if protocol != "tcp" {
+                continue;
+            }
+            for managed in self
+                .policy
+                .ports
+                .iter()
+                .filter(|p| (first..=last).contains(*p))
+            {
+                let removal = match what.strip_prefix("service ") {
+                    Some(service) => format!("--remove-service={service}"),
+                    None => format!("--remove-port={port}"),
+                };
+                warnings.push(format!(
+                    "firewalld zone {zone} opens tcp {managed} to every source ({what} {port}): \
+                     restrict's drop comes after it and cannot close it; if only the listed \
+                     ranges should reach {managed}, run `firewall-cmd --permanent --zone={zone} \
+                     {removal}` and the same without `--permanent`"
+                ));
+            }
+        }
+        warnings
+    }
+
     fn judge(&self, snapshot: &Snapshot) -> Observed {
         let mut observed = Observed {
             basis: Self::basis(snapshot),
@@ -436,6 +475,11 @@ impl FirewalldBackend {
                     }
                 }
             }
+        }
+        if self.policy.restrict {
+            observed
+                .warnings
+                .extend(self.open_to_everyone(snapshot, zone));
         }
         let wanted = self.wanted_rules();
         for (layer, what) in [
