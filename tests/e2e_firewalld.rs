@@ -284,7 +284,9 @@ fn firewalld_hosts_are_judged_by_the_analysis() {
         beside
             .code(5)
             .stderr_has("inet firewalld")
-            .stderr_has("reject");
+            .stderr_has("reject")
+            .stderr_has("use `--backend firewalld` (zone = \"public\")")
+            .stderr_lacks("table = \"firewalld\"");
         let planned = lab.cf(&[
             "--output",
             "json",
@@ -348,5 +350,31 @@ fn firewalld_restrict_keeps_an_admins_allow_and_names_an_open_service() {
             )
             .stderr_has("--remove-service=https");
         assert!(lab.open().contains("192.0.2.2 443"));
+    });
+}
+
+/// An interface bound to another zone takes its traffic there: our rules in the default zone
+/// would not be met. The sync names the interface and the zone; with `zone` set to it, the
+/// listed ranges connect.
+#[test]
+fn firewalld_an_interface_in_another_zone_is_named() {
+    with_firewalld_lab(|lab, _| {
+        admin_setup();
+        both(&["--zone=internal", "--add-interface=vo"]);
+        both(&["--zone=internal", "--remove-service=ssh"]);
+        both(&["--zone=internal", &format!("--add-rich-rule={ADMIN_SSH}")]);
+        let default_zone = lab.sync("firewalld", &[]);
+        eprintln!("{default_zone}");
+        default_zone.stderr_has(
+            "firewalld sends what arrives on or from vo to zone internal, not to zone public",
+        );
+        assert_eq!(lab.open(), expect_open(&[]));
+        let config = lab.write_config("[[backend]]\nkind = \"firewalld\"\nzone = \"internal\"\n");
+        lab.sync_config(&config, &[])
+            .code(0)
+            .stderr_lacks("firewalld sends");
+        assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+        // Our rules left the public zone.
+        assert!(!firewall_cmd(&["--zone=public", "--list-rich-rules"]).contains("cf-allowlist"));
     });
 }

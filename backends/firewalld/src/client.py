@@ -57,6 +57,15 @@ def observe(fw, names):
     # Every zone's rich rules: ours may have been left in a zone that is no longer configured.
     for zone in [str(zone) for zone in fw.getZones()]:
         result["runtime"]["rich_rules"][zone] = [str(rule) for rule in fw.getRichRules(zone)]
+    # Which zones interfaces and sources are bound to: traffic they bring goes to that zone,
+    # not to the default one.
+    result["active_zones"] = {
+        str(zone): sorted(
+            [str(interface) for interface in bindings.get("interfaces", [])]
+            + [str(source) for source in bindings.get("sources", [])]
+        )
+        for zone, bindings in fw.getActiveZones().items()
+    }
     # What each zone opens to every source (its ports, and its services' ports), at runtime:
     # restrict's drop comes after them and cannot close them.
     service_ports = {}

@@ -27,6 +27,10 @@ pub struct Snapshot {
     pub runtime: Layer,
     /// What firewalld loads at start and reload.
     pub permanent: Layer,
+    /// The zones interfaces or sources are bound to (runtime), with those interfaces and
+    /// sources.
+    #[serde(default)]
+    pub active_zones: BTreeMap<String, Vec<String>>,
 }
 
 /// One of firewalld's two configurations.

@@ -14,6 +14,9 @@
 //! admin's allows keep working; a service or port the zone opens to everyone is not closed by
 //! it either (observe warns).
 //!
+//! firewalld sends a connection to the zone its interface or source is bound to; observe
+//! warns when interfaces or sources are bound to another zone than ours.
+//!
 //! Ownership: rich rules are ours when they name one of our ipsets; the ipsets carry the owner
 //! mark in their description (`cf-allowlist owner=…`), as the other backends' comments do.
 //!
@@ -474,6 +477,16 @@ impl FirewalldBackend {
                         ));
                     }
                 }
+            }
+        }
+        for (other, bound) in &snapshot.active_zones {
+            if other != zone && !bound.is_empty() {
+                observed.warnings.push(format!(
+                    "firewalld sends what arrives on or from {} to zone {other}, not to zone \
+                     {zone} where our rules are: those connections do not meet our accepts; set \
+                     `zone = \"{other}\"` if that is where the listed ranges arrive",
+                    bound.join(", ")
+                ));
             }
         }
         if self.policy.restrict {
