@@ -218,6 +218,8 @@ fn firewalld_end_to_end() {
         );
         assert_runtime_equals_permanent();
 
+        lab.assert_another_state_directory_refuses_to_adopt("firewalld");
+
         // Purge: ours gone (runtime and permanent), the admin's configuration as it was.
         lab.cf(&["--config", &config, "purge"]).code(0);
         lab.assert_only_admin_ssh_open();

@@ -149,10 +149,10 @@ fn at(step: &'static str, error: FirewalldError) -> BackendError {
 /// entries in a `hash:net` ipset with `INVALID_ENTRY`).
 pub fn without_covered(ranges: &Ranges) -> Ranges {
     let mut kept: Vec<IpNet> = Vec::new();
-    // In order, a covering network sorts before what it covers (same address, shorter prefix
-    // first; or a lower address).
+    // In order (by address, then shorter prefix first), what a network covers follows it
+    // directly, so only the last kept network can cover the next one: one pass.
     for net in ranges {
-        if !kept.iter().any(|cover| cover.contains(net)) {
+        if !kept.last().is_some_and(|cover| cover.contains(net)) {
             kept.push(*net);
         }
     }
@@ -440,10 +440,15 @@ impl FirewalldBackend {
                     .ranges
                     .extend(info.entries.iter().filter_map(|entry| parse_entry(entry)));
             }
+            // The owner is the permanent ipset's (a runtime description changes only at the
+            // next reload), or the runtime one's where only that exists.
+            if let Some(owner) = permanent
+                .or(runtime)
+                .and_then(|info| cf_allowlist_backend::owner_of(&info.description))
+            {
+                observed.owners.insert(owner.to_owned());
+            }
             for info in runtime.iter().chain(permanent.iter()) {
-                if let Some(owner) = cf_allowlist_backend::owner_of(&info.description) {
-                    observed.owners.insert(owner.to_owned());
-                }
                 let family_option = info.options.get("family").map_or("inet", String::as_str);
                 if info.kind != "hash:net" || family_option != names::ipset_family(family) {
                     observed.warnings.push(format!(
