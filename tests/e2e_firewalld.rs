@@ -380,3 +380,40 @@ fn firewalld_an_interface_in_another_zone_is_named() {
         assert!(!firewall_cmd(&["--zone=public", "--list-rich-rules"]).contains("cf-allowlist"));
     });
 }
+
+/// The backend itself collapses a target holding a range and ranges inside it (the core drops
+/// them too, but a backend must not depend on that): firewalld would refuse the second entry
+/// with INVALID_ENTRY, as it does here for one added by hand.
+#[test]
+fn firewalld_backend_collapses_an_overlapping_target() {
+    crate::support::require_root();
+    cf_allowlist_testkit::on_new_thread(|| {
+        use cf_allowlist_backend::conformance::{Harness, default_policy};
+        use cf_allowlist_backend::{Change, Ranges};
+        let harness = cf_allowlist_firewalld::harness::FirewalldHarness::new();
+        let backend = harness.backend(&default_policy());
+        let parse =
+            |list: &[&str]| -> Ranges { list.iter().map(|net| net.parse().unwrap()).collect() };
+        let target = parse(&[
+            "192.0.2.0/24",
+            "192.0.2.0/25",
+            "192.0.2.128/26",
+            "2001:db8::/32",
+            "2001:db8:1::/48",
+        ]);
+        let change = Change::between(&backend.observe().unwrap(), &target);
+        backend
+            .apply(&change)
+            .unwrap_or_else(|error| panic!("{error}: {:?}", error.source));
+        assert_eq!(
+            backend.observe().unwrap().ranges,
+            parse(&["192.0.2.0/24", "2001:db8::/32"])
+        );
+        let refused = std::process::Command::new("firewall-cmd")
+            .args(["--ipset=cf-allowlist-v4", "--add-entry=192.0.2.0/25"])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("INVALID_ENTRY"));
+    });
+}

@@ -13,6 +13,7 @@ import sys
 try:
     import dbus
     from firewall.client import FirewallClient, FirewallClientIPSetSettings
+    from firewall.errors import FirewallError
 except ImportError as error:
     sys.stderr.write("firewalld's python client library is missing: %s\n" % error)
     sys.exit(4)
@@ -148,7 +149,12 @@ def main():
     fw = connect()
     if command == "observe":
         names = sys.argv[2:]
-        json.dump(observe(fw, names), sys.stdout)
+        try:
+            snapshot = observe(fw, names)
+        except dbus.exceptions.DBusException as error:
+            sys.stderr.write("observe: %s\n" % error.get_dbus_message())
+            sys.exit(1)
+        json.dump(snapshot, sys.stdout)
         return
     if command != "apply":
         sys.stderr.write("usage: client.py observe NAME... | apply\n")
@@ -159,6 +165,11 @@ def main():
             apply_step(fw, step)
         except dbus.exceptions.DBusException as error:
             sys.stderr.write("%s: %s\n" % (step["op"], error.get_dbus_message()))
+            sys.exit(1)
+        except FirewallError as error:
+            # The client library checks some things itself (overlapping entries) before
+            # asking firewalld.
+            sys.stderr.write("%s: %s\n" % (step["op"], error))
             sys.exit(1)
         print("done %d" % index, flush=True)
 
