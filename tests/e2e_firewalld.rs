@@ -267,10 +267,24 @@ fn firewalld_loads_overlapping_ranges_collapsed() {
 fn firewalld_not_running_is_said_with_the_hint() {
     with_firewalld_lab(|lab, sandbox| {
         sandbox.stop_firewalld();
+        let before = firewall_state(lab);
         lab.sync("firewalld", &[])
             .code(1)
+            .stderr_has("error: firewalld backend could not read its ipsets and rich rules")
             .stderr_has("firewalld is not running")
-            .stderr_has("systemctl start firewalld");
+            .stderr_has("hint: start firewalld (`systemctl start firewalld`)");
+        assert_eq!(
+            firewall_state(lab),
+            before,
+            "a failed sync changed something"
+        );
+        // Without the system bus at all, the same words (not a Python traceback).
+        sandbox.stop_bus();
+        lab.sync("firewalld", &[])
+            .code(1)
+            .stderr_has("caused by: firewalld is not running: the D-Bus system bus")
+            .stderr_lacks("Traceback")
+            .stderr_has("hint: start firewalld (`systemctl start firewalld`)");
     });
 }
 

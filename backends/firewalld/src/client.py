@@ -22,8 +22,12 @@ except ImportError as error:
 def connect():
     try:
         fw = FirewallClient()
-    except dbus.exceptions.DBusException as error:
-        sys.stderr.write("cannot reach the D-Bus system bus: %s\n" % error.get_dbus_message())
+    except (dbus.exceptions.DBusException, FirewallError) as error:
+        # The library wraps the bus's own error (DBUS_ERROR: Failed to connect to socket …).
+        message = error.get_dbus_message() if isinstance(error, dbus.exceptions.DBusException) else str(error)
+        sys.stderr.write(
+            "firewalld is not running: the D-Bus system bus it answers on is not there (%s)\n" % message
+        )
         sys.exit(3)
     if not fw.connected:
         sys.stderr.write("firewalld is not running (nothing answers on the D-Bus system bus)\n")

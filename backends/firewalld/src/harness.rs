@@ -156,6 +156,14 @@ impl Sandbox {
             end(child);
         }
     }
+
+    /// Ends firewalld and then the sandbox's D-Bus system bus.
+    pub fn stop_bus(&mut self) {
+        self.stop_firewalld();
+        if let Some(bus) = self.children.first_mut() {
+            end(bus);
+        }
+    }
 }
 
 /// Ends a child by its PID: SIGTERM, then SIGKILL after ten seconds; waits for it.
