@@ -426,7 +426,8 @@ impl Harness for FirewalldHarness {
     }
 }
 
-/// The path of a program the sandbox's tests may wrap (for counting its starts).
+/// firewall-cmd's Python interpreter, which the backend runs its client with (tests wrap it to
+/// count the client's starts).
 pub fn python() -> PathBuf {
     crate::client::interpreter_of(Path::new(names::DEFAULT_FIREWALL_CMD))
         .expect("firewall-cmd is a Python program")

@@ -284,7 +284,8 @@ impl FirewalldBackend {
         ))
     }
 
-    /// The steps that bring both configurations to `target`; whether they reload.
+    /// The steps that bring both configurations to `target`: permanent first, then a reload
+    /// where an ipset is new to the runtime, else the runtime changes (adds before removes).
     fn steps(&self, snapshot: &Snapshot, target: &Ranges) -> Vec<Step> {
         let target = without_covered(target);
         let zone = self.zone(snapshot).to_owned();
