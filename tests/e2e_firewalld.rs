@@ -14,7 +14,9 @@ use cf_allowlist_firewalld::harness::{both, firewall_cmd};
 
 use crate::support::cmd::Outcome;
 use crate::support::fixture::Reply;
-use crate::support::lab::{IN_FIRST_LIST, Lab, SECOND_V4, expect_open, with_firewalld_lab};
+use crate::support::lab::{
+    IN_FIRST_LIST, IN_SECOND_LIST, Lab, SECOND_V4, expect_open, with_firewalld_lab,
+};
 
 /// The admin's own ssh rule: the lab expects only the admin range to reach 22.
 const ADMIN_SSH: &str =
@@ -217,6 +219,15 @@ fn firewalld_end_to_end() {
             "a list change reloaded firewalld"
         );
         assert_runtime_equals_permanent();
+
+        // An admin's reload keeps ours (it is permanent), and the next sync has nothing to do.
+        firewall_cmd(&["--reload"]);
+        assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+        sync(lab, &config, &[]).code(0).silent();
+        assert!(!take_calls(&calls).contains(&"apply".to_owned()));
+        lab.cf(&["--config", &config, "status"]).code(0).stdout_has(
+            "firewalld (default zone, ipsets cf-allowlist-v4/v6, tcp 80,443, restrict)",
+        );
 
         lab.assert_another_state_directory_refuses_to_adopt("firewalld");
 
