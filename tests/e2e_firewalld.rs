@@ -442,3 +442,39 @@ fn firewalld_backend_collapses_an_overlapping_target() {
         assert!(String::from_utf8_lossy(&refused.stderr).contains("INVALID_ENTRY"));
     });
 }
+
+/// A rich rule of the admin's that names our ipset in a shape we never write is not ours:
+/// syncs leave it and say so, and purge removes our rules but keeps the ipset it names
+/// (firewalld would refuse to remove it).
+#[test]
+fn firewalld_leaves_a_hand_made_rule_naming_our_ipset_alone() {
+    with_firewalld_lab(|lab, _| {
+        admin_setup();
+        lab.sync("firewalld", &[]).code(0);
+        let borrowed = "rule family=\"ipv4\" source ipset=\"cf-allowlist-v4\" port port=\"8080\" protocol=\"tcp\" log prefix=\"partner\" accept";
+        both(&[&format!("--add-rich-rule={borrowed}")]);
+        lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
+        lab.sync("firewalld", &[])
+            .code(0)
+            .stderr_has("names our ipset but is not one we write");
+        let present = |permanent: bool| {
+            let mut args = vec!["--list-rich-rules"];
+            if permanent {
+                args.insert(0, "--permanent");
+            }
+            firewall_cmd(&args).lines().any(|line| line == borrowed)
+        };
+        assert!(present(false) && present(true));
+        lab.cf(&["purge", "--backend", "firewalld"]).code(0);
+        assert!(
+            present(false) && present(true),
+            "purge removed the admin's rule"
+        );
+        let rules = firewall_cmd(&["--permanent", "--list-rich-rules"]);
+        assert!(!rules.contains("port=\"443\""), "{rules}");
+        let ipsets = firewall_cmd(&["--permanent", "--get-ipsets"]);
+        assert_eq!(ipsets.trim(), "cf-allowlist-v4", "{ipsets}");
+        assert!(entries("cf-allowlist-v4", false).is_empty());
+        assert!(entries("cf-allowlist-v4", true).is_empty());
+    });
+}

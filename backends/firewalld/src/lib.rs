@@ -17,8 +17,10 @@
 //! firewalld sends a connection to the zone its interface or source is bound to; observe
 //! warns when interfaces or sources are bound to another zone than ours.
 //!
-//! Ownership: rich rules are ours when they name one of our ipsets; the ipsets carry the owner
-//! mark in their description (`cf-allowlist owner=…`), as the other backends' comments do.
+//! Ownership: rich rules are ours when they are exactly one of the shapes above (for any port)
+//! naming one of our ipsets; one that names our ipset in another shape is someone else's and
+//! left alone (purge keeps the ipset it names, emptied). The ipsets carry the owner mark in
+//! their description (`cf-allowlist owner=…`), as the other backends' comments do.
 //!
 //! Runtime and permanent configuration are kept equal, and both are changed by difference:
 //! runtime entries one at a time over D-Bus (firewall-cmd's `--add-entries-from-file` replaces
@@ -179,11 +181,28 @@ fn drop_rule(family: Family, port: u16) -> String {
     )
 }
 
-/// Whether a rich rule is ours: it names one of our ipsets.
-fn is_our_rule(rule: &str) -> bool {
+/// Whether a rich rule names one of our ipsets.
+fn names_our_ipset(rule: &str) -> bool {
     Family::ALL
         .iter()
         .any(|family| rule.contains(&format!("ipset=\"{}\"", names::ipset(*family))))
+}
+
+/// Whether a rich rule is ours: exactly an accept or a restrict drop we write, for some
+/// family and port (a rule of an earlier policy included). A rule that names our ipset in any
+/// other shape (`service name="ssh"`, a log, another protocol) was written by someone else:
+/// it is left alone, as the other backends leave a rule that borrows our comment.
+fn is_our_rule(rule: &str) -> bool {
+    let Some(port) = rule
+        .split_once(" port port=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .and_then(|(port, _)| port.parse::<u16>().ok())
+    else {
+        return false;
+    };
+    Family::ALL
+        .iter()
+        .any(|family| rule == accept_rule(*family, port) || rule == drop_rule(*family, port))
 }
 
 /// Keeps firewalld open to a set of ranges.
@@ -500,6 +519,17 @@ impl FirewalldBackend {
                 .warnings
                 .extend(self.open_to_everyone(snapshot, zone));
         }
+        for (other, rules) in &snapshot.permanent.rich_rules {
+            for rule in rules
+                .iter()
+                .filter(|rule| names_our_ipset(rule) && !is_our_rule(rule))
+            {
+                observed.warnings.push(format!(
+                    "a rich rule in zone {other} names our ipset but is not one we write, so it \
+                     is left alone (and keeps the ipset at purge): `{rule}`"
+                ));
+            }
+        }
         let wanted = self.wanted_rules();
         for (layer, what) in [
             (&snapshot.runtime, "runtime"),
@@ -608,14 +638,40 @@ impl Backend for FirewalldBackend {
                 }
             }
         }
+        let mut kept = Vec::new();
         for name in snapshot.permanent.ipsets.keys() {
-            steps.push(Step::PermanentRemoveIpset { name: name.clone() });
+            let user = snapshot
+                .permanent
+                .rich_rules
+                .iter()
+                .flat_map(|(zone, rules)| rules.iter().map(move |rule| (zone, rule)))
+                .find(|(_, rule)| {
+                    !is_our_rule(rule) && rule.contains(&format!("ipset=\"{name}\""))
+                });
+            match user {
+                // firewalld refuses to remove an ipset a rule still names: it stays, emptied
+                // (the reload below empties it at runtime too).
+                Some((zone, rule)) => {
+                    steps.push(Step::PermanentIpset {
+                        name: name.clone(),
+                        add: Vec::new(),
+                        remove: snapshot.permanent.ipsets[name].entries.clone(),
+                        description: self.description(),
+                    });
+                    kept.push(format!(
+                        "kept the ipset {name}, emptied: a rule of someone else's in zone {zone} \
+                         names it (`{rule}`)"
+                    ));
+                }
+                None => steps.push(Step::PermanentRemoveIpset { name: name.clone() }),
+            }
         }
         if !snapshot.runtime.ipsets.is_empty() {
             // A runtime ipset goes only with a reload.
             steps.push(Step::Reload);
         }
-        let phrases = steps.iter().map(ToString::to_string).collect();
+        let mut phrases: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        phrases.extend(kept);
         run_steps(
             &self.interpreter().map_err(|error| at(step, error.into()))?,
             &steps,
@@ -696,5 +752,10 @@ mod tests {
         assert!(!is_our_rule(
             "rule family=\"ipv4\" source ipset=\"cf-allowlist-v4-admin\" accept"
         ));
+        let borrowed =
+            "rule family=\"ipv4\" source ipset=\"cf-allowlist-v4\" service name=\"ssh\" accept";
+        assert!(names_our_ipset(borrowed) && !is_our_rule(borrowed));
+        let logged = format!("{} log", accept_rule(Family::V4, 443));
+        assert!(!is_our_rule(&logged));
     }
 }
