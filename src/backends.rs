@@ -215,6 +215,7 @@ registry! {
     #[cfg(feature = "nginx")] ApacheRealip = "apache-realip", apache: cf_allowlist_nginx::ApacheOptions, "Apache's mod_remoteip include file (`RemoteIPTrustedProxy`), not a firewall.";
     #[cfg(feature = "nginx")] CaddyRealip = "caddy-realip", caddy: cf_allowlist_nginx::CaddyOptions, "Caddy's `servers` snippet (`trusted_proxies static`, `client_ip_headers`), not a firewall.";
     #[cfg(feature = "ufw")] Ufw = "ufw", ufw: cf_allowlist_ufw::UfwOptions, "ufw's own rules, through `ufw`.";
+    #[cfg(feature = "firewalld")] Firewalld = "firewalld", firewalld: cf_allowlist_firewalld::FirewalldOptions, "firewalld's ipsets and rich rules, over D-Bus.";
     #[cfg(feature = "aws")] Aws = "aws", aws: cf_allowlist_aws::AwsOptions, "AWS security groups, through the EC2 API.";
     #[cfg(test)] Memory = "memory", memory: MemoryOptions, "The in-memory firewall of the core's tests; never in a shipped binary.";
 }

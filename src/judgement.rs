@@ -383,6 +383,14 @@ fn simulated_hint(
     let current = placed.iter().find(|(i, _)| *i == index)?.1.clone();
     let mut candidates = Vec::new();
     match blocker.origin.as_str() {
+        // firewalld's zone reject: our accepts belong in the zone, written through firewalld
+        // (rules written into its table with nft vanish at its next reload).
+        "nftables" if blocker.owner.as_deref() == Some("firewalld") && blocker.hook == "input" => {
+            candidates.push(Place::NftChain {
+                table: blocker.table.clone(),
+                chain: firewalld_allow_chain(&blocker.chain),
+            });
+        }
         "nftables" if blocker.family == "inet" && blocker.hook == "input" => {
             candidates.push(Place::NftChain {
                 table: blocker.table.clone(),
@@ -456,9 +464,36 @@ fn simulated_hint(
     None
 }
 
+/// The `allow` chain of the firewalld zone whose chain (`filter_IN_ZONE`, or one of its
+/// parts) holds `chain`; the default zone's for firewalld's own chains (`filter_INPUT`).
+fn firewalld_allow_chain(chain: &str) -> String {
+    let zone = chain
+        .strip_prefix("filter_IN_")
+        .filter(|rest| !rest.starts_with("policy_"))
+        .map(|rest| {
+            ["_allow", "_deny", "_pre", "_post", "_log"]
+                .iter()
+                .find_map(|part| rest.strip_suffix(part))
+                .unwrap_or(rest)
+                .to_owned()
+        });
+    #[cfg(feature = "firewalld")]
+    let zone = zone.unwrap_or_else(cf_allowlist_firewalld::default_zone_from_conf);
+    #[cfg(not(feature = "firewalld"))]
+    let zone = zone.unwrap_or_else(|| "public".to_owned());
+    format!("filter_IN_{zone}_allow")
+}
+
 /// A place as the config that writes there, instead of the backend judged or `alongside` it.
 fn proposal(place: &Place, alongside: bool) -> String {
     let config = match place {
+        Place::NftChain { table, chain } if table == "firewalld" => {
+            let zone = chain
+                .strip_prefix("filter_IN_")
+                .and_then(|rest| rest.strip_suffix("_allow"))
+                .unwrap_or(chain);
+            format!("`--backend firewalld` (zone = \"{zone}\")")
+        }
         Place::NftChain { table, chain } => {
             format!("`--backend nftables` with table = \"{table}\" and chain = \"{chain}\"")
         }

@@ -130,3 +130,23 @@ mod aws {
     mode!(rules, Rules);
     mode!(prefix_list, PrefixList);
 }
+
+#[cfg(feature = "e2e")]
+/// A real firewalld in a private mount and network namespace with its own D-Bus system bus,
+/// started for each test (see `cf_allowlist_firewalld::harness`).
+mod firewalld {
+    use crate::support::require_root;
+    use cf_allowlist_firewalld::harness::FirewalldHarness;
+
+    fn harness() -> FirewalldHarness {
+        require_root();
+        FirewalldHarness::new()
+    }
+
+    cf_allowlist_backend::conformance_tests!(harness(); skip {
+        no_listed_range_is_missing_during_an_apply: "an apply is one client process whose D-Bus \
+            calls the harness cannot look between; runtime entries are added before any is \
+            removed, one firewalld transaction each, and a kept entry is never flushed \
+            (tests/e2e_firewalld.rs reads the live set during applies)",
+    });
+}

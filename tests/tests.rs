@@ -19,6 +19,8 @@ mod e2e_aws;
 mod e2e_caddy;
 mod e2e_doctor;
 #[cfg(feature = "e2e")]
+mod e2e_firewalld;
+#[cfg(feature = "e2e")]
 mod e2e_iptables;
 #[cfg(feature = "e2e")]
 mod e2e_judgement;

@@ -361,3 +361,24 @@ pub fn with_ufw_lab(test: impl FnOnce(&Lab) + Send + 'static) {
     .join()
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }
+
+/// Runs `test` on a fresh lab inside firewalld's sandbox (its own mount namespace, D-Bus
+/// system bus and firewalld, see `cf_allowlist_firewalld::harness`), with firewalld running in
+/// the origin. Root only. The sandbox ends firewalld and dbus-daemon by their PIDs and checks
+/// that the host's `/etc/firewalld` is untouched, also when the test fails.
+pub fn with_firewalld_lab(
+    test: impl FnOnce(&Lab, &mut cf_allowlist_firewalld::harness::Sandbox) + Send + 'static,
+) {
+    require_root();
+    std::thread::spawn(|| {
+        let mut sandbox = cf_allowlist_firewalld::harness::Sandbox::enter_stopped();
+        let lab = Lab::new();
+        sandbox.start_firewalld(Some(&lab.origin.name));
+        test(&lab, &mut sandbox);
+        // firewalld lives in the origin: end it before the lab deletes the namespace.
+        sandbox.stop_firewalld();
+        drop(lab);
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}

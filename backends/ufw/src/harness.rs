@@ -20,7 +20,6 @@
 //! before: the host's ufw files must stay byte-identical.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -46,65 +45,6 @@ pub struct Sandbox {
     dir: tempfile::TempDir,
     host_dirs: Vec<(&'static str, File)>,
     host_before: BTreeMap<String, Vec<u8>>,
-}
-
-fn c_path(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL")
-}
-
-/// Moves the calling thread into new mount and network namespaces, with every mount private.
-#[allow(unsafe_code)]
-fn unshare_thread_mount_and_net() {
-    // SAFETY: unshare changes only the calling thread's namespaces (CLONE_NEWNS implies
-    // CLONE_FS, which gives the thread its own root and working directory); no pointers.
-    let result = unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWNET) };
-    assert_eq!(
-        result,
-        0,
-        "unshare(CLONE_NEWNS | CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
-    );
-    let root = c_path(Path::new("/"));
-    // SAFETY: valid NUL-terminated path; null source, type and data are allowed for a
-    // propagation change.
-    let result = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        result,
-        0,
-        "make / private: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-#[allow(unsafe_code)]
-fn bind(source: &Path, target: &Path) {
-    let (source_c, target_c) = (c_path(source), c_path(target));
-    // SAFETY: valid NUL-terminated paths; a bind mount takes no type or data.
-    let result = unsafe {
-        libc::mount(
-            source_c.as_ptr(),
-            target_c.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        result,
-        0,
-        "bind {} over {}: {}",
-        source.display(),
-        target.display(),
-        std::io::Error::last_os_error()
-    );
 }
 
 /// Every file under `root` (a folder or a file) with its bytes, keyed by `label` + relative
@@ -175,9 +115,9 @@ impl Sandbox {
             read_tree(host, Path::new(host), &mut host_before);
         }
 
-        unshare_thread_mount_and_net();
+        cf_allowlist_testkit::unshare_thread_mount_and_net();
         for (host, copy) in BOUND {
-            bind(&dir.path().join(copy), Path::new(host));
+            cf_allowlist_testkit::mount_over(Some(&dir.path().join(copy)), Path::new(host));
         }
         must("ip", &["link", "set", "lo", "up"]);
         Sandbox {
@@ -218,30 +158,10 @@ impl Sandbox {
     }
 }
 
-/// Detaches every mount under `/run` in the sandbox (`ip netns add` mounts `/run/netns` onto
-/// itself): a mount point cannot be removed, so the sandbox folder would be left behind.
-#[allow(unsafe_code)]
-fn detach_mounts_under_run() {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/thread-self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<&str> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .filter(|point| point.starts_with("/run/"))
-        .collect();
-    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
-    for point in points {
-        let point = c_path(Path::new(point));
-        // SAFETY: a valid NUL-terminated path; this thread's mount namespace is private, so a
-        // detach here cannot reach the host. Failures (a path hidden by our bind) are ignored.
-        unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        detach_mounts_under_run();
+        // `ip netns add` mounts `/run/netns` onto itself: detached, the sandbox folder can go.
+        cf_allowlist_testkit::detach_mounts_under("/run/");
         if !std::thread::panicking() {
             self.assert_host_untouched();
         }

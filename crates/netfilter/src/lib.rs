@@ -48,9 +48,9 @@
 //! `meta nfproto`, the input interface (only as far as "not loopback" decides: `iif lo` does
 //! not match, `iifname != "lo"` does, any other name may), conntrack state (`new` matches;
 //! `established`, `related`, `invalid`, `untracked` do not) and status, `fib daddr type`,
-//! `-m addrtype --dst-type`, `meta pkttype`, `-m pkttype`, TCP flags (`tcp flags`, `--syn`,
-//! `--tcp-flags`), IPv6 extension-header
-//! matches (`-m rt`, never), and matches on another protocol's header (never). Statements
+//! `-m addrtype --dst-type`, `meta pkttype`, `-m pkttype`, the reverse-path check (`fib saddr
+//! . iif oif missing`, firewalld's IPv6 rpfilter: taken to pass, since routing is not looked
+//! at), TCP flags (`tcp flags`, `--syn`, `--tcp-flags`), IPv6 extension-header matches (`-m rt`, never), and matches on another protocol's header (never). Statements
 //! that change no verdict (`counter`, `log`, `meta mark set`, `LOG`, comments) are skipped;
 //! `limit` and `quota` may or may not let a packet through. Verdicts: `accept`, `drop`,
 //! `reject`, `jump`, `goto`, `return`, verdict maps (`vmap`) keyed by a field above, and the

@@ -399,6 +399,34 @@ fn tcp_decided(operator: &str, left: &Json, right: &Json) -> Option<Condition> {
     Some(crate::model::decided(holds, text))
 }
 
+/// firewalld's (and many rulesets') reverse-path filter, `fib saddr [. mark] . iif oif missing
+/// drop`: the route back to the source leaves by another interface, or there is none. Routing
+/// is outside the analysis (see the crate documentation): the packet is taken to arrive on
+/// the interface its source is routed through, so the check passes it, as it passes any
+/// packet whose path is symmetric.
+fn reverse_path_decided(operator: &str, left: &Json, right: &Json) -> Option<Condition> {
+    let fib = left.get("fib")?;
+    let flags: Vec<&str> = fib
+        .get("flags")
+        .and_then(Json::as_array)
+        .map(|flags| flags.iter().filter_map(Json::as_str).collect())?;
+    if text(fib, "result") != "oif" || !flags.contains(&"saddr") || !flags.contains(&"iif") {
+        return None;
+    }
+    // nft prints `missing` as `false` (or 0) in JSON.
+    let missing = right.as_bool() == Some(false) || right.as_u64() == Some(0);
+    let holds = match (operator, missing) {
+        ("==", true) => false,
+        ("!=", true) => true,
+        _ => return None,
+    };
+    let text = format!(
+        "fib {} oif {operator} missing (reverse-path check, taken to pass: routing is symmetric)",
+        flags.join(" . ")
+    );
+    Some(crate::model::decided(holds, text))
+}
+
 fn condition(
     matched: &Json,
     table_family: &str,
@@ -408,7 +436,9 @@ fn condition(
     let (Some(left), Some(right)) = (matched.get("left"), matched.get("right")) else {
         return Condition::Unreadable(compact(matched));
     };
-    if let Some(condition) = tcp_decided(operator, left, right) {
+    if let Some(condition) =
+        tcp_decided(operator, left, right).or_else(|| reverse_path_decided(operator, left, right))
+    {
         return condition;
     }
     let (field, family, shown) = match field(left, table_family) {

@@ -152,12 +152,14 @@ fn firewalld_reject_at_the_end_of_its_input_chain() {
     // Past `ct status dnat`, `iifname "vo" goto` (may or may not) and the default goto, the
     // zone's allow for ssh.
     assert_eq!(host.fate(address("192.0.2.2"), 22), Fate::Accepted);
-    // IPv6 meets the reverse-path check (`fib`) in prerouting first: the analysis cannot judge
-    // it, so the zone's allow for the admin's IPv6 range is unsure...
-    let why = unsure(host.fate(address("2001:db8:1::2"), 22));
-    assert!(why.contains("fib"), "{why}");
-    // ...while others' connections are rejected anyway.
-    assert!(!blocked(host.fate(address("2001:db8:cf::10"), 80)).policy);
+    // IPv6 meets firewalld's reverse-path check (`fib saddr . mark . iif oif missing drop`) in
+    // prerouting first: routing is taken to be symmetric, so it passes, and the zone's allow
+    // for the admin's IPv6 range accepts...
+    assert_eq!(host.fate(address("2001:db8:1::2"), 22), Fate::Accepted);
+    // ...while others' connections are rejected by the zone.
+    let by = blocked(host.fate(address("2001:db8:cf::10"), 80));
+    assert!(!by.policy);
+    assert_eq!(by.owner.as_deref(), Some("firewalld"));
 }
 
 #[test]

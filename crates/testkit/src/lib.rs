@@ -36,6 +36,99 @@ pub fn unshare_thread_netns() {
     );
 }
 
+fn c_path(path: &std::path::Path) -> std::ffi::CString {
+    std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL")
+}
+
+/// Moves the calling thread into new mount and network namespaces, with every mount private,
+/// so that nothing it mounts propagates back to the host. `unshare(CLONE_NEWNS)` works on one
+/// thread of a multithreaded process because it implies `CLONE_FS`: the thread gets its own
+/// root and working directory, and the process's other threads keep seeing the host.
+#[allow(unsafe_code)]
+pub fn unshare_thread_mount_and_net() {
+    // SAFETY: unshare changes only the calling thread's namespaces; no pointers.
+    let result = unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWNET) };
+    assert_eq!(
+        result,
+        0,
+        "unshare(CLONE_NEWNS | CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+    let root = c_path(std::path::Path::new("/"));
+    // SAFETY: a valid NUL-terminated path; null source, type and data are allowed for a
+    // propagation change.
+    let result = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(
+        result,
+        0,
+        "make / private: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Mounts `source` over `target` (a bind mount; `source` `None`: a fresh tmpfs), in the
+/// calling thread's mount namespace. With `mount(2)` directly: `mount(8)` writes `/run/mount`.
+#[allow(unsafe_code)]
+pub fn mount_over(source: Option<&std::path::Path>, target: &std::path::Path) {
+    let target_c = c_path(target);
+    let (source_c, kind, flags) = match source {
+        Some(source) => (c_path(source), None, libc::MS_BIND),
+        None => (
+            c_path(std::path::Path::new("tmpfs")),
+            Some(c_path(std::path::Path::new("tmpfs"))),
+            0,
+        ),
+    };
+    // SAFETY: valid NUL-terminated strings; a bind mount takes no type, neither takes data.
+    let result = unsafe {
+        libc::mount(
+            source_c.as_ptr(),
+            target_c.as_ptr(),
+            kind.as_ref().map_or(std::ptr::null(), |kind| kind.as_ptr()),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(
+        result,
+        0,
+        "mount {} over {}: {}",
+        source.map_or("a tmpfs".into(), |source| source.display().to_string()),
+        target.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Detaches every mount strictly under `prefix` (a folder ending in `/`) in the calling
+/// thread's mount namespace, deepest first, so that a sandbox folder holding their points can
+/// be removed (`ip netns add` mounts `/run/netns` onto itself). Failures are ignored.
+#[allow(unsafe_code)]
+pub fn detach_mounts_under(prefix: &str) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/thread-self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(prefix))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let point = c_path(std::path::Path::new(point));
+        // SAFETY: a valid NUL-terminated path; the caller's mount namespace is private, so a
+        // detach cannot reach the host.
+        unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 /// Fails loudly, never skips, when a test that needs root runs without it.
 #[track_caller]
 pub fn require_root() {

@@ -61,7 +61,7 @@ options:
       - With O(state=absent), omitted means the backends of the last sync.
     type: list
     elements: str
-    choices: [nftables, iptables, nginx-realip, apache-realip, caddy-realip, ufw, aws]
+    choices: [nftables, iptables, nginx-realip, apache-realip, caddy-realip, ufw, firewalld, aws]
   ports:
     description:
       - TCP ports to open on every selected backend (the tool's default is 80 and 443).
@@ -541,7 +541,7 @@ def main():
         argument_spec=dict(
             state=dict(type="str", default="present", choices=["present", "absent"]),
             sources=dict(type="list", elements="str"),
-            backends=dict(type="list", elements="str", choices=["nftables", "iptables", "nginx-realip", "apache-realip", "caddy-realip", "ufw", "aws"]),
+            backends=dict(type="list", elements="str", choices=["nftables", "iptables", "nginx-realip", "apache-realip", "caddy-realip", "ufw", "firewalld", "aws"]),
             ports=dict(type="list", elements="int"),
             restrict=dict(type="bool"),
             force=dict(type="raw", default=False),
