@@ -47,6 +47,10 @@ pub struct Judged {
     pub warnings: Vec<String>,
     /// The built backends.
     pub instances: Instances,
+    /// Whether the effect was judged from nf_tables alone (no legacy iptables table, no ipset
+    /// an iptables rule matches on, nothing unread): only then can the ruleset generation
+    /// prove the judgement still holds later ([`crate::proof`]).
+    pub read_in_nf_tables: bool,
 }
 
 /// What to judge.
@@ -150,6 +154,7 @@ pub fn judge(request: &Request) -> Result<Judged, Error> {
             configured,
             retired,
         },
+        read_in_nf_tables: true,
     };
     judge_effect(&mut judged);
     Ok(judged)
@@ -259,12 +264,14 @@ fn judge_effect(judged: &mut Judged) {
     let host = match cf_allowlist_netfilter::read_host() {
         Ok(host) => host,
         Err(error) => {
+            judged.read_in_nf_tables = false;
             judged.warnings.push(format!(
                 "could not check whether other firewall rules block the listed ranges: {error}"
             ));
             return;
         }
     };
+    judged.read_in_nf_tables = !host.read_outside_nf_tables() && host.unread().is_empty();
     let placed = placements(&judged.backends, &host);
     let planned = host.planned(&placed.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>());
 

@@ -43,6 +43,8 @@ pub const NEW_OWNER: &str = "(new)";
 /// writes only this, instead of rewriting `state.json` and `sources.json` (4 fsyncs and 2
 /// renames) on every cron run.
 const LAST_RUN_FILE: &str = "last-run";
+/// The generation proof of the last verified sync (see [`crate::proof`]).
+const PROOF_FILE: &str = "proof.json";
 /// How many generations are kept; older ones are deleted after a new one is written.
 pub const KEEP_GENERATIONS: usize = 50;
 const FORMAT_VERSION: u32 = 1;
@@ -557,6 +559,17 @@ impl StateDir {
             .map_err(Self::io("write", &path))
     }
 
+    /// The generation proof the last verified sync recorded; `None` when there is none or it
+    /// does not read as one (then the run takes the full path, and may record a new one).
+    pub fn read_proof(&self) -> Option<crate::proof::Proof> {
+        read_json(&self.path.join(PROOF_FILE)).ok().flatten()
+    }
+
+    /// Records a generation proof (atomically, as every state file).
+    pub fn write_proof(&self, proof: &crate::proof::Proof) -> Result<(), StateError> {
+        write_json(&self.path.join(PROOF_FILE), proof)
+    }
+
     /// The time in `last-run`, if it reads as one of ours (a torn write reads as nothing).
     fn read_last_run(&self) -> Option<String> {
         let text = fs::read_to_string(self.path.join(LAST_RUN_FILE)).ok()?;
@@ -569,6 +582,21 @@ impl StateDir {
         self.path
             .join(GENERATIONS_DIR)
             .join(format!("{generation:08}.json"))
+    }
+
+    /// A fingerprint of one generation's file (inode, size, modification time), without
+    /// reading it: a proof that names it holds only while the snapshot is exactly the file it
+    /// verified (a truncated or edited snapshot must be found by the full path's load).
+    pub fn snapshot_fingerprint(&self, generation: u64) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(self.generation_path(generation)).ok()?;
+        Some(format!(
+            "{}:{}:{}.{}",
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        ))
     }
 
     /// Reads one generation and verifies its digest.

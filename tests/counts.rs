@@ -1,6 +1,7 @@
 //! Regression checks on counts, never times: how many firewall processes a sync starts and
 //! which state files it writes. A cron job runs a no-op sync every few minutes on thousands of
-//! hosts (issue 14), so a no-op must list once and write nothing but its last-run time.
+//! hosts (issue 14), so a no-op whose ruleset generation is unchanged since the last verified
+//! sync lists nothing (issue 19) and writes nothing but its last-run time.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -10,8 +11,9 @@ use crate::support::cmd::cf_sync;
 use crate::support::netns::Netns;
 use crate::support::require_root;
 
-/// Wrappers named like the firewall tools that log each run, then run the real tool.
-fn counting_path(dir: &Path) -> (String, std::path::PathBuf) {
+/// Wrappers named like the firewall tools that log each run, then run the real tool; returns
+/// the PATH that puts them first and the log.
+pub fn counting_path(dir: &Path) -> (String, std::path::PathBuf) {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = dir.join("calls.log");
@@ -98,37 +100,32 @@ fn setup(backend: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::Pa
 }
 
 #[test]
-fn a_noop_nftables_sync_lists_once_and_writes_only_its_last_run_time() {
+fn a_noop_nftables_sync_lists_nothing_and_writes_only_its_last_run_time() {
     require_root();
     let netns = Netns::new("counts");
     let (dir, config, source) = setup("[[backend]]\nkind = \"nftables\"\n");
 
     let first = counted_sync(&netns, dir.path(), &config, &source);
-    // Observe (one terse listing; the elements come over netlink), the judgement (the whole
-    // firewall, read once, judged as the plan leaves it: before anything is written, so that
-    // a dry run judges the same; terse too, address sets' elements over netlink), the batch.
-    // The re-check before the batch finds the ruleset generation unchanged and lists
-    // nothing, and there is no read-back: the generation moved by exactly our one
-    // transaction, which proves the ruleset is what was read plus what was written.
+    // One reading, one write: observe lists the structure once (tersely: the elements come
+    // over netlink), and the judgement judges from that same listing at the same ruleset
+    // generation; then the batch. The re-check before the batch finds the generation
+    // unchanged and lists nothing, and there is no read-back: the generation moved by exactly
+    // our one transaction, which proves the ruleset is what was read plus what was written.
     assert_eq!(
         first,
-        vec![
-            "nft -t -j list ruleset",
-            "nft -t -j list ruleset",
-            "nft -f -"
-        ],
+        vec!["nft -t -j list ruleset", "nft -f -"],
         "first sync"
     );
 
     let before = state_files(&dir.path().join("state"));
-    let noop = counted_sync(&netns, dir.path(), &config, &source);
-    // A no-op judges too: a block elsewhere is reported on every run (exit 5), not once.
-    // (A cache keyed by the kernel's ruleset generation can make this read conditional.)
-    assert_eq!(
-        noop,
-        vec!["nft -t -j list ruleset", "nft -t -j list ruleset"],
-        "no-op sync"
+    assert!(
+        before.keys().any(|path| path.ends_with("/proof.json")),
+        "the verified sync recorded its proof: {before:#?}"
     );
+    let noop = counted_sync(&netns, dir.path(), &config, &source);
+    // Nothing committed since the last verified sync (same boot, namespace and generation),
+    // and it was asked the same: its reading and its verdict still hold (issue 19).
+    assert_eq!(noop, Vec::<String>::new(), "no-op sync");
     let mut after = state_files(&dir.path().join("state"));
     let last_run = after
         .keys()
@@ -140,7 +137,7 @@ fn a_noop_nftables_sync_lists_once_and_writes_only_its_last_run_time() {
 }
 
 #[test]
-fn a_noop_iptables_sync_reads_each_family_once_and_writes_nothing() {
+fn a_noop_iptables_sync_reads_each_family_once_then_nothing() {
     require_root();
     let netns = Netns::new("counts");
     let (dir, config, source) =
@@ -165,8 +162,9 @@ fn a_noop_iptables_sync_reads_each_family_once_and_writes_nothing() {
 
     let before = state_files(&dir.path().join("state"));
     let noop = counted_sync(&netns, dir.path(), &config, &source);
-    // Observe, then the judgement: the nft listing and the saves of the tables whose matches
-    // nft prints opaquely (ours, now).
+    // The first no-op after a write of more than one transaction reads (observe, then the
+    // judgement: the nft listing and the saves of the tables whose matches nft prints
+    // opaquely, ours now), and records its proof.
     assert_eq!(
         noop,
         vec![
@@ -179,8 +177,11 @@ fn a_noop_iptables_sync_reads_each_family_once_and_writes_nothing() {
         "no-op sync"
     );
     let mut after = state_files(&dir.path().join("state"));
-    after.retain(|path, _| !path.ends_with("/last-run"));
+    after.retain(|path, _| !path.ends_with("/last-run") && !path.ends_with("/proof.json"));
     assert_eq!(after, before, "a no-op sync rewrote state files");
+    // iptables-nft's rules are nf_tables rules: the generation proves the next no-op.
+    let proven = counted_sync(&netns, dir.path(), &config, &source);
+    assert_eq!(proven, Vec::<String>::new(), "proven no-op sync");
 }
 
 #[test]

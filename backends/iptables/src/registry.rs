@@ -24,6 +24,13 @@ impl BackendOptions for IptablesOptions {
         self.check(policy.restrict)
     }
 
+    fn generation_proves(&self, _target: &cf_allowlist_backend::Ranges) -> bool {
+        // iptables-nft's rules are nf_tables rules; legacy iptables and ipsets are other
+        // kernel APIs that no generation counts. `mode = "auto"` may have kept an ipset from
+        // an earlier, longer list, so only `mode = "rules"` is proven.
+        self.variant != crate::Variant::Legacy && self.mode == crate::Mode::Rules
+    }
+
     fn filters_host_input(&self) -> bool {
         true
     }

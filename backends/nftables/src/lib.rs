@@ -340,6 +340,8 @@ impl NftablesBackend {
             if netlink::generation()? == before {
                 self.remember(before, &live, true);
                 self.share_elements(before, &live);
+                // The analysis that follows judges from this same listing (one reading).
+                cf_allowlist_netfilter::know_terse_listing(before, &String::from_utf8_lossy(&json));
                 return Ok((live, Some(before)));
             }
             let fingerprint = everything_of_ours(&live);

@@ -30,6 +30,11 @@ impl BackendOptions for NftablesOptions {
         })
     }
 
+    fn generation_proves(&self, _target: &cf_allowlist_backend::Ranges) -> bool {
+        // Our table, chain, rules and sets are all nf_tables objects.
+        true
+    }
+
     fn one_per_host() -> bool {
         true
     }

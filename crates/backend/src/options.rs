@@ -86,6 +86,15 @@ pub trait BackendOptions:
         false
     }
 
+    /// Whether everything it holds for `target` lives in nf_tables, so that the kernel's
+    /// ruleset generation id moves whenever it (or anything the shadowing analysis reads of it)
+    /// changes: then an unchanged generation proves a no-op sync's reading would find what the
+    /// last verified sync left (see the core's `proof` module). Not for legacy iptables or
+    /// ipsets (other kernel APIs, no generation), files or cloud APIs.
+    fn generation_proves(&self, _target: &crate::Ranges) -> bool {
+        false
+    }
+
     /// Whether at most one backend of this kind may be configured: those whose parts have
     /// fixed names on the host (and whose observe removes our parts found elsewhere, which a
     /// second one would be).
