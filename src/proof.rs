@@ -101,6 +101,8 @@ pub struct Proof {
     pub moment: Moment,
     /// The digest of what it was asked ([`asked`]).
     pub asked: String,
+    /// The digest of what it left the backends holding ([`held`]), for `status`.
+    pub held: String,
     /// Per configured backend, in order.
     pub backends: Vec<BackendVerdict>,
     /// The plan's own warnings (the analysis's doubts, Docker).
@@ -109,11 +111,17 @@ pub struct Proof {
 
 impl Proof {
     /// The proof of a run asked `asked` whose reading holds at `moment`, with its plan's verdict.
-    pub fn new(moment: Moment, asked: String, plans: &[BackendPlan], warnings: &[String]) -> Proof {
+    pub fn new(
+        moment: Moment,
+        (asked, held): (String, String),
+        plans: &[BackendPlan],
+        warnings: &[String],
+    ) -> Proof {
         Proof {
             version: FORMAT_VERSION,
             moment,
             asked,
+            held,
             backends: plans
                 .iter()
                 .map(|plan| BackendVerdict {
@@ -124,6 +132,15 @@ impl Proof {
                 .collect(),
             warnings: warnings.to_vec(),
         }
+    }
+
+    /// Whether it proves, at `moment`, that `backends` backends hold what `held` digests
+    /// (and that the recorded verdict is theirs).
+    pub fn holds_held(&self, moment: &Moment, held: &str, backends: usize) -> bool {
+        self.version == FORMAT_VERSION
+            && self.moment == *moment
+            && self.held == held
+            && self.backends.len() == backends
     }
 
     /// Whether it proves a run asked `asked` at `moment`, for `backends` configured.
@@ -159,8 +176,31 @@ pub fn asked(
         "pinned": state.pinned,
         "purged": state.purged,
     });
+    sha256_hex(&request)
+}
+
+/// The digest of what a verified sync left: these backends holding `target` (the current
+/// generation, whose snapshot file has fingerprint `snapshot`) for this state directory. What
+/// `status` compares, which knows the last sync's backends but not its sources.
+pub fn held(
+    target: &Ranges,
+    backends: &[BackendSpec],
+    state: &State,
+    snapshot: Option<String>,
+) -> String {
+    sha256_hex(&serde_json::json!({
+        "program": env!("CARGO_PKG_VERSION"),
+        "ranges": crate::state::digest(target),
+        "backends": backends,
+        "owner": state.owner,
+        "current_generation": state.current_generation,
+        "snapshot": snapshot,
+    }))
+}
+
+fn sha256_hex(value: &serde_json::Value) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(request.to_string().as_bytes());
+    hasher.update(value.to_string().as_bytes());
     hasher
         .finalize()
         .iter()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::support::cmd::cf_sync;
+use crate::support::cmd::{cf, cf_sync};
 use crate::support::netns::Netns;
 use crate::support::require_root;
 
@@ -134,6 +134,28 @@ fn a_noop_nftables_sync_lists_nothing_and_writes_only_its_last_run_time() {
         .expect("the no-op recorded its time");
     after.remove(&last_run);
     assert_eq!(after, before, "a no-op sync rewrote state files");
+
+    // The same proof serves `status` and the dry run: they read nothing either.
+    let (path, log) = counting_path(dir.path());
+    for command in [
+        &["status"][..],
+        &["sync", "--dry-run", "--source", source.to_str().unwrap()],
+    ] {
+        let _ = std::fs::remove_file(&log);
+        let mut args = vec!["--config", config.to_str().unwrap()];
+        args.extend_from_slice(command);
+        cf(&args)
+            .state(&dir.path().join("state"))
+            .in_netns(&netns.name)
+            .env("PATH", &path)
+            .run()
+            .code(0);
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            "",
+            "{command:?} read the firewall although the proof holds"
+        );
+    }
 }
 
 #[test]

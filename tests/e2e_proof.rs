@@ -86,6 +86,25 @@ fn a_block_is_re_reported_by_the_proven_noop_and_another_writer_makes_the_next_s
         noop.code(5).stderr_has("inet second input");
         assert_eq!(runs, Vec::<String>::new(), "a proven no-op lists nothing");
     }
+    // `status` and the dry run use the same proof, and say the same.
+    let (path, log) = counting_path(lab.state.path());
+    for command in [&["status"][..], &["sync", "--dry-run"]] {
+        let _ = std::fs::remove_file(&log);
+        let sources = lab.source_args();
+        let mut args = vec!["--config", &config];
+        args.extend_from_slice(command);
+        if command[0] == "sync" {
+            args.extend(sources.iter().map(String::as_str));
+        }
+        let outcome = cf(&args)
+            .state(&lab.state_dir())
+            .in_netns(&lab.origin.name)
+            .env("PATH", &path)
+            .run();
+        let said = format!("{}{}", outcome.stdout, outcome.stderr);
+        assert!(said.contains("inet second input"), "{outcome:?}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
+    }
     let (proven_json, runs) = counted(&lab, &config, &["--output", "json"]);
     assert_eq!(runs, Vec::<String>::new());
     assert_eq!(proven_json.code, 5);

@@ -118,25 +118,30 @@ pub fn run(
         .filter(|lock| lock.contended)
         .map(|lock| lock.waited);
     let mut prefetched = None;
-    if !options.dry_run {
-        match proven(settings, &state_dir, printer)? {
-            Proven::Holds { plan, generation } => {
-                if let Some(waited) = waited.filter(|_| !plan.has_news()) {
-                    printer.warn(format!(
-                        "waited {:.2}s for another run to finish; nothing left to change",
-                        waited.as_secs_f64()
-                    ));
-                }
-                return Ok(SyncReport {
-                    command: SyncCommand::Sync,
-                    plan: *plan,
-                    outcome: SyncOutcome::Applied { generation },
-                    waited,
-                });
+    match proven(settings, &state_dir, options.dry_run, printer)? {
+        Proven::Holds { plan, generation } => {
+            if let Some(waited) = waited.filter(|_| !plan.has_news()) {
+                printer.warn(format!(
+                    "waited {:.2}s for another run to finish; nothing left to change",
+                    waited.as_secs_f64()
+                ));
             }
-            Proven::Fetched(target, cache) => prefetched = Some((target, cache)),
-            Proven::Unknown => {}
+            let outcome = if options.dry_run {
+                SyncOutcome::Previewed {
+                    detailed_exitcode: options.detailed_exitcode,
+                }
+            } else {
+                SyncOutcome::Applied { generation }
+            };
+            return Ok(SyncReport {
+                command: SyncCommand::Sync,
+                plan: *plan,
+                outcome,
+                waited,
+            });
         }
+        Proven::Fetched(target, cache) => prefetched = Some((target, cache)),
+        Proven::Unknown => {}
     }
     let loaded = state_dir.load()?;
     for message in &loaded.recovered {
@@ -389,8 +394,13 @@ enum Proven {
 /// request, the boot, the namespace and the ruleset generation are all as it recorded them,
 /// the firewall is exactly what that run read and judged. Then nothing is listed, the
 /// snapshot is not loaded, and the recorded verdict is the plan's; only the time of the run
-/// (and a changed source cache) is written.
-fn proven(settings: &Settings, state_dir: &StateDir, printer: &Printer) -> Result<Proven, Error> {
+/// (and a changed source cache) is written, and by a dry run nothing.
+fn proven(
+    settings: &Settings,
+    state_dir: &StateDir,
+    dry_run: bool,
+    printer: &Printer,
+) -> Result<Proven, Error> {
     let Some(stored) = state_dir.read_proof() else {
         return Ok(Proven::Unknown);
     };
@@ -421,7 +431,7 @@ fn proven(settings: &Settings, state_dir: &StateDir, printer: &Printer) -> Resul
         ..Change::default()
     };
     let plan = Plan {
-        dry_run: false,
+        dry_run,
         sources,
         upstream: Some(UpstreamChange {
             previous_generation: Some(generation),
@@ -447,10 +457,12 @@ fn proven(settings: &Settings, state_dir: &StateDir, printer: &Printer) -> Resul
         retired: Vec::new(),
     };
     print_warnings(&plan, printer);
-    if cache != old_cache {
-        state_dir.write_source_cache(&cache)?;
+    if !dry_run {
+        if cache != old_cache {
+            state_dir.write_source_cache(&cache)?;
+        }
+        state_dir.write_last_run(&now_rfc3339())?;
     }
-    state_dir.write_last_run(&now_rfc3339())?;
     Ok(Proven::Holds {
         plan: Box::new(plan),
         generation,
@@ -491,11 +503,12 @@ fn record_proof(
         &plan.sources,
         &settings.backends,
         recorded,
-        snapshot,
+        snapshot.clone(),
     );
+    let held = proof::held(&plan.target, &settings.backends, recorded, snapshot);
     let _ = state_dir.write_proof(&Proof::new(
         proven_at,
-        asked,
+        (asked, held),
         &plan.backends,
         &plan.warnings,
     ));
