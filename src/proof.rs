@@ -167,7 +167,7 @@ pub fn asked(
     let request = serde_json::json!({
         "snapshot": snapshot,
         "program": env!("CARGO_PKG_VERSION"),
-        "ranges": crate::state::digest(target),
+        "ranges": ranges_digest(target),
         "sources": sources,
         "backends": backends,
         "owner": state.owner,
@@ -190,7 +190,7 @@ pub fn held(
 ) -> String {
     sha256_hex(&serde_json::json!({
         "program": env!("CARGO_PKG_VERSION"),
-        "ranges": crate::state::digest(target),
+        "ranges": ranges_digest(target),
         "backends": backends,
         "owner": state.owner,
         "current_generation": state.current_generation,
@@ -199,13 +199,31 @@ pub fn held(
 }
 
 fn sha256_hex(value: &serde_json::Value) -> String {
+    hex(Sha256::digest(value.to_string().as_bytes()).as_slice())
+}
+
+/// A digest of `ranges` from their bytes (family, address, prefix length), not their text:
+/// formatting 100,000 ranges would cost the no-op more than everything else it does.
+fn ranges_digest(ranges: &Ranges) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(value.to_string().as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    for range in ranges {
+        match range {
+            ipnet::IpNet::V4(net) => {
+                hasher.update([4]);
+                hasher.update(net.addr().octets());
+            }
+            ipnet::IpNet::V6(net) => {
+                hasher.update([6]);
+                hasher.update(net.addr().octets());
+            }
+        }
+        hasher.update([range.prefix_len()]);
+    }
+    hex(hasher.finalize().as_slice())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Whether the generation can vouch for every configured backend's parts of `target`.
