@@ -192,6 +192,14 @@ macro_rules! registry {
                 }
             }
 
+            /// Tells it that `generation` proves it holds `target` (see
+            /// [`BackendOptions::know_proven`]).
+            pub fn know_proven(&self, generation: u32, target: &cf_allowlist_backend::Ranges) {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { $field, .. } => $field.know_proven(generation, target), )*
+                }
+            }
+
             /// Whether it also filters Docker's DOCKER-USER chain (see [`BackendOptions`]).
             pub fn covers_docker(&self) -> bool {
                 match self {

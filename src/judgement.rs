@@ -156,7 +156,7 @@ pub fn judge(request: &Request) -> Result<Judged, Error> {
         },
         read_in_nf_tables: true,
     };
-    judge_effect(&mut judged);
+    judge_effect(&mut judged, request.writes);
     Ok(judged)
 }
 
@@ -256,7 +256,9 @@ fn cuts(now: &Host, planned: &Host, ranges: &[IpNet], ports: &[u16]) -> Vec<(IpN
         .collect()
 }
 
-fn judge_effect(judged: &mut Judged) {
+/// The effect of the plan on the host; with `writes`, also the reach guard (a command that
+/// only looks is refused nothing, so it does not judge today's firewall a second time).
+fn judge_effect(judged: &mut Judged, writes: bool) {
     let (ranges, ports) = watched(judged);
     if ranges.is_empty() || ports.is_empty() {
         return;
@@ -305,6 +307,9 @@ fn judge_effect(judged: &mut Judged) {
     }
 
     // The reach guard: nothing that reaches a managed port now may be cut by the plan.
+    if !writes {
+        return;
+    }
     let cut = cuts(&host, &planned, &ranges, &ports);
     if !cut.is_empty() {
         let removing: Vec<String> = judged

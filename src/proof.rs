@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backends::BackendSpec;
 use crate::plan::BackendPlan;
-use crate::state::State;
+use crate::state::{Generation, State, StateDir};
 
 /// The format of `proof.json`.
 const FORMAT_VERSION: u32 = 1;
@@ -229,4 +229,26 @@ fn hex(bytes: &[u8]) -> String {
 /// Whether the generation can vouch for every configured backend's parts of `target`.
 pub fn provable(backends: &[BackendSpec], target: &Ranges) -> bool {
     !backends.is_empty() && backends.iter().all(|spec| spec.generation_proves(target))
+}
+
+/// The stored proof, if it proves that `backends` hold `generation` exactly as the last
+/// verified sync left them: same boot, namespace and ruleset generation, and the same
+/// backends, list and state directory ([`held`]).
+pub fn holding(
+    state_dir: &StateDir,
+    state: &State,
+    generation: Option<&Generation>,
+    backends: &[BackendSpec],
+) -> Option<Proof> {
+    let generation = generation?;
+    if state.pinned.is_some() || !provable(backends, &generation.ranges) {
+        return None;
+    }
+    let stored = state_dir.read_proof()?;
+    let snapshot = state_dir.snapshot_fingerprint(generation.generation);
+    let held = held(&generation.ranges, backends, state, snapshot);
+    let now = Moment::now()?;
+    stored
+        .holds_held(&now, &held, backends.len())
+        .then_some(stored)
 }

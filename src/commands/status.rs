@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::guards::Guard;
 use crate::judgement::{self, Request};
 use crate::printer::Printer;
-use crate::proof::{self, Moment, Proof};
+use crate::proof;
 use crate::report::{BackendStatus, FamilyCounts, StatusReport};
 use crate::state::{Generation, State, StateDir};
 
@@ -43,7 +43,7 @@ pub fn run(
         .map(|spec| holds_unrecorded(spec).map_or(&target, |unrecorded| &unrecorded.ranges))
         .collect();
     if unrecorded.is_none()
-        && let Some(stored) = proven(state_dir, &state, generation.as_ref(), &backends)
+        && let Some(stored) = proof::holding(state_dir, &state, generation.as_ref(), &backends)
     {
         for warning in backends
             .iter()
@@ -119,29 +119,6 @@ pub fn run(
         })
         .collect();
     Ok(report(&state, generation.as_ref(), &target, statuses))
-}
-
-/// The stored proof, if it proves that `backends` hold `generation` exactly as the last
-/// verified sync left them: same boot, namespace and ruleset generation, and the same
-/// backends, list and state directory ([`proof::held`]). Then nothing needs to be read: the
-/// backends hold the target and the recorded verdict is theirs.
-fn proven(
-    state_dir: &StateDir,
-    state: &State,
-    generation: Option<&Generation>,
-    backends: &[BackendSpec],
-) -> Option<Proof> {
-    let generation = generation?;
-    if state.pinned.is_some() || !proof::provable(backends, &generation.ranges) {
-        return None;
-    }
-    let stored = state_dir.read_proof()?;
-    let snapshot = state_dir.snapshot_fingerprint(generation.generation);
-    let held = proof::held(&generation.ranges, backends, state, snapshot);
-    let now = Moment::now()?;
-    stored
-        .holds_held(&now, &held, backends.len())
-        .then_some(stored)
 }
 
 fn report(

@@ -95,6 +95,12 @@ pub trait BackendOptions:
         false
     }
 
+    /// Told that the nf_tables generation `generation` (the current one) proves this backend
+    /// holds exactly `target`, as a verified sync left it (see the core's `proof` module):
+    /// a backend whose reading of large sets is expensive may take their elements from
+    /// `target` instead of the kernel for readings at that generation. Nothing by default.
+    fn know_proven(&self, _generation: u32, _target: &crate::Ranges) {}
+
     /// Whether at most one backend of this kind may be configured: those whose parts have
     /// fixed names on the host (and whose observe removes our parts found elsewhere, which a
     /// second one would be).
