@@ -17,9 +17,11 @@
 //! iptables backend in ipset mode, or a foreign rule matching one), files and cloud APIs
 //! (nginx, ufw's rule files, AWS). Those configurations keep the full path on every run.
 //!
-//! `sync --dry-run`, `status` and `doctor` do not use the proof: they are read-only commands
-//! a human runs to look, and they look (doctor must, to find what changed without a
-//! transaction).
+//! `sync --dry-run` uses the proof as a sync does (it writes nothing either way), and `status`
+//! when a second digest matches ([`held`]: the last sync's backends holding the current
+//! generation; status knows no sources). `doctor` reads and judges the whole firewall itself;
+//! only our own sets' elements, which the proof shows are the current generation's, are taken
+//! from it instead of the kernel's O(n²) dump ([`BackendSpec::know_proven`]).
 
 use std::os::unix::fs::MetadataExt;
 
