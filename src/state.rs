@@ -562,6 +562,9 @@ impl StateDir {
     /// The generation proof the last verified sync recorded; `None` when there is none or it
     /// does not read as one (then the run takes the full path, and may record a new one).
     pub fn read_proof(&self) -> Option<crate::proof::Proof> {
+        // A directory another user may write to is refused by the full path's load, loudly;
+        // nothing in it is trusted here either.
+        self.check_directories().ok()?;
         read_json(&self.path.join(PROOF_FILE)).ok().flatten()
     }
 
@@ -799,6 +802,30 @@ mod tests {
             state_dir.read_state(),
             Err(StateError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_proof_is_trusted_only_in_a_private_directory_and_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path().join("state"));
+        let _lock = state_dir.lock(Duration::from_secs(1)).unwrap();
+        let proof = crate::proof::Proof::new(
+            crate::proof::Moment {
+                boot_id: "boot".into(),
+                namespace: 1,
+                generation: 7,
+            },
+            ("asked".into(), "held".into()),
+            &[],
+            &[],
+        );
+        state_dir.write_proof(&proof).unwrap();
+        assert_eq!(state_dir.read_proof(), Some(proof));
+        fs::set_permissions(state_dir.path(), fs::Permissions::from_mode(0o770)).unwrap();
+        assert_eq!(state_dir.read_proof(), None, "group-writable directory");
+        fs::set_permissions(state_dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(state_dir.path().join(PROOF_FILE), b"{\"version\": 1, \"mom").unwrap();
+        assert_eq!(state_dir.read_proof(), None, "torn proof");
     }
 
     #[test]
