@@ -159,7 +159,7 @@ fn a_noop_nftables_sync_lists_nothing_and_writes_only_its_last_run_time() {
 }
 
 #[test]
-fn a_noop_iptables_sync_reads_each_family_once_then_nothing() {
+fn a_noop_iptables_sync_after_a_verified_one_reads_nothing() {
     require_root();
     let netns = Netns::new("counts");
     let (dir, config, source) =
@@ -184,11 +184,20 @@ fn a_noop_iptables_sync_reads_each_family_once_then_nothing() {
 
     let before = state_files(&dir.path().join("state"));
     let noop = counted_sync(&netns, dir.path(), &config, &source);
-    // The first no-op after a write of more than one transaction reads (observe, then the
-    // judgement: the nft listing and the saves of the tables whose matches nft prints
-    // opaquely, ours now), and records its proof.
+    // iptables-nft's rules are nf_tables rules, and the generation moved by exactly our two
+    // restores: the write recorded its proof, and the no-op reads nothing.
+    assert_eq!(noop, Vec::<String>::new(), "no-op sync");
+    let mut after = state_files(&dir.path().join("state"));
+    after.retain(|path, _| !path.ends_with("/last-run"));
+    assert_eq!(after, before, "a no-op sync rewrote state files");
+
+    // Another writer's transaction: the next no-op reads (observe, then the judgement: the
+    // nft listing and the saves of the tables whose matches nft prints opaquely, ours now),
+    // and records a new proof; the one after it reads nothing again.
+    netns.exec("nft", &["add", "table", "inet", "other"]);
+    let moved = counted_sync(&netns, dir.path(), &config, &source);
     assert_eq!(
-        noop,
+        moved,
         vec![
             "iptables-nft-save -t filter",
             "ip6tables-nft-save -t filter",
@@ -196,12 +205,8 @@ fn a_noop_iptables_sync_reads_each_family_once_then_nothing() {
             "iptables-nft-save -t filter",
             "ip6tables-nft-save -t filter"
         ],
-        "no-op sync"
+        "no-op sync after another writer"
     );
-    let mut after = state_files(&dir.path().join("state"));
-    after.retain(|path, _| !path.ends_with("/last-run") && !path.ends_with("/proof.json"));
-    assert_eq!(after, before, "a no-op sync rewrote state files");
-    // iptables-nft's rules are nf_tables rules: the generation proves the next no-op.
     let proven = counted_sync(&netns, dir.path(), &config, &source);
     assert_eq!(proven, Vec::<String>::new(), "proven no-op sync");
 }

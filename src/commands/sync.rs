@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cf_allowlist_backend::{Change, Ranges};
+use cf_allowlist_backend::{Backend, Change, Ranges};
 
 use crate::backends::BackendSpec;
 use crate::commands::{Pending, apply_plans, partial, print_warnings};
@@ -363,7 +363,14 @@ pub fn run(
     record().map_err(|error| partial(&changed, &pending, error))?;
     state.current_generation = Some(generation);
     if let Some(read_at) = read_at {
-        record_proof(&state_dir, &plan, &recorded, settings, read_at);
+        record_proof(
+            &state_dir,
+            &plan,
+            &instances.configured,
+            &recorded,
+            settings,
+            read_at,
+        );
     }
 
     if let Some(waited) = waited.filter(|_| !plan.has_news()) {
@@ -470,27 +477,32 @@ fn proven(
 }
 
 /// Records the proof of a verified sync read and judged at `read_at`, if the generation now
-/// is `read_at` plus exactly the transactions of ours that it knows of: none, or the one
-/// `nft -f` of a single nftables backend's change. (iptables-nft writes a transaction per
-/// family it changes: after its writes the next no-op reads, and records the proof.)
-/// Best effort: without a proof the next run takes the full path.
+/// is `read_at` plus exactly our own transactions: one `nft -f` per nftables backend that
+/// changed, and what each other changed backend counts ([`Backend::committed`]: one
+/// iptables-nft restore per family it wrote). Any other writer in between, or a backend that
+/// cannot count, leaves no proof. Best effort: without a proof the next run takes the full
+/// path (and records one).
 fn record_proof(
     state_dir: &StateDir,
     plan: &Plan,
+    backends: &[Box<dyn Backend>],
     recorded: &crate::state::State,
     settings: &Settings,
     read_at: Moment,
 ) {
-    let changed: Vec<&BackendPlan> = plan
-        .backends
-        .iter()
-        .filter(|backend| !backend.change.is_empty())
-        .collect();
-    let transactions = match changed.as_slice() {
-        [] => 0,
-        [only] if only.spec.kind().name() == "nftables" => 1,
-        _ => return,
-    };
+    let mut transactions = 0;
+    for (backend_plan, backend) in plan.backends.iter().zip(backends) {
+        if backend_plan.change.is_empty() {
+            continue;
+        }
+        // The nftables backend writes each change as one `nft -f` batch.
+        let committed = match backend.committed() {
+            Some(count) => count,
+            None if backend_plan.spec.kind().name() == "nftables" => 1,
+            None => return,
+        };
+        transactions += committed;
+    }
     let proven_at = read_at.after(transactions);
     if !plan.retired.is_empty() || Moment::now().as_ref() != Some(&proven_at) {
         return;
