@@ -239,3 +239,36 @@ fn a_write_by_another_tool_during_an_iptables_apply_is_read_back_not_assumed() {
         .run();
     outcome.code(1).stderr_has("missing 198.51.100.0/25");
 }
+
+#[test]
+fn an_iptables_sync_that_matches_an_ipset_is_never_proven() {
+    // `mode = "auto"`: rules for a short list (proven like rules mode), an ipset above 1,000
+    // ranges in a family. No ruleset generation counts an ipset's members, so while a rule
+    // matches one every no-op reads.
+    require_root();
+    let netns = Netns::new("counts");
+    let (dir, config, source) =
+        setup("[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\nmode = \"auto\"\n");
+    counted_sync(&netns, dir.path(), &config, &source);
+    assert_eq!(
+        counted_sync(&netns, dir.path(), &config, &source),
+        Vec::<String>::new(),
+        "auto mode with rules only is proven"
+    );
+    // The same list and 1,001 more IPv6 ranges (growing: no guard refuses it).
+    let mut long = std::fs::read_to_string(&source).unwrap();
+    long.extend((0..1001).map(|index| format!("2001:db8:0:{index:x}::/64\n")));
+    std::fs::write(&source, long).unwrap();
+    let write = counted_sync(&netns, dir.path(), &config, &source);
+    assert!(
+        write.iter().any(|call| call.starts_with("ipset")),
+        "{write:#?}"
+    );
+    for _ in 0..2 {
+        let noop = counted_sync(&netns, dir.path(), &config, &source);
+        assert!(
+            noop.iter().any(|call| call.starts_with("ipset save")),
+            "a no-op over an ipset reads it: {noop:#?}"
+        );
+    }
+}

@@ -26,9 +26,11 @@ impl BackendOptions for IptablesOptions {
 
     fn generation_proves(&self, _target: &cf_allowlist_backend::Ranges) -> bool {
         // iptables-nft's rules are nf_tables rules; legacy iptables and ipsets are other
-        // kernel APIs that no generation counts. `mode = "auto"` may have kept an ipset from
-        // an earlier, longer list, so only `mode = "rules"` is proven.
-        self.variant != crate::Variant::Legacy && self.mode == crate::Mode::Rules
+        // kernel APIs that no generation counts. `mode = "auto"` writes rules up to
+        // AUTO_IPSET_ABOVE ranges a family, but may keep an ipset from an earlier, longer
+        // list: the judgement's reading sees a rule matching a set (ours too) and then records
+        // no proof, and an apply that writes a set counts nothing (`committed`).
+        self.variant != crate::Variant::Legacy && self.mode != crate::Mode::Ipset
     }
 
     fn filters_host_input(&self) -> bool {

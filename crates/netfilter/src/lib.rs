@@ -532,7 +532,14 @@ impl Host {
         Ok(Host {
             tables,
             unread: listings.unread.clone(),
-            outside_nf_tables: !listings.iptables_legacy.is_empty() || listings.ipsets.is_some(),
+            // An ipset's members are no nf_tables object: a rule matching one (read or not,
+            // ours or not) rests on something no generation counts.
+            outside_nf_tables: !listings.iptables_legacy.is_empty()
+                || listings.ipsets.is_some()
+                || listings
+                    .iptables_nft
+                    .iter()
+                    .any(|listing| listing.text.contains("--match-set")),
         })
     }
 
