@@ -17,6 +17,13 @@
 //! iptables backend in ipset mode, or a foreign rule matching one), files and cloud APIs
 //! (nginx, ufw's rule files, AWS). Those configurations keep the full path on every run.
 //!
+//! A known gap: the namespace is identified by its nsfs inode, and the kernel reuses the
+//! inode number of a destroyed namespace (a restarted container's new one often gets it). A
+//! recreated namespace that reaches exactly the recorded generation before the next sync, in
+//! the same boot, with the same state directory, would be taken for the recorded one. The
+//! namespace's cookie (`SO_NETNS_COOKIE`, never reused within a boot) would close it, but
+//! reading it needs a `getsockopt` that rustix does not offer without `unsafe`.
+//!
 //! `sync --dry-run` uses the proof as a sync does (it writes nothing either way), and `status`
 //! when a second digest matches ([`held`]: the last sync's backends holding the current
 //! generation; status knows no sources). `doctor` reads and judges the whole firewall itself;
