@@ -261,3 +261,20 @@ pub fn holding(
         .holds_held(&now, &held, backends.len())
         .then_some(stored)
 }
+
+/// Where the stored proof holds ([`holding`]): tells each backend that it holds `current`'s
+/// ranges at this generation ([`BackendSpec::know_proven`]), so that a reading at this
+/// generation need not dump our sets from the kernel again. For the commands that still read
+/// and judge the firewall themselves (`doctor`, `rollback`).
+pub fn vouch(
+    state_dir: &StateDir,
+    state: &State,
+    current: Option<&Generation>,
+    backends: &[BackendSpec],
+) {
+    if let (Some(stored), Some(current)) = (holding(state_dir, state, current, backends), current) {
+        for spec in backends {
+            spec.know_proven(stored.moment.generation, &current.ranges);
+        }
+    }
+}

@@ -93,13 +93,7 @@ pub fn run(
     // still reads and judges the whole firewall itself, but our own sets' elements are
     // proven to be the current generation's, and need not be dumped from the kernel again
     // (O(n²) there: seconds at 100,000).
-    if let Some(stored) = crate::proof::holding(&state_dir, &state, current.as_ref(), &backends)
-        && let Some(current) = &current
-    {
-        for spec in &backends {
-            spec.know_proven(stored.moment.generation, &current.ranges);
-        }
-    }
+    crate::proof::vouch(&state_dir, &state, current.as_ref(), &backends);
 
     // Coverage: what each backend holds covers the list.
     if backends.is_empty() {
