@@ -356,7 +356,8 @@ def nftables_big(args, size):
         one = work.source("b", ranges(size, size // 100, 1))
         ten = work.source("c", ranges(size, size // 100 + size // 10, 2))
         ruleset = os.path.join(work.dir, "ruleset.nft")
-        results = {"first": [], "noop": [], "status": [], "replace 1%": [], "replace 10%": [], "bare": [], "rss": []}
+        results = {"first": [], "noop": [], "status": [], "replace 1%": [], "replace 10%": [], "bare": [], "rss": [],
+                   "noop moved": [], "dry run": [], "doctor": [], "rollback": []}
         host = work.source("host.nft", DROP_HOST)
         for attempt in range(runs):
             for turn in ((0, 1) if attempt % 2 == 0 else (1, 0)):
@@ -380,6 +381,15 @@ def nftables_big(args, size):
                         wall, _, _, hwm = timed([*netns.prefix(), *work.sync(ten, "--force")], hwm=True)
                         results["replace 10%"].append(wall)
                         results["rss"].append(hwm)
+                        # Another writer's transaction: the stored proof no longer holds, and
+                        # the no-op reads and judges the firewall (then records a new proof).
+                        subprocess.run([*netns.prefix(), "nft", "add", "table", "inet", "other"], check=True)
+                        results["noop moved"].append(timed([*netns.prefix(), *work.sync(ten)])[0])
+                        results["dry run"].append(timed([*netns.prefix(), *work.sync(ten, "--dry-run")])[0])
+                        doctor = [BINARY, "--config", work.config, "--state-dir", work.state, "doctor"]
+                        results["doctor"].append(timed([*netns.prefix(), *doctor], check=False)[0])
+                        rollback = [BINARY, "--config", work.config, "--state-dir", work.state, "rollback", "--force"]
+                        results["rollback"].append(timed([*netns.prefix(), *rollback])[0])
                 else:
                     results["bare"].append(bare_nft(ruleset)[0])
         bare = median(results["bare"])
@@ -388,6 +398,10 @@ def nftables_big(args, size):
         row(f"replace 10% of {size}", median(results["replace 10%"]), bare, "ms", "≤ 1.2x")
         row(f"no-op, {size}", median(results["noop"]), bare, "ms", "≤ 0.05x")
         row(f"status, {size}", median(results["status"]), bare, "ms", "≤ 1.0x")
+        row(f"no-op after another writer's transaction (no proof: full reading), {size}", median(results["noop moved"]), bare, "ms")
+        row(f"sync --dry-run, {size}", median(results["dry run"]), bare, "ms", "< 1.0x")
+        row(f"doctor, {size}", median(results["doctor"]), bare, "ms", "< 1.0x")
+        row(f"rollback (a 10% change back), {size}", median(results["rollback"]), bare, "ms", "< 1.0x")
         ours_rss = max(results["rss"]) / 1024
         shutil.rmtree(work.state, ignore_errors=True)
         with Namespace() as netns:

@@ -184,6 +184,22 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether the nf_tables generation vouches for what it holds of `target` (see
+            /// [`BackendOptions::generation_proves`]).
+            pub fn generation_proves(&self, target: &cf_allowlist_backend::Ranges) -> bool {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { $field, .. } => $field.generation_proves(target), )*
+                }
+            }
+
+            /// Tells it that `generation` proves it holds `target` (see
+            /// [`BackendOptions::know_proven`]).
+            pub fn know_proven(&self, generation: u32, target: &cf_allowlist_backend::Ranges) {
+                match self {
+                    $( $(#[$cfg])* BackendSpec::$variant { $field, .. } => $field.know_proven(generation, target), )*
+                }
+            }
+
             /// Whether it also filters Docker's DOCKER-USER chain (see [`BackendOptions`]).
             pub fn covers_docker(&self) -> bool {
                 match self {

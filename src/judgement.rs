@@ -47,6 +47,10 @@ pub struct Judged {
     pub warnings: Vec<String>,
     /// The built backends.
     pub instances: Instances,
+    /// Whether the effect was judged from nf_tables alone (no legacy iptables table, no ipset
+    /// an iptables rule matches on, nothing unread): only then can the ruleset generation
+    /// prove the judgement still holds later ([`crate::proof`]).
+    pub read_in_nf_tables: bool,
 }
 
 /// What to judge.
@@ -150,8 +154,9 @@ pub fn judge(request: &Request) -> Result<Judged, Error> {
             configured,
             retired,
         },
+        read_in_nf_tables: true,
     };
-    judge_effect(&mut judged);
+    judge_effect(&mut judged, request.writes);
     Ok(judged)
 }
 
@@ -251,7 +256,9 @@ fn cuts(now: &Host, planned: &Host, ranges: &[IpNet], ports: &[u16]) -> Vec<(IpN
         .collect()
 }
 
-fn judge_effect(judged: &mut Judged) {
+/// The effect of the plan on the host; with `writes`, also the reach guard (a command that
+/// only looks is refused nothing, so it does not judge today's firewall a second time).
+fn judge_effect(judged: &mut Judged, writes: bool) {
     let (ranges, ports) = watched(judged);
     if ranges.is_empty() || ports.is_empty() {
         return;
@@ -259,12 +266,14 @@ fn judge_effect(judged: &mut Judged) {
     let host = match cf_allowlist_netfilter::read_host() {
         Ok(host) => host,
         Err(error) => {
+            judged.read_in_nf_tables = false;
             judged.warnings.push(format!(
                 "could not check whether other firewall rules block the listed ranges: {error}"
             ));
             return;
         }
     };
+    judged.read_in_nf_tables = !host.read_outside_nf_tables() && host.unread().is_empty();
     let placed = placements(&judged.backends, &host);
     let planned = host.planned(&placed.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>());
 
@@ -298,6 +307,9 @@ fn judge_effect(judged: &mut Judged) {
     }
 
     // The reach guard: nothing that reaches a managed port now may be cut by the plan.
+    if !writes {
+        return;
+    }
     let cut = cuts(&host, &planned, &ranges, &ports);
     if !cut.is_empty() {
         let removing: Vec<String> = judged

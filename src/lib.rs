@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod plan;
 pub mod printer;
 pub mod probe;
+pub mod proof;
 pub mod report;
 pub mod settings;
 pub mod sources;

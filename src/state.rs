@@ -43,6 +43,8 @@ pub const NEW_OWNER: &str = "(new)";
 /// writes only this, instead of rewriting `state.json` and `sources.json` (4 fsyncs and 2
 /// renames) on every cron run.
 const LAST_RUN_FILE: &str = "last-run";
+/// The generation proof of the last verified sync (see [`crate::proof`]).
+const PROOF_FILE: &str = "proof.json";
 /// How many generations are kept; older ones are deleted after a new one is written.
 pub const KEEP_GENERATIONS: usize = 50;
 const FORMAT_VERSION: u32 = 1;
@@ -557,6 +559,20 @@ impl StateDir {
             .map_err(Self::io("write", &path))
     }
 
+    /// The generation proof the last verified sync recorded; `None` when there is none or it
+    /// does not read as one (then the run takes the full path, and may record a new one).
+    pub fn read_proof(&self) -> Option<crate::proof::Proof> {
+        // A directory another user may write to is refused by the full path's load, loudly;
+        // nothing in it is trusted here either.
+        self.check_directories().ok()?;
+        read_json(&self.path.join(PROOF_FILE)).ok().flatten()
+    }
+
+    /// Records a generation proof (atomically, as every state file).
+    pub fn write_proof(&self, proof: &crate::proof::Proof) -> Result<(), StateError> {
+        write_json(&self.path.join(PROOF_FILE), proof)
+    }
+
     /// The time in `last-run`, if it reads as one of ours (a torn write reads as nothing).
     fn read_last_run(&self) -> Option<String> {
         let text = fs::read_to_string(self.path.join(LAST_RUN_FILE)).ok()?;
@@ -569,6 +585,21 @@ impl StateDir {
         self.path
             .join(GENERATIONS_DIR)
             .join(format!("{generation:08}.json"))
+    }
+
+    /// A fingerprint of one generation's file (inode, size, modification time), without
+    /// reading it: a proof that names it holds only while the snapshot is exactly the file it
+    /// verified (a truncated or edited snapshot must be found by the full path's load).
+    pub fn snapshot_fingerprint(&self, generation: u64) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(self.generation_path(generation)).ok()?;
+        Some(format!(
+            "{}:{}:{}.{}",
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        ))
     }
 
     /// Reads one generation and verifies its digest.
@@ -771,6 +802,30 @@ mod tests {
             state_dir.read_state(),
             Err(StateError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_proof_is_trusted_only_in_a_private_directory_and_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path().join("state"));
+        let _lock = state_dir.lock(Duration::from_secs(1)).unwrap();
+        let proof = crate::proof::Proof::new(
+            crate::proof::Moment {
+                boot_id: "boot".into(),
+                namespace: 1,
+                generation: 7,
+            },
+            ("asked".into(), "held".into()),
+            &[],
+            &[],
+        );
+        state_dir.write_proof(&proof).unwrap();
+        assert_eq!(state_dir.read_proof(), Some(proof));
+        fs::set_permissions(state_dir.path(), fs::Permissions::from_mode(0o770)).unwrap();
+        assert_eq!(state_dir.read_proof(), None, "group-writable directory");
+        fs::set_permissions(state_dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(state_dir.path().join(PROOF_FILE), b"{\"version\": 1, \"mom").unwrap();
+        assert_eq!(state_dir.read_proof(), None, "torn proof");
     }
 
     #[test]

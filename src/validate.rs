@@ -145,21 +145,29 @@ pub fn validate(networks: &[IpNet], limits: &Limits) -> Result<Validated, Refuse
 
 /// Drops duplicates and covered ranges from ranges already [`check`]ed.
 pub fn deduplicate(networks: &[IpNet]) -> Validated {
-    let unique: Ranges = networks.iter().copied().collect();
-    let mut validated = Validated::default();
+    // Sorted and deduplicated as a vector, then built into the set in one go: a set built
+    // from sorted ranges costs a fraction of 100,000 single inserts (the no-op's budget).
+    let mut unique = networks.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let mut covered = Vec::new();
+    let mut kept = Vec::with_capacity(unique.len());
     // In address order a covering prefix comes before everything it covers, and kept prefixes
     // are disjoint, so only the last kept one can cover the next: one linear pass.
     let mut last_kept: Option<IpNet> = None;
-    for network in unique.iter() {
+    for network in unique {
         match last_kept {
-            Some(cover) if cover.contains(network) => validated.covered.push((*network, cover)),
+            Some(cover) if cover.contains(&network) => covered.push((network, cover)),
             _ => {
-                validated.ranges.insert(*network);
-                last_kept = Some(*network);
+                kept.push(network);
+                last_kept = Some(network);
             }
         }
     }
-    validated
+    Validated {
+        ranges: kept.into_iter().collect(),
+        covered,
+    }
 }
 
 /// Counts per family, for messages: "15 IPv4, 7 IPv6".

@@ -1,17 +1,19 @@
 //! Regression checks on counts, never times: how many firewall processes a sync starts and
 //! which state files it writes. A cron job runs a no-op sync every few minutes on thousands of
-//! hosts (issue 14), so a no-op must list once and write nothing but its last-run time.
+//! hosts (issue 14), so a no-op whose ruleset generation is unchanged since the last verified
+//! sync lists nothing (issue 19) and writes nothing but its last-run time.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::support::cmd::cf_sync;
+use crate::support::cmd::{cf, cf_sync};
 use crate::support::netns::Netns;
 use crate::support::require_root;
 
-/// Wrappers named like the firewall tools that log each run, then run the real tool.
-fn counting_path(dir: &Path) -> (String, std::path::PathBuf) {
+/// Wrappers named like the firewall tools that log each run, then run the real tool; returns
+/// the PATH that puts them first and the log.
+pub fn counting_path(dir: &Path) -> (String, std::path::PathBuf) {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = dir.join("calls.log");
@@ -98,37 +100,32 @@ fn setup(backend: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::Pa
 }
 
 #[test]
-fn a_noop_nftables_sync_lists_once_and_writes_only_its_last_run_time() {
+fn a_noop_nftables_sync_lists_nothing_and_writes_only_its_last_run_time() {
     require_root();
     let netns = Netns::new("counts");
     let (dir, config, source) = setup("[[backend]]\nkind = \"nftables\"\n");
 
     let first = counted_sync(&netns, dir.path(), &config, &source);
-    // Observe (one terse listing; the elements come over netlink), the judgement (the whole
-    // firewall, read once, judged as the plan leaves it: before anything is written, so that
-    // a dry run judges the same; terse too, address sets' elements over netlink), the batch.
-    // The re-check before the batch finds the ruleset generation unchanged and lists
-    // nothing, and there is no read-back: the generation moved by exactly our one
-    // transaction, which proves the ruleset is what was read plus what was written.
+    // One reading, one write: observe lists the structure once (tersely: the elements come
+    // over netlink), and the judgement judges from that same listing at the same ruleset
+    // generation; then the batch. The re-check before the batch finds the generation
+    // unchanged and lists nothing, and there is no read-back: the generation moved by exactly
+    // our one transaction, which proves the ruleset is what was read plus what was written.
     assert_eq!(
         first,
-        vec![
-            "nft -t -j list ruleset",
-            "nft -t -j list ruleset",
-            "nft -f -"
-        ],
+        vec!["nft -t -j list ruleset", "nft -f -"],
         "first sync"
     );
 
     let before = state_files(&dir.path().join("state"));
-    let noop = counted_sync(&netns, dir.path(), &config, &source);
-    // A no-op judges too: a block elsewhere is reported on every run (exit 5), not once.
-    // (A cache keyed by the kernel's ruleset generation can make this read conditional.)
-    assert_eq!(
-        noop,
-        vec!["nft -t -j list ruleset", "nft -t -j list ruleset"],
-        "no-op sync"
+    assert!(
+        before.keys().any(|path| path.ends_with("/proof.json")),
+        "the verified sync recorded its proof: {before:#?}"
     );
+    let noop = counted_sync(&netns, dir.path(), &config, &source);
+    // Nothing committed since the last verified sync (same boot, namespace and generation),
+    // and it was asked the same: its reading and its verdict still hold (issue 19).
+    assert_eq!(noop, Vec::<String>::new(), "no-op sync");
     let mut after = state_files(&dir.path().join("state"));
     let last_run = after
         .keys()
@@ -137,10 +134,32 @@ fn a_noop_nftables_sync_lists_once_and_writes_only_its_last_run_time() {
         .expect("the no-op recorded its time");
     after.remove(&last_run);
     assert_eq!(after, before, "a no-op sync rewrote state files");
+
+    // The same proof serves `status` and the dry run: they read nothing either.
+    let (path, log) = counting_path(dir.path());
+    for command in [
+        &["status"][..],
+        &["sync", "--dry-run", "--source", source.to_str().unwrap()],
+    ] {
+        let _ = std::fs::remove_file(&log);
+        let mut args = vec!["--config", config.to_str().unwrap()];
+        args.extend_from_slice(command);
+        cf(&args)
+            .state(&dir.path().join("state"))
+            .in_netns(&netns.name)
+            .env("PATH", &path)
+            .run()
+            .code(0);
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            "",
+            "{command:?} read the firewall although the proof holds"
+        );
+    }
 }
 
 #[test]
-fn a_noop_iptables_sync_reads_each_family_once_and_writes_nothing() {
+fn a_noop_iptables_sync_after_a_verified_one_reads_nothing() {
     require_root();
     let netns = Netns::new("counts");
     let (dir, config, source) =
@@ -165,10 +184,20 @@ fn a_noop_iptables_sync_reads_each_family_once_and_writes_nothing() {
 
     let before = state_files(&dir.path().join("state"));
     let noop = counted_sync(&netns, dir.path(), &config, &source);
-    // Observe, then the judgement: the nft listing and the saves of the tables whose matches
-    // nft prints opaquely (ours, now).
+    // iptables-nft's rules are nf_tables rules, and the generation moved by exactly our two
+    // restores: the write recorded its proof, and the no-op reads nothing.
+    assert_eq!(noop, Vec::<String>::new(), "no-op sync");
+    let mut after = state_files(&dir.path().join("state"));
+    after.retain(|path, _| !path.ends_with("/last-run"));
+    assert_eq!(after, before, "a no-op sync rewrote state files");
+
+    // Another writer's transaction: the next no-op reads (observe, then the judgement: the
+    // nft listing and the saves of the tables whose matches nft prints opaquely, ours now),
+    // and records a new proof; the one after it reads nothing again.
+    netns.exec("nft", &["add", "table", "inet", "other"]);
+    let moved = counted_sync(&netns, dir.path(), &config, &source);
     assert_eq!(
-        noop,
+        moved,
         vec![
             "iptables-nft-save -t filter",
             "ip6tables-nft-save -t filter",
@@ -176,11 +205,10 @@ fn a_noop_iptables_sync_reads_each_family_once_and_writes_nothing() {
             "iptables-nft-save -t filter",
             "ip6tables-nft-save -t filter"
         ],
-        "no-op sync"
+        "no-op sync after another writer"
     );
-    let mut after = state_files(&dir.path().join("state"));
-    after.retain(|path, _| !path.ends_with("/last-run"));
-    assert_eq!(after, before, "a no-op sync rewrote state files");
+    let proven = counted_sync(&netns, dir.path(), &config, &source);
+    assert_eq!(proven, Vec::<String>::new(), "proven no-op sync");
 }
 
 #[test]
@@ -245,5 +273,38 @@ fn an_nftables_replace_writes_only_the_difference_in_one_transaction_without_nft
         ("2001:db8:cf::/48", true),
     ] {
         assert_eq!(listed.contains(range), present, "{range}:\n{listed}");
+    }
+}
+
+#[test]
+fn an_iptables_sync_that_matches_an_ipset_is_never_proven() {
+    // `mode = "auto"`: rules for a short list (proven like rules mode), an ipset above 1,000
+    // ranges in a family. No ruleset generation counts an ipset's members, so while a rule
+    // matches one every no-op reads.
+    require_root();
+    let netns = Netns::new("counts");
+    let (dir, config, source) =
+        setup("[[backend]]\nkind = \"iptables\"\nvariant = \"nft\"\nmode = \"auto\"\n");
+    counted_sync(&netns, dir.path(), &config, &source);
+    assert_eq!(
+        counted_sync(&netns, dir.path(), &config, &source),
+        Vec::<String>::new(),
+        "auto mode with rules only is proven"
+    );
+    // The same list and 1,001 more IPv6 ranges (growing: no guard refuses it).
+    let mut long = std::fs::read_to_string(&source).unwrap();
+    long.extend((0..1001).map(|index| format!("2001:db8:0:{index:x}::/64\n")));
+    std::fs::write(&source, long).unwrap();
+    let write = counted_sync(&netns, dir.path(), &config, &source);
+    assert!(
+        write.iter().any(|call| call.starts_with("ipset")),
+        "{write:#?}"
+    );
+    for _ in 0..2 {
+        let noop = counted_sync(&netns, dir.path(), &config, &source);
+        assert!(
+            noop.iter().any(|call| call.starts_with("ipset save")),
+            "a no-op over an ipset reads it: {noop:#?}"
+        );
     }
 }

@@ -30,6 +30,8 @@ mod e2e_nginx;
 #[cfg(feature = "e2e")]
 mod e2e_ownership;
 #[cfg(feature = "e2e")]
+mod e2e_proof;
+#[cfg(feature = "e2e")]
 mod e2e_restrict;
 #[cfg(feature = "e2e")]
 mod e2e_safety;

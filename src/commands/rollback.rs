@@ -153,6 +153,9 @@ pub fn run(
         (None, None) => return Err(Error::Rollback("no generation is current".to_owned())),
     };
     let generation = state_dir.read_generation(number)?;
+    // The generation the firewall holds now is proven while nothing committed since the last
+    // verified sync: the judgement's reading need not dump our sets from the kernel again.
+    crate::proof::vouch(&state_dir, &state, loaded.current.as_ref(), &backends);
     let pin = Pin {
         generation: number,
         since: now_rfc3339(),

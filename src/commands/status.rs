@@ -1,13 +1,16 @@
 //! `status`: the last sync, the current generation, and what each backend really holds against
 //! it (drift). Read-only: no lock, no writes.
 
+use cf_allowlist_backend::{Change, Ranges};
+
 use crate::backends::BackendSpec;
 use crate::error::Error;
 use crate::guards::Guard;
 use crate::judgement::{self, Request};
 use crate::printer::Printer;
+use crate::proof;
 use crate::report::{BackendStatus, FamilyCounts, StatusReport};
-use crate::state::StateDir;
+use crate::state::{Generation, State, StateDir};
 
 /// Reports the status; `backends` overrides those of the last sync.
 pub fn run(
@@ -39,6 +42,37 @@ pub fn run(
         .iter()
         .map(|spec| holds_unrecorded(spec).map_or(&target, |unrecorded| &unrecorded.ranges))
         .collect();
+    if unrecorded.is_none()
+        && let Some(stored) = proof::holding(state_dir, &state, generation.as_ref(), &backends)
+    {
+        for warning in backends
+            .iter()
+            .zip(&stored.backends)
+            .flat_map(|(spec, verdict)| {
+                verdict
+                    .warnings
+                    .iter()
+                    .map(move |warning| format!("{}: {warning}", spec.describe()))
+            })
+            .chain(stored.warnings.iter().cloned())
+        {
+            printer.warn(warning);
+        }
+        let held = Change {
+            target: target.clone(),
+            unchanged: target.clone(),
+            ..Change::default()
+        };
+        let statuses = backends
+            .iter()
+            .zip(stored.backends)
+            .map(|(spec, verdict)| {
+                BackendStatus::new(spec.kind().name(), spec.describe(), &held, verdict.warnings)
+                    .with_effect(verdict.effective, verdict.blockers)
+            })
+            .collect();
+        return Ok(report(&state, generation.as_ref(), &target, statuses));
+    }
     let judged = judgement::judge(&Request::looking(
         &backends,
         targets,
@@ -84,7 +118,16 @@ pub fn run(
             .with_effect(plan.effective, plan.blockers)
         })
         .collect();
-    Ok(StatusReport {
+    Ok(report(&state, generation.as_ref(), &target, statuses))
+}
+
+fn report(
+    state: &State,
+    generation: Option<&Generation>,
+    target: &Ranges,
+    backends: Vec<BackendStatus>,
+) -> StatusReport {
+    StatusReport {
         last_sync: state.last_sync.as_ref().map(|last| last.time.clone()),
         generation: generation.as_ref().map(|generation| generation.generation),
         generation_time: generation
@@ -93,9 +136,9 @@ pub fn run(
         sha256: generation
             .as_ref()
             .map(|generation| generation.sha256.clone()),
-        ranges: FamilyCounts::of(&target),
+        ranges: FamilyCounts::of(target),
         pinned: state.pinned.clone(),
         purged_at: state.purged.clone(),
-        backends: statuses,
-    })
+        backends,
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cf_allowlist_backend::Ranges;
+use cf_allowlist_backend::{Backend, Change, Ranges};
 
 use crate::backends::BackendSpec;
 use crate::commands::{Pending, apply_plans, partial, print_warnings};
@@ -11,8 +11,9 @@ use crate::error::Error;
 use crate::failpoint;
 use crate::guards::Force;
 use crate::judgement::{self, Request};
-use crate::plan::{Plan, UpstreamChange, shrink_refusals};
+use crate::plan::{BackendPlan, Plan, UpstreamChange, shrink_refusals};
 use crate::printer::Printer;
+use crate::proof::{self, Moment, Proof};
 use crate::report::{SyncCommand, SyncOutcome, SyncReport};
 use crate::settings::Settings;
 use crate::sources::{self, CachedSource, SourceError};
@@ -112,6 +113,36 @@ pub fn run(
         }
         Some(state_dir.lock(settings.lock_timeout)?)
     };
+    let waited = lock
+        .as_ref()
+        .filter(|lock| lock.contended)
+        .map(|lock| lock.waited);
+    let mut prefetched = None;
+    match proven(settings, &state_dir, options.dry_run, printer)? {
+        Proven::Holds { plan, generation } => {
+            if let Some(waited) = waited.filter(|_| !plan.has_news()) {
+                printer.warn(format!(
+                    "waited {:.2}s for another run to finish; nothing left to change",
+                    waited.as_secs_f64()
+                ));
+            }
+            let outcome = if options.dry_run {
+                SyncOutcome::Previewed {
+                    detailed_exitcode: options.detailed_exitcode,
+                }
+            } else {
+                SyncOutcome::Applied { generation }
+            };
+            return Ok(SyncReport {
+                command: SyncCommand::Sync,
+                plan: *plan,
+                outcome,
+                waited,
+            });
+        }
+        Proven::Fetched(target, cache) => prefetched = Some((target, cache)),
+        Proven::Unknown => {}
+    }
     let loaded = state_dir.load()?;
     for message in &loaded.recovered {
         printer.warn(message.clone());
@@ -135,7 +166,10 @@ pub fn run(
             (generation.ranges, generation.sources, None)
         }
         None => {
-            let (target, cache) = fetch_all(settings, &old_source_cache, printer)?;
+            let (target, cache) = match prefetched {
+                Some(fetched) => fetched,
+                None => fetch_all(settings, &old_source_cache, printer)?,
+            };
             source_cache = Some(cache);
             let upstream = UpstreamChange::between(
                 current
@@ -171,6 +205,13 @@ pub fn run(
         .filter(|old| settings.backends.iter().all(|new| new.kind() != old.kind()))
         .cloned()
         .collect();
+    // Where the generation can vouch for every backend, the moment before the judgement: if
+    // it is the same after, everything was read at one generation, and the run may record its
+    // proof (below).
+    let read_at = (!options.dry_run && state.pinned.is_none())
+        .then(|| proof::provable(&settings.backends, &target))
+        .filter(|provable| *provable)
+        .and_then(|_| Moment::now());
     let judged = judgement::judge(&Request {
         specs: &settings.backends,
         targets: vec![&target; settings.backends.len()],
@@ -182,6 +223,9 @@ pub fn run(
         ssh: true,
     })?;
     refusals.extend(judged.refusals);
+    let read_at = read_at.filter(|moment| {
+        judged.read_in_nf_tables && refusals.is_empty() && Moment::now().as_ref() == Some(moment)
+    });
     let mut warnings = judged.warnings;
     let (forced, refusals): (Vec<_>, Vec<_>) = refusals
         .into_iter()
@@ -209,10 +253,7 @@ pub fn run(
         command: SyncCommand::Sync,
         plan,
         outcome,
-        waited: lock
-            .as_ref()
-            .filter(|lock| lock.contended)
-            .map(|lock| lock.waited),
+        waited,
     };
 
     if !plan.refusals.is_empty() {
@@ -265,6 +306,17 @@ pub fn run(
     // Every backend holds the target: now, and only now, record it. A failure here leaves the
     // firewall changed and unrecorded, and the error says so.
     let changed = changed_backends(&plan);
+    let recorded = {
+        let mut state = state.clone();
+        state.current_generation = Some(generation);
+        state.purged = None;
+        state.written = settings.backends.clone();
+        state.last_sync = Some(LastSync {
+            time: now_rfc3339(),
+            backends: settings.backends.clone(),
+        });
+        state
+    };
     let record = || -> Result<(), Error> {
         let is_new = state.pinned.is_none()
             && current
@@ -278,15 +330,12 @@ pub fn run(
             ))?;
             failpoint::pause_point("after-generation-write");
         }
-        let mut state = state.clone();
-        state.current_generation = Some(generation);
-        state.purged = None;
-        state.written = settings.backends.clone();
-        let now = now_rfc3339();
-        state.last_sync = Some(LastSync {
-            time: now.clone(),
-            backends: settings.backends.clone(),
-        });
+        let state = recorded.clone();
+        let now = state
+            .last_sync
+            .as_ref()
+            .map(|last| last.time.clone())
+            .unwrap_or_default();
         // Nothing changed (the cron case): leave state.json and sources.json as they are and
         // record only the time, in one small unsynced file.
         let cache_unchanged = source_cache
@@ -313,15 +362,166 @@ pub fn run(
     };
     record().map_err(|error| partial(&changed, &pending, error))?;
     state.current_generation = Some(generation);
+    if let Some(read_at) = read_at {
+        record_proof(
+            &state_dir,
+            &plan,
+            &instances.configured,
+            &recorded,
+            settings,
+            read_at,
+        );
+    }
 
-    if let Some(lock) = lock
-        .as_ref()
-        .filter(|lock| lock.contended && !plan.has_news())
-    {
+    if let Some(waited) = waited.filter(|_| !plan.has_news()) {
         printer.warn(format!(
             "waited {:.2}s for another run to finish; nothing left to change",
-            lock.waited.as_secs_f64()
+            waited.as_secs_f64()
         ));
     }
     Ok(report(plan, SyncOutcome::Applied { generation }))
+}
+
+/// What the proof path found before the full one.
+enum Proven {
+    /// The stored proof holds: the no-op's plan (with the recorded verdict) and generation.
+    Holds {
+        /// The plan, as the recorded run would plan it now.
+        plan: Box<Plan>,
+        /// The generation the backends hold.
+        generation: u64,
+    },
+    /// It does not hold, but the list was fetched to find out: the full path uses it.
+    Fetched(Ranges, BTreeMap<String, CachedSource>),
+    /// There is no proof, or it cannot hold here; nothing was fetched.
+    Unknown,
+}
+
+/// The no-op a stored proof makes: if the last verified sync recorded a proof and the
+/// request, the boot, the namespace and the ruleset generation are all as it recorded them,
+/// the firewall is exactly what that run read and judged. Then nothing is listed, the
+/// snapshot is not loaded, and the recorded verdict is the plan's; only the time of the run
+/// (and a changed source cache) is written, and by a dry run nothing.
+fn proven(
+    settings: &Settings,
+    state_dir: &StateDir,
+    dry_run: bool,
+    printer: &Printer,
+) -> Result<Proven, Error> {
+    let Some(stored) = state_dir.read_proof() else {
+        return Ok(Proven::Unknown);
+    };
+    let Ok(mut state) = state_dir.read_state() else {
+        return Ok(Proven::Unknown);
+    };
+    let Some(generation) = state.current_generation.filter(|_| state.pinned.is_none()) else {
+        return Ok(Proven::Unknown);
+    };
+    if Moment::now().as_ref() != Some(&stored.moment) {
+        return Ok(Proven::Unknown);
+    }
+    state.owner = state_dir.read_owner().ok().flatten();
+    let old_cache = state_dir.read_source_cache();
+    let (target, cache) = fetch_all(settings, &old_cache, printer)?;
+    let sources: Vec<String> = settings.sources.iter().map(ToString::to_string).collect();
+    let snapshot = state_dir.snapshot_fingerprint(generation);
+    let asked = proof::asked(&target, &sources, &settings.backends, &state, snapshot);
+    let holds = proof::provable(&settings.backends, &target)
+        && Moment::now().is_some_and(|now| stored.holds(&now, &asked, settings.backends.len()));
+    if !holds {
+        return Ok(Proven::Fetched(target, cache));
+    }
+    printer.note(&format!("{} ranges ({})", target.len(), counts(&target)));
+    let unchanged = Change {
+        target: target.clone(),
+        unchanged: target.clone(),
+        ..Change::default()
+    };
+    let plan = Plan {
+        dry_run,
+        sources,
+        upstream: Some(UpstreamChange {
+            previous_generation: Some(generation),
+            added: Ranges::new(),
+            removed: Ranges::new(),
+        }),
+        pinned: None,
+        backends: settings
+            .backends
+            .iter()
+            .zip(stored.backends)
+            .map(|(spec, verdict)| BackendPlan {
+                spec: spec.clone(),
+                change: unchanged.clone(),
+                warnings: verdict.warnings,
+                effective: verdict.effective,
+                blockers: verdict.blockers,
+            })
+            .collect(),
+        target,
+        refusals: Vec::new(),
+        warnings: stored.warnings,
+        retired: Vec::new(),
+    };
+    print_warnings(&plan, printer);
+    if !dry_run {
+        if cache != old_cache {
+            state_dir.write_source_cache(&cache)?;
+        }
+        state_dir.write_last_run(&now_rfc3339())?;
+    }
+    Ok(Proven::Holds {
+        plan: Box::new(plan),
+        generation,
+    })
+}
+
+/// Records the proof of a verified sync read and judged at `read_at`, if the generation now
+/// is `read_at` plus exactly our own transactions: one `nft -f` per nftables backend that
+/// changed, and what each other changed backend counts ([`Backend::committed`]: one
+/// iptables-nft restore per family it wrote). Any other writer in between, or a backend that
+/// cannot count, leaves no proof. Best effort: without a proof the next run takes the full
+/// path (and records one).
+fn record_proof(
+    state_dir: &StateDir,
+    plan: &Plan,
+    backends: &[Box<dyn Backend>],
+    recorded: &crate::state::State,
+    settings: &Settings,
+    read_at: Moment,
+) {
+    let mut transactions = 0;
+    for (backend_plan, backend) in plan.backends.iter().zip(backends) {
+        if backend_plan.change.is_empty() {
+            continue;
+        }
+        // The nftables backend writes each change as one `nft -f` batch.
+        let committed = match backend.committed() {
+            Some(count) => count,
+            None if backend_plan.spec.kind().name() == "nftables" => 1,
+            None => return,
+        };
+        transactions += committed;
+    }
+    let proven_at = read_at.after(transactions);
+    if !plan.retired.is_empty() || Moment::now().as_ref() != Some(&proven_at) {
+        return;
+    }
+    let snapshot = recorded
+        .current_generation
+        .and_then(|generation| state_dir.snapshot_fingerprint(generation));
+    let asked = proof::asked(
+        &plan.target,
+        &plan.sources,
+        &settings.backends,
+        recorded,
+        snapshot.clone(),
+    );
+    let held = proof::held(&plan.target, &settings.backends, recorded, snapshot);
+    let _ = state_dir.write_proof(&Proof::new(
+        proven_at,
+        (asked, held),
+        &plan.backends,
+        &plan.warnings,
+    ));
 }

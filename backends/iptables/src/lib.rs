@@ -316,6 +316,8 @@ pub struct IptablesBackend {
     options: IptablesOptions,
     policy: Policy,
     owner: Option<String>,
+    /// The nf_tables transactions its applies committed; `None` once one wrote elsewhere.
+    committed: std::sync::Arc<std::sync::Mutex<Option<u32>>>,
 }
 
 /// A reading of our parts that holds as long as the nf_tables ruleset generation of its
@@ -378,6 +380,7 @@ impl IptablesBackend {
             options,
             policy,
             owner: None,
+            committed: std::sync::Arc::new(std::sync::Mutex::new(Some(0))),
         }
     }
 
@@ -1255,6 +1258,10 @@ fn run_tool(name: &str, args: &[&str], input: Option<&str>) -> Result<String, Ip
 }
 
 impl Backend for IptablesBackend {
+    fn committed(&self) -> Option<u32> {
+        self.committed.lock().ok().and_then(|committed| *committed)
+    }
+
     fn label(&self) -> String {
         LABEL.to_owned()
     }
@@ -1303,6 +1310,13 @@ impl Backend for IptablesBackend {
         // Leaving ipset mode: the set is no longer referenced and can go.
         for set_name in unused_sets {
             run_tool("ipset", &["destroy", set_name], None).map_err(fail)?;
+        }
+        if let Ok(mut committed) = self.committed.lock() {
+            *committed = committed
+                .filter(|_| {
+                    !ipset && snapshot.variant == Concrete::Nft && snapshot.orphans.is_empty()
+                })
+                .map(|count| count + restores);
         }
         // Vouched for before, then exactly our restores committed and no set was written:
         // the read-back (`observe`) is answered by the prediction, without a read.

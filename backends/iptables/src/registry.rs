@@ -24,6 +24,15 @@ impl BackendOptions for IptablesOptions {
         self.check(policy.restrict)
     }
 
+    fn generation_proves(&self, _target: &cf_allowlist_backend::Ranges) -> bool {
+        // iptables-nft's rules are nf_tables rules; legacy iptables and ipsets are other
+        // kernel APIs that no generation counts. `mode = "auto"` writes rules up to
+        // AUTO_IPSET_ABOVE ranges a family, but may keep an ipset from an earlier, longer
+        // list: the judgement's reading sees a rule matching a set (ours too) and then records
+        // no proof, and an apply that writes a set counts nothing (`committed`).
+        self.variant != crate::Variant::Legacy && self.mode != crate::Mode::Ipset
+    }
+
     fn filters_host_input(&self) -> bool {
         true
     }

@@ -258,6 +258,36 @@ fn table_block(listing: &str, table: &str) -> String {
     block
 }
 
+/// Known inclusive address ranges as our set's elements: each range that is exactly one
+/// prefix, of `family`; any other is counted as odd, as a reading from the kernel counts it.
+fn elements_of(
+    known: &[(std::net::IpAddr, std::net::IpAddr)],
+    family: Family,
+) -> netlink::Elements {
+    use std::net::IpAddr;
+    let mut elements = netlink::Elements::default();
+    for &(first, last) in known {
+        let prefixes: Vec<IpNet> = match (first, last) {
+            (IpAddr::V4(first), IpAddr::V4(last)) if family == Family::V4 => {
+                ipnet::Ipv4Subnets::new(first, last, 0)
+                    .map(IpNet::V4)
+                    .collect()
+            }
+            (IpAddr::V6(first), IpAddr::V6(last)) if family == Family::V6 => {
+                ipnet::Ipv6Subnets::new(first, last, 0)
+                    .map(IpNet::V6)
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        match prefixes.as_slice() {
+            [only] => elements.networks.push(*only),
+            _ => elements.odd += 1,
+        }
+    }
+    elements
+}
+
 /// A reading of our parts, held by one backend instance (the core keeps one instance from
 /// observe to apply): the network namespace it was taken in (the inode of
 /// `/proc/thread-self/ns/net`, with the thread: each namespace counts its own generations, and
@@ -338,8 +368,17 @@ impl NftablesBackend {
             for family in Family::ALL {
                 let name = names::set_name(family);
                 if let Some(set) = live.sets.get_mut(name) {
-                    let elements =
-                        netlink::read_set(&self.options.table, name, family)?.unwrap_or_default();
+                    let elements = match netlink::known_elements(
+                        before,
+                        names::FAMILY,
+                        &self.options.table,
+                        name,
+                    ) {
+                        // What this process wrote or was told is proven at this generation.
+                        Some(known) => elements_of(&known, family),
+                        None => netlink::read_set(&self.options.table, name, family)?
+                            .unwrap_or_default(),
+                    };
                     set.elements = elements.networks;
                     set.odd_elements = elements.odd;
                 }
@@ -347,6 +386,8 @@ impl NftablesBackend {
             if netlink::generation()? == before {
                 self.remember(before, &live, true);
                 self.share_elements(before, &live);
+                // The analysis that follows judges from this same listing (one reading).
+                cf_allowlist_netfilter::know_terse_listing(before, &String::from_utf8_lossy(&json));
                 return Ok((live, Some(before)));
             }
             let fingerprint = everything_of_ours(&live);
@@ -1235,6 +1276,25 @@ pub mod harness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_ranges_become_elements_as_the_kernel_reading_would() {
+        let net = |text: &str| text.parse::<IpNet>().unwrap();
+        let range = |first: &str, last: &str| (first.parse().unwrap(), last.parse().unwrap());
+        let known = [
+            (
+                net("198.51.100.0/25").network(),
+                net("198.51.100.0/25").broadcast(),
+            ),
+            // Not one prefix: odd, as written by someone else.
+            range("203.0.113.1", "203.0.113.2"),
+            // The other family: not an element of this set.
+            range("2001:db8::", "2001:db8::ffff"),
+        ];
+        let elements = elements_of(&known, Family::V4);
+        assert_eq!(elements.networks, vec![net("198.51.100.0/25")]);
+        assert_eq!(elements.odd, 2);
+    }
 
     #[test]
     fn rules_render_as_nft_reads_them_back() {

@@ -30,6 +30,28 @@ impl BackendOptions for NftablesOptions {
         })
     }
 
+    fn generation_proves(&self, _target: &cf_allowlist_backend::Ranges) -> bool {
+        // Our table, chain, rules and sets are all nf_tables objects.
+        true
+    }
+
+    fn know_proven(&self, generation: u32, target: &cf_allowlist_backend::Ranges) {
+        // Our two sets hold the target's ranges of their family: the reading at this
+        // generation need not dump them from the kernel (O(n²) there).
+        for family in cf_allowlist_backend::Family::ALL {
+            crate::netlink::know_elements(
+                generation,
+                crate::names::FAMILY,
+                &self.table,
+                crate::names::set_name(family),
+                target
+                    .family(family)
+                    .map(|net| (net.network(), net.broadcast()))
+                    .collect(),
+            );
+        }
+    }
+
     fn one_per_host() -> bool {
         true
     }

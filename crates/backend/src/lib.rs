@@ -387,6 +387,15 @@ pub trait Backend {
     /// Removes everything this backend created, and nothing else; returns a phrase per part it
     /// removed (empty when there was nothing of ours).
     fn purge(&self) -> Result<Vec<String>, BackendError>;
+
+    /// How many nf_tables transactions this instance's applies committed, for a backend that
+    /// writes only nf_tables objects and counts them (one per iptables-nft restore); `None`
+    /// when it does not count, or wrote anything no ruleset generation counts (an ipset, a
+    /// legacy table). The core compares it with how far the generation moved, to prove that
+    /// nobody else wrote during a sync.
+    fn committed(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl Extend<IpNet> for Ranges {

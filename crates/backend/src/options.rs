@@ -86,6 +86,21 @@ pub trait BackendOptions:
         false
     }
 
+    /// Whether everything it holds for `target` lives in nf_tables, so that the kernel's
+    /// ruleset generation id moves whenever it (or anything the shadowing analysis reads of it)
+    /// changes: then an unchanged generation proves a no-op sync's reading would find what the
+    /// last verified sync left (see the core's `proof` module). Not for legacy iptables or
+    /// ipsets (other kernel APIs, no generation), files or cloud APIs.
+    fn generation_proves(&self, _target: &crate::Ranges) -> bool {
+        false
+    }
+
+    /// Told that the nf_tables generation `generation` (the current one) proves this backend
+    /// holds exactly `target`, as a verified sync left it (see the core's `proof` module):
+    /// a backend whose reading of large sets is expensive may take their elements from
+    /// `target` instead of the kernel for readings at that generation. Nothing by default.
+    fn know_proven(&self, _generation: u32, _target: &crate::Ranges) {}
+
     /// Whether at most one backend of this kind may be configured: those whose parts have
     /// fixed names on the host (and whose observe removes our parts found elsewhere, which a
     /// second one would be).

@@ -330,6 +330,7 @@ pub struct Listings {
 pub struct Host {
     tables: Vec<Table>,
     unread: Vec<String>,
+    outside_nf_tables: bool,
 }
 
 /// Reads this network namespace's firewall: `nft -j list ruleset`, the iptables-nft tables nft
@@ -426,8 +427,14 @@ fn read_nft(nft: &std::path::Path) -> Result<Listings, Error> {
     };
     for _ in 0..5 {
         let before = netlink::generation();
-        let terse = tool::run(nft, &["-t", "-j", "list", "ruleset"], None)?;
-        let terse = String::from_utf8_lossy(&terse).into_owned();
+        let known = before.as_ref().ok().and_then(|g| known_terse_listing(*g));
+        let terse = match known {
+            Some(known) => known.as_str().to_owned(),
+            None => {
+                let terse = tool::run(nft, &["-t", "-j", "list", "ruleset"], None)?;
+                String::from_utf8_lossy(&terse).into_owned()
+            }
+        };
         let Some(sets) = nft::address_sets(&terse)? else {
             return full();
         };
@@ -525,6 +532,14 @@ impl Host {
         Ok(Host {
             tables,
             unread: listings.unread.clone(),
+            // An ipset's members are no nf_tables object: a rule matching one (read or not,
+            // ours or not) rests on something no generation counts.
+            outside_nf_tables: !listings.iptables_legacy.is_empty()
+                || listings.ipsets.is_some()
+                || listings
+                    .iptables_nft
+                    .iter()
+                    .any(|listing| listing.text.contains("--match-set")),
         })
     }
 
@@ -682,6 +697,49 @@ impl Host {
     pub fn unread(&self) -> &[String] {
         &self.unread
     }
+
+    /// Whether the reading rests on anything the nf_tables generation does not count (legacy
+    /// iptables tables, ipsets an iptables rule matches on): then an unchanged generation does
+    /// not prove the host unchanged.
+    pub fn read_outside_nf_tables(&self) -> bool {
+        self.outside_nf_tables
+    }
+}
+
+/// The terse listing (`nft -t -j list ruleset`) a backend read in this process, with the
+/// ruleset generation it is exact at and the namespace it was read in.
+struct KnownListing {
+    namespace: (std::thread::ThreadId, u64),
+    generation: u32,
+    terse: std::sync::Arc<String>,
+}
+
+static KNOWN_LISTING: std::sync::Mutex<Option<KnownListing>> = std::sync::Mutex::new(None);
+
+/// Records that `terse` is this namespace's `nft -t -j list ruleset` at `generation` (the
+/// nftables backend's observe reads exactly that listing), so that the analysis that follows
+/// at the same generation plans and predicts from the same reading instead of listing again.
+pub fn know_terse_listing(generation: u32, terse: &str) {
+    let Some(namespace) = netlink::namespace_id() else {
+        return;
+    };
+    if let Ok(mut known) = KNOWN_LISTING.lock() {
+        *known = Some(KnownListing {
+            namespace,
+            generation,
+            terse: std::sync::Arc::new(terse.to_owned()),
+        });
+    }
+}
+
+/// What [`know_terse_listing`] recorded for this namespace at `generation`.
+fn known_terse_listing(generation: u32) -> Option<std::sync::Arc<String>> {
+    let namespace = netlink::namespace_id()?;
+    let known = KNOWN_LISTING.lock().ok()?;
+    known
+        .as_ref()
+        .filter(|known| known.namespace == namespace && known.generation == generation)
+        .map(|known| known.terse.clone())
 }
 
 /// An inclusive address range as the value nft would print: a prefix when it is exactly one.

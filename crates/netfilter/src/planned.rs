@@ -84,6 +84,7 @@ impl Host {
         Host {
             tables,
             unread: self.unread.clone(),
+            outside_nf_tables: self.outside_nf_tables,
         }
     }
 

@@ -1,0 +1,171 @@
+//! The stored generation proof (issue 19): a no-op sync after a verified one lists nothing
+//! when the ruleset generation, the boot, the namespace and the request are all unchanged, and
+//! re-reports the recorded verdict (a block too, exit 5); any other writer's transaction moves
+//! the generation and the next sync reads and judges the firewall again; a proof recorded in
+//! another namespace is never used. Whether a run listed is counted with `nft` wrappers on the
+//! PATH ([`counting_path`]); what it reports is checked against real TCP connects.
+
+use std::path::Path;
+
+use crate::counts::counting_path;
+use crate::support::cmd::{Outcome, cf, cf_sync};
+use crate::support::lab::{IN_FIRST_LIST, Lab, expect_open};
+use crate::support::netns::Netns;
+
+/// A table whose base chain drops HTTPS whatever our accepts say (a drop is final).
+const DROP_HTTPS: &str = "table inet second {
+  chain input {
+    type filter hook input priority 10; policy accept;
+    tcp dport 443 drop comment \"no https\"
+  }
+}
+";
+
+/// `cf-allowlist --config CONFIG sync --source … EXTRA…` in the lab's origin, counting the
+/// firewall tools it runs; returns the outcome and the runs.
+fn counted(lab: &Lab, config: &str, extra: &[&str]) -> (Outcome, Vec<String>) {
+    let (path, log) = counting_path(lab.state.path());
+    let _ = std::fs::remove_file(&log);
+    let sources = lab.source_args();
+    let mut args = vec!["--config", config, "sync"];
+    args.extend(sources.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    let outcome = cf(&args)
+        .state(&lab.state_dir())
+        .in_netns(&lab.origin.name)
+        .env("PATH", path)
+        .run();
+    let runs = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (outcome, runs)
+}
+
+#[test]
+fn a_block_is_re_reported_by_the_proven_noop_and_another_writer_makes_the_next_sync_read() {
+    let lab = Lab::new();
+    lab.load_nft_ruleset();
+    let config = lab.write_config("[[backend]]\nkind = \"nftables\"\n");
+
+    let (first, runs) = counted(&lab, &config, &[]);
+    first.code(0);
+    assert!(
+        runs.len() <= 2,
+        "first apply: one listing, one batch: {runs:#?}"
+    );
+    let (noop, runs) = counted(&lab, &config, &[]);
+    noop.code(0).stderr_lacks("blocked");
+    assert_eq!(runs, Vec::<String>::new(), "a proven no-op lists nothing");
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+
+    // Another writer: the generation moves, the next sync reads, and finds the block.
+    lab.origin.nft_batch(DROP_HTTPS);
+    let (after, runs) = counted(&lab, &config, &[]);
+    after.code(5).stderr_has("inet second input");
+    assert!(
+        runs.iter().any(|run| run.starts_with("nft ")),
+        "a moved generation is read: {runs:#?}"
+    );
+    // Once more after another transaction (of nothing that matters), for the full reading's
+    // JSON report.
+    lab.origin.nft_batch("add table inet unrelated\n");
+    let (full_json, runs) = counted(&lab, &config, &["--output", "json"]);
+    assert!(runs.iter().any(|run| run.starts_with("nft ")), "{runs:#?}");
+    // That run found nothing to change at an unmoved generation: it recorded the block, and
+    // every no-op after it reports the block again without listing, text and JSON alike.
+    for _ in 0..2 {
+        let (noop, runs) = counted(&lab, &config, &[]);
+        noop.code(5).stderr_has("inet second input");
+        assert_eq!(runs, Vec::<String>::new(), "a proven no-op lists nothing");
+    }
+    // `status` and the dry run use the same proof, and say the same.
+    let (path, log) = counting_path(lab.state.path());
+    for command in [&["status"][..], &["sync", "--dry-run"]] {
+        let _ = std::fs::remove_file(&log);
+        let sources = lab.source_args();
+        let mut args = vec!["--config", &config];
+        args.extend_from_slice(command);
+        if command[0] == "sync" {
+            args.extend(sources.iter().map(String::as_str));
+        }
+        let outcome = cf(&args)
+            .state(&lab.state_dir())
+            .in_netns(&lab.origin.name)
+            .env("PATH", &path)
+            .run();
+        let said = format!("{}{}", outcome.stdout, outcome.stderr);
+        assert!(said.contains("inet second input"), "{outcome:?}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
+    }
+    let (proven_json, runs) = counted(&lab, &config, &["--output", "json"]);
+    assert_eq!(runs, Vec::<String>::new());
+    assert_eq!(proven_json.code, 5);
+    assert_eq!(
+        proven_json.json(),
+        full_json.json(),
+        "the proven no-op's report is the full reading's"
+    );
+    let open = lab.open();
+    assert!(
+        !open.iter().any(|pair| pair.ends_with(" 443")),
+        "443 is blocked: {open:?}"
+    );
+    assert!(open.iter().any(|pair| pair.ends_with(" 80")), "{open:?}");
+}
+
+#[test]
+fn a_proof_recorded_in_another_namespace_is_not_used() {
+    crate::support::require_root();
+    let (one, other) = (Netns::new("proof"), Netns::new("proof"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[[backend]]\nkind = \"nftables\"\n").unwrap();
+    let source = dir.path().join("list");
+    std::fs::write(&source, "198.51.100.0/25\n2001:db8:cf::/48\n").unwrap();
+    let state = dir.path().join("state");
+    let proof_file = state.join("proof.json");
+    let sync_in = |netns: &Netns| {
+        let (path, log) = counting_path(dir.path());
+        let _ = std::fs::remove_file(&log);
+        cf_sync(&config, &source)
+            .state(&state)
+            .in_netns(&netns.name)
+            .env("PATH", path)
+            .run()
+            .code(0);
+        std::fs::read_to_string(&log).unwrap_or_default()
+    };
+    // One state directory synced in the other namespace, then in this one: the same request.
+    sync_in(&other);
+    let recorded_there: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&proof_file).unwrap()).unwrap();
+    sync_in(&one);
+    let mut recorded_here: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&proof_file).unwrap()).unwrap();
+    assert_eq!(recorded_here["asked"], recorded_there["asked"]);
+    assert_ne!(
+        recorded_here["moment"]["namespace"],
+        recorded_there["moment"]["namespace"]
+    );
+    // This namespace's proof, at the other namespace's generation: only the namespace differs
+    // from what the other namespace would prove. It must read.
+    recorded_here["moment"]["generation"] = recorded_there["moment"]["generation"].clone();
+    write_private(&proof_file, &recorded_here);
+    let runs = sync_in(&other);
+    assert!(
+        runs.lines().any(|run| run.starts_with("nft ")),
+        "a proof from another namespace was trusted"
+    );
+    // Its own proof, as recorded there, is used.
+    write_private(&proof_file, &recorded_there);
+    assert_eq!(sync_in(&other), "", "the namespace's own proof is used");
+}
+
+/// Writes a state file as cf-allowlist does (mode 0600: it refuses group- or world-writable
+/// state).
+fn write_private(path: &Path, value: &serde_json::Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
