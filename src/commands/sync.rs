@@ -148,6 +148,11 @@ pub fn run(
         printer.warn(message.clone());
     }
     let (mut state, current, on_disk) = (loaded.state, loaded.current, loaded.on_disk);
+    // Asked something else than the proof records (a changed list, say), but at the proven
+    // generation: our sets hold the current generation's ranges, so the reading need not dump
+    // them from the kernel (a write then carries that generation, and the kernel refuses it if
+    // anything committed since).
+    crate::proof::vouch(&state_dir, &state, current.as_ref(), &settings.backends);
 
     let mut refusals = Vec::new();
     let mut source_cache = None;

@@ -55,24 +55,46 @@ pub struct Outcome {
 impl Run {
     /// Runs the same arguments inside network namespace `netns` (`ip netns exec`).
     pub fn in_netns(self, netns: &str) -> Run {
+        let display = format!("(in {netns}) {}", self.display);
+        self.wrapped("ip", &["netns", "exec", netns], display)
+    }
+
+    /// Runs the same command under `strace`, following children, logging the netlink and
+    /// socket sends (`sendto`, `sendmsg`, decoded) to `log`: to count what a run asks the
+    /// kernel. Wrap after [`Run::in_netns`] (strace follows `ip netns exec` into the run).
+    pub fn traced(self, log: &Path) -> Run {
+        let log = log.display().to_string();
+        let display = format!("(traced) {}", self.display);
+        self.wrapped(
+            "strace",
+            &[
+                "-f",
+                "-qq",
+                "-s",
+                "256",
+                "-e",
+                "trace=sendto,sendmsg",
+                "-o",
+                &log,
+            ],
+            display,
+        )
+    }
+
+    /// `wrapper WRAPPER_ARGS… PROGRAM ARGS…`, with the environment set so far.
+    fn wrapped(self, wrapper: &str, wrapper_args: &[&str], display: String) -> Run {
         let program = self.command.get_program().to_owned();
         let args: Vec<_> = self.command.get_args().map(ToOwned::to_owned).collect();
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", netns])
-            .arg(program)
-            .args(args);
-        // Whatever was set or removed so far carries over (`ip netns exec` passes it on).
+        let mut command = Command::new(wrapper);
+        command.args(wrapper_args).arg(program).args(args);
+        // Whatever was set or removed so far carries over (the wrappers pass it on).
         for (key, value) in self.command.get_envs() {
             match value {
                 Some(value) => command.env(key, value),
                 None => command.env_remove(key),
             };
         }
-        Run {
-            command,
-            display: format!("(in {netns}) {}", self.display),
-        }
+        Run { command, display }
     }
 
     /// Sets an environment variable for the run (before or after [`Run::in_netns`]).
