@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 
 use cf_allowlist_backend::{Backend, Change, Ranges};
-use cf_allowlist_netfilter::{Blocker, Fate, Host, Place, Placement};
+use cf_allowlist_netfilter::{Blocker, Fate, Finding, Host, Place, Placement, Summary};
 use ipnet::IpNet;
 
 use crate::backends::BackendSpec;
@@ -239,21 +239,54 @@ fn watched(judged: &Judged) -> (Vec<IpNet>, Vec<u16>) {
 
 /// The pairs that reach the host on `now` and are certainly blocked on `planned`, with what
 /// blocks them. Judged a thousand ranges at a time, so that the findings of a 100,000-range
-/// list are never all held at once (only the cuts are kept).
+/// list are never all held at once (only the cuts are kept). Today's fate is looked up only
+/// for what the plan blocks: a pair accepted afterwards is no cut whatever it is now.
 fn cuts(now: &Host, planned: &Host, ranges: &[IpNet], ports: &[u16]) -> Vec<(IpNet, u16, Blocker)> {
-    ranges
-        .chunks(1000)
-        .flat_map(|chunk| {
-            now.check(chunk, ports)
-                .into_iter()
-                .zip(planned.check(chunk, ports))
-                .filter_map(|(before, after)| match (before.fate, after.fate) {
-                    (Fate::Accepted, Fate::Blocked { by }) => Some((after.range, after.port, *by)),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
+    let mut cut = Vec::new();
+    for chunk in ranges.chunks(1000) {
+        cut.extend(cuts_of(now, &planned.check(chunk, ports)));
+    }
+    cut
+}
+
+/// Of `planned`'s findings, the cuts (see [`cuts`]): the blocked ones that `now` accepts.
+fn cuts_of(now: &Host, planned: &[Finding]) -> Vec<(IpNet, u16, Blocker)> {
+    planned
+        .iter()
+        .filter_map(|after| match &after.fate {
+            Fate::Blocked { by } => {
+                let before = now.check(&[after.range], &[after.port]);
+                matches!(
+                    before.first().map(|finding| &finding.fate),
+                    Some(Fate::Accepted)
+                )
+                .then(|| (after.range, after.port, (**by).clone()))
+            }
+            _ => None,
         })
         .collect()
+}
+
+/// The summary of `ranges` on `ports` on `planned` and the cuts (see [`cuts`]) from one walk
+/// of the planned firewall: a single backend's placement watches exactly the ranges and ports
+/// the reach guard watches, so one judgement of each pair serves both.
+fn summary_and_cuts(
+    now: &Host,
+    planned: &Host,
+    ranges: &[IpNet],
+    ports: &[u16],
+) -> (Summary, Vec<(IpNet, u16, Blocker)>) {
+    let mut summary = Summary::empty();
+    let mut cut = Vec::new();
+    for chunk in ranges.chunks(1000) {
+        let findings = planned.check(chunk, ports);
+        for finding in &findings {
+            summary.add(&finding.fate);
+        }
+        cut.extend(cuts_of(now, &findings));
+    }
+    summary.settle();
+    (summary, cut)
 }
 
 /// The effect of the plan on the host; with `writes`, also the reach guard (a command that
@@ -281,9 +314,20 @@ fn judge_effect(judged: &mut Judged, writes: bool) {
         judged.warnings.extend(docker_warnings(&judged.backends));
     }
 
+    // One backend whose placement watches what the reach guard watches: one walk serves both.
+    let single = writes
+        && matches!(placed.as_slice(), [(_, placement)]
+            if placement.ranges == ranges && placement.ports == ports);
+    let mut early_cut = None;
     for (index, placement) in &placed {
         let plan = &judged.backends[*index];
-        let summary = planned.summary(&placement.ranges, &placement.ports);
+        let summary = if single {
+            let (summary, cut) = summary_and_cuts(&host, &planned, &ranges, &ports);
+            early_cut = Some(cut);
+            summary
+        } else {
+            planned.summary(&placement.ranges, &placement.ports)
+        };
         let blockers: Vec<String> = summary
             .blockers
             .iter()
@@ -310,7 +354,7 @@ fn judge_effect(judged: &mut Judged, writes: bool) {
     if !writes {
         return;
     }
-    let cut = cuts(&host, &planned, &ranges, &ports);
+    let cut = early_cut.unwrap_or_else(|| cuts(&host, &planned, &ranges, &ports));
     if !cut.is_empty() {
         let removing: Vec<String> = judged
             .retired

@@ -222,7 +222,9 @@ impl Summary {
         summary
     }
 
-    fn empty() -> Summary {
+    /// A summary of no findings yet (effective), to [`Summary::add`] fates to one at a time
+    /// and [`Summary::settle`] at the end.
+    pub fn empty() -> Summary {
         Summary {
             effective: Some(true),
             blockers: Vec::new(),
@@ -232,7 +234,7 @@ impl Summary {
 
     /// Counts one fate in: only distinct blockers and doubts are kept, so a summary of
     /// 100,000 ranges holds a handful of them, not 100,000 findings.
-    fn add(&mut self, fate: &Fate) {
+    pub fn add(&mut self, fate: &Fate) {
         match fate {
             Fate::Accepted => {}
             Fate::Blocked { by } => {
@@ -248,7 +250,8 @@ impl Summary {
         }
     }
 
-    fn settle(&mut self) {
+    /// Says whether what was added is effective.
+    pub fn settle(&mut self) {
         self.effective = match (self.blockers.is_empty(), self.doubts.is_empty()) {
             (false, _) => Some(false),
             (true, true) => Some(true),
@@ -545,8 +548,20 @@ impl Host {
 
     /// What happens to a new TCP connection from `source` to local `port`.
     pub fn fate(&self, source: IpAddr, port: u16) -> Fate {
+        let family = Packet { source, port }.family();
+        self.fate_through(&self.base_chains(family), source, port)
+    }
+
+    /// [`Host::fate`] through `chains`, the base chains of the source's family in the order
+    /// the kernel runs them ([`Host::base_chains`], computed once for many fates).
+    fn fate_through(
+        &self,
+        chains: &[(&Table, &model::Chain, &model::Base)],
+        source: IpAddr,
+        port: u16,
+    ) -> Fate {
         let packet = Packet { source, port };
-        let chains = self.base_chains(packet.family());
+        let chains = chains.iter().copied();
         let mut doubts = Vec::new();
         for (table, chain, base) in chains {
             match eval::base_chain(table, chain, &packet) {
@@ -585,10 +600,11 @@ impl Host {
 
     /// The fate of each range on each port, judged by the range's first and last address.
     pub fn check(&self, ranges: &[IpNet], ports: &[u16]) -> Vec<Finding> {
+        let chains = self.chains_by_family();
         let mut findings = Vec::with_capacity(ranges.len() * ports.len());
         for range in ranges {
             for port in ports {
-                findings.push(self.finding(*range, *port));
+                findings.push(self.finding(&chains, *range, *port));
             }
         }
         findings
@@ -598,19 +614,29 @@ impl Host {
     /// the work is linear in `ranges` (each fate is a walk through the base chains, each set
     /// lookup a binary search) and the memory is that of the distinct blockers and doubts.
     pub fn summary(&self, ranges: &[IpNet], ports: &[u16]) -> Summary {
+        let chains = self.chains_by_family();
         let mut summary = Summary::empty();
         for range in ranges {
             for port in ports {
-                summary.add(&self.finding(*range, *port).fate);
+                summary.add(&self.finding(&chains, *range, *port).fate);
             }
         }
         summary.settle();
         summary
     }
 
+    /// The base chains of each family, IPv4's first.
+    fn chains_by_family(&self) -> [BaseChains<'_>; 2] {
+        [self.base_chains(Family::V4), self.base_chains(Family::V6)]
+    }
+
     /// The fate of one range on one port: the worst of its first and last address's.
-    fn finding(&self, range: IpNet, port: u16) -> Finding {
-        let first = self.fate(range.network(), port);
+    fn finding(&self, chains: &[BaseChains<'_>; 2], range: IpNet, port: u16) -> Finding {
+        let chains = match range {
+            IpNet::V4(_) => &chains[0],
+            IpNet::V6(_) => &chains[1],
+        };
+        let first = self.fate_through(chains, range.network(), port);
         let worse = |fate: &Fate| match fate {
             Fate::Blocked { .. } => 2,
             Fate::Unsure { .. } => 1,
@@ -619,7 +645,7 @@ impl Host {
         let (address, fate) = if range.broadcast() == range.network() || worse(&first) == 2 {
             (range.network(), first)
         } else {
-            let last = self.fate(range.broadcast(), port);
+            let last = self.fate_through(chains, range.broadcast(), port);
             if worse(&last) > worse(&first) {
                 (range.broadcast(), last)
             } else {
@@ -674,7 +700,7 @@ impl Host {
             .collect()
     }
 
-    fn base_chains(&self, family: Family) -> Vec<(&Table, &model::Chain, &model::Base)> {
+    fn base_chains(&self, family: Family) -> BaseChains<'_> {
         let mut chains = Vec::new();
         for table in self.tables.iter().filter(|table| table.sees(family)) {
             for chain in table.chains.values() {
@@ -863,3 +889,6 @@ fn hint(
 
 #[cfg(test)]
 mod tests;
+
+/// The base chains a packet of one family passes, in the order the kernel runs them.
+type BaseChains<'host> = Vec<(&'host Table, &'host model::Chain, &'host model::Base)>;
