@@ -237,11 +237,15 @@ fn watched(judged: &Judged) -> (Vec<IpNet>, Vec<u16>) {
     (ranges.into_iter().collect(), ports.into_iter().collect())
 }
 
+/// A listed range and port that reach the host now and are blocked afterwards, with what
+/// blocks them.
+type Cut = (IpNet, u16, Blocker);
+
 /// The pairs that reach the host on `now` and are certainly blocked on `planned`, with what
 /// blocks them. Judged a thousand ranges at a time, so that the findings of a 100,000-range
 /// list are never all held at once (only the cuts are kept). Today's fate is looked up only
 /// for what the plan blocks: a pair accepted afterwards is no cut whatever it is now.
-fn cuts(now: &Host, planned: &Host, ranges: &[IpNet], ports: &[u16]) -> Vec<(IpNet, u16, Blocker)> {
+fn cuts(now: &Host, planned: &Host, ranges: &[IpNet], ports: &[u16]) -> Vec<Cut> {
     let mut cut = Vec::new();
     for chunk in ranges.chunks(1000) {
         cut.extend(cuts_of(now, &planned.check(chunk, ports)));
@@ -250,7 +254,7 @@ fn cuts(now: &Host, planned: &Host, ranges: &[IpNet], ports: &[u16]) -> Vec<(IpN
 }
 
 /// Of `planned`'s findings, the cuts (see [`cuts`]): the blocked ones that `now` accepts.
-fn cuts_of(now: &Host, planned: &[Finding]) -> Vec<(IpNet, u16, Blocker)> {
+fn cuts_of(now: &Host, planned: &[Finding]) -> Vec<Cut> {
     planned
         .iter()
         .filter_map(|after| match &after.fate {
@@ -269,21 +273,50 @@ fn cuts_of(now: &Host, planned: &[Finding]) -> Vec<(IpNet, u16, Blocker)> {
 
 /// The summary of `ranges` on `ports` on `planned` and the cuts (see [`cuts`]) from one walk
 /// of the planned firewall: a single backend's placement watches exactly the ranges and ports
-/// the reach guard watches, so one judgement of each pair serves both.
+/// the reach guard watches, so one judgement of each pair serves both. A long list is split
+/// over the machine's cores (each part judged a thousand ranges at a time, as [`cuts`] does),
+/// the parts' summaries absorbed in list order.
 fn summary_and_cuts(
     now: &Host,
     planned: &Host,
     ranges: &[IpNet],
     ports: &[u16],
-) -> (Summary, Vec<(IpNet, u16, Blocker)>) {
+) -> (Summary, Vec<Cut>) {
+    let judge_part = |part: &[IpNet]| {
+        let mut summary = Summary::empty();
+        let mut cut = Vec::new();
+        for chunk in part.chunks(1000) {
+            let findings = planned.check(chunk, ports);
+            for finding in &findings {
+                summary.add(&finding.fate);
+            }
+            cut.extend(cuts_of(now, &findings));
+        }
+        (summary, cut)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(4);
+    let parts: Vec<(Summary, Vec<Cut>)> = if threads < 2 || ranges.len() < 10_000 {
+        vec![judge_part(ranges)]
+    } else {
+        let size = ranges.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges
+                .chunks(size)
+                .map(|part| scope.spawn(move || judge_part(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("a judging thread panicked"))
+                .collect()
+        })
+    };
     let mut summary = Summary::empty();
     let mut cut = Vec::new();
-    for chunk in ranges.chunks(1000) {
-        let findings = planned.check(chunk, ports);
-        for finding in &findings {
-            summary.add(&finding.fate);
-        }
-        cut.extend(cuts_of(now, &findings));
+    for (part_summary, part_cut) in parts {
+        summary.absorb(part_summary);
+        cut.extend(part_cut);
     }
     summary.settle();
     (summary, cut)

@@ -200,7 +200,22 @@ pub struct Generation {
     pub ranges: Ranges,
 }
 
+/// A generation serialised, ready to be written ([`StateDir::write_prepared_generation`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    generation: u64,
+    json: Vec<u8>,
+}
+
 impl Generation {
+    /// This generation's file, serialised.
+    pub fn prepare(&self) -> Prepared {
+        Prepared {
+            generation: self.generation,
+            json: to_json(self),
+        }
+    }
+
     /// A new generation of `ranges`.
     pub fn new(generation: u64, sources: Vec<String>, ranges: Ranges) -> Generation {
         Generation {
@@ -618,8 +633,18 @@ impl StateDir {
 
     /// Writes a generation, then deletes all but the newest [`KEEP_GENERATIONS`].
     pub fn write_generation(&self, generation: &Generation) -> Result<(), StateError> {
+        self.write_prepared_generation(&generation.prepare())
+    }
+
+    /// [`StateDir::write_generation`] of a generation serialised beforehand (a sync serialises
+    /// a long list while its firewall write runs).
+    pub fn write_prepared_generation(&self, prepared: &Prepared) -> Result<(), StateError> {
         self.create()?;
-        write_json(&self.generation_path(generation.generation), generation)?;
+        write_bytes_as(
+            &self.generation_path(prepared.generation),
+            &prepared.json,
+            false,
+        )?;
         let numbers = self.generations()?;
         if numbers.len() > KEEP_GENERATIONS {
             for old in &numbers[..numbers.len() - KEEP_GENERATIONS] {
@@ -722,8 +747,17 @@ fn write_json_new<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError
 }
 
 fn write_json_as<T: Serialize>(path: &Path, value: &T, new: bool) -> Result<(), StateError> {
+    write_bytes_as(path, &to_json(value), new)
+}
+
+/// A state file's bytes: pretty JSON and a final newline.
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut json = serde_json::to_vec_pretty(value).expect("state serialises");
     json.push(b'\n');
+    json
+}
+
+fn write_bytes_as(path: &Path, json: &[u8], new: bool) -> Result<(), StateError> {
     let atomic = cf_allowlist_backend::atomic::AtomicWrite {
         prefix: ".cf-allowlist.",
         suffix: "",
@@ -731,11 +765,11 @@ fn write_json_as<T: Serialize>(path: &Path, value: &T, new: bool) -> Result<(), 
     };
     if new {
         atomic
-            .write_new(path, &json)
+            .write_new(path, json)
             .map_err(StateDir::io("create", path))
     } else {
         atomic
-            .write(path, &json)
+            .write(path, json)
             .map_err(StateDir::io("write", path))
     }
 }

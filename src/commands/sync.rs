@@ -288,7 +288,25 @@ pub fn run(
         ranges: counts(&plan.target),
     };
     failpoint::pause_point("before-apply");
-    if let Err(error) = apply_plans(&mut plan.backends, &instances.configured, &pending, printer) {
+    let is_new = state.pinned.is_none()
+        && current
+            .as_ref()
+            .is_none_or(|current| current.generation != generation);
+    // The new generation's file is serialised (a digest and JSON of every range: tens of
+    // milliseconds at 100,000) on another core while the backends write; it is written only
+    // once they all hold the target.
+    let (applied, prepared) = std::thread::scope(|scope| {
+        let prepared = is_new.then(|| {
+            let (sources, target) = (&plan.sources, &plan.target);
+            scope.spawn(move || {
+                Generation::new(generation, sources.clone(), target.clone()).prepare()
+            })
+        });
+        let applied = apply_plans(&mut plan.backends, &instances.configured, &pending, printer);
+        let prepared = prepared.map(|handle| handle.join().expect("serialising the generation"));
+        (applied, prepared)
+    });
+    if let Err(error) = applied {
         if let Error::Partial { applied, .. } = &error {
             // Best effort: if even this cannot be written, the error still says it all.
             let _ = state_dir.write_unrecorded(Some(&Unrecorded {
@@ -323,16 +341,8 @@ pub fn run(
         state
     };
     let record = || -> Result<(), Error> {
-        let is_new = state.pinned.is_none()
-            && current
-                .as_ref()
-                .is_none_or(|current| current.generation != generation);
-        if is_new {
-            state_dir.write_generation(&Generation::new(
-                generation,
-                plan.sources.clone(),
-                plan.target.clone(),
-            ))?;
+        if let Some(prepared) = &prepared {
+            state_dir.write_prepared_generation(prepared)?;
             failpoint::pause_point("after-generation-write");
         }
         let state = recorded.clone();

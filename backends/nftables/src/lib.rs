@@ -484,10 +484,16 @@ impl NftablesBackend {
     /// observation that verifies this apply lists nothing. Anything else (another writer
     /// committed in between, or the generation is unknown) leaves it to a real reading.
     fn prove(&self, live: &Live, change: &Change, generation: Option<u32>) {
+        self.prove_with(|| self.predicted(live, change), generation);
+    }
+
+    /// [`NftablesBackend::prove`] with the prediction made by `predicted` (perhaps made
+    /// already, while the batch ran).
+    fn prove_with(&self, predicted: impl FnOnce() -> (Live, bool), generation: Option<u32>) {
         if let (Some(generation), Ok(now)) = (generation, netlink::generation())
             && now == generation.wrapping_add(1)
         {
-            let (after, handles_known) = self.predicted(live, change);
+            let (after, handles_known) = predicted();
             self.remember(now, &after, handles_known);
             // The shadowing analysis that follows a write need not read our sets back either.
             self.share_elements(now, &after);
@@ -1022,9 +1028,15 @@ impl Backend for NftablesBackend {
                     .map_err(|error| error.at("read the ruleset"))?;
                 batch.push_str(&stray_removals(&live.strays, &listings, &mut Vec::new()));
             }
-            self.run_batch(&batch)
-                .map_err(|error| error.at("apply the change"))?;
-            self.prove(&live, change, generation);
+            // nft loads a long batch on one core for most of a second: the reading the
+            // write leaves is predicted on another meanwhile.
+            let (ran, prediction) = std::thread::scope(|scope| {
+                let prediction = scope.spawn(|| self.predicted(&live, change));
+                let ran = self.run_batch(&batch);
+                (ran, prediction.join().expect("predicting the reading"))
+            });
+            ran.map_err(|error| error.at("apply the change"))?;
+            self.prove_with(|| prediction, generation);
             return Ok(());
         }
     }

@@ -250,6 +250,21 @@ impl Summary {
         }
     }
 
+    /// Counts in what `other` (a summary of later findings) found, keeping the order first
+    /// met: to summarise parts of a list judged apart (on several threads) as one.
+    pub fn absorb(&mut self, other: Summary) {
+        for blocker in other.blockers {
+            if !self.blockers.contains(&blocker) {
+                self.blockers.push(blocker);
+            }
+        }
+        for doubt in other.doubts {
+            if !self.doubts.contains(&doubt) {
+                self.doubts.push(doubt);
+            }
+        }
+    }
+
     /// Says whether what was added is effective.
     pub fn settle(&mut self) {
         self.effective = match (self.blockers.is_empty(), self.doubts.is_empty()) {
