@@ -541,7 +541,11 @@ def main():
         argument_spec=dict(
             state=dict(type="str", default="present", choices=["present", "absent"]),
             sources=dict(type="list", elements="str"),
-            backends=dict(type="list", elements="str", choices=["nftables", "iptables", "nginx-realip", "apache-realip", "caddy-realip", "ufw", "firewalld", "aws"]),
+            backends=dict(
+                type="list",
+                elements="str",
+                choices=["nftables", "iptables", "nginx-realip", "apache-realip", "caddy-realip", "ufw", "firewalld", "aws"],
+            ),
             ports=dict(type="list", elements="int"),
             restrict=dict(type="bool"),
             force=dict(type="raw", default=False),
