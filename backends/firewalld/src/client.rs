@@ -9,10 +9,9 @@
 //! `done N` after each so that a failure reports what was already applied.
 
 use std::collections::BTreeMap;
-use std::io::{Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
+use cf_allowlist_backend::tool;
 use serde::{Deserialize, Serialize};
 
 /// The client program.
@@ -252,23 +251,10 @@ fn run(interpreter: &Path, args: &[&str], input: &[u8]) -> (Vec<u8>, Result<(), 
         command: command.clone(),
         source,
     };
-    // Complete before the client starts, as tool::run does: a list of steps read half-way must
-    // not look like a shorter one.
-    let stdin = tempfile::tempfile().and_then(|mut file| {
-        file.write_all(input)?;
-        file.seek(SeekFrom::Start(0))?;
-        Ok(file)
-    });
-    let output = match stdin.and_then(|file| {
-        Command::new(interpreter)
-            .arg("-c")
-            .arg(SCRIPT)
-            .args(args)
-            .stdin(Stdio::from(file))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-    }) {
+    // The steps are complete before the client starts (tool::output): a list of steps read
+    // half-way must not look like a shorter one.
+    let script_args = ["-c", SCRIPT].into_iter().chain(args.iter().copied());
+    let output = match tool::output(interpreter, script_args, Some(input)) {
         Ok(output) => output,
         Err(source) => return (Vec::new(), Err(spawn_error(source))),
     };

@@ -35,23 +35,9 @@ pub struct Sandbox {
     host_before: BTreeMap<String, Vec<u8>>,
 }
 
-/// Every file under `root` with its bytes.
+/// Every file under `root` with its bytes ([`cf_allowlist_testkit::read_tree`]).
 fn read_tree(label: &str, root: &Path, files: &mut BTreeMap<String, Vec<u8>>) {
-    let Ok(meta) = std::fs::metadata(root) else {
-        return;
-    };
-    if meta.is_file() {
-        files.insert(label.to_owned(), std::fs::read(root).unwrap_or_default());
-        return;
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(root)
-        .map(|entries| entries.flatten().collect())
-        .unwrap_or_default();
-    entries.sort_by_key(|entry| entry.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        read_tree(&format!("{label}/{name}"), &entry.path(), files);
-    }
+    cf_allowlist_testkit::read_tree(label, root, files, &|_, _| true);
 }
 
 fn host_config() -> BTreeMap<String, Vec<u8>> {

@@ -18,11 +18,9 @@
 //! anything is done: a ufw without it answers "unsupported" and the backend falls back to one
 //! call per rule.
 
-use std::io::{Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use cf_allowlist_backend::tool::ToolError;
+use cf_allowlist_backend::tool::{self, ToolError};
 
 /// The batch program.
 pub const SCRIPT: &str = include_str!("batch.py");
@@ -75,23 +73,10 @@ pub fn run(interpreter: &Path, program: &Path, commands: &[Vec<String>]) -> Outc
         .iter()
         .map(|args| format!("{}\n", args.join("\t")))
         .collect();
-    // Complete before the process starts, as tool::run does: a batch read half-way must not
-    // look like a shorter one.
-    let stdin = tempfile::tempfile().and_then(|mut file| {
-        file.write_all(input.as_bytes())?;
-        file.seek(SeekFrom::Start(0))?;
-        Ok(file)
-    });
-    let output = match stdin.and_then(|file| {
-        Command::new(interpreter)
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg(program)
-            .stdin(Stdio::from(file))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-    }) {
+    // The batch is complete before the process starts (tool::output): a batch read half-way
+    // must not look like a shorter one.
+    let script_args: [&std::ffi::OsStr; 3] = ["-c".as_ref(), SCRIPT.as_ref(), program.as_ref()];
+    let output = match tool::output(interpreter, script_args, Some(input.as_bytes())) {
         Ok(output) => output,
         Err(source) => {
             return Outcome {

@@ -47,28 +47,12 @@ pub struct Sandbox {
     host_before: BTreeMap<String, Vec<u8>>,
 }
 
-/// Every file under `root` (a folder or a file) with its bytes, keyed by `label` + relative
-/// path. In `/run` only ufw's and iptables' entries count (other tests use `/run/netns`).
+/// [`cf_allowlist_testkit::read_tree`] of what ufw may touch: under `/run` only ufw's and
+/// xtables' files.
 fn read_tree(label: &str, root: &Path, files: &mut BTreeMap<String, Vec<u8>>) {
-    let Ok(meta) = std::fs::metadata(root) else {
-        files.insert(format!("{label} (missing)"), Vec::new());
-        return;
-    };
-    if meta.is_file() {
-        files.insert(label.to_owned(), std::fs::read(root).unwrap_or_default());
-        return;
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(root)
-        .map(|entries| entries.flatten().collect())
-        .unwrap_or_default();
-    entries.sort_by_key(|entry| entry.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if label == "/run" && !(name.starts_with("ufw") || name.starts_with("xtables")) {
-            continue;
-        }
-        read_tree(&format!("{label}/{name}"), &entry.path(), files);
-    }
+    cf_allowlist_testkit::read_tree(label, root, files, &|label, name| {
+        label != "/run" || name.starts_with("ufw") || name.starts_with("xtables")
+    });
 }
 
 impl Sandbox {

@@ -102,31 +102,10 @@ pub fn run(program: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8
         .chain(args.iter().map(|arg| (*arg).to_owned()))
         .collect::<Vec<_>>()
         .join(" ");
-    let spawn_error = |source| ToolError::Spawn {
+    let output = output(program, args, input).map_err(|source| ToolError::Spawn {
         command: command.clone(),
         source,
-    };
-    // The input goes through an unnamed temporary file, complete before the tool starts: if
-    // we are killed while feeding a pipe, `nft -f -` or `iptables-restore` would read a
-    // truncated batch that may still parse, and apply half of a change.
-    let stdin = match input {
-        Some(input) => {
-            let mut file = tempfile::tempfile().map_err(spawn_error)?;
-            file.write_all(input)
-                .and_then(|()| file.seek(SeekFrom::Start(0)).map(|_| ()))
-                .map_err(spawn_error)?;
-            Stdio::from(file)
-        }
-        None => Stdio::null(),
-    };
-    let child = Command::new(program)
-        .args(args)
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_error)?;
-    let output = child.wait_with_output().map_err(spawn_error)?;
+    })?;
     if !output.status.success() {
         return Err(ToolError::Failed {
             command,
@@ -135,6 +114,35 @@ pub fn run(program: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8
         });
     }
     Ok(output.stdout)
+}
+
+/// Runs `program args…` with `input` on stdin and returns what it did, whatever its exit
+/// status (for callers that read a failing process's output too).
+///
+/// The input goes through an unnamed temporary file, complete before the program starts: if
+/// we are killed while feeding a pipe, `nft -f -`, `iptables-restore` or a client reading a
+/// list of steps would read a truncated input that may still parse, and apply half of a
+/// change.
+pub fn output<S: AsRef<std::ffi::OsStr>>(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: impl IntoIterator<Item = S>,
+    input: Option<&[u8]>,
+) -> std::io::Result<std::process::Output> {
+    let stdin = match input {
+        Some(input) => {
+            let mut file = tempfile::tempfile()?;
+            file.write_all(input)?;
+            file.seek(SeekFrom::Start(0))?;
+            Stdio::from(file)
+        }
+        None => Stdio::null(),
+    };
+    Command::new(program)
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
 }
 
 /// Splits a line of `iptables-save` output into words the way iptables reads them: whitespace

@@ -162,17 +162,13 @@ impl Socket {
             if received > buffer.len() {
                 return Err(NetlinkError::Malformed("a message larger than the buffer"));
             }
-            let mut rest = &buffer[..received];
-            while rest.len() >= 16 {
-                let length = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-                let message_flags = u16::from_ne_bytes([rest[6], rest[7]]);
-                let sequence = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
-                if length < 16 || length > rest.len() {
-                    return Err(NetlinkError::Malformed("a message length out of bounds"));
-                }
-                let body = &rest[16..length];
-                rest = &rest[align(length).min(rest.len())..];
+            for message in messages(&buffer[..received]) {
+                let Message {
+                    kind,
+                    flags: message_flags,
+                    sequence,
+                    body,
+                } = message?;
                 if sequence != self.sequence {
                     continue;
                 }
@@ -209,6 +205,38 @@ impl Socket {
 
 fn align(length: usize) -> usize {
     (length + 3) & !3
+}
+
+/// One netlink message of a received buffer: its header's fields and what follows the header.
+struct Message<'a> {
+    kind: u16,
+    flags: u16,
+    sequence: u32,
+    body: &'a [u8],
+}
+
+/// The messages in `received` (one `recv`), in order; a length out of bounds is an error.
+fn messages(mut rest: &[u8]) -> impl Iterator<Item = Result<Message<'_>, NetlinkError>> {
+    std::iter::from_fn(move || {
+        if rest.len() < 16 {
+            return None;
+        }
+        let length = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        if length < 16 || length > rest.len() {
+            rest = &[];
+            return Some(Err(NetlinkError::Malformed(
+                "a message length out of bounds",
+            )));
+        }
+        let message = Message {
+            kind: u16::from_ne_bytes([rest[4], rest[5]]),
+            flags: u16::from_ne_bytes([rest[6], rest[7]]),
+            sequence: u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes")),
+            body: &rest[16..length],
+        };
+        rest = &rest[align(length).min(rest.len())..];
+        Some(Ok(message))
+    })
 }
 
 fn push_attribute(buffer: &mut Vec<u8>, kind: u16, value: &[u8]) {

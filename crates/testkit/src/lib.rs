@@ -185,3 +185,33 @@ pub mod strategies {
         ]
     }
 }
+
+/// Every file under `root` (or `root` itself, if it is a file) with its bytes, keyed by
+/// `label` and the path below it, sorted; a missing `root` is recorded as `LABEL (missing)`.
+/// `keep(label, name)` chooses which entries of a folder are read. For a harness's dump of the
+/// configuration a backend may touch, to prove a run left it byte for byte.
+pub fn read_tree(
+    label: &str,
+    root: &std::path::Path,
+    files: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    keep: &dyn Fn(&str, &str) -> bool,
+) {
+    let Ok(meta) = std::fs::metadata(root) else {
+        files.insert(format!("{label} (missing)"), Vec::new());
+        return;
+    };
+    if meta.is_file() {
+        files.insert(label.to_owned(), std::fs::read(root).unwrap_or_default());
+        return;
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(root)
+        .map(|entries| entries.flatten().collect())
+        .unwrap_or_default();
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if keep(label, &name) {
+            read_tree(&format!("{label}/{name}"), &entry.path(), files, keep);
+        }
+    }
+}

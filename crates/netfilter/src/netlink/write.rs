@@ -28,8 +28,8 @@ use rustix::net::{RecvFlags, SendFlags};
 use super::{
     NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFT_SET_ELEM_INTERVAL_END, NFTA_DATA_VALUE, NFTA_LIST_ELEM,
     NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET,
-    NFTA_SET_ELEM_LIST_TABLE, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NetlinkError, Socket, align,
-    nul_terminated, push_attribute,
+    NFTA_SET_ELEM_LIST_TABLE, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NetlinkError, Socket,
+    messages, nul_terminated, push_attribute,
 };
 
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -117,22 +117,16 @@ fn receive_answers(socket: &Socket) -> Result<Vec<(u32, i32)>, NetlinkError> {
         if received > buffer.len() {
             return Err(NetlinkError::Malformed("a message larger than the buffer"));
         }
-        let mut rest = &buffer[..received];
-        while rest.len() >= 16 {
-            let length = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-            let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-            let sequence = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
-            if length < 16 || length > rest.len() {
-                return Err(NetlinkError::Malformed("a message length out of bounds"));
-            }
-            if kind == NLMSG_ERROR {
-                let code = rest
-                    .get(16..20)
+        for message in messages(&buffer[..received]) {
+            let message = message?;
+            if message.kind == NLMSG_ERROR {
+                let code = message
+                    .body
+                    .get(0..4)
                     .map(|bytes| i32::from_ne_bytes(bytes.try_into().expect("4 bytes")))
                     .ok_or(NetlinkError::Malformed("a short error message"))?;
-                answers.push((sequence, -code));
+                answers.push((message.sequence, -code));
             }
-            rest = &rest[align(length).min(rest.len())..];
         }
     }
 }
@@ -339,6 +333,7 @@ fn chunks(elements: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::align;
 
     fn nets(texts: &[&str]) -> Vec<IpNet> {
         texts.iter().map(|text| text.parse().unwrap()).collect()
