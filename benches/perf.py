@@ -15,7 +15,9 @@ never slow the timed runs. Our own peak RSS is sampled from /proc/PID/status (Vm
 kernel's high-water mark, read until the process exits).
 
 Only documentation ranges are used (198.51.100.0/24 split up, 2001:db8::/32 /64s), from local
-files: nothing leaves the machine. ufw runs in a mount namespace over copies of its files
+files: nothing leaves the machine. `--family v4` makes the 100,000-range list IPv4 /32s of
+198.18.0.0/15, RFC 2544's benchmarking range (100,000 do not fit in the documentation ranges);
+they only fill sets, no packet is sent. `--scattered` spreads the big list over its range. ufw runs in a mount namespace over copies of its files
 (the host's /etc/ufw is never touched). The ufw and AWS rows are skipped, saying so, when
 this binary does not accept `--backend ufw` / `--backend aws`.
 """
@@ -57,17 +59,35 @@ DROP_HOST = """table inet filter {
 
 
 SCATTERED = False
+# Which family carries the big list: "v6" (2001:db8::/32 /64s) or "v4" (198.18.0.0/15 /32s).
+FAMILY = "v6"
+# RFC 2544's benchmarking range: 131,072 addresses, room for 100,000 /32s and the replaces'
+# shifts; the validation accepts it (it is neither private nor reserved), and no packet is
+# ever sent to or from it.
+BENCH_V4 = 0xC6120000  # 198.18.0.0
 
 
-def ranges(count, offset=0, v4_offset=0):
-    """`count` documentation ranges: IPv4 /29s of 198.51.100.0/24 for the first few (at most
-    15, shifted by `v4_offset` /29s, so that a replace changes both families), then IPv6 /64s
-    from 2001:db8::/32 shifted by `offset`: adjacent, or with `--scattered` spread over the
-    whole /32 (no two adjacent, so nft merges none). 100,000 IPv4 ranges do not fit in the
-    documentation ranges."""
-    v4 = min(15, count)
-    lines = [f"198.51.100.{(index + v4_offset) * 8}/29" for index in range(v4)]
-    for i in range(count - v4):
+def ranges(count, offset=0, small_offset=0):
+    """`count` ranges: a few (at most 15, shifted by `small_offset`) of the other family, then
+    the big family's ranges shifted by `offset`. IPv6 (the default): IPv4 /29s of
+    198.51.100.0/24, then /64s from 2001:db8::/32, adjacent or with `--scattered` spread over
+    the whole /32 (no two adjacent, so nft merges none). With `--family v4`: IPv6 /48s of
+    2001:db8::/32, then /32s from 198.18.0.0/15 (RFC 2544's benchmarking range: 100,000 IPv4
+    ranges do not fit in the documentation ranges), adjacent or with `--scattered` permuted
+    over the whole /15."""
+    small = min(15, count)
+    if FAMILY == "v4":
+        lines = [f"2001:db8:{index + small_offset:x}::/48" for index in range(small)]
+        for i in range(count - small):
+            host = i + offset
+            if SCATTERED:
+                # An odd multiplier permutes the 17-bit host numbers.
+                host = (host * 40503) % (1 << 17)
+            address = BENCH_V4 + host
+            lines.append(f"{address >> 24}.{(address >> 16) & 255}.{(address >> 8) & 255}.{address & 255}/32")
+        return "\n".join(lines) + "\n"
+    lines = [f"198.51.100.{(index + small_offset) * 8}/29" for index in range(small)]
+    for i in range(count - small):
         subnet = i + offset
         if SCATTERED:
             # An odd multiplier permutes the 32-bit subnet numbers; doubling keeps gaps.
@@ -617,10 +637,13 @@ def main():
     parser.add_argument("--sizes", default="22,100000")
     parser.add_argument("--only", default="nftables,iptables,ufw,aws")
     parser.add_argument("--no-build", action="store_true")
-    parser.add_argument("--scattered", action="store_true", help="IPv6 ranges spread over 2001:db8::/32")
+    parser.add_argument("--scattered", action="store_true", help="the big family's ranges spread over its whole range")
+    parser.add_argument("--family", choices=["v6", "v4"], default="v6",
+                        help="the family of the 100,000-range list: v6 (2001:db8::/32 /64s) or v4 (198.18.0.0/15 /32s)")
     args = parser.parse_args()
-    global SCATTERED
+    global SCATTERED, FAMILY
     SCATTERED = args.scattered
+    FAMILY = args.family
     args.sizes = [int(size) for size in args.sizes.split(",")]
     if os.geteuid() != 0:
         sys.exit("benches/perf.py needs root (network namespaces)")
@@ -628,7 +651,8 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "full"], cwd=ROOT, check=True)
     with open("/proc/loadavg") as file:
         load = file.read().split()[:3]
-    print(f"load average at start: {' '.join(load)}; {os.cpu_count()} cores; "
+    print(f"load average at start: {' '.join(load)}; {os.cpu_count()} cores; big list: {FAMILY}"
+          f"{', scattered' if SCATTERED else ', adjacent'}; "
           f"{subprocess.run(['nft', '--version'], capture_output=True, text=True).stdout.strip()}")
     print("| figure | ours | reference | ratio | target | note |")
     print("| --- | ---: | ---: | ---: | --- | --- |")

@@ -294,23 +294,12 @@ fn summary_and_cuts(
         }
         (summary, cut)
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(4);
+    let threads = crate::parallel::cores(4);
     let parts: Vec<(Summary, Vec<Cut>)> = if threads < 2 || ranges.len() < 10_000 {
         vec![judge_part(ranges)]
     } else {
-        let size = ranges.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = ranges
-                .chunks(size)
-                .map(|part| scope.spawn(move || judge_part(part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().expect("a judging thread panicked"))
-                .collect()
-        })
+        let parts: Vec<&[IpNet]> = ranges.chunks(ranges.len().div_ceil(threads)).collect();
+        crate::parallel::map(&parts, |part| judge_part(part))
     };
     let mut summary = Summary::empty();
     let mut cut = Vec::new();

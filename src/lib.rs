@@ -16,6 +16,7 @@ pub mod guards;
 pub mod hook;
 pub mod judgement;
 pub mod metrics;
+pub mod parallel;
 pub mod plan;
 pub mod printer;
 pub mod probe;

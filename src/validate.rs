@@ -148,7 +148,7 @@ pub fn deduplicate(networks: &[IpNet]) -> Validated {
     // Sorted and deduplicated as a vector, then built into the set in one go: a set built
     // from sorted ranges costs a fraction of 100,000 single inserts (the no-op's budget).
     let mut unique = networks.to_vec();
-    unique.sort_unstable();
+    sort(&mut unique);
     unique.dedup();
     let mut covered = Vec::new();
     let mut kept = Vec::with_capacity(unique.len());
@@ -170,6 +170,16 @@ pub fn deduplicate(networks: &[IpNet]) -> Validated {
     }
 }
 
+/// Sorts in IpNet's own order (family, address, prefix length), by integer keys.
+fn sort(networks: &mut [IpNet]) {
+    // IpNet's own order (family, address, prefix length) by integer keys: comparing two IPv6
+    // addresses as byte arrays was a tenth of a no-op sync at 100,000 ranges.
+    networks.sort_unstable_by_key(|network| match network {
+        IpNet::V4(net) => (0u8, u128::from(u32::from(net.addr())), net.prefix_len()),
+        IpNet::V6(net) => (1u8, u128::from(net.addr()), net.prefix_len()),
+    });
+}
+
 /// Counts per family, for messages: "15 IPv4, 7 IPv6".
 pub fn counts(ranges: &Ranges) -> String {
     format!(
@@ -184,6 +194,28 @@ pub fn counts(ranges: &Ranges) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_integer_sort_is_ipnets_own_order() {
+        let mut networks: Vec<IpNet> = [
+            "2001:db8::/32",
+            "198.51.100.0/24",
+            "2001:db8::/48",
+            "192.0.2.0/25",
+            "192.0.2.0/24",
+            "2001:db8:ffff::/48",
+            "203.0.113.128/25",
+            "2001:db8:1::/64",
+            "198.51.100.7/32",
+        ]
+        .iter()
+        .map(|text| net(text))
+        .collect();
+        let mut expected = networks.clone();
+        expected.sort();
+        sort(&mut networks);
+        assert_eq!(networks, expected);
+    }
 
     fn net(text: &str) -> IpNet {
         text.parse().unwrap()
