@@ -1,0 +1,303 @@
+//! The netlink reading of the ruleset (`netlink::terse_listing`) against real nft: for every
+//! ruleset of a corpus, loaded with `nft -f` in a fresh namespace, the reading is either `None`
+//! or exactly `nft -t -j list ruleset` (the same JSON value, `metainfo` aside); for the
+//! common rulesets it must be `Some`, for those holding something it does not render `None`.
+
+use cf_allowlist_backend::Policy;
+use cf_allowlist_backend::conformance::sync;
+use cf_allowlist_netfilter::netlink;
+use cf_allowlist_nftables::{NftablesBackend, NftablesOptions};
+use cf_allowlist_testkit::{in_fresh_netns, must};
+
+/// The JSON value of a listing without its `metainfo` object.
+fn without_metainfo(text: &str) -> serde_json::Value {
+    let mut value: serde_json::Value = serde_json::from_str(text).expect("JSON");
+    value["nftables"]
+        .as_array_mut()
+        .expect("an nftables array")
+        .retain(|item| item.get("metainfo").is_none());
+    value
+}
+
+fn load(ruleset: &str) {
+    let path = std::env::temp_dir().join(format!(
+        "netlink-listing-{}-{:?}.nft",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&path, format!("flush ruleset\n{ruleset}")).unwrap();
+    must("nft", &["-f", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// The reading, checked against nft's: `true` when it was `Some` (and equal).
+fn compare(name: &str) -> bool {
+    let ours = netlink::terse_listing();
+    let generation = netlink::generation().unwrap();
+    let nft = must("nft", &["-t", "-j", "list", "ruleset"]);
+    match ours {
+        None => false,
+        Some((at, text)) => {
+            assert_eq!(at, generation, "{name}: the generation read at");
+            assert_eq!(
+                without_metainfo(&text),
+                without_metainfo(&nft),
+                "{name}: netlink rendering differs from nft's\nours: {text}\nnft:  {nft}"
+            );
+            true
+        }
+    }
+}
+
+const DEBIAN_STOCK: &str = "table inet filter {
+	chain input {
+		type filter hook input priority filter;
+	}
+	chain forward {
+		type filter hook forward priority filter;
+	}
+	chain output {
+		type filter hook output priority filter;
+	}
+}
+";
+
+const STOCK_POLICY_DROP: &str = "table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		ct state established,related accept
+		ct state invalid drop
+		iif lo accept
+		iifname \"lo\" accept
+		tcp dport 22 accept
+		ip saddr 192.0.2.0/24 accept
+		ip6 saddr 2001:db8::/32 accept
+		meta l4proto icmp accept
+		meta l4proto ipv6-icmp accept
+		ip protocol icmp accept
+		counter
+		jump mine
+		counter drop
+	}
+	chain mine {
+		udp dport 53 accept
+		tcp sport 80 goto other
+		return
+	}
+	chain other {
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+	}
+	chain output {
+		type filter hook output priority filter; policy accept;
+	}
+}
+";
+
+/// The rule kinds in other families and shapes: every one rendered.
+const RULE_KINDS: &str = "table ip plain {
+	set blocked { type ipv4_addr; }
+	set ports { type inet_service; }
+	chain input {
+		type filter hook input priority -10; policy accept;
+		ip saddr 198.51.100.7 drop
+		ip saddr != 203.0.113.0/25 tcp dport 8080 drop
+		ip saddr 192.0.2.0/23 accept
+		ip daddr 192.0.2.1 accept
+		ip saddr @blocked drop
+		tcp dport @ports accept
+		tcp dport { 443, 80, 22 } accept comment \"three ports\"
+		tcp dport != 22 counter accept
+		ct state new,established,untracked accept
+		ct state related accept
+		meta l4proto tcp accept
+		iifname != \"eth0\" accept
+	}
+}
+table ip6 plain6 {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		ip6 saddr 2001:db8::1 accept
+		ip6 saddr 2001:db8:1::/48 accept
+		ip6 saddr 2001:db8::/33 accept
+		ip6 nexthdr ipv6-icmp accept
+		udp sport { 53, 123 } accept
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+	}
+}
+table inet other {
+	set v4 { type ipv4_addr; flags interval; }
+	set v6 { type ipv6_addr; flags interval; }
+	chain input {
+		type filter hook input priority 10; policy accept;
+		ip saddr @v4 tcp dport 443 accept
+		ip6 saddr != @v6 tcp dport { 80, 443 } drop
+		ip daddr 192.0.2.0/24 accept
+		ip6 daddr 2001:db8::/32 accept
+		meta nfproto ipv4 accept
+		meta nfproto ipv6 meta l4proto tcp accept
+	}
+}
+";
+
+#[test]
+fn the_common_rulesets_are_read_over_netlink_exactly_as_nft_prints_them() {
+    in_fresh_netns(|| {
+        for (name, ruleset) in [
+            ("empty", ""),
+            ("debian stock", DEBIAN_STOCK),
+            ("stock host with policy drop", STOCK_POLICY_DROP),
+            ("rule kinds", RULE_KINDS),
+        ] {
+            load(ruleset);
+            assert!(compare(name), "{name}: not read over netlink");
+        }
+    });
+}
+
+#[test]
+fn our_own_table_after_real_syncs_is_read_exactly() {
+    in_fresh_netns(|| {
+        let ranges = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]
+            .iter()
+            .map(|text| text.parse().unwrap())
+            .collect();
+        for (name, base, policy) in [
+            ("default", "", vec![80, 443], false),
+            ("restrict", "", vec![80, 443], true),
+            ("single port", "", vec![443], false),
+            ("on the stock host", STOCK_POLICY_DROP, vec![80, 443], true),
+        ]
+        .map(|(name, base, ports, restrict)| (name, base, Policy { ports, restrict }))
+        {
+            load(base);
+            let backend = NftablesBackend::new(NftablesOptions::default(), policy);
+            sync(&backend, &ranges);
+            assert!(compare(name), "{name}: not read over netlink");
+        }
+    });
+}
+
+#[test]
+fn what_is_not_rendered_reads_as_none() {
+    in_fresh_netns(|| {
+        let corpus = [
+            (
+                "limit",
+                "table inet t { chain c { limit rate 10/second accept; } }",
+            ),
+            (
+                "verdict map",
+                "table inet t { chain c { tcp dport vmap { 22 : accept, 23 : drop }; } }",
+            ),
+            ("log", "table inet t { chain c { log prefix \"x\" drop; } }"),
+            (
+                "meta mark",
+                "table inet t { chain c { meta mark 1 accept; } }",
+            ),
+            (
+                "nat",
+                "table ip t { chain c { type nat hook prerouting priority dstnat; tcp dport 80 redirect to :8080; } }",
+            ),
+            ("map", "table inet t { map m { type ipv4_addr : mark; } }"),
+            (
+                "set with timeout",
+                "table inet t { set s { type ipv4_addr; flags timeout; } }",
+            ),
+            (
+                "set with comment",
+                "table inet t { set s { type ipv4_addr; comment \"x\"; } }",
+            ),
+            (
+                "set with size",
+                "table inet t { set s { type ipv4_addr; size 100; } }",
+            ),
+            ("typeof set", "table inet t { set s { typeof ip saddr; } }"),
+            (
+                "address set inline",
+                "table inet t { chain c { ip saddr { 192.0.2.1, 192.0.2.2 } accept; } }",
+            ),
+            (
+                "interval set inline",
+                "table inet t { chain c { ip saddr { 192.0.2.0/24, 198.51.100.0/24 } accept; } }",
+            ),
+            ("named counter", "table inet t { counter k { } }"),
+            ("dormant table", "table inet t { flags dormant; }"),
+            (
+                "ingress chain",
+                "table netdev t { chain c { type filter hook ingress device lo priority 0; } }",
+            ),
+            ("arp table", "table arp t { }"),
+            ("bridge table", "table bridge t { }"),
+            (
+                "icmp type",
+                "table inet t { chain c { icmp type echo-request accept; } }",
+            ),
+            (
+                "ct state ==",
+                "table inet t { chain c { ct state == established accept; } }",
+            ),
+            (
+                "iifname wildcard",
+                "table inet t { chain c { iifname \"eth*\" accept; } }",
+            ),
+            ("oif", "table inet t { chain c { oif lo accept; } }"),
+            ("continue", "table inet t { chain c { continue; } }"),
+            (
+                "ip6 v4-mapped",
+                "table ip6 t { chain c { ip6 saddr ::ffff:192.0.2.1 accept; } }",
+            ),
+        ];
+        for (name, ruleset) in corpus {
+            load(&ruleset.replace("} }", "}\n}"));
+            assert!(
+                !compare(name),
+                "{name}: rendered, but it should fall back to nft"
+            );
+        }
+        // iptables-nft's own table (xt matches).
+        load("");
+        must(
+            "iptables-nft",
+            &[
+                "-A",
+                "INPUT",
+                "-m",
+                "comment",
+                "--comment",
+                "x",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+        assert!(
+            !compare("iptables-nft"),
+            "iptables-nft's table was rendered"
+        );
+    });
+}
+
+/// The reading's cost against nft's, printed (not asserted): `cargo test --release`.
+#[test]
+fn timing_of_the_reading() {
+    in_fresh_netns(|| {
+        for (name, ruleset) in [("empty", ""), ("stock host", STOCK_POLICY_DROP)] {
+            load(ruleset);
+            let runs = 50;
+            let started = std::time::Instant::now();
+            for _ in 0..runs {
+                assert!(netlink::terse_listing().is_some());
+            }
+            let ours = started.elapsed() / runs;
+            let started = std::time::Instant::now();
+            for _ in 0..runs {
+                must("nft", &["-t", "-j", "list", "ruleset"]);
+            }
+            let nft = started.elapsed() / runs;
+            eprintln!("{name}: netlink {ours:?}, nft -t -j list ruleset {nft:?}");
+        }
+    });
+}
