@@ -301,3 +301,43 @@ fn timing_of_the_reading() {
         }
     });
 }
+
+/// nft's own example rulesets and this machine's /etc/nftables.conf, those that load here:
+/// each is read exactly or not at all.
+#[test]
+fn nfts_example_rulesets_are_read_exactly_or_not_at_all() {
+    in_fresh_netns(|| {
+        let mut files: Vec<std::path::PathBuf> =
+            std::fs::read_dir("/usr/share/doc/nftables/examples")
+                .map(|entries| {
+                    entries
+                        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                        .filter(|path| path.extension().is_some_and(|ext| ext == "nft"))
+                        .collect()
+                })
+                .unwrap_or_default();
+        files.sort();
+        files.push("/etc/nftables.conf".into());
+        let mut rendered = Vec::new();
+        for file in files.iter().filter(|file| file.exists()) {
+            load("");
+            let loaded = std::process::Command::new("nft")
+                .arg("-f")
+                .arg(file)
+                .output()
+                .unwrap();
+            if !loaded.status.success() {
+                continue;
+            }
+            let name = file.display().to_string();
+            if compare(&name) {
+                rendered.push(name);
+            }
+        }
+        eprintln!("read over netlink: {rendered:#?}");
+        assert!(
+            rendered.iter().any(|name| name.ends_with("nftables.conf")),
+            "{rendered:?}"
+        );
+    });
+}

@@ -466,7 +466,10 @@ impl Ruleset {
     }
 
     fn render(&self, anonymous: &BTreeMap<(usize, String), Vec<Vec<u8>>>) -> Rendered<Value> {
-        let protocols = Protocols::read();
+        // Read once a process: nft itself reads the file at every run, but it changes only
+        // with the netbase package.
+        static PROTOCOLS: std::sync::OnceLock<Protocols> = std::sync::OnceLock::new();
+        let protocols = PROTOCOLS.get_or_init(Protocols::read);
         let mut items = vec![json!({"metainfo": {
             "version": "1.0.6",
             "release_name": "Lester Gooch #5",
@@ -517,7 +520,7 @@ impl Ruleset {
                         family: table.family,
                         table,
                         anonymous,
-                        protocols: &protocols,
+                        protocols,
                     };
                     let mut object = json!({
                         "family": family,
