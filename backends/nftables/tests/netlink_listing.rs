@@ -341,3 +341,41 @@ fn nfts_example_rulesets_are_read_exactly_or_not_at_all() {
         );
     });
 }
+
+/// While another writer commits transaction after transaction (a table added, deleted, added…),
+/// every reading is one snapshot: the generation it names is the one it shows (the table is
+/// there exactly at the generations an odd number of commits after the start).
+#[test]
+fn a_reading_during_other_commits_is_exact_at_the_generation_it_names() {
+    in_fresh_netns(|| {
+        load(DEBIAN_STOCK);
+        let start = netlink::generation().unwrap();
+        // A thread made here shares this thread's network namespace.
+        let writer = std::thread::spawn(move || {
+            for commit in 0..100 {
+                let verb = if commit % 2 == 0 { "add" } else { "delete" };
+                must("nft", &[verb, "table", "inet", "flip"]);
+            }
+            100
+        });
+        let (mut read, mut refused) = (0, 0);
+        while !writer.is_finished() {
+            match netlink::terse_listing() {
+                Some((generation, text)) => {
+                    read += 1;
+                    let commits = generation.wrapping_sub(start);
+                    let shows = text.contains("\"name\":\"flip\"");
+                    assert_eq!(
+                        shows,
+                        commits % 2 == 1,
+                        "at generation {generation} ({commits} commits): {text}"
+                    );
+                }
+                None => refused += 1,
+            }
+        }
+        let commits = writer.join().unwrap();
+        eprintln!("{read} readings, {refused} gave up, during {commits} commits");
+        assert!(read > 0, "no reading succeeded during {commits} commits");
+    });
+}
