@@ -280,6 +280,43 @@ fn what_is_not_rendered_reads_as_none() {
     });
 }
 
+/// iptables-nft writes simple matches as native nf_tables expressions (no xt): whatever of
+/// those is read over netlink is read exactly.
+#[test]
+fn iptables_nft_native_rules_are_read_exactly_or_not_at_all() {
+    in_fresh_netns(|| {
+        load("");
+        for (tool, rule) in [
+            (
+                "iptables-nft",
+                &["-A", "INPUT", "-s", "192.0.2.0/24", "-j", "ACCEPT"][..],
+            ),
+            (
+                "iptables-nft",
+                &["-A", "INPUT", "-d", "192.0.2.1", "-j", "DROP"],
+            ),
+            ("iptables-nft", &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]),
+            (
+                "iptables-nft",
+                &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+            ),
+            ("iptables-nft", &["-P", "INPUT", "DROP"]),
+            (
+                "ip6tables-nft",
+                &["-A", "INPUT", "-s", "2001:db8::/32", "-j", "ACCEPT"],
+            ),
+            (
+                "ip6tables-nft",
+                &["-A", "INPUT", "-p", "udp", "--sport", "53", "-j", "ACCEPT"],
+            ),
+        ] {
+            must(tool, rule);
+            let name = format!("{tool} {}", rule.join(" "));
+            eprintln!("{name}: read over netlink: {}", compare(&name));
+        }
+    });
+}
+
 /// The reading's cost against nft's, printed (not asserted): `cargo test --release`.
 #[test]
 fn timing_of_the_reading() {
