@@ -416,3 +416,120 @@ fn a_reading_during_other_commits_is_exact_at_the_generation_it_names() {
         assert!(read > 0, "no reading succeeded during {commits} commits");
     });
 }
+
+/// Random rulesets made of the rendered statements (and now and then one that is not), in
+/// every rendered family: each that nft loads is read exactly or not at all. Deterministic
+/// (a fixed seed), so a failure is repeatable.
+#[test]
+fn random_rulesets_are_read_exactly_or_not_at_all() {
+    in_fresh_netns(|| {
+        let mut seed: u64 = 0x5eed_cf41;
+        let mut next = move |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        };
+        let (mut loaded, mut read) = (0, 0);
+        for round in 0..200 {
+            let family = ["ip", "ip6", "inet"][next(3)];
+            let mut pool: Vec<String> = vec![
+                format!("tcp dport {}", 1 + next(65000)),
+                format!("tcp dport != {}", 1 + next(65000)),
+                format!("udp sport {}", 1 + next(65000)),
+                format!(
+                    "tcp dport {{ {}, {}, 443 }}",
+                    1 + next(400),
+                    500 + next(400)
+                ),
+                "udp dport { 53, 123 }".to_owned(),
+                ["meta l4proto tcp", "meta l4proto udp", "meta l4proto icmp"][next(3)].to_owned(),
+                "iifname \"lo\"".to_owned(),
+                "iifname != \"eth0\"".to_owned(),
+                "iif lo".to_owned(),
+                [
+                    "ct state established,related",
+                    "ct state invalid",
+                    "ct state new",
+                    "ct state new,untracked",
+                ][next(4)]
+                .to_owned(),
+                "counter".to_owned(),
+            ];
+            if family != "ip6" {
+                pool.push(format!("ip saddr 192.0.2.{}", next(256)));
+                pool.push(format!("ip saddr 198.51.100.0/{}", 24 + next(9)));
+                pool.push(format!("ip daddr != 203.0.113.0/{}", 24 + next(9)));
+                pool.push(["ip protocol icmp", "ip protocol tcp"][next(2)].to_owned());
+                pool.push("ip saddr @v4".to_owned());
+            }
+            if family != "ip" {
+                pool.push(format!("ip6 saddr 2001:db8::{:x}", 1 + next(65000)));
+                pool.push(format!("ip6 daddr 2001:db8::/{}", 32 + next(97)));
+                pool.push("ip6 nexthdr ipv6-icmp".to_owned());
+                pool.push("ip6 saddr != @v6".to_owned());
+            }
+            if family == "inet" {
+                pool.push(["meta nfproto ipv4", "meta nfproto ipv6"][next(2)].to_owned());
+            }
+            // Now and then something not rendered.
+            if next(4) == 0 {
+                pool.push(
+                    [
+                        "limit rate 5/second",
+                        "log prefix \"x\"",
+                        "meta mark 1",
+                        "tcp flags syn",
+                    ][next(4)]
+                    .to_owned(),
+                );
+            }
+            let verdicts = ["accept", "drop", "return", "jump side", "goto side", ""];
+            let mut rules = String::new();
+            for _ in 0..1 + next(6) {
+                let mut rule: Vec<String> = (0..1 + next(3))
+                    .map(|_| pool[next(pool.len())].clone())
+                    .collect();
+                rule.push(verdicts[next(verdicts.len())].to_owned());
+                if next(3) == 0 {
+                    rule.push(format!("comment \"rule {round}\""));
+                }
+                rules.push_str(&format!("\t\t{}\n", rule.join(" ")));
+            }
+            let policy = ["accept", "drop"][next(2)];
+            let ruleset = format!(
+                "table {family} t{round} {{
+	set v4 {{ type ipv4_addr; flags interval; }}
+	set v6 {{ type ipv6_addr; }}
+	chain side {{
+	}}
+	chain input {{
+		type filter hook input priority {}; policy {policy};
+{rules}	}}
+}}
+",
+                next(200) as i64 - 100
+            );
+            let path =
+                std::env::temp_dir().join(format!("netlink-random-{}.nft", std::process::id()));
+            std::fs::write(&path, format!("flush ruleset\n{ruleset}")).unwrap();
+            let ok = std::process::Command::new("nft")
+                .arg("-f")
+                .arg(&path)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            std::fs::remove_file(&path).unwrap();
+            if !ok {
+                continue;
+            }
+            loaded += 1;
+            if compare(&ruleset) {
+                read += 1;
+            }
+        }
+        eprintln!("{loaded} random rulesets loaded, {read} read over netlink");
+        assert!(read * 3 >= loaded, "too few read: {read} of {loaded}");
+    });
+}
