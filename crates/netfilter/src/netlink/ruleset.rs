@@ -182,6 +182,11 @@ fn attempt(socket: &mut Socket) -> Rendered<Option<(u32, String)>> {
     }
     let [tables, chains, sets, rules, objects, flowtables]: [Vec<Answer>; 6] =
         dumps.try_into().map_err(|_| unrendered(line!()))?;
+    // A dump of nothing carries no generation: a commit in between shows here (and is retried,
+    // not taken for something unrendered when the parts do not fit together).
+    if generation(socket)? != before {
+        return Ok(None);
+    }
     if !objects.is_empty() || !flowtables.is_empty() {
         return Err(unrendered(line!()));
     }
