@@ -344,8 +344,11 @@ impl NftablesBackend {
     }
 
     /// Reads our parts: the structure from `nft -t -j list ruleset` (terse: no set elements,
-    /// so it costs a few milliseconds however large any set is) and the elements of our own two
-    /// sets from the kernel ([`netlink`]). Returns the generation the reading is exact at, when
+    /// so it costs a few milliseconds however large any set is; rendered in-process from
+    /// netlink dumps by [`netlink::terse_listing`] when the ruleset holds only what that
+    /// renders exactly, nft run otherwise) and the elements of our own two sets from the kernel
+    /// ([`netlink`]). nft must be installed (the error names its package) even when it is not
+    /// run, as before: a later write may need it. Returns the generation the reading is exact at, when
     /// one is known.
     ///
     /// The ruleset's generation id is read before and after: if no transaction committed in
@@ -363,7 +366,12 @@ impl NftablesBackend {
             if let Some(live) = self.remembered(before, need_handles) {
                 return Ok((live, Some(before)));
             }
-            let json = tool::run(&nft, &["-t", "-j", "list", "ruleset"], None)?;
+            // Over netlink when the ruleset holds only what that reader renders exactly as
+            // nft would (at this same generation); nft's own listing otherwise.
+            let json = match netlink::terse_listing() {
+                Some((generation, text)) if generation == before => text.into_bytes(),
+                _ => tool::run(&nft, &["-t", "-j", "list", "ruleset"], None)?,
+            };
             let mut live = ruleset::parse(&json, &self.options.table, &self.options.chain)?;
             for family in Family::ALL {
                 let name = names::set_name(family);

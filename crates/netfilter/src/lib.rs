@@ -432,7 +432,9 @@ pub fn read_host() -> Result<Host, Error> {
 /// nftables' part of the listings. nft's full listing costs about a second and 160 MiB at
 /// 100,000 set elements (nft rebuilds every interval), and the kernel dumps an interval set in
 /// O(n²) anyway; the terse listing (`nft -t -j list ruleset`: no set elements) costs
-/// milliseconds. So the structure comes from the terse listing and the elements of address
+/// milliseconds (rendered from netlink dumps in-process, [`netlink::terse_listing`], when the
+/// ruleset holds only what that renders exactly). So the structure comes from the terse
+/// listing and the elements of address
 /// sets straight from the kernel ([`netlink`]); if any set holds something else, or the kernel
 /// cannot be asked, nft's full listing is read instead.
 fn read_nft(nft: &std::path::Path) -> Result<Listings, Error> {
@@ -448,10 +450,14 @@ fn read_nft(nft: &std::path::Path) -> Result<Listings, Error> {
         let known = before.as_ref().ok().and_then(|g| known_terse_listing(*g));
         let terse = match known {
             Some(known) => known.as_str().to_owned(),
-            None => {
-                let terse = tool::run(nft, &["-t", "-j", "list", "ruleset"], None)?;
-                String::from_utf8_lossy(&terse).into_owned()
-            }
+            None => match netlink::terse_listing() {
+                // The same listing rendered from netlink dumps, at the same generation.
+                Some((generation, terse)) if before.as_ref().ok() == Some(&generation) => terse,
+                _ => {
+                    let terse = tool::run(nft, &["-t", "-j", "list", "ruleset"], None)?;
+                    String::from_utf8_lossy(&terse).into_owned()
+                }
+            },
         };
         let Some(sets) = nft::address_sets(&terse)? else {
             return full();
