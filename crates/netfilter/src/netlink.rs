@@ -23,7 +23,9 @@ use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType};
 
 use cf_allowlist_backend::Family;
 
+mod create;
 mod write;
+pub use create::{Creation, NewRule, NewSet, Verdict, creatable, create};
 pub use write::{SetEdit, edit_sets, writable};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
