@@ -262,6 +262,23 @@ fn nftables_the_reading_proven_after_a_creation_has_the_real_rule_handles() {
         assert_eq!(proven.owners, listed.owners);
         assert_eq!(proven.basis, listed.basis);
         assert_eq!(proven.warnings, listed.warnings);
+        // The proven reading names our rules by the handles the kernel gave them.
+        let output = std::process::Command::new("nft")
+            .args(["-a", "list", "chain", "inet", "filter", "input"])
+            .output()
+            .unwrap();
+        let listed_rules: Vec<(String, u64)> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|line| {
+                let (_, comment) = line.split_once("comment \"")?;
+                let (comment, rest) = comment.split_once('"')?;
+                let handle = rest.trim().strip_prefix("# handle ")?.parse().ok()?;
+                Some((comment.to_owned(), handle))
+            })
+            .collect();
+        assert_eq!(listed_rules.len(), 3, "{listed_rules:?}");
+        assert_eq!(harness::proven_rules(&backend), Some(listed_rules));
         // The purge uses the proven reading (same generation): the handles must be the kernel's.
         let removed = backend.purge().unwrap();
         assert!(

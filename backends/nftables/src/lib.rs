@@ -13,7 +13,10 @@
 //! goes to the kernel over netlink as one batch of element deletions and additions, refused by
 //! the kernel if the ruleset's generation moved since our reading ([`netlink::edit_sets`]: nft
 //! 1.0.6 takes minutes to delete interval elements from a large set, the kernel milliseconds).
-//! Anything structural is a text batch piped to one `nft -f -`. Either way set elements change
+//! A first apply (no table of ours yet, nothing of ours elsewhere) creates table, chain, sets
+//! and rules over netlink too, as one transaction of the messages nft would send for the same
+//! batch ([`netlink::create`]), without starting nft. Anything else structural is a text batch
+//! piped to one `nft -f -`. Either way set elements change
 //! in place (the set is never empty in between). State is read with the terse
 //! `nft -t -j list ruleset` (structure only) plus the elements of our two sets straight from the
 //! kernel ([`netlink`]); see there why.
@@ -1224,6 +1227,21 @@ pub mod harness {
 
     pub(crate) fn creating_with_nft() -> bool {
         CREATE_WITH_NFT.with(std::cell::Cell::get)
+    }
+
+    /// The rules (comment, handle) of the reading `backend` holds as proven, in chain order,
+    /// when it knows their handles: what its next apply or purge would name them by.
+    pub fn proven_rules(backend: &NftablesBackend) -> Option<Vec<(String, u64)>> {
+        let cache = backend.last_read.lock().ok()?;
+        let reading = cache.as_ref().filter(|reading| reading.handles_known)?;
+        Some(
+            reading
+                .live
+                .rules
+                .iter()
+                .map(|rule| (rule.shape.comment.clone(), rule.handle))
+                .collect(),
+        )
     }
 
     pub(crate) fn before_element_write() {
