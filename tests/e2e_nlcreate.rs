@@ -38,13 +38,32 @@ fn first_apply(
     target: &Ranges,
     with_nft: bool,
 ) -> usize {
+    first_apply_in(
+        netns,
+        NftablesOptions::default(),
+        policy,
+        owner,
+        target,
+        with_nft,
+    )
+}
+
+/// [`first_apply`] into the table and chain of `options`.
+fn first_apply_in(
+    netns: &Netns,
+    options: NftablesOptions,
+    policy: &Policy,
+    owner: Option<&str>,
+    target: &Ranges,
+    with_nft: bool,
+) -> usize {
     let (policy, owner, target) = (policy.clone(), owner.map(str::to_owned), target.clone());
     netns.run_inside(move || {
         harness::create_with_nft(with_nft);
         let writes = Rc::new(Cell::new(0));
         let counter = writes.clone();
         harness::on_element_write(move || counter.set(counter.get() + 1));
-        let backend = NftablesBackend::new(NftablesOptions::default(), policy).owned_by(owner);
+        let backend = NftablesBackend::new(options, policy).owned_by(owner);
         let observed = backend.observe().unwrap();
         backend.apply(&Change::between(&observed, &target)).unwrap();
         writes.get()
@@ -109,6 +128,30 @@ fn nftables_a_first_apply_over_netlink_holds_what_nft_makes_of_the_batch() {
         assert_eq!(bytecode, nft_bytecode, "{shape}");
         assert!(text.contains("cf-allowlist"), "{shape}: {text}");
     }
+    // Another table and chain than Debian's, next to a table of somebody else's.
+    let options = NftablesOptions {
+        table: "cf-web".to_owned(),
+        chain: "allow_in".to_owned(),
+    };
+    let policy = Policy {
+        ports: vec![80, 443],
+        restrict: true,
+    };
+    let target = ranges(&twenty_two());
+    let ours = Netns::new("nlc-ours");
+    let nfts = Netns::new("nlc-nft");
+    for netns in [&ours, &nfts] {
+        netns.nft_batch("table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n  }\n}\n");
+    }
+    assert_eq!(
+        first_apply_in(&ours, options.clone(), &policy, None, &target, false),
+        1
+    );
+    assert_eq!(
+        first_apply_in(&nfts, options, &policy, None, &target, true),
+        0
+    );
+    assert_eq!(listings(&ours), listings(&nfts));
 }
 
 #[test]
@@ -292,5 +335,58 @@ fn nftables_the_reading_proven_after_a_creation_has_the_real_rule_handles() {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8(output.stdout).unwrap(), "");
+    });
+}
+
+#[test]
+fn nftables_a_table_created_by_another_writer_before_the_creation_makes_the_apply_stale() {
+    // The admin creates the table between the first apply's reading and its netlink creation:
+    // the kernel refuses the creation (generation moved), the fresh reading differs from the
+    // plan's, so the apply is stale and is planned again (as the core does), never written on
+    // the old reading; the plan made anew adds to the admin's table with nft's batch.
+    use cf_allowlist_backend::ErrorKind;
+    require_root();
+    let netns = Netns::new("nlc-stale");
+    let target = ranges(&twenty_two());
+    netns.run_inside(move || {
+        let policy = Policy {
+            ports: vec![80, 443],
+            restrict: false,
+        };
+        let writes = Rc::new(Cell::new(0));
+        let counter = writes.clone();
+        harness::on_element_write(move || {
+            counter.set(counter.get() + 1);
+            if counter.get() == 1 {
+                std::process::Command::new("nft")
+                    .args([
+                        "add",
+                        "table",
+                        "inet",
+                        "filter",
+                        "{ comment \"the admin's\"; }",
+                    ])
+                    .status()
+                    .unwrap();
+            }
+        });
+        let backend = NftablesBackend::new(NftablesOptions::default(), policy);
+        let observed = backend.observe().unwrap();
+        let error = backend
+            .apply(&Change::between(&observed, &target))
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Stale, "{error}");
+        assert_eq!(writes.get(), 1);
+        let observed = backend.observe().unwrap();
+        backend.apply(&Change::between(&observed, &target)).unwrap();
+        assert_eq!(writes.get(), 1, "the table exists: nft's batch");
+        let output = std::process::Command::new("nft")
+            .args(["list", "table", "inet", "filter"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8(output.stdout).unwrap();
+        assert!(listed.contains("comment \"the admin's\""), "{listed}");
+        assert!(listed.contains("cf-allowlist ipv4"), "{listed}");
+        assert_eq!(backend.observe().unwrap().ranges, target);
     });
 }
