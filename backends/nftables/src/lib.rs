@@ -127,7 +127,8 @@ impl NftablesError {
             // EPERM or EACCES from the kernel: no CAP_NET_ADMIN.
             NftablesError::Netlink(
                 netlink::NetlinkError::Kernel { errno: 1 | 13, .. }
-                | netlink::NetlinkError::Refused { errno: 1 | 13, .. },
+                | netlink::NetlinkError::Refused { errno: 1 | 13, .. }
+                | netlink::NetlinkError::CreationRefused { errno: 1 | 13, .. },
             ) => BackendError::new(LABEL, step, ErrorKind::Permission, self),
             NftablesError::Netlink(netlink::NetlinkError::Interrupted(_)) => {
                 BackendError::new(LABEL, step, ErrorKind::Transient, self)

@@ -83,6 +83,14 @@ pub enum NetlinkError {
         /// The errno it answered.
         errno: i32,
     },
+    /// The kernel refused a creation ([`create`]); the whole transaction was rolled back.
+    #[error("the kernel refused to create {object}: {} (errno {errno})", errno_text(*errno))]
+    CreationRefused {
+        /// What the refused message wrote (`table filter`, `set cf_allowlist_v4`, …).
+        object: String,
+        /// The errno it answered.
+        errno: i32,
+    },
     /// A prefix that has no start and end element pair (see [`writable`]).
     #[error("{0} cannot be written as a start and an end element")]
     Unwritable(IpNet),

@@ -195,7 +195,7 @@ pub fn create(generation: u32, creation: &Creation) -> Result<Vec<u64>, NetlinkE
     let mut socket = Socket::open()?;
     let (batch, rules) = encode(generation, creation, socket.sequence + 1);
     let (answers, echoes) = send(&mut socket, &batch)?;
-    batch.outcome(&answers)?;
+    outcome(&batch, &answers)?;
     rules
         .iter()
         .map(|sequence| {
@@ -210,6 +210,21 @@ pub fn create(generation: u32, creation: &Creation) -> Result<Vec<u64>, NetlinkE
                 ))
         })
         .collect()
+}
+
+/// What the kernel's answers say, a refusal naming the object refused.
+fn outcome(batch: &Batch, answers: &[(u32, i32)]) -> Result<(), NetlinkError> {
+    batch.outcome(answers).map_err(|error| match error {
+        NetlinkError::Refused { set, errno } => NetlinkError::CreationRefused {
+            object: if set == "(the batch)" {
+                "the batch".to_owned()
+            } else {
+                set
+            },
+            errno,
+        },
+        other => other,
+    })
 }
 
 /// `NFTA_RULE_HANDLE` of an echoed rule.
@@ -289,7 +304,12 @@ fn encode(generation: u32, creation: &Creation, first_sequence: u32) -> (Batch, 
         );
         named_ids.push((set.name.clone(), id));
         let listed = elements(&set.elements, true);
-        encoder.elements(&nul_terminated(&set.name), id, &listed, &set.name);
+        encoder.elements(
+            &nul_terminated(&set.name),
+            id,
+            &listed,
+            &format!("the elements of set {}", set.name),
+        );
     }
 
     let mut rules = Vec::new();
@@ -353,7 +373,12 @@ fn encode(generation: u32, creation: &Creation, first_sequence: u32) -> (Batch, 
                     element
                 })
                 .collect();
-            encoder.elements(b"__set%d\0", id, &listed, "(the ports of a rule)");
+            encoder.elements(
+                b"__set%d\0",
+                id,
+                &listed,
+                &format!("the ports of rule {:?}", rule.comment),
+            );
             expressions.push(lookup(b"__set%d\0", id));
         }
         let code = match rule.verdict {
@@ -435,7 +460,10 @@ impl Encoder {
             push_attribute(&mut attributes, NLA_F_NESTED | NFTA_SET_DESC, &desc);
         }
         push_attribute(&mut attributes, NFTA_SET_USERDATA, userdata);
-        let what = String::from_utf8_lossy(name.strip_suffix(b"\0").unwrap_or(name)).into_owned();
+        let what = format!(
+            "set {}",
+            String::from_utf8_lossy(name.strip_suffix(b"\0").unwrap_or(name))
+        );
         self.message(NFT_MSG_NEWSET, NLM_F_CREATE, &attributes, what);
         id
     }

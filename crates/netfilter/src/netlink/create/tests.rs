@@ -153,3 +153,34 @@ fn the_handle_of_an_echoed_rule_is_read() {
     assert_eq!(rule_handle(&payload), Some(7));
     assert_eq!(rule_handle(&payload[..28]), None);
 }
+
+#[test]
+fn a_refusal_names_what_was_refused_and_a_moved_generation_is_told_apart() {
+    let (batch, _) = encode(5, &recorded(), 1);
+    let acks: Vec<(u32, i32)> = batch
+        .acks
+        .iter()
+        .map(|(sequence, _)| (*sequence, 0))
+        .collect();
+    assert!(outcome(&batch, &acks).is_ok());
+    // The chain (message 2) refused: EOPNOTSUPP.
+    let mut refused = acks.clone();
+    refused[1].1 = 95;
+    let error = outcome(&batch, &refused).unwrap_err();
+    assert!(
+        matches!(&error, NetlinkError::CreationRefused { object, errno: 95 } if object == "chain input"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the kernel refused to create chain input: operation not supported (errno 95)"
+    );
+    assert!(matches!(
+        outcome(&batch, &[(1, 85)]),
+        Err(NetlinkError::GenerationMoved)
+    ));
+    assert!(matches!(
+        outcome(&batch, &acks[1..]),
+        Err(NetlinkError::Malformed(_))
+    ));
+}
