@@ -28,6 +28,8 @@ mod e2e_judgement;
 mod e2e_nftables;
 mod e2e_nginx;
 #[cfg(feature = "e2e")]
+mod e2e_nlcreate;
+#[cfg(feature = "e2e")]
 mod e2e_ownership;
 #[cfg(feature = "e2e")]
 mod e2e_proof;

@@ -13,7 +13,10 @@
 //! goes to the kernel over netlink as one batch of element deletions and additions, refused by
 //! the kernel if the ruleset's generation moved since our reading ([`netlink::edit_sets`]: nft
 //! 1.0.6 takes minutes to delete interval elements from a large set, the kernel milliseconds).
-//! Anything structural is a text batch piped to one `nft -f -`. Either way set elements change
+//! A first apply (no table of ours yet, nothing of ours elsewhere) creates table, chain, sets
+//! and rules over netlink too, as one transaction of the messages nft would send for the same
+//! batch ([`netlink::create`]), without starting nft. Anything else structural is a text batch
+//! piped to one `nft -f -`. Either way set elements change
 //! in place (the set is never empty in between). State is read with the terse
 //! `nft -t -j list ruleset` (structure only) plus the elements of our two sets straight from the
 //! kernel ([`netlink`]); see there why.
@@ -124,7 +127,8 @@ impl NftablesError {
             // EPERM or EACCES from the kernel: no CAP_NET_ADMIN.
             NftablesError::Netlink(
                 netlink::NetlinkError::Kernel { errno: 1 | 13, .. }
-                | netlink::NetlinkError::Refused { errno: 1 | 13, .. },
+                | netlink::NetlinkError::Refused { errno: 1 | 13, .. }
+                | netlink::NetlinkError::CreationRefused { errno: 1 | 13, .. },
             ) => BackendError::new(LABEL, step, ErrorKind::Permission, self),
             NftablesError::Netlink(netlink::NetlinkError::Interrupted(_)) => {
                 BackendError::new(LABEL, step, ErrorKind::Transient, self)
@@ -544,6 +548,85 @@ impl NftablesBackend {
             }
         }
         (!edits.is_empty()).then_some(edits)
+    }
+
+    /// Everything a first apply writes, as one netlink creation: when our table does not exist
+    /// and nothing of ours is anywhere else (so the batch would be exactly `add table`, `add
+    /// chain`, both `add set` with their elements and the `insert rule`s), and
+    /// [`netlink::creatable`] says the kernel gets from it what it would get from nft.
+    fn creation(&self, live: &Live, change: &Change) -> Option<netlink::Creation> {
+        if live.table_exists
+            || live.chain_exists
+            || !live.sets.is_empty()
+            || !live.rules.is_empty()
+            || !live.strays.is_empty()
+        {
+            return None;
+        }
+        #[cfg(feature = "harness")]
+        if harness::creating_with_nft() {
+            return None;
+        }
+        let comment = self.comment(names::OWNER_TAG);
+        let creation = netlink::Creation {
+            table: self.options.table.clone(),
+            table_comment: comment.clone(),
+            chain: self.options.chain.clone(),
+            chain_comment: comment,
+            sets: Family::ALL
+                .iter()
+                .map(|family| netlink::NewSet {
+                    name: names::set_name(*family).to_owned(),
+                    family: *family,
+                    elements: change.target.family(*family).copied().collect(),
+                })
+                .collect(),
+            // `insert` puts each first: the batch inserts in reverse to end in order.
+            rules: self
+                .wanted_rules()
+                .iter()
+                .rev()
+                .map(|rule| netlink::NewRule {
+                    source_set: rule.source_set.as_ref().and_then(|set| {
+                        Family::ALL
+                            .into_iter()
+                            .find(|family| names::set_name(*family) == set)
+                            .map(|family| (family, set.clone()))
+                    }),
+                    not_loopback: rule.not_loopback,
+                    ports: rule.ports.clone(),
+                    verdict: match rule.verdict.as_deref() {
+                        Some("drop") => netlink::Verdict::Drop,
+                        _ => netlink::Verdict::Accept,
+                    },
+                    comment: rule.comment.clone(),
+                })
+                .collect(),
+        };
+        let shapes_match = self.wanted_rules().iter().all(|rule| {
+            rule.source_set.is_some() == rule.source_protocol.is_some()
+                && matches!(rule.verdict.as_deref(), Some("accept" | "drop"))
+                && !rule.unrecognised
+        });
+        (shapes_match && netlink::creatable(&creation)).then_some(creation)
+    }
+
+    /// The proof after a creation: the reading predicted from it, with the handles the kernel
+    /// echoed for our rules (the chain holds nothing else, so they sit at its top, in order).
+    fn prove_creation(&self, live: &Live, change: &Change, generation: u32, handles: Vec<u64>) {
+        self.prove_with(
+            || {
+                let (mut after, _) = self.predicted(live, change);
+                // The creation's rules were inserted last first: their handles come reversed.
+                for (rule, handle) in after.rules.iter_mut().zip(handles.iter().rev()) {
+                    rule.handle = *handle;
+                }
+                after.our_positions = (0..after.rules.len()).collect();
+                let handles_known = handles.len() == after.rules.len();
+                (after, handles_known)
+            },
+            Some(generation),
+        );
     }
 
     /// The terse text listing (`nft -t list ruleset`: comments included, set elements left
@@ -1008,7 +1091,27 @@ impl Backend for NftablesBackend {
                 ));
             }
             // Generation 0 would tell the kernel not to check (it never numbers a ruleset 0).
-            if let Some(generation) = generation.filter(|number| *number != 0 && netlink_tries > 0)
+            let generation_to_check = generation.filter(|number| *number != 0 && netlink_tries > 0);
+            // A first apply (nothing of ours anywhere, no table yet) creates everything in one
+            // netlink transaction: what nft would write for the same batch, without starting it.
+            if let Some(generation) = generation_to_check
+                && let Some(creation) = self.creation(&live, change)
+            {
+                netlink_tries -= 1;
+                #[cfg(feature = "harness")]
+                harness::before_element_write();
+                match netlink::create(generation, &creation) {
+                    Ok(handles) => {
+                        self.prove_creation(&live, change, generation, handles);
+                        return Ok(());
+                    }
+                    Err(netlink::NetlinkError::GenerationMoved) => continue,
+                    Err(error) => {
+                        return Err(NftablesError::from(error).at("apply the change"));
+                    }
+                }
+            }
+            if let Some(generation) = generation_to_check
                 && let Some(edits) = self.element_edits(&live, change)
             {
                 netlink_tries -= 1;
@@ -1115,10 +1218,39 @@ pub mod harness {
     }
 
     /// Runs `hook` in the calling thread each time an apply of this thread is about to send
-    /// element changes over netlink, after its reading: a test commits a foreign transaction
+    /// element changes or a first apply's creation over netlink, after its reading: a test commits a foreign transaction
     /// there to prove that the write is refused rather than made on a stale reading.
     pub fn on_element_write(hook: impl FnMut() + 'static) {
         BEFORE_ELEMENT_WRITE.with(|slot| *slot.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    thread_local! {
+        static CREATE_WITH_NFT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Makes this thread's first applies write their batch with `nft -f` as before the
+    /// netlink creation (when `on`), so that a test can compare what either makes.
+    pub fn create_with_nft(on: bool) {
+        CREATE_WITH_NFT.with(|flag| flag.set(on));
+    }
+
+    pub(crate) fn creating_with_nft() -> bool {
+        CREATE_WITH_NFT.with(std::cell::Cell::get)
+    }
+
+    /// The rules (comment, handle) of the reading `backend` holds as proven, in chain order,
+    /// when it knows their handles: what its next apply or purge would name them by.
+    pub fn proven_rules(backend: &NftablesBackend) -> Option<Vec<(String, u64)>> {
+        let cache = backend.last_read.lock().ok()?;
+        let reading = cache.as_ref().filter(|reading| reading.handles_known)?;
+        Some(
+            reading
+                .live
+                .rules
+                .iter()
+                .map(|rule| (rule.shape.comment.clone(), rule.handle))
+                .collect(),
+        )
     }
 
     pub(crate) fn before_element_write() {

@@ -23,8 +23,10 @@ use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType};
 
 use cf_allowlist_backend::Family;
 
+mod create;
 mod ruleset;
 mod write;
+pub use create::{Creation, NewRule, NewSet, Verdict, creatable, create};
 pub use ruleset::terse_listing;
 pub use write::{SetEdit, edit_sets, writable};
 
@@ -80,6 +82,14 @@ pub enum NetlinkError {
     Refused {
         /// The set the refused message edited.
         set: String,
+        /// The errno it answered.
+        errno: i32,
+    },
+    /// The kernel refused a creation ([`create`]); the whole transaction was rolled back.
+    #[error("the kernel refused to create {object}: {} (errno {errno})", errno_text(*errno))]
+    CreationRefused {
+        /// What the refused message wrote (`table filter`, `set cf_allowlist_v4`, …).
+        object: String,
         /// The errno it answered.
         errno: i32,
     },

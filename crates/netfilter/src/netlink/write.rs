@@ -35,15 +35,15 @@ use super::{
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_BATCH_GENID: u16 = 1;
-const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
-const NLM_F_CREATE: u16 = 0x400;
-const NLA_F_NESTED: u16 = 0x8000;
+pub(super) const NLM_F_CREATE: u16 = 0x400;
+pub(super) const NLA_F_NESTED: u16 = 0x8000;
 const AF_UNSPEC: u8 = 0;
 /// Linux's `ERESTART`: the batch's generation is not the ruleset's.
 const ERESTART: i32 = 85;
 /// An attribute's length is 16 bits: the elements of one message stay well below.
-const ELEMENTS_PER_MESSAGE_BYTES: usize = 60_000;
+pub(super) const ELEMENTS_PER_MESSAGE_BYTES: usize = 60_000;
 
 /// The element changes of one interval set of prefixes in an `inet` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +78,14 @@ pub fn edit_sets(generation: u32, edits: &[SetEdit]) -> Result<(), NetlinkError>
     let mut socket = Socket::open()?;
     let first_sequence = socket.sequence + 1;
     let batch = Batch::of(generation, edits, first_sequence);
+    let (answers, _) = send(&mut socket, &batch)?;
+    batch.outcome(&answers)
+}
+
+/// Sends `batch` in one `sendto` and returns the kernel's answers: every (sequence, errno) of
+/// its acks and errors, and every other message (echoes) as (sequence, type, payload after the
+/// nfgenmsg header).
+pub(super) fn send(socket: &mut Socket, batch: &Batch) -> Result<Answers, NetlinkError> {
     socket.sequence = batch.last_sequence;
     // One sendto is one socket buffer in the kernel, and the batch must arrive whole: make
     // room for it (CAP_NET_ADMIN, which writing needs anyway, lifts the system's cap).
@@ -95,13 +103,17 @@ pub fn edit_sets(generation: u32, edits: &[SetEdit]) -> Result<(), NetlinkError>
         SendFlags::empty(),
         &rustix::net::netlink::SocketAddrNetlink::new(0, 0),
     )?;
-    let answers = receive_answers(&socket)?;
-    batch.outcome(&answers)
+    receive_answers(socket)
 }
 
-/// Every (sequence, errno) the kernel answered, without waiting: it answered while we sent.
-fn receive_answers(socket: &Socket) -> Result<Vec<(u32, i32)>, NetlinkError> {
+/// What the kernel answered a batch: (sequence, errno) of every ack and error, and the other
+/// messages (echoes) as (sequence, type, payload after the nfgenmsg header).
+pub(super) type Answers = (Vec<(u32, i32)>, Vec<(u32, u16, Vec<u8>)>);
+
+/// Every answer the kernel gave, without waiting: it answered while we sent.
+fn receive_answers(socket: &Socket) -> Result<Answers, NetlinkError> {
     let mut answers = Vec::new();
+    let mut echoes = Vec::new();
     // An error echoes the refused message (up to 64 KiB of elements).
     let mut buffer = vec![0u8; 1 << 18];
     loop {
@@ -111,7 +123,7 @@ fn receive_answers(socket: &Socket) -> Result<Vec<(u32, i32)>, NetlinkError> {
             RecvFlags::DONTWAIT | RecvFlags::TRUNC,
         ) {
             Ok((_, received)) => received,
-            Err(rustix::io::Errno::AGAIN) => return Ok(answers),
+            Err(rustix::io::Errno::AGAIN) => return Ok((answers, echoes)),
             Err(errno) => return Err(errno.into()),
         };
         if received > buffer.len() {
@@ -126,6 +138,8 @@ fn receive_answers(socket: &Socket) -> Result<Vec<(u32, i32)>, NetlinkError> {
                     .map(|bytes| i32::from_ne_bytes(bytes.try_into().expect("4 bytes")))
                     .ok_or(NetlinkError::Malformed("a short error message"))?;
                 answers.push((message.sequence, -code));
+            } else if let Some(payload) = message.body.get(4..) {
+                echoes.push((message.sequence, message.kind, payload.to_vec()));
             }
         }
     }
@@ -133,17 +147,18 @@ fn receive_answers(socket: &Socket) -> Result<Vec<(u32, i32)>, NetlinkError> {
 
 /// An encoded batch and what its answers must be.
 #[derive(Debug)]
-struct Batch {
-    bytes: Vec<u8>,
+pub(super) struct Batch {
+    pub(super) bytes: Vec<u8>,
     /// The sequence number of the batch begin (the one a refused generation answers).
-    begin: u32,
-    /// The messages that ask for an ack, by sequence number, with the set each one edits.
-    acks: Vec<(u32, String)>,
-    last_sequence: u32,
+    pub(super) begin: u32,
+    /// The messages that ask for an ack, by sequence number, with the object each one writes.
+    pub(super) acks: Vec<(u32, String)>,
+    pub(super) last_sequence: u32,
 }
 
 impl Batch {
-    fn of(generation: u32, edits: &[SetEdit], first_sequence: u32) -> Batch {
+    /// A batch holding only its begin, which carries `generation`.
+    pub(super) fn begin(generation: u32, first_sequence: u32) -> Batch {
         let mut batch = Batch {
             bytes: Vec::new(),
             begin: first_sequence,
@@ -159,6 +174,16 @@ impl Batch {
             NFNL_SUBSYS_NFTABLES,
             &genid,
         );
+        batch
+    }
+
+    /// Closes the batch.
+    pub(super) fn end(&mut self) {
+        self.message(NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, &[]);
+    }
+
+    fn of(generation: u32, edits: &[SetEdit], first_sequence: u32) -> Batch {
+        let mut batch = Batch::begin(generation, first_sequence);
         for edit in edits {
             for (kind, flags, elements) in [
                 (NFT_MSG_DELSETELEM, 0, elements(&edit.remove, false)),
@@ -192,12 +217,12 @@ impl Batch {
                 }
             }
         }
-        batch.message(NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, &[]);
+        batch.end();
         batch
     }
 
     /// Appends one message; returns its sequence number.
-    fn message(
+    pub(super) fn message(
         &mut self,
         kind: u16,
         flags: u16,
@@ -226,7 +251,7 @@ impl Batch {
     }
 
     /// What the kernel's answers say: no error, and every ack there.
-    fn outcome(&self, answers: &[(u32, i32)]) -> Result<(), NetlinkError> {
+    pub(super) fn outcome(&self, answers: &[(u32, i32)]) -> Result<(), NetlinkError> {
         if let Some((sequence, errno)) = answers.iter().find(|(_, errno)| *errno != 0) {
             if *sequence == self.begin && *errno == ERESTART {
                 return Err(NetlinkError::GenerationMoved);
@@ -255,7 +280,7 @@ impl Batch {
 }
 
 /// The first and last address of `net` as numbers.
-fn bounds(net: &IpNet) -> (u128, u128) {
+pub(super) fn bounds(net: &IpNet) -> (u128, u128) {
     match net {
         IpNet::V4(net) => (
             u128::from(u32::from(net.network())),
@@ -273,7 +298,7 @@ fn top(net: &IpNet) -> u128 {
 }
 
 /// A key as the kernel reads it: big-endian, the family's width.
-fn key(net: &IpNet, number: u128) -> Vec<u8> {
+pub(super) fn key(net: &IpNet, number: u128) -> Vec<u8> {
     match net {
         IpNet::V4(_) => (number as u32).to_be_bytes().to_vec(),
         IpNet::V6(_) => number.to_be_bytes().to_vec(),
@@ -281,7 +306,7 @@ fn key(net: &IpNet, number: u128) -> Vec<u8> {
 }
 
 /// One `NFTA_LIST_ELEM` attribute.
-fn element(key: &[u8], end: bool) -> Vec<u8> {
+pub(super) fn element(key: &[u8], end: bool) -> Vec<u8> {
     let mut value = Vec::new();
     push_attribute(&mut value, NFTA_DATA_VALUE, key);
     let mut fields = Vec::new();
@@ -299,7 +324,7 @@ fn element(key: &[u8], end: bool) -> Vec<u8> {
 }
 
 /// The start and end elements of `nets`, in order; additions lead with nft's zero end element.
-fn elements(nets: &[IpNet], adding: bool) -> Vec<Vec<u8>> {
+pub(super) fn elements(nets: &[IpNet], adding: bool) -> Vec<Vec<u8>> {
     let mut encoded = Vec::with_capacity(nets.len() * 2 + 1);
     if adding && let Some(first) = nets.first() {
         encoded.push(element(&key(first, 0), true));
@@ -313,7 +338,7 @@ fn elements(nets: &[IpNet], adding: bool) -> Vec<Vec<u8>> {
 }
 
 /// `elements` split so that each message's element list fits a 16-bit attribute length.
-fn chunks(elements: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
+pub(super) fn chunks(elements: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
     let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut size = 0;
     for element in elements {
