@@ -2,7 +2,9 @@
 //! pointing at the current one (plus pin and last sync), and a lock file.
 //!
 //! Every file is replaced atomically (temporary file, fsync, rename, fsync of the directory) so
-//! that a crash leaves either the old or the new file, never half of one. A file that does not
+//! that a crash leaves either the old or the new file, never half of one. Two are replaced
+//! atomically without the fsyncs, because losing them costs nothing but a slower next run: the
+//! generation proof (void after the reboot any power cut implies) and the source cache. A file that does not
 //! parse is an error, never "no state": treating it as empty would look like a huge change.
 
 use std::collections::BTreeMap;
@@ -523,12 +525,13 @@ impl StateDir {
             .unwrap_or_default()
     }
 
-    /// Replaces the cache of source answers.
+    /// Replaces the cache of source answers: atomically but without fsync (a cache lost in a
+    /// power cut costs one unconditional request per source; a torn one reads as empty).
     pub fn write_source_cache(
         &self,
         cache: &BTreeMap<String, CachedSource>,
     ) -> Result<(), StateError> {
-        write_json(&self.path.join(SOURCES_FILE), cache)
+        write_unsynced(&self.path.join(SOURCES_FILE), cache)
     }
 
     /// What a sync that failed part-way left unrecorded, if anything.
@@ -587,9 +590,11 @@ impl StateDir {
         read_json(&self.path.join(PROOF_FILE)).ok().flatten()
     }
 
-    /// Records a generation proof (atomically, as every state file).
+    /// Records a generation proof: atomically but without fsync. Only a power cut or a kernel
+    /// crash can lose a write that was not synced, and both reboot: the boot id the proof
+    /// names changes and the proof is void anyway (a torn file reads as no proof).
     pub fn write_proof(&self, proof: &crate::proof::Proof) -> Result<(), StateError> {
-        write_json(&self.path.join(PROOF_FILE), proof)
+        write_unsynced(&self.path.join(PROOF_FILE), proof)
     }
 
     /// The time in `last-run`, if it reads as one of ours (a torn write reads as nothing).
@@ -750,6 +755,21 @@ fn write_json_as<T: Serialize>(path: &Path, value: &T, new: bool) -> Result<(), 
     write_bytes_as(path, &to_json(value), new)
 }
 
+/// [`write_json`] without the fsyncs, for files whose loss in a power cut costs nothing.
+fn write_unsynced<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    STATE_FILES
+        .write_unsynced(path, &to_json(value))
+        .map_err(StateDir::io("write", path))
+}
+
+/// How state files are written: private, beside their target under a hidden name.
+const STATE_FILES: cf_allowlist_backend::atomic::AtomicWrite<'static> =
+    cf_allowlist_backend::atomic::AtomicWrite {
+        prefix: ".cf-allowlist.",
+        suffix: "",
+        mode: 0o600,
+    };
+
 /// A state file's bytes: pretty JSON and a final newline.
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut json = serde_json::to_vec_pretty(value).expect("state serialises");
@@ -758,17 +778,12 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn write_bytes_as(path: &Path, json: &[u8], new: bool) -> Result<(), StateError> {
-    let atomic = cf_allowlist_backend::atomic::AtomicWrite {
-        prefix: ".cf-allowlist.",
-        suffix: "",
-        mode: 0o600,
-    };
     if new {
-        atomic
+        STATE_FILES
             .write_new(path, json)
             .map_err(StateDir::io("create", path))
     } else {
-        atomic
+        STATE_FILES
             .write(path, json)
             .map_err(StateDir::io("write", path))
     }

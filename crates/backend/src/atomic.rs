@@ -32,16 +32,27 @@ impl AtomicWrite<'_> {
         self.write_as(path, bytes, true)
     }
 
-    fn write_as(&self, path: &Path, bytes: &[u8], new: bool) -> std::io::Result<()> {
-        let folder = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut temporary = tempfile::Builder::new()
+    /// [`AtomicWrite::write`] without either fsync: readers still see the old file or the new
+    /// one, never a part, but a power loss may leave the old one, or an empty or torn one (as
+    /// if it were missing). Only for files whose loss costs nothing but a slower next run
+    /// (fsyncs were a quarter of a 22-range first sync: about 0.13 ms each, 1.4 ms under load).
+    pub fn write_unsynced(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let mut temporary = self.temporary(path)?;
+        temporary.write_all(bytes)?;
+        temporary.persist(path).map_err(|error| error.error)?;
+        Ok(())
+    }
+
+    fn temporary(&self, path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
             .prefix(self.prefix)
             .suffix(self.suffix)
             .permissions(std::fs::Permissions::from_mode(self.mode))
-            .tempfile_in(folder)?;
+            .tempfile_in(folder_of(path))
+    }
+
+    fn write_as(&self, path: &Path, bytes: &[u8], new: bool) -> std::io::Result<()> {
+        let mut temporary = self.temporary(path)?;
         temporary.write_all(bytes)?;
         temporary.as_file().sync_all()?;
         if new {
@@ -51,11 +62,44 @@ impl AtomicWrite<'_> {
         } else {
             temporary.persist(path).map_err(|error| error.error)?;
         }
-        sync_folder(folder)
+        sync_folder(folder_of(path))
     }
+}
+
+/// The folder `path` is in (`.` for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Fsyncs a folder, so that a rename or removal in it survives a crash.
 pub fn sync_folder(folder: &Path) -> std::io::Result<()> {
     std::fs::File::open(folder)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsynced_write_replaces_the_file_whole_with_its_mode_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proof.json");
+        let write = AtomicWrite {
+            prefix: ".t.",
+            suffix: "",
+            mode: 0o600,
+        };
+        write.write_unsynced(&path, b"old\n").unwrap();
+        write.write_unsynced(&path, b"new\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["proof.json"]);
+    }
 }
