@@ -554,6 +554,12 @@ impl StateDir {
 
     /// Replaces `state.json`, and keeps the copy of the pin beside it in step.
     pub fn write_state(&self, state: &State) -> Result<(), StateError> {
+        self.stage_state(state)?.commit()
+    }
+
+    /// The first half of [`StateDir::write_state`]: the pin's copy updated, and the new
+    /// `state.json` written and fsynced beside the old one, not yet in place.
+    pub fn stage_state(&self, state: &State) -> Result<StagedFile, StateError> {
         let pin_path = self.path.join(PIN_FILE);
         match &state.pinned {
             Some(pin) => write_json(&pin_path, pin)?,
@@ -563,7 +569,7 @@ impl StateDir {
                 Err(error) => return Err(Self::io("remove", &pin_path)(error)),
             },
         }
-        write_json(&self.path.join(STATE_FILE), state)
+        stage(&self.path.join(STATE_FILE), &to_json(state))
     }
 
     /// Records the time of a successful sync that changed nothing: one line, no fsync, no
@@ -641,15 +647,23 @@ impl StateDir {
         self.write_prepared_generation(&generation.prepare())
     }
 
-    /// [`StateDir::write_generation`] of a generation serialised beforehand (a sync serialises
-    /// a long list while its firewall write runs).
+    /// [`StateDir::write_generation`] of a generation serialised beforehand.
     pub fn write_prepared_generation(&self, prepared: &Prepared) -> Result<(), StateError> {
+        self.commit_generation(self.stage_generation(prepared)?)
+    }
+
+    /// The first half of [`StateDir::write_prepared_generation`]: the generation's file
+    /// written and fsynced beside its place, not yet in it (a sync stages the new generation
+    /// while its firewall write runs, and drops it if the write fails).
+    pub fn stage_generation(&self, prepared: &Prepared) -> Result<StagedFile, StateError> {
         self.create()?;
-        write_bytes_as(
-            &self.generation_path(prepared.generation),
-            &prepared.json,
-            false,
-        )?;
+        stage(&self.generation_path(prepared.generation), &prepared.json)
+    }
+
+    /// Puts a staged generation in place, then deletes all but the newest
+    /// [`KEEP_GENERATIONS`].
+    pub fn commit_generation(&self, staged: StagedFile) -> Result<(), StateError> {
+        staged.commit()?;
         let numbers = self.generations()?;
         if numbers.len() > KEEP_GENERATIONS {
             for old in &numbers[..numbers.len() - KEEP_GENERATIONS] {
@@ -753,6 +767,33 @@ fn write_json_new<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError
 
 fn write_json_as<T: Serialize>(path: &Path, value: &T, new: bool) -> Result<(), StateError> {
     write_bytes_as(path, &to_json(value), new)
+}
+
+/// A state file written and fsynced beside its place ([`StateDir::stage_state`],
+/// [`StateDir::stage_generation`]): committing renames it into place and fsyncs the directory;
+/// dropping it deletes it.
+#[derive(Debug)]
+pub struct StagedFile {
+    staged: cf_allowlist_backend::atomic::Staged,
+    path: PathBuf,
+}
+
+impl StagedFile {
+    /// Renames the file into place and fsyncs its directory.
+    pub fn commit(self) -> Result<(), StateError> {
+        self.staged
+            .commit()
+            .map_err(StateDir::io("write", &self.path))
+    }
+}
+
+fn stage(path: &Path, bytes: &[u8]) -> Result<StagedFile, StateError> {
+    Ok(StagedFile {
+        staged: STATE_FILES
+            .stage(path, bytes)
+            .map_err(StateDir::io("write", path))?,
+        path: path.to_owned(),
+    })
 }
 
 /// [`write_json`] without the fsyncs, for files whose loss in a power cut costs nothing.

@@ -293,13 +293,16 @@ pub fn run(
             .as_ref()
             .is_none_or(|current| current.generation != generation);
     // The new generation's file is serialised (a digest and JSON of every range: tens of
-    // milliseconds at 100,000) on another core while the backends write; it is written only
-    // once they all hold the target.
+    // milliseconds at 100,000), written and fsynced beside its place on another core while
+    // the backends write; it is put in place only once they all hold the target (dropped,
+    // and so deleted, if they do not).
     let (applied, prepared) = std::thread::scope(|scope| {
         let prepared = is_new.then(|| {
-            let (sources, target) = (&plan.sources, &plan.target);
+            let (sources, target, state_dir) = (&plan.sources, &plan.target, &state_dir);
             scope.spawn(move || {
-                Generation::new(generation, sources.clone(), target.clone()).prepare()
+                state_dir.stage_generation(
+                    &Generation::new(generation, sources.clone(), target.clone()).prepare(),
+                )
             })
         });
         let applied = apply_plans(&mut plan.backends, &instances.configured, &pending, printer);
@@ -341,10 +344,6 @@ pub fn run(
         state
     };
     let record = || -> Result<(), Error> {
-        if let Some(prepared) = &prepared {
-            state_dir.write_prepared_generation(prepared)?;
-            failpoint::pause_point("after-generation-write");
-        }
         let state = recorded.clone();
         let now = state
             .last_sync
@@ -368,10 +367,24 @@ pub fn run(
             state_dir.write_last_run(&now)?;
             return Ok(());
         }
+        // The new generation is put in place (renamed, its directory fsynced) while the new
+        // state.json is staged (written, fsynced): the fsyncs overlap, and state.json is
+        // renamed only once the generation it names is durable.
+        let staged_state = std::thread::scope(|scope| -> Result<_, Error> {
+            let state_dir = &state_dir;
+            let committed =
+                prepared.map(|staged| scope.spawn(move || state_dir.commit_generation(staged?)));
+            let staged_state = state_dir.stage_state(&state);
+            if let Some(committed) = committed {
+                committed.join().expect("writing the generation")?;
+                failpoint::pause_point("after-generation-write");
+            }
+            Ok(staged_state?)
+        })?;
         if let Some(cache) = source_cache.as_ref().filter(|_| is_new || !cache_unchanged) {
             state_dir.write_source_cache(cache)?;
         }
-        state_dir.write_state(&state)?;
+        staged_state.commit()?;
         state_dir.write_unrecorded(None)?;
         Ok(())
     };

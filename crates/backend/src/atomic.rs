@@ -51,18 +51,48 @@ impl AtomicWrite<'_> {
             .tempfile_in(folder_of(path))
     }
 
-    fn write_as(&self, path: &Path, bytes: &[u8], new: bool) -> std::io::Result<()> {
+    /// The first half of [`AtomicWrite::write`]: the temporary file beside `path`, written
+    /// and fsynced, not yet in place. [`Staged::commit`] puts it in place; dropping it deletes
+    /// it. A caller that must order two files (a generation before the state that names it)
+    /// stages the second while the first commits, and the two fsyncs overlap.
+    pub fn stage(&self, path: &Path, bytes: &[u8]) -> std::io::Result<Staged> {
         let mut temporary = self.temporary(path)?;
         temporary.write_all(bytes)?;
         temporary.as_file().sync_all()?;
+        Ok(Staged {
+            temporary,
+            path: path.to_owned(),
+        })
+    }
+
+    fn write_as(&self, path: &Path, bytes: &[u8], new: bool) -> std::io::Result<()> {
+        let staged = self.stage(path, bytes)?;
         if new {
-            temporary
+            staged
+                .temporary
                 .persist_noclobber(path)
                 .map_err(|error| error.error)?;
+            sync_folder(folder_of(path))
         } else {
-            temporary.persist(path).map_err(|error| error.error)?;
+            staged.commit()
         }
-        sync_folder(folder_of(path))
+    }
+}
+
+/// A file written and fsynced beside its target, waiting to replace it ([`AtomicWrite::stage`]).
+#[derive(Debug)]
+pub struct Staged {
+    temporary: tempfile::NamedTempFile,
+    path: std::path::PathBuf,
+}
+
+impl Staged {
+    /// Renames the file over its target and fsyncs the folder, so the rename survives a crash.
+    pub fn commit(self) -> std::io::Result<()> {
+        self.temporary
+            .persist(&self.path)
+            .map_err(|error| error.error)?;
+        sync_folder(folder_of(&self.path))
     }
 }
 
@@ -101,5 +131,24 @@ mod tests {
             .map(|entry| entry.unwrap().file_name())
             .collect();
         assert_eq!(names, ["proof.json"]);
+    }
+
+    #[test]
+    fn a_staged_file_replaces_its_target_only_when_committed_and_is_gone_if_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let write = AtomicWrite {
+            prefix: ".t.",
+            suffix: "",
+            mode: 0o600,
+        };
+        write.write(&path, b"old\n").unwrap();
+        let staged = write.stage(&path, b"new\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"old\n");
+        staged.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+        drop(write.stage(&path, b"dropped\n").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
