@@ -281,6 +281,32 @@ pub struct Lock {
     pub waited: Duration,
     /// Whether another run held it when we first asked.
     pub contended: bool,
+    /// The fsyncs of an owner id this lock just created, running while the run reads and
+    /// plans ([`Lock::settle`]).
+    owner_sync: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    owner_path: PathBuf,
+}
+
+impl Lock {
+    /// Waits until an owner id this lock created is durable. Called before anything is
+    /// written to a firewall: every mark names the id. (A crash before this leaves at worst a
+    /// torn id file, replaced on the next run, which no firewall names.)
+    pub fn settle(&mut self) -> Result<(), StateError> {
+        match self.owner_sync.take() {
+            Some(sync) => sync
+                .join()
+                .expect("syncing the owner id")
+                .map_err(StateDir::io("write", &self.owner_path)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Before the lock file (and so the lock) goes.
+        let _ = self.settle();
+    }
 }
 
 impl StateDir {
@@ -307,6 +333,14 @@ impl StateDir {
     /// most `timeout` for another run to finish; then, holding it, gives the directory its
     /// owner id if it has none.
     pub fn lock(&self, timeout: Duration) -> Result<Lock, StateError> {
+        let mut lock = self.lock_settling_later(timeout)?;
+        lock.settle()?;
+        Ok(lock)
+    }
+
+    /// [`StateDir::lock`], but a new owner id's fsyncs run on another thread until
+    /// [`Lock::settle`], which the caller must call before it writes to any firewall.
+    pub fn lock_settling_later(&self, timeout: Duration) -> Result<Lock, StateError> {
         self.create()?;
         let path = self.path.join(LOCK_FILE);
         let file = OpenOptions::new()
@@ -321,11 +355,13 @@ impl StateDir {
         loop {
             match file.try_lock() {
                 Ok(()) => {
-                    self.create_owner()?;
+                    let owner_sync = self.create_owner()?;
                     return Ok(Lock {
                         _file: file,
                         waited: started.elapsed(),
                         contended,
+                        owner_sync,
+                        owner_path: self.path.join(OWNER_FILE),
                     });
                 }
                 Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < timeout => {
@@ -363,21 +399,27 @@ impl StateDir {
     /// file is created only if it still does not exist (create-new), so that an id another run
     /// already wrote into the rules is never replaced, even by a run of an older release that
     /// wrote it without the lock; only a damaged one is replaced.
-    fn create_owner(&self) -> Result<(), StateError> {
+    /// The file is linked in at once (so this run reads it); its fsyncs are returned, running.
+    fn create_owner(
+        &self,
+    ) -> Result<Option<std::thread::JoinHandle<std::io::Result<()>>>, StateError> {
         let path = self.path.join(OWNER_FILE);
         if self.read_owner()?.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         if path.exists() {
-            return write_json(&path, &new_owner_id());
+            return write_json(&path, &new_owner_id()).map(|()| None);
         }
-        match write_json_new(&path, &new_owner_id()) {
-            Err(StateError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
-                Ok(())
+        match STATE_FILES.write_new_unsynced(&path, &to_json(&new_owner_id())) {
+            Ok(file) => {
+                let folder = self.path.clone();
+                Ok(Some(std::thread::spawn(move || {
+                    file.sync_all()?;
+                    cf_allowlist_backend::atomic::sync_folder(&folder)
+                })))
             }
-            other => other,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+            Err(error) => Err(Self::io("create", &path)(error)),
         }
     }
 
@@ -756,17 +798,7 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
 /// directory, created exclusively (a planted symlink cannot redirect it) with mode 0600, fsync,
 /// rename over the target, fsync of the directory.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    write_json_as(path, value, false)
-}
-
-/// [`write_json`], but only if `path` does not exist yet (the temporary file is linked in,
-/// never renamed over): an existing file fails with `AlreadyExists` and is left as it was.
-fn write_json_new<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    write_json_as(path, value, true)
-}
-
-fn write_json_as<T: Serialize>(path: &Path, value: &T, new: bool) -> Result<(), StateError> {
-    write_bytes_as(path, &to_json(value), new)
+    stage(path, &to_json(value))?.commit()
 }
 
 /// A state file written and fsynced beside its place ([`StateDir::stage_state`],
@@ -816,18 +848,6 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut json = serde_json::to_vec_pretty(value).expect("state serialises");
     json.push(b'\n');
     json
-}
-
-fn write_bytes_as(path: &Path, json: &[u8], new: bool) -> Result<(), StateError> {
-    if new {
-        STATE_FILES
-            .write_new(path, json)
-            .map_err(StateDir::io("create", path))
-    } else {
-        STATE_FILES
-            .write(path, json)
-            .map_err(StateDir::io("write", path))
-    }
 }
 
 #[cfg(test)]

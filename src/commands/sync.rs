@@ -105,13 +105,15 @@ pub fn run(
 ) -> Result<SyncReport, Error> {
     let state_dir = StateDir::new(&settings.state_dir);
     // A preview takes no lock and writes nothing, so it works without a state directory.
-    let lock = if options.dry_run {
+    // A new owner id's fsyncs run while the run reads and plans; it is settled (durable)
+    // before the first firewall write.
+    let mut lock = if options.dry_run {
         None
     } else {
         if settings.backends.is_empty() {
             return Err(Error::NoBackend);
         }
-        Some(state_dir.lock(settings.lock_timeout)?)
+        Some(state_dir.lock_settling_later(settings.lock_timeout)?)
     };
     let waited = lock
         .as_ref()
@@ -287,6 +289,9 @@ pub fn run(
         generation,
         ranges: counts(&plan.target),
     };
+    if let Some(lock) = lock.as_mut() {
+        lock.settle()?;
+    }
     failpoint::pause_point("before-apply");
     let is_new = state.pinned.is_none()
         && current

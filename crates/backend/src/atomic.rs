@@ -51,6 +51,17 @@ impl AtomicWrite<'_> {
             .tempfile_in(folder_of(path))
     }
 
+    /// [`AtomicWrite::write_new`] without the fsyncs, which the caller owes: the file (open,
+    /// for `sync_all`) is linked in at `path`, and then [`sync_folder`] makes the link durable.
+    /// For a caller that has other work to do before it needs the file durable.
+    pub fn write_new_unsynced(&self, path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
+        let mut temporary = self.temporary(path)?;
+        temporary.write_all(bytes)?;
+        temporary
+            .persist_noclobber(path)
+            .map_err(|error| error.error)
+    }
+
     /// The first half of [`AtomicWrite::write`]: the temporary file beside `path`, written
     /// and fsynced, not yet in place. [`Staged::commit`] puts it in place; dropping it deletes
     /// it. A caller that must order two files (a generation before the state that names it)
