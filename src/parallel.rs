@@ -24,7 +24,8 @@ pub fn map<T: Sync, R: Send>(parts: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<
 
 /// How many parts to cut a pass into: the cores this process may use, at most `most`.
 pub fn cores(most: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, most.max(1))
+    // std reads the cgroup's CPU quota files on every call: once a process is enough.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
+    cores.clamp(1, most.max(1))
 }

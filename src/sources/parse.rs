@@ -96,10 +96,10 @@ const PARALLEL_ABOVE_BYTES: usize = 256 * 1024;
 /// `text` cut at line ends into at most one piece per core, each at least `smallest` bytes,
 /// with the number of lines before each piece.
 fn pieces(text: &str, smallest: usize) -> Vec<(&str, usize)> {
-    let cores = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(8);
-    let count = (text.len() / smallest.max(1)).clamp(1, cores);
+    let count = match text.len() / smallest.max(1) {
+        0 | 1 => 1,
+        many => many.min(crate::parallel::cores(8)),
+    };
     let mut pieces = Vec::with_capacity(count);
     let mut rest = text;
     let mut lines_before = 0;

@@ -74,19 +74,37 @@ impl ToolError {
     }
 }
 
-/// Finds `name` in `PATH`, then in `/usr/sbin`, `/sbin`, `/usr/bin` and `/bin`.
+/// Finds `name` in `PATH`, then in `/usr/sbin`, `/sbin`, `/usr/bin` and `/bin`. A program
+/// found is remembered for this process (per `PATH`): a sync asks for `nft` several times, each
+/// a walk over every directory.
 pub fn locate(name: &str) -> Result<PathBuf, ToolError> {
-    let path_dirs = std::env::var_os("PATH")
+    type Found = std::collections::HashMap<(Option<std::ffi::OsString>, String), PathBuf>;
+    static FOUND: std::sync::Mutex<Option<Found>> = std::sync::Mutex::new(None);
+    let path = std::env::var_os("PATH");
+    let key = (path.clone(), name.to_owned());
+    if let Some(found) = FOUND
+        .lock()
+        .ok()
+        .and_then(|found| found.as_ref()?.get(&key).cloned())
+        .filter(|found| is_executable(found))
+    {
+        return Ok(found);
+    }
+    let path_dirs = path
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default();
-    path_dirs
+    let found = path_dirs
         .into_iter()
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
         .ok_or_else(|| ToolError::NotFound {
             name: name.to_owned(),
-        })
+        })?;
+    if let Ok(mut cache) = FOUND.lock() {
+        cache.get_or_insert_default().insert(key, found.clone());
+    }
+    Ok(found)
 }
 
 fn is_executable(path: &Path) -> bool {
