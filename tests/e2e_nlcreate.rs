@@ -155,6 +155,60 @@ fn nftables_a_first_apply_over_netlink_holds_what_nft_makes_of_the_batch() {
 }
 
 #[test]
+fn nftables_a_first_apply_into_the_hosts_own_table_over_netlink_holds_what_nft_makes() {
+    require_root();
+    // Debian's stock table with a drop policy, rules of the admin's (one with an anonymous set
+    // of its own, so the kernel numbers ours after it), and, in turn: our chain is the host's
+    // input chain (the default), or a chain the creation adds to the host's table.
+    let host = "table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n    ct state established,related accept\n    iif lo accept\n    tcp dport { 22, 2222 } accept\n  }\n}\n";
+    let chains = [
+        NftablesOptions::default(),
+        NftablesOptions {
+            table: "filter".to_owned(),
+            chain: "cf_in".to_owned(),
+        },
+    ];
+    for options in chains {
+        for (ports, restrict) in [(vec![80, 443], false), (vec![443], true)] {
+            let policy = Policy {
+                ports: ports.clone(),
+                restrict,
+            };
+            let target = ranges(&twenty_two());
+            let ours = Netns::new("nlc-ours");
+            let nfts = Netns::new("nlc-nft");
+            for netns in [&ours, &nfts] {
+                netns.nft_batch(host);
+            }
+            let shape = format!(
+                "chain {}, ports {ports:?}, restrict {restrict}",
+                options.chain
+            );
+            assert_eq!(
+                first_apply_in(&ours, options.clone(), &policy, None, &target, false),
+                1,
+                "{shape}: written over netlink"
+            );
+            assert_eq!(
+                first_apply_in(&nfts, options.clone(), &policy, None, &target, true),
+                0,
+                "{shape}: written by nft -f"
+            );
+            let [json, bytecode, text] = listings(&ours);
+            assert_eq!(
+                [&json, &bytecode, &text],
+                listings(&nfts).each_ref(),
+                "{shape}"
+            );
+            assert!(
+                text.contains("tcp dport { 22, 2222 } accept"),
+                "{shape}: {text}"
+            );
+        }
+    }
+}
+
+#[test]
 fn nftables_a_first_sync_over_netlink_opens_the_listed_sources_without_nft_f() {
     // With `nft -f` refusing to run, a first sync on an empty ruleset with restrict creates
     // table, chain, sets and rules over netlink: the listed sources reach 80 and 443, the
@@ -339,11 +393,66 @@ fn nftables_the_reading_proven_after_a_creation_has_the_real_rule_handles() {
 }
 
 #[test]
+fn nftables_the_reading_proven_after_a_creation_in_the_hosts_chain_is_a_listings() {
+    // The same in Debian's policy-drop chain with the admin's rules after ours: the proven
+    // reading says what a listing says, our rules by the kernel's handles, and a purge planned
+    // from it leaves exactly the admin's table.
+    require_root();
+    let netns = Netns::new("nlc-proof-host");
+    let host = "table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n    ct state established,related accept\n    iif lo accept\n    tcp dport { 22, 2222 } accept\n  }\n}\n";
+    netns.nft_batch(host);
+    let before_sync = netns.exec("nft", &["list", "ruleset"]);
+    let target = ranges(&twenty_two());
+    netns.run_inside(move || {
+        let policy = Policy {
+            ports: vec![80, 443],
+            restrict: true,
+        };
+        let writes = Rc::new(Cell::new(0));
+        let counter = writes.clone();
+        harness::on_element_write(move || counter.set(counter.get() + 1));
+        let backend = NftablesBackend::new(NftablesOptions::default(), policy.clone());
+        let observed = backend.observe().unwrap();
+        backend.apply(&Change::between(&observed, &target)).unwrap();
+        assert_eq!(writes.get(), 1, "created over netlink");
+        let proven = backend.observe().unwrap();
+        let listed = NftablesBackend::new(NftablesOptions::default(), policy)
+            .observe()
+            .unwrap();
+        assert_eq!(proven.ranges, target);
+        assert_eq!(proven.ranges, listed.ranges);
+        assert_eq!(proven.repairs, listed.repairs);
+        assert!(proven.repairs.is_empty(), "{:?}", proven.repairs);
+        assert_eq!(proven.basis, listed.basis);
+        assert_eq!(proven.warnings, listed.warnings);
+        let output = std::process::Command::new("nft")
+            .args(["-a", "list", "chain", "inet", "filter", "input"])
+            .output()
+            .unwrap();
+        let listed_rules: Vec<(String, u64)> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|line| {
+                let (_, comment) = line.split_once("comment \"")?;
+                let (comment, rest) = comment.split_once('"')?;
+                let handle = rest.trim().strip_prefix("# handle ")?.parse().ok()?;
+                Some((comment.to_owned(), handle))
+            })
+            .collect();
+        assert_eq!(listed_rules.len(), 3, "{listed_rules:?}");
+        assert_eq!(harness::proven_rules(&backend), Some(listed_rules));
+        backend.purge().unwrap();
+    });
+    assert_eq!(netns.exec("nft", &["list", "ruleset"]), before_sync);
+}
+
+#[test]
 fn nftables_a_table_created_by_another_writer_before_the_creation_makes_the_apply_stale() {
     // The admin creates the table between the first apply's reading and its netlink creation:
     // the kernel refuses the creation (generation moved), the fresh reading differs from the
     // plan's, so the apply is stale and is planned again (as the core does), never written on
-    // the old reading; the plan made anew adds to the admin's table with nft's batch.
+    // the old reading; the plan made anew adds our chain, sets and rules to the admin's table,
+    // over netlink again (without an `add table`: the admin's comment stays).
     use cf_allowlist_backend::ErrorKind;
     require_root();
     let netns = Netns::new("nlc-stale");
@@ -379,7 +488,11 @@ fn nftables_a_table_created_by_another_writer_before_the_creation_makes_the_appl
         assert_eq!(writes.get(), 1);
         let observed = backend.observe().unwrap();
         backend.apply(&Change::between(&observed, &target)).unwrap();
-        assert_eq!(writes.get(), 1, "the table exists: nft's batch");
+        assert_eq!(
+            writes.get(),
+            2,
+            "the table exists: created in it over netlink"
+        );
         let output = std::process::Command::new("nft")
             .args(["list", "table", "inet", "filter"])
             .output()

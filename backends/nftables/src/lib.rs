@@ -550,16 +550,23 @@ impl NftablesBackend {
         (!edits.is_empty()).then_some(edits)
     }
 
-    /// Everything a first apply writes, as one netlink creation: when our table does not exist
-    /// and nothing of ours is anywhere else (so the batch would be exactly `add table`, `add
-    /// chain`, both `add set` with their elements and the `insert rule`s), and
-    /// [`netlink::creatable`] says the kernel gets from it what it would get from nft.
+    /// Everything a first apply writes, as one netlink creation: when nothing of ours exists
+    /// anywhere (no sets, no rules, no strays; the table and the chain may be the host's, as
+    /// Debian's `inet filter input`), and restrict's drop has no admin's allow to follow, so
+    /// the batch would be exactly `add table` and `add chain` where they are missing, both
+    /// `add set` with their elements and the `insert rule`s; and [`netlink::creatable`] says
+    /// the kernel gets from it what it would get from nft.
     fn creation(&self, live: &Live, change: &Change) -> Option<netlink::Creation> {
-        if live.table_exists
-            || live.chain_exists
-            || !live.sets.is_empty()
+        let anchored_drop = self
+            .wanted_rules()
+            .iter()
+            .any(|rule| rule.verdict.as_deref() == Some("drop"))
+            && self.drop_anchor(live).is_some();
+        if !live.sets.is_empty()
             || !live.rules.is_empty()
             || !live.strays.is_empty()
+            || (!live.table_exists && live.chain_exists)
+            || anchored_drop
         {
             return None;
         }
@@ -570,9 +577,9 @@ impl NftablesBackend {
         let comment = self.comment(names::OWNER_TAG);
         let creation = netlink::Creation {
             table: self.options.table.clone(),
-            table_comment: comment.clone(),
+            table_comment: (!live.table_exists).then(|| comment.clone()),
             chain: self.options.chain.clone(),
-            chain_comment: comment,
+            chain_comment: (!live.chain_exists).then_some(comment),
             sets: Family::ALL
                 .iter()
                 .map(|family| netlink::NewSet {

@@ -95,14 +95,17 @@ const NAME_MAX: usize = 256;
 /// Everything one fresh table gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Creation {
-    /// The `inet` table, created with `comment`.
+    /// The `inet` table.
     pub table: String,
-    /// The table's comment.
-    pub table_comment: String,
-    /// The base chain on the input hook (type filter, priority filter, no policy: accept).
+    /// The table's comment when the table is created; `None` when it exists (the host's own
+    /// table: nft's batch then has no `add table`).
+    pub table_comment: Option<String>,
+    /// The chain our rules go to: when created, a base chain on the input hook (type filter,
+    /// priority filter, no policy: accept).
     pub chain: String,
-    /// The chain's comment.
-    pub chain_comment: String,
+    /// The chain's comment when the chain is created; `None` when it exists (our rules are
+    /// then inserted at its top, before the rules already in it, as nft's `insert rule`).
+    pub chain_comment: Option<String>,
     /// The named interval sets, created in this order.
     pub sets: Vec<NewSet>,
     /// The rules, each inserted at the top of the chain as nft's `insert rule` does (so the
@@ -153,8 +156,10 @@ pub fn creatable(creation: &Creation) -> bool {
     let comment_ok = |comment: &str| comment.len() < COMMENT_MAX && !comment.contains('\0');
     name_ok(&creation.table)
         && name_ok(&creation.chain)
-        && comment_ok(&creation.table_comment)
-        && comment_ok(&creation.chain_comment)
+        && creation.table_comment.as_deref().is_none_or(comment_ok)
+        && creation.chain_comment.as_deref().is_none_or(comment_ok)
+        // A table cannot exist inside a chain that is created: nft's batch would differ.
+        && (creation.table_comment.is_none() || creation.chain_comment.is_some())
         && creation.sets.iter().all(|set| {
             name_ok(&set.name)
                 && !set.name.starts_with("__")
@@ -242,49 +247,53 @@ fn encode(generation: u32, creation: &Creation, first_sequence: u32) -> (Batch, 
         table: nul_terminated(&creation.table),
         set_ids: 0,
     };
-    let mut table = Vec::new();
-    push_attribute(&mut table, NFTA_TABLE_NAME, &encoder.table);
-    push_attribute(&mut table, NFTA_TABLE_FLAGS, &0u32.to_be_bytes());
-    push_attribute(
-        &mut table,
-        NFTA_TABLE_USERDATA,
-        &comment_userdata(&creation.table_comment),
-    );
-    // nft's `add table` asks for no NLM_F_CREATE.
-    encoder.message(
-        NFT_MSG_NEWTABLE,
-        0,
-        &table,
-        format!("table {}", creation.table),
-    );
+    if let Some(table_comment) = &creation.table_comment {
+        let mut table = Vec::new();
+        push_attribute(&mut table, NFTA_TABLE_NAME, &encoder.table);
+        push_attribute(&mut table, NFTA_TABLE_FLAGS, &0u32.to_be_bytes());
+        push_attribute(
+            &mut table,
+            NFTA_TABLE_USERDATA,
+            &comment_userdata(table_comment),
+        );
+        // nft's `add table` asks for no NLM_F_CREATE.
+        encoder.message(
+            NFT_MSG_NEWTABLE,
+            0,
+            &table,
+            format!("table {}", creation.table),
+        );
+    }
 
-    let mut chain = Vec::new();
-    push_attribute(&mut chain, NFTA_CHAIN_TABLE, &encoder.table);
-    push_attribute(
-        &mut chain,
-        NFTA_CHAIN_NAME,
-        &nul_terminated(&creation.chain),
-    );
-    push_attribute(&mut chain, NFTA_CHAIN_TYPE, b"filter\0");
-    let mut hook = Vec::new();
-    push_attribute(
-        &mut hook,
-        NFTA_HOOK_HOOKNUM,
-        &NF_INET_LOCAL_IN.to_be_bytes(),
-    );
-    push_attribute(&mut hook, NFTA_HOOK_PRIORITY, &0u32.to_be_bytes());
-    push_attribute(&mut chain, NLA_F_NESTED | NFTA_CHAIN_HOOK, &hook);
-    push_attribute(
-        &mut chain,
-        NFTA_CHAIN_USERDATA,
-        &comment_userdata(&creation.chain_comment),
-    );
-    encoder.message(
-        NFT_MSG_NEWCHAIN,
-        NLM_F_CREATE,
-        &chain,
-        format!("chain {}", creation.chain),
-    );
+    if let Some(chain_comment) = &creation.chain_comment {
+        let mut chain = Vec::new();
+        push_attribute(&mut chain, NFTA_CHAIN_TABLE, &encoder.table);
+        push_attribute(
+            &mut chain,
+            NFTA_CHAIN_NAME,
+            &nul_terminated(&creation.chain),
+        );
+        push_attribute(&mut chain, NFTA_CHAIN_TYPE, b"filter\0");
+        let mut hook = Vec::new();
+        push_attribute(
+            &mut hook,
+            NFTA_HOOK_HOOKNUM,
+            &NF_INET_LOCAL_IN.to_be_bytes(),
+        );
+        push_attribute(&mut hook, NFTA_HOOK_PRIORITY, &0u32.to_be_bytes());
+        push_attribute(&mut chain, NLA_F_NESTED | NFTA_CHAIN_HOOK, &hook);
+        push_attribute(
+            &mut chain,
+            NFTA_CHAIN_USERDATA,
+            &comment_userdata(chain_comment),
+        );
+        encoder.message(
+            NFT_MSG_NEWCHAIN,
+            NLM_F_CREATE,
+            &chain,
+            format!("chain {}", creation.chain),
+        );
+    }
 
     let mut named_ids = Vec::new();
     for set in &creation.sets {

@@ -20,9 +20,9 @@ fn nets(texts: &[&str]) -> Vec<IpNet> {
 fn recorded() -> Creation {
     Creation {
         table: "filter".to_owned(),
-        table_comment: "cf-allowlist".to_owned(),
+        table_comment: Some("cf-allowlist".to_owned()),
         chain: "input".to_owned(),
-        chain_comment: "cf-allowlist".to_owned(),
+        chain_comment: Some("cf-allowlist".to_owned()),
         sets: vec![
             NewSet {
                 name: "cf_allowlist_v4".to_owned(),
