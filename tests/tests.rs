@@ -25,6 +25,8 @@ mod e2e_iptables;
 #[cfg(feature = "e2e")]
 mod e2e_judgement;
 #[cfg(feature = "e2e")]
+mod e2e_netlink_listing;
+#[cfg(feature = "e2e")]
 mod e2e_nftables;
 mod e2e_nginx;
 #[cfg(feature = "e2e")]

@@ -3,7 +3,7 @@
 //!
 //! Running nft costs one to two milliseconds a process; the kernel answers four dumps in a
 //! fraction of that. The renderer reproduces only what it is proven to render as nft does (the
-//! differential test in `backends/nftables/tests/netlink_listing.rs` compares it with real nft): tables of the
+//! differential test in `tests/e2e_netlink_listing.rs` compares it with real nft): tables of the
 //! ip, ip6 and inet families without flags, regular and base chains (filter, nat and route
 //! types on the five inet hooks), named sets of addresses or ports with no flag but `interval`,
 //! and rules made of `ip`/`ip6` address, prefix and protocol matches, `tcp`/`udp` port matches
