@@ -317,28 +317,6 @@ fn iptables_nft_native_rules_are_read_exactly_or_not_at_all() {
     });
 }
 
-/// The reading's cost against nft's, printed (not asserted): `cargo test --release`.
-#[test]
-fn timing_of_the_reading() {
-    in_fresh_netns(|| {
-        for (name, ruleset) in [("empty", ""), ("stock host", STOCK_POLICY_DROP)] {
-            load(ruleset);
-            let runs = 50;
-            let started = std::time::Instant::now();
-            for _ in 0..runs {
-                assert!(netlink::terse_listing().is_some());
-            }
-            let ours = started.elapsed() / runs;
-            let started = std::time::Instant::now();
-            for _ in 0..runs {
-                must("nft", &["-t", "-j", "list", "ruleset"]);
-            }
-            let nft = started.elapsed() / runs;
-            eprintln!("{name}: netlink {ours:?}, nft -t -j list ruleset {nft:?}");
-        }
-    });
-}
-
 /// nft's own example rulesets and this machine's /etc/nftables.conf, those that load here:
 /// each is read exactly or not at all.
 #[test]
