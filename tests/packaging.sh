@@ -476,7 +476,10 @@ if want ansible || want fleet; then
       printf '#!/bin/sh\nexec ip netns exec %s-h%d %s "$@"\n' "$prefix" "$index" "$venv/bin/python" >"$work/python-h$index"
       chmod +x "$work/python-h$index"
       mkdir -p "$work/bin-h$index"
-      # A firewall that can break: nft fails while $work/broken-hN exists.
+      # A firewall that can break: nft fails while $work/broken-hN exists. The hosts' ruleset
+      # logs what its policy drops, which the netlink reading does not render, so every sync
+      # lists it with nft (a first apply would otherwise write over netlink alone, never
+      # running nft).
       printf '#!/bin/sh\nif [ -e %s/broken-h%d ]; then echo "nft: netlink: Error: Could not process rule: Operation not supported" >&2; exit 1; fi\nexec /usr/sbin/nft "$@"\n' \
         "$work" "$index" >"$work/bin-h$index/nft"
       chmod +x "$work/bin-h$index/nft"

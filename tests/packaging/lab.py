@@ -6,7 +6,8 @@ client namespace that connects to them from allowed and non-allowed documentatio
     client (PREFIX-c)  lo: 198.51.100.10, 203.0.113.10, 2001:db8:cf::10, 2001:db8:bad::10
       v<i> 192.0.2.<100+i>, fe80::2  ── veth ──  eth0 192.0.2.<i>, 2001:db8:1::<i>, fe80::1
                                                  host PREFIX-h<i>: Debian-like nftables
-                                                 (policy drop), listeners on 80 and 443
+                                                 (policy drop, logging what it drops),
+                                                 listeners on 80 and 443
 
 Commands (as root): up PREFIX DIR N | down PREFIX DIR | probe PREFIX I open|closed
   | serve (inside a host namespace) | connect (inside the client namespace).
@@ -33,6 +34,7 @@ table inet filter {
     ct state established,related accept
     iif lo accept
     meta l4proto ipv6-icmp accept
+    log prefix "lab input drop: "
   }
   chain forward {
     type filter hook forward priority filter; policy drop;
