@@ -368,19 +368,7 @@ fn nftables_a_replace_writes_its_elements_without_nft_and_packets_follow() {
     use crate::support::cmd::cf;
     let lab = Lab::synced_with_nftables();
     assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
-    let bin = lab.state_dir().with_file_name("no-nft-write");
-    std::fs::create_dir_all(&bin).unwrap();
-    let wrapper = bin.join("nft");
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\nfor arg in \"$@\"; do [ \"$arg\" = -f ] && { echo 'nft -f refused by the test' >&2; exit 1; }; done\nexec /usr/sbin/nft \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let path = lab.path_refusing_nft_f();
     lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
     let origin = lab.origin.name.clone();
     let generation = move || {
@@ -397,10 +385,7 @@ fn nftables_a_replace_writes_its_elements_without_nft_and_packets_follow() {
     let sync = cf(&args)
         .state(&lab.state_dir())
         .in_netns(&lab.origin.name)
-        .env(
-            "PATH",
-            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
-        )
+        .env("PATH", &path)
         .run();
     lab.assert_moved_to_the_second_list(&sync);
     assert_eq!(generation(), before.wrapping_add(1), "one transaction");

@@ -9,7 +9,7 @@ use cf_allowlist_backend::{Backend, Change, Policy, Ranges};
 use cf_allowlist_nftables::{NftablesBackend, NftablesOptions, harness};
 
 use crate::support::cmd::cf;
-use crate::support::lab::{IN_FIRST_LIST, Lab, PORTS, SOURCES};
+use crate::support::lab::{IN_FIRST_LIST, Lab, PORTS, SOURCES, expect_open};
 use crate::support::netns::Netns;
 use crate::support::require_root;
 
@@ -157,10 +157,8 @@ fn nftables_a_first_apply_over_netlink_holds_what_nft_makes_of_the_batch() {
 #[test]
 fn nftables_a_first_apply_into_the_hosts_own_table_over_netlink_holds_what_nft_makes() {
     require_root();
-    // Debian's stock table with a drop policy, rules of the admin's (one with an anonymous set
-    // of its own, so the kernel numbers ours after it), and, in turn: our chain is the host's
-    // input chain (the default), or a chain the creation adds to the host's table.
-    let host = "table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n    ct state established,related accept\n    iif lo accept\n    tcp dport { 22, 2222 } accept\n  }\n}\n";
+    // The host's table (HOST), and in turn: our chain is the host's input chain (the default),
+    // or a chain the creation adds to the host's table.
     let chains = [
         NftablesOptions::default(),
         NftablesOptions {
@@ -178,7 +176,7 @@ fn nftables_a_first_apply_into_the_hosts_own_table_over_netlink_holds_what_nft_m
             let ours = Netns::new("nlc-ours");
             let nfts = Netns::new("nlc-nft");
             for netns in [&ours, &nfts] {
-                netns.nft_batch(host);
+                netns.nft_batch(HOST);
             }
             let shape = format!(
                 "chain {}, ports {ports:?}, restrict {restrict}",
@@ -214,29 +212,14 @@ fn nftables_a_first_sync_over_netlink_opens_the_listed_sources_without_nft_f() {
     // table, chain, sets and rules over netlink: the listed sources reach 80 and 443, the
     // others do not; 22 and 8080 are not managed and stay open (no drop of the admin's).
     let lab = Lab::new();
-    let bin = lab.state_dir().with_file_name("no-nft-write");
-    std::fs::create_dir_all(&bin).unwrap();
-    let wrapper = bin.join("nft");
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\nfor arg in \"$@\"; do [ \"$arg\" = -f ] && { echo 'nft -f refused by the test' >&2; exit 1; }; done\nexec /usr/sbin/nft \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let path = lab.path_refusing_nft_f();
     let sources = lab.source_args();
     let mut args = vec!["sync", "--backend", "nftables", "--restrict"];
     args.extend(sources.iter().map(String::as_str));
     cf(&args)
         .state(&lab.state_dir())
         .in_netns(&lab.origin.name)
-        .env(
-            "PATH",
-            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
-        )
+        .env("PATH", &path)
         .run()
         .code(0)
         .stdout_has("+ 198.51.100.0/25");
@@ -254,6 +237,27 @@ fn nftables_a_first_sync_over_netlink_opens_the_listed_sources_without_nft_f() {
         ruleset.contains("drop comment \"cf-allowlist restrict"),
         "{ruleset}"
     );
+}
+
+#[test]
+fn nftables_a_first_sync_into_the_hosts_policy_drop_table_over_netlink_lets_exactly_the_list_in() {
+    // The origin's own policy-drop `inet filter` (the admin's SSH allow included), `nft -f`
+    // refusing to run: our sets and rules go into the host's chain over netlink, and real
+    // connects pass from the listed sources to 80 and 443 only.
+    let lab = Lab::new();
+    lab.load_nft_ruleset();
+    assert_eq!(lab.open(), expect_open(&[]));
+    let path = lab.path_refusing_nft_f();
+    let sources = lab.source_args();
+    let mut args = vec!["sync", "--backend", "nftables"];
+    args.extend(sources.iter().map(String::as_str));
+    cf(&args)
+        .state(&lab.state_dir())
+        .in_netns(&lab.origin.name)
+        .env("PATH", &path)
+        .run()
+        .code(0);
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
 }
 
 #[test]
@@ -323,13 +327,15 @@ fn nftables_a_foreign_commit_before_the_creation_is_refused_then_retried_then_le
     }
 }
 
-#[test]
-fn nftables_the_reading_proven_after_a_creation_has_the_real_rule_handles() {
-    // After a netlink creation the generation moved by exactly our transaction: the next
-    // observation is the predicted reading, with the handles the kernel echoed. It says what
-    // a listing says, and a purge planned from it (rules deleted by handle) removes everything.
-    require_root();
-    let netns = Netns::new("nlc-proof");
+/// Debian's stock table with a drop policy and rules of the admin's, one with an anonymous set
+/// of its own (so the kernel numbers ours after it).
+const HOST: &str = "table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n    ct state established,related accept\n    iif lo accept\n    tcp dport { 22, 2222 } accept\n  }\n}\n";
+
+/// A first apply with restrict in `netns` (created over netlink), then: the proven reading
+/// says what a listing says and names our rules by the handles the kernel gave them, and a
+/// purge planned from it (rules deleted by handle) leaves the ruleset as it was before.
+fn a_creation_is_proven_and_purged_by_the_kernels_handles(netns: &Netns) {
+    let before_sync = netns.exec("nft", &["list", "ruleset"]);
     let target = ranges(&twenty_two());
     netns.run_inside(move || {
         let policy = Policy {
@@ -359,7 +365,6 @@ fn nftables_the_reading_proven_after_a_creation_has_the_real_rule_handles() {
         assert_eq!(proven.owners, listed.owners);
         assert_eq!(proven.basis, listed.basis);
         assert_eq!(proven.warnings, listed.warnings);
-        // The proven reading names our rules by the handles the kernel gave them.
         let output = std::process::Command::new("nft")
             .args(["-a", "list", "chain", "inet", "filter", "input"])
             .output()
@@ -377,73 +382,26 @@ fn nftables_the_reading_proven_after_a_creation_has_the_real_rule_handles() {
         assert_eq!(listed_rules.len(), 3, "{listed_rules:?}");
         assert_eq!(harness::proven_rules(&backend), Some(listed_rules));
         // The purge uses the proven reading (same generation): the handles must be the kernel's.
-        let removed = backend.purge().unwrap();
-        assert!(
-            removed
-                .iter()
-                .any(|line| line.contains("table inet filter")),
-            "{removed:?}"
-        );
-        let output = std::process::Command::new("nft")
-            .args(["list", "ruleset"])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8(output.stdout).unwrap(), "");
+        backend.purge().unwrap();
     });
+    assert_eq!(netns.exec("nft", &["list", "ruleset"]), before_sync);
+}
+
+#[test]
+fn nftables_the_reading_proven_after_a_creation_has_the_real_rule_handles() {
+    // On an empty ruleset: table, chain, sets and rules are ours, and the purge removes all.
+    require_root();
+    a_creation_is_proven_and_purged_by_the_kernels_handles(&Netns::new("nlc-proof"));
 }
 
 #[test]
 fn nftables_the_reading_proven_after_a_creation_in_the_hosts_chain_is_a_listings() {
-    // The same in Debian's policy-drop chain with the admin's rules after ours: the proven
-    // reading says what a listing says, our rules by the kernel's handles, and a purge planned
-    // from it leaves exactly the admin's table.
+    // In Debian's policy-drop chain with the admin's rules after ours: the purge leaves exactly
+    // the admin's table.
     require_root();
     let netns = Netns::new("nlc-proof-host");
-    let host = "table inet filter {\n  chain input {\n    type filter hook input priority filter; policy drop;\n    ct state established,related accept\n    iif lo accept\n    tcp dport { 22, 2222 } accept\n  }\n}\n";
-    netns.nft_batch(host);
-    let before_sync = netns.exec("nft", &["list", "ruleset"]);
-    let target = ranges(&twenty_two());
-    netns.run_inside(move || {
-        let policy = Policy {
-            ports: vec![80, 443],
-            restrict: true,
-        };
-        let writes = Rc::new(Cell::new(0));
-        let counter = writes.clone();
-        harness::on_element_write(move || counter.set(counter.get() + 1));
-        let backend = NftablesBackend::new(NftablesOptions::default(), policy.clone());
-        let observed = backend.observe().unwrap();
-        backend.apply(&Change::between(&observed, &target)).unwrap();
-        assert_eq!(writes.get(), 1, "created over netlink");
-        let proven = backend.observe().unwrap();
-        let listed = NftablesBackend::new(NftablesOptions::default(), policy)
-            .observe()
-            .unwrap();
-        assert_eq!(proven.ranges, target);
-        assert_eq!(proven.ranges, listed.ranges);
-        assert_eq!(proven.repairs, listed.repairs);
-        assert!(proven.repairs.is_empty(), "{:?}", proven.repairs);
-        assert_eq!(proven.basis, listed.basis);
-        assert_eq!(proven.warnings, listed.warnings);
-        let output = std::process::Command::new("nft")
-            .args(["-a", "list", "chain", "inet", "filter", "input"])
-            .output()
-            .unwrap();
-        let listed_rules: Vec<(String, u64)> = String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|line| {
-                let (_, comment) = line.split_once("comment \"")?;
-                let (comment, rest) = comment.split_once('"')?;
-                let handle = rest.trim().strip_prefix("# handle ")?.parse().ok()?;
-                Some((comment.to_owned(), handle))
-            })
-            .collect();
-        assert_eq!(listed_rules.len(), 3, "{listed_rules:?}");
-        assert_eq!(harness::proven_rules(&backend), Some(listed_rules));
-        backend.purge().unwrap();
-    });
-    assert_eq!(netns.exec("nft", &["list", "ruleset"]), before_sync);
+    netns.nft_batch(HOST);
+    a_creation_is_proven_and_purged_by_the_kernels_handles(&netns);
 }
 
 #[test]

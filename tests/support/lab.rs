@@ -189,6 +189,25 @@ impl Lab {
         self.state.path().join("state")
     }
 
+    /// A `PATH` whose `nft` refuses `-f` (and runs every other command): a run given it can
+    /// write the ruleset only over netlink.
+    pub fn path_refusing_nft_f(&self) -> String {
+        let bin = self.state_dir().with_file_name("no-nft-write");
+        std::fs::create_dir_all(&bin).unwrap();
+        let wrapper = bin.join("nft");
+        std::fs::write(
+            &wrapper,
+            "#!/bin/sh\nfor arg in \"$@\"; do [ \"$arg\" = -f ] && { echo 'nft -f refused by the test' >&2; exit 1; }; done\nexec /usr/sbin/nft \"$@\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display())
+    }
+
     /// Runs `cf-allowlist ARGS… --state-dir STATE` inside the origin.
     pub fn cf(&self, args: &[&str]) -> Outcome {
         cf(args)

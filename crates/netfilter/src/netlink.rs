@@ -150,6 +150,28 @@ impl Socket {
         attributes: &[u8],
         set: &str,
     ) -> Result<(Vec<Vec<u8>>, bool), NetlinkError> {
+        let (bodies, interrupted) =
+            self.ask_whole(message_type, flags, protocol_family, attributes, set)?;
+        let payloads = bodies
+            .into_iter()
+            .map(|mut body| {
+                body.drain(..4);
+                body
+            })
+            .collect();
+        Ok((payloads, interrupted))
+    }
+
+    /// [`Socket::ask`], each answer whole: its nfgenmsg header (family, version, resource id:
+    /// the generation a dump was read at) and then its attributes.
+    fn ask_whole(
+        &mut self,
+        message_type: u16,
+        flags: u16,
+        protocol_family: u8,
+        attributes: &[u8],
+        set: &str,
+    ) -> Result<(Vec<Vec<u8>>, bool), NetlinkError> {
         self.sequence += 1;
         let length = 16 + 4 + attributes.len();
         let mut request = Vec::with_capacity(length);
@@ -201,10 +223,10 @@ impl Socket {
                         });
                     }
                     _ => {
-                        let payload = body
-                            .get(4..)
-                            .ok_or(NetlinkError::Malformed("a message without nfgenmsg"))?;
-                        payloads.push(payload.to_vec());
+                        if body.len() < 4 {
+                            return Err(NetlinkError::Malformed("a message without nfgenmsg"));
+                        }
+                        payloads.push(body.to_vec());
                         if flags & NLM_F_DUMP == 0 && flags & NLM_F_ACK == 0 {
                             return Ok((payloads, interrupted));
                         }

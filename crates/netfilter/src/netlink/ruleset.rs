@@ -22,8 +22,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde_json::{Value, json};
 
 use super::{
-    NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN, NFT_MSG_GETSETELEM, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkError, Socket, attributes, messages,
+    NFT_MSG_GETGEN, NFT_MSG_GETSETELEM, NLM_F_DUMP, NetlinkError, Socket, attributes,
     push_attribute,
 };
 
@@ -66,67 +65,28 @@ impl Socket {
         protocol_family: u8,
         attributes: &[u8],
     ) -> Result<Option<Vec<Answer>>, NetlinkError> {
-        self.sequence += 1;
-        let length = 16 + 4 + attributes.len();
-        let mut request = Vec::with_capacity(length);
-        request.extend_from_slice(&(length as u32).to_ne_bytes());
-        request.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | message_type).to_ne_bytes());
-        request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        request.extend_from_slice(&self.sequence.to_ne_bytes());
-        request.extend_from_slice(&0u32.to_ne_bytes());
-        request.extend_from_slice(&[protocol_family, 0, 0, 0]);
-        request.extend_from_slice(attributes);
-        rustix::net::sendto(
-            &self.fd,
-            &request,
-            rustix::net::SendFlags::empty(),
-            &rustix::net::netlink::SocketAddrNetlink::new(0, 0),
+        let (bodies, interrupted) = self.ask_whole(
+            message_type,
+            NLM_F_DUMP,
+            protocol_family,
+            attributes,
+            "(ruleset)",
         )?;
-        let mut payloads = Vec::new();
-        let mut interrupted = false;
-        let mut buffer = vec![0u8; 1 << 16];
-        loop {
-            let (_, received) =
-                rustix::net::recv(&self.fd, &mut buffer[..], rustix::net::RecvFlags::TRUNC)?;
-            if received > buffer.len() {
-                return Err(NetlinkError::Malformed("a message larger than the buffer"));
-            }
-            for message in messages(&buffer[..received]) {
-                let message = message?;
-                if message.sequence != self.sequence {
-                    continue;
-                }
-                interrupted |= message.flags & NLM_F_DUMP_INTR != 0;
-                match message.kind {
-                    NLMSG_DONE => return Ok((!interrupted).then_some(payloads)),
-                    NLMSG_ERROR => {
-                        let code = message
-                            .body
-                            .get(0..4)
-                            .map(|bytes| i32::from_ne_bytes(bytes.try_into().expect("4 bytes")))
-                            .ok_or(NetlinkError::Malformed("a short error message"))?;
-                        if code == 0 {
-                            return Ok((!interrupted).then_some(payloads));
-                        }
-                        return Err(NetlinkError::Kernel {
-                            set: "(ruleset)".to_owned(),
-                            errno: -code,
-                        });
-                    }
-                    _ => {
-                        let header = message
-                            .body
-                            .get(0..4)
-                            .ok_or(NetlinkError::Malformed("a message without nfgenmsg"))?;
-                        let id = u16::from_be_bytes([header[2], header[3]]);
-                        // The family byte, then the attributes.
-                        let mut payload = vec![header[0]];
-                        payload.extend_from_slice(&message.body[4..]);
-                        payloads.push((id, payload));
-                    }
-                }
-            }
+        if interrupted {
+            return Ok(None);
         }
+        Ok(Some(
+            bodies
+                .into_iter()
+                .map(|body| {
+                    let id = u16::from_be_bytes([body[2], body[3]]);
+                    // The family byte, then the attributes.
+                    let mut payload = vec![body[0]];
+                    payload.extend_from_slice(&body[4..]);
+                    (id, payload)
+                })
+                .collect(),
+        ))
     }
 }
 
