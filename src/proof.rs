@@ -165,9 +165,9 @@ impl Proof {
 /// sources, the backends (their places, options and policy) and what the state directory says
 /// that shapes the run (its owner mark, the current generation and its snapshot file's
 /// fingerprint, what it wrote, a pin or a purge). Any difference means the recorded verdict
-/// may not hold.
+/// may not hold. `ranges` is the validated list's [`ranges_digest`].
 pub fn asked(
-    target: &Ranges,
+    ranges: &str,
     sources: &[String],
     backends: &[BackendSpec],
     state: &State,
@@ -176,7 +176,7 @@ pub fn asked(
     let request = serde_json::json!({
         "snapshot": snapshot,
         "program": env!("CARGO_PKG_VERSION"),
-        "ranges": ranges_digest(target),
+        "ranges": ranges,
         "sources": sources,
         "backends": backends,
         "owner": state.owner,
@@ -190,16 +190,17 @@ pub fn asked(
 
 /// The digest of what a verified sync left: these backends holding `target` (the current
 /// generation, whose snapshot file has fingerprint `snapshot`) for this state directory. What
-/// `status` compares, which knows the last sync's backends but not its sources.
+/// `status` compares, which knows the last sync's backends but not its sources. `ranges` is
+/// `target`'s [`ranges_digest`].
 pub fn held(
-    target: &Ranges,
+    ranges: &str,
     backends: &[BackendSpec],
     state: &State,
     snapshot: Option<String>,
 ) -> String {
     sha256_hex(&serde_json::json!({
         "program": env!("CARGO_PKG_VERSION"),
-        "ranges": ranges_digest(target),
+        "ranges": ranges,
         "backends": backends,
         "owner": state.owner,
         "current_generation": state.current_generation,
@@ -208,12 +209,12 @@ pub fn held(
 }
 
 fn sha256_hex(value: &serde_json::Value) -> String {
-    hex(Sha256::digest(value.to_string().as_bytes()).as_slice())
+    sha256_bytes_hex(value.to_string().as_bytes())
 }
 
 /// A digest of `ranges` from their bytes (family, address, prefix length), not their text:
 /// formatting 100,000 ranges would cost the no-op more than everything else it does.
-fn ranges_digest(ranges: &Ranges) -> String {
+pub(crate) fn ranges_digest<'a>(ranges: impl IntoIterator<Item = &'a ipnet::IpNet>) -> String {
     let mut hasher = Sha256::new();
     for range in ranges {
         match range {
@@ -231,8 +232,20 @@ fn ranges_digest(ranges: &Ranges) -> String {
     hex(hasher.finalize().as_slice())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+/// The sha256 of `bytes`, in hex.
+pub(crate) fn sha256_bytes_hex(bytes: &[u8]) -> String {
+    hex(Sha256::digest(bytes).as_slice())
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
 }
 
 /// Whether the generation can vouch for every configured backend's parts of `target`.
@@ -255,7 +268,12 @@ pub fn holding(
     }
     let stored = state_dir.read_proof()?;
     let snapshot = state_dir.snapshot_fingerprint(generation.generation);
-    let held = held(&generation.ranges, backends, state, snapshot);
+    let held = held(
+        &ranges_digest(&generation.ranges),
+        backends,
+        state,
+        snapshot,
+    );
     let now = Moment::now()?;
     stored
         .holds_held(&now, &held, backends.len())

@@ -47,6 +47,8 @@ pub const NEW_OWNER: &str = "(new)";
 const LAST_RUN_FILE: &str = "last-run";
 /// The generation proof of the last verified sync (see [`crate::proof`]).
 const PROOF_FILE: &str = "proof.json";
+/// The validated list the proof was recorded with (see [`crate::sources::memo`]).
+const LIST_MEMO_FILE: &str = "proof-list";
 /// How many generations are kept; older ones are deleted after a new one is written.
 pub const KEEP_GENERATIONS: usize = 50;
 const FORMAT_VERSION: u32 = 1;
@@ -643,6 +645,30 @@ impl StateDir {
     /// names changes and the proof is void anyway (a torn file reads as no proof).
     pub fn write_proof(&self, proof: &crate::proof::Proof) -> Result<(), StateError> {
         write_unsynced(&self.path.join(PROOF_FILE), proof)
+    }
+
+    /// The validated list the last proof was recorded with, if there is one and it reads as
+    /// one (it is checked against the proof's own answers before it is used).
+    pub fn read_list_memo(&self) -> Option<crate::sources::memo::Memo> {
+        self.check_directories().ok()?;
+        crate::sources::memo::Memo::read(fs::read(self.path.join(LIST_MEMO_FILE)).ok()?)
+    }
+
+    /// Records (or, with `None`, removes) the validated list a proof is recorded with:
+    /// atomically but without fsync, as the proof (a torn file reads as no memo).
+    pub fn write_list_memo(&self, memo: Option<&[u8]>) -> Result<(), StateError> {
+        let path = self.path.join(LIST_MEMO_FILE);
+        match memo {
+            Some(bytes) => STATE_FILES
+                .write_unsynced(&path, bytes)
+                .map_err(StateDir::io("write", &path)),
+            None => match fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    Err(StateDir::io("remove", &path)(error))
+                }
+                _ => Ok(()),
+            },
+        }
     }
 
     /// The time in `last-run`, if it reads as one of ours (a torn write reads as nothing).

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use crate::counts::counting_path;
 use crate::support::cmd::{Outcome, cf, cf_sync};
-use crate::support::lab::{IN_FIRST_LIST, Lab, expect_open};
+use crate::support::fixture::Reply;
+use crate::support::lab::{IN_FIRST_LIST, IN_SECOND_LIST, LIST_V6, Lab, SECOND_V4, expect_open};
 use crate::support::netns::Netns;
 
 /// A table whose base chain drops HTTPS whatever our accepts say (a drop is final).
@@ -187,4 +188,98 @@ fn a_proof_recorded_in_another_namespace_is_not_used() {
 fn write_private(path: &Path, value: &serde_json::Value) {
     std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
+/// A served IPv6 list long enough for a memo (over 256 KiB): 2001:db8:cf::/48 (the edge's
+/// listed source) unless `without_cf`, then 12,000 /64s no packet uses.
+fn long_v6_list(without_cf: bool) -> String {
+    let mut list = String::new();
+    if !without_cf {
+        list.push_str(LIST_V6);
+    }
+    for index in 0..12_000 {
+        list.push_str(&format!("2001:db8:f000:{index:x}::/64\n"));
+    }
+    assert!(list.len() > 256 * 1024);
+    list
+}
+
+#[test]
+fn a_long_list_taken_from_its_memo_is_always_the_served_one() {
+    let lab = Lab::new();
+    lab.load_nft_ruleset();
+    lab.fixture.set("/ips-v6", Reply::ok(long_v6_list(false)));
+    let config = lab.write_config("[[backend]]\nkind = \"nftables\"\n");
+    let memo = lab.state_dir().join("proof-list");
+
+    counted(&lab, &config, &[]).0.code(0);
+    assert!(
+        memo.exists(),
+        "a proven sync of a long list records its memo"
+    );
+    let (noop, runs) = counted(&lab, &config, &[]);
+    noop.code(0).stdout_lacks("+ ").stdout_lacks("- ");
+    assert_eq!(runs, Vec::<String>::new(), "a proven no-op lists nothing");
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+
+    // The short list changes, the long one does not: the change is made.
+    lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
+    let moved = counted(&lab, &config, &[]).0;
+    lab.assert_moved_to_the_second_list(&moved);
+
+    // The long list loses the edge's range: its memo must not stand in for it.
+    lab.fixture.set("/ips-v6", Reply::ok(long_v6_list(true)));
+    counted(&lab, &config, &[])
+        .0
+        .code(0)
+        .stdout_has("- 2001:db8:cf::/48");
+    let without_cf: Vec<&str> = IN_SECOND_LIST
+        .into_iter()
+        .filter(|source| *source != "2001:db8:cf::10")
+        .collect();
+    assert_eq!(lab.open(), expect_open(&without_cf));
+
+    // It comes back (and a memo is recorded with it).
+    lab.fixture.set("/ips-v6", Reply::ok(long_v6_list(false)));
+    counted(&lab, &config, &[])
+        .0
+        .code(0)
+        .stdout_has("+ 2001:db8:cf::/48");
+    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+
+    // Stricter rules refuse a range the memo's reading accepted: the run reads the list again,
+    // refuses it, and changes nothing.
+    let strict = lab.write_config("broadest_prefix_v6 = 56\n[[backend]]\nkind = \"nftables\"\n");
+    let before = lab.origin.ruleset();
+    let refused = counted(&lab, &strict, &[]).0;
+    assert_ne!(refused.code, 0, "{refused:?}");
+    refused.stderr_has("2001:db8:cf::/48 is refused");
+    assert_eq!(lab.origin.ruleset(), before);
+    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+    lab.write_config("[[backend]]\nkind = \"nftables\"\n");
+
+    // An edited memo (2001:db8:cf::/48 made 2001:db8:ce::/48) is not used. The snapshot file
+    // is rewritten (the same bytes, a new modification time): the proof no longer holds at
+    // this generation, so the full path would apply what the memo gave.
+    let mut entry = vec![6, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0xcf];
+    entry.extend([0; 10]);
+    entry.push(48);
+    let mut bytes = std::fs::read(&memo).unwrap();
+    let at = bytes
+        .windows(entry.len())
+        .position(|window| window == entry)
+        .expect("the memo holds 2001:db8:cf::/48");
+    bytes[at + 6] = 0xce;
+    std::fs::write(&memo, &bytes).unwrap();
+    let generations = lab.state_dir().join("generations");
+    let snapshot = std::fs::read_dir(&generations)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .max()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&snapshot, std::fs::read(&snapshot).unwrap()).unwrap();
+    let (read, _) = counted(&lab, &config, &[]);
+    read.code(0).stdout_lacks("+ ").stdout_lacks("- ");
+    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
 }

@@ -77,9 +77,13 @@ pub fn run(
 
     // The list to check against.
     let target = if doctor.fetch {
-        let (ranges, _cache) =
-            crate::commands::sync::fetch_all(settings, &state_dir.read_source_cache(), printer)?;
-        Some(ranges)
+        let listed = crate::commands::sync::fetch_all(
+            settings,
+            &state_dir.read_source_cache(),
+            None,
+            printer,
+        )?;
+        Some(listed.ranges)
     } else {
         current.as_ref().map(|generation| generation.ranges.clone())
     };

@@ -16,6 +16,7 @@ use crate::printer::Printer;
 use crate::proof::{self, Moment, Proof};
 use crate::report::{SyncCommand, SyncOutcome, SyncReport};
 use crate::settings::Settings;
+use crate::sources::memo::{self, Answered, Listing, Memo};
 use crate::sources::{self, CachedSource, SourceError};
 use crate::state::{Generation, LastSync, StateDir, Unrecorded, now_rfc3339};
 use crate::validate::{self, counts};
@@ -31,60 +32,186 @@ pub struct SyncOptions {
     pub force: Force,
 }
 
+/// What fetching every source found.
+#[derive(Debug)]
+pub struct Listed {
+    /// The validated ranges.
+    pub ranges: Ranges,
+    /// What to remember of each source for the next conditional request.
+    pub cache: BTreeMap<String, CachedSource>,
+    /// What the sources answered and what reading them found (for a memo).
+    pub listing: Listing,
+    /// The answers' size in bytes.
+    pub bytes: usize,
+    /// The ranges' digest, where a memo gave them ([`proof::ranges_digest`]).
+    pub digest: Option<String>,
+}
+
 /// Fetches and validates every source; the first failure fails the whole run. Returns the
-/// ranges and what to remember of each source for the next conditional request.
+/// ranges, what to remember of each source for the next conditional request, and what was
+/// answered.
+///
+/// With the `memo` of a proof (see [`memo`]): where every answer has the digest the memo
+/// recorded, read by the same rules, the memo's validated ranges are taken instead of reading
+/// the answers again. Answers are then read only once one differs (in order, so that the first
+/// bad answer is still the one reported).
 pub fn fetch_all(
     settings: &Settings,
     cache: &BTreeMap<String, CachedSource>,
+    memo: Option<Memo>,
     printer: &Printer,
-) -> Result<(Ranges, BTreeMap<String, CachedSource>), Error> {
+) -> Result<Listed, Error> {
+    let rules = memo::rules(&settings.limits, settings.fetch.jdcloud);
+    let mut memo = memo.filter(|memo| {
+        memo.listing.rules == rules && memo.listing.answers.len() == settings.sources.len()
+    });
+    let mut listed = Listed {
+        ranges: Ranges::new(),
+        cache: BTreeMap::new(),
+        listing: Listing {
+            rules,
+            ..Listing::default()
+        },
+        bytes: 0,
+        digest: None,
+    };
     let mut networks = Vec::new();
-    let mut new_cache = BTreeMap::new();
-    for source in &settings.sources {
-        let key = source.to_string();
-        let fetched = sources::load(source, &settings.fetch, cache.get(&key))?;
-        if let Some(warning) = &fetched.warning {
-            // The builtin list's age needs a human once it is old; until then, and for a plain
-            // http source, the warning would repeat on every run.
-            let old_builtin = *source == sources::Source::Builtin
-                && sources::builtin_age_days(std::time::SystemTime::now())
-                    > settings.builtin_max_age_days;
-            if old_builtin {
-                printer.warn(format!(
-                    "{warning}: older than builtin_max_age_days ({}); update cf-allowlist or use a live source",
-                    settings.builtin_max_age_days
-                ));
-            } else {
-                printer.warn_repeating(warning.clone());
-            }
+    // Answers that matched the memo so far: read only if a later one does not.
+    let mut pending = Vec::new();
+    for (index, source) in settings.sources.iter().enumerate() {
+        let answer = sources::answer(source, &settings.fetch, cache.get(&source.to_string()))?;
+        listed.bytes += match &answer.body {
+            sources::Body::Bytes(bytes) => bytes.len(),
+            sources::Body::NotModified(_) => 0,
+        };
+        let answered = Answered {
+            source: source.to_string(),
+            digest: answer.digest(),
+            count: 0,
+        };
+        // A fresh answer to be cached needs its networks for the cache: it is read.
+        let matched = memo.as_ref().is_some_and(|memo| {
+            let recorded = &memo.listing.answers[index];
+            recorded.source == answered.source
+                && recorded.digest == answered.digest
+                && (answer.cache.is_none() || answer.not_modified())
+        });
+        listed.listing.answers.push(answered);
+        if matched {
+            pending.push((index, answer));
+            continue;
         }
-        // Check per source so that the error names the source that sent the bad range; the
-        // duplicates and covered ranges are found once, over all sources, below.
-        for network in &fetched.networks {
-            validate::check(network, &settings.limits)
-                .map_err(|refused| SourceError::refused(source, refused))?;
-        }
-        printer.note(&format!(
-            "{source}: {} ranges{}",
-            fetched.networks.len(),
-            if fetched.not_modified {
-                " (not modified since the last fetch)"
-            } else {
-                ""
-            }
-        ));
-        networks.extend(fetched.networks);
-        if let Some(cached) = fetched.cache {
-            new_cache.insert(key, cached);
+        memo = None;
+        for (index, answer) in pending.drain(..).chain([(index, answer)]) {
+            let count = read(answer, settings, &mut listed.cache, &mut networks, printer)?;
+            listed.listing.answers[index].count = count;
         }
     }
-    let validated = validate::deduplicate(&networks);
-    for (covered, cover) in &validated.covered {
+    let memorised = memo.as_ref().and_then(Memo::ranges);
+    match (memo, memorised) {
+        (Some(memo), Some((ranges, digest))) => {
+            for (index, answer) in pending {
+                let count = memo.listing.answers[index].count;
+                listed.listing.answers[index].count = count;
+                let not_modified = answer.not_modified();
+                note_answer(
+                    settings,
+                    &answer.source,
+                    answer.warning.as_deref(),
+                    count,
+                    not_modified,
+                    printer,
+                );
+                if let Some(cached) = answer.cache {
+                    listed.cache.insert(answer.source.to_string(), cached);
+                }
+            }
+            listed.listing.covered = memo.listing.covered;
+            listed.ranges = ranges;
+            listed.digest = Some(digest);
+        }
+        _ => {
+            for (index, answer) in pending {
+                let count = read(answer, settings, &mut listed.cache, &mut networks, printer)?;
+                listed.listing.answers[index].count = count;
+            }
+            let validated = validate::deduplicate(&networks);
+            listed.listing.covered = validated.covered;
+            listed.ranges = validated.ranges;
+        }
+    }
+    for (covered, cover) in &listed.listing.covered {
         printer.note(&format!(
             "{covered} is inside {cover}: only {cover} is kept"
         ));
     }
-    Ok((validated.ranges, new_cache))
+    Ok(listed)
+}
+
+/// Reads one source's answer into `networks`, checking each range; returns how many it listed.
+fn read(
+    answer: sources::Answer,
+    settings: &Settings,
+    cache: &mut BTreeMap<String, CachedSource>,
+    networks: &mut Vec<ipnet::IpNet>,
+    printer: &Printer,
+) -> Result<usize, Error> {
+    let fetched = answer.parse(settings.fetch.jdcloud)?;
+    let source = &fetched.source;
+    // Check per source so that the error names the source that sent the bad range; the
+    // duplicates and covered ranges are found once, over all sources, in `fetch_all`.
+    for network in &fetched.networks {
+        validate::check(network, &settings.limits)
+            .map_err(|refused| SourceError::refused(source, refused))?;
+    }
+    note_answer(
+        settings,
+        source,
+        fetched.warning.as_deref(),
+        fetched.networks.len(),
+        fetched.not_modified,
+        printer,
+    );
+    if let Some(cached) = fetched.cache {
+        cache.insert(source.to_string(), cached);
+    }
+    let count = fetched.networks.len();
+    networks.extend(fetched.networks);
+    Ok(count)
+}
+
+/// Tells what one source answered: its warning, if any, and how many ranges it listed.
+fn note_answer(
+    settings: &Settings,
+    source: &sources::Source,
+    warning: Option<&str>,
+    count: usize,
+    not_modified: bool,
+    printer: &Printer,
+) {
+    if let Some(warning) = warning {
+        // The builtin list's age needs a human once it is old; until then, and for a plain
+        // http source, the warning would repeat on every run.
+        let old_builtin = *source == sources::Source::Builtin
+            && sources::builtin_age_days(std::time::SystemTime::now())
+                > settings.builtin_max_age_days;
+        if old_builtin {
+            printer.warn(format!(
+                "{warning}: older than builtin_max_age_days ({}); update cf-allowlist or use a live source",
+                settings.builtin_max_age_days
+            ));
+        } else {
+            printer.warn_repeating(warning.to_owned());
+        }
+    }
+    printer.note(&format!(
+        "{source}: {count} ranges{}",
+        if not_modified {
+            " (not modified since the last fetch)"
+        } else {
+            ""
+        }
+    ));
 }
 
 /// The backends a plan changes, described.
@@ -142,7 +269,7 @@ pub fn run(
                 waited,
             });
         }
-        Proven::Fetched(target, cache) => prefetched = Some((target, cache)),
+        Proven::Fetched(listed) => prefetched = Some(*listed),
         Proven::Unknown => {}
     }
     let loaded = state_dir.load()?;
@@ -158,6 +285,8 @@ pub fn run(
 
     let mut refusals = Vec::new();
     let mut source_cache = None;
+    // What a memo recorded with a proof would hold (see `memo`).
+    let mut list_memo = None;
     let old_source_cache = if state.pinned.is_none() {
         state_dir.read_source_cache()
     } else {
@@ -173,10 +302,13 @@ pub fn run(
             (generation.ranges, generation.sources, None)
         }
         None => {
-            let (target, cache) = match prefetched {
-                Some(fetched) => fetched,
-                None => fetch_all(settings, &old_source_cache, printer)?,
+            let listed = match prefetched {
+                Some(listed) => listed,
+                None => fetch_all(settings, &old_source_cache, None, printer)?,
             };
+            // A list too short to be worth a memo gets none.
+            list_memo = (listed.bytes >= memo::WORTH_BYTES).then_some(listed.listing);
+            let (target, cache) = (listed.ranges, listed.cache);
             source_cache = Some(cache);
             let upstream = UpstreamChange::between(
                 current
@@ -403,6 +535,7 @@ pub fn run(
             &recorded,
             settings,
             read_at,
+            list_memo.as_ref(),
         );
     }
 
@@ -425,7 +558,7 @@ enum Proven {
         generation: u64,
     },
     /// It does not hold, but the list was fetched to find out: the full path uses it.
-    Fetched(Ranges, BTreeMap<String, CachedSource>),
+    Fetched(Box<Listed>),
     /// There is no proof, or it cannot hold here; nothing was fetched.
     Unknown,
 }
@@ -455,15 +588,17 @@ fn proven(
     }
     state.owner = state_dir.read_owner().ok().flatten();
     let old_cache = state_dir.read_source_cache();
-    let (target, cache) = fetch_all(settings, &old_cache, printer)?;
+    let listed = fetch_all(settings, &old_cache, state_dir.read_list_memo(), printer)?;
     let sources: Vec<String> = settings.sources.iter().map(ToString::to_string).collect();
     let snapshot = state_dir.snapshot_fingerprint(generation);
-    let asked = proof::asked(&target, &sources, &settings.backends, &state, snapshot);
-    let holds = proof::provable(&settings.backends, &target)
+    let digest = (listed.digest.clone()).unwrap_or_else(|| proof::ranges_digest(&listed.ranges));
+    let asked = proof::asked(&digest, &sources, &settings.backends, &state, snapshot);
+    let holds = proof::provable(&settings.backends, &listed.ranges)
         && Moment::now().is_some_and(|now| stored.holds(&now, &asked, settings.backends.len()));
     if !holds {
-        return Ok(Proven::Fetched(target, cache));
+        return Ok(Proven::Fetched(Box::new(listed)));
     }
+    let (target, cache) = (listed.ranges, listed.cache);
     printer.note(&format!("{} ranges ({})", target.len(), counts(&target)));
     let unchanged = Change {
         target: target.clone(),
@@ -522,6 +657,7 @@ fn record_proof(
     recorded: &crate::state::State,
     settings: &Settings,
     read_at: Moment,
+    list_memo: Option<&Listing>,
 ) {
     let mut transactions = 0;
     for (backend_plan, backend) in plan.backends.iter().zip(backends) {
@@ -543,14 +679,20 @@ fn record_proof(
     let snapshot = recorded
         .current_generation
         .and_then(|generation| state_dir.snapshot_fingerprint(generation));
+    let digest = proof::ranges_digest(&plan.target);
     let asked = proof::asked(
-        &plan.target,
+        &digest,
         &plan.sources,
         &settings.backends,
         recorded,
         snapshot.clone(),
     );
-    let held = proof::held(&plan.target, &settings.backends, recorded, snapshot);
+    let held = proof::held(&digest, &settings.backends, recorded, snapshot);
+    // The memo is written (or an older one removed) before the proof it serves.
+    let list_memo = list_memo.map(|listing| memo::write(listing, &plan.target, &digest));
+    if state_dir.write_list_memo(list_memo.as_deref()).is_err() {
+        return;
+    }
     let _ = state_dir.write_proof(&Proof::new(
         proven_at,
         (asked, held),

@@ -2,6 +2,7 @@
 //! into networks. This module and [`fetch`] are the only code that opens a network connection.
 
 pub mod fetch;
+pub mod memo;
 pub mod parse;
 
 use std::fmt;
@@ -299,22 +300,101 @@ pub fn load(
     settings: &FetchSettings,
     cached: Option<&CachedSource>,
 ) -> Result<Fetched, SourceError> {
-    let mut fetched = Fetched {
+    answer(source, settings, cached)?.parse(settings.jdcloud)
+}
+
+/// What a source answered, before it is parsed: the body, or (after a 304) the networks
+/// cached from its last answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The source.
+    pub source: Source,
+    /// What it answered.
+    pub body: Body,
+    /// Something the user should hear about this source (the builtin list's age, plain http).
+    pub warning: Option<String>,
+    /// What to remember for the next conditional request (its networks still empty for a
+    /// body: they are filled in by [`Answer::parse`]).
+    pub cache: Option<CachedSource>,
+}
+
+/// A source's answer.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// The bytes it sent (or the file's, or the builtin list's).
+    Bytes(Vec<u8>),
+    /// The server answered 304: the networks read from its last answer.
+    NotModified(Vec<IpNet>),
+}
+
+impl Answer {
+    /// Whether the server answered 304 and the cached networks are the answer.
+    pub fn not_modified(&self) -> bool {
+        matches!(self.body, Body::NotModified(_))
+    }
+
+    /// A digest of the answer: of the body's bytes, or of the cached networks.
+    pub fn digest(&self) -> String {
+        match &self.body {
+            Body::Bytes(bytes) => crate::proof::sha256_bytes_hex(bytes),
+            Body::NotModified(networks) => {
+                format!("cached:{}", crate::proof::ranges_digest(networks))
+            }
+        }
+    }
+
+    /// Reads the answer strictly into networks (with `jdcloud`, a JSON answer must also carry
+    /// JD Cloud's ranges).
+    pub fn parse(self, jdcloud: bool) -> Result<Fetched, SourceError> {
+        let mut fetched = Fetched {
+            source: self.source,
+            networks: Vec::new(),
+            warning: self.warning,
+            not_modified: false,
+            cache: self.cache,
+        };
+        match self.body {
+            Body::NotModified(networks) => {
+                fetched.networks = networks;
+                fetched.not_modified = true;
+            }
+            Body::Bytes(body) => {
+                fetched.networks =
+                    parse::parse_body_with(&body, jdcloud).map_err(|cause| SourceError::Parse {
+                        source_name: fetched.source.to_string(),
+                        cause,
+                    })?;
+                if let Some(cache) = fetched.cache.as_mut() {
+                    cache.networks = fetched.networks.clone();
+                }
+            }
+        }
+        Ok(fetched)
+    }
+}
+
+/// Fetches one source, conditionally if `cached` holds validators, without reading what it
+/// answered. Never alters anything.
+pub fn answer(
+    source: &Source,
+    settings: &FetchSettings,
+    cached: Option<&CachedSource>,
+) -> Result<Answer, SourceError> {
+    let mut answer = Answer {
         source: source.clone(),
-        networks: Vec::new(),
+        body: Body::Bytes(Vec::new()),
         warning: None,
-        not_modified: false,
         cache: None,
     };
     let body = match source {
         Source::Builtin => {
-            fetched.warning = Some(builtin_warning(SystemTime::now()));
+            answer.warning = Some(builtin_warning(SystemTime::now()));
             format!("{BUILTIN_V4}\n{BUILTIN_V6}").into_bytes()
         }
         Source::File(path) => fetch::read_file(path, settings)?,
         Source::Url(url) => {
             if url.to_ascii_lowercase().starts_with("http://") {
-                fetched.warning = Some(format!(
+                answer.warning = Some(format!(
                     "source {url} is plain http: its answer is not authenticated"
                 ));
             }
@@ -328,10 +408,9 @@ pub fn load(
             match fetch::get(url, settings, validators.as_ref())? {
                 fetch::Answer::NotModified => {
                     let cached = cached.expect("validators come from the cache");
-                    fetched.networks = cached.networks.clone();
-                    fetched.not_modified = true;
-                    fetched.cache = Some(cached.clone());
-                    return Ok(fetched);
+                    answer.body = Body::NotModified(cached.networks.clone());
+                    answer.cache = Some(cached.clone());
+                    return Ok(answer);
                 }
                 fetch::Answer::Fresh {
                     body,
@@ -339,7 +418,7 @@ pub fn load(
                     last_modified,
                 } => {
                     if etag.is_some() || last_modified.is_some() {
-                        fetched.cache = Some(CachedSource {
+                        answer.cache = Some(CachedSource {
                             etag,
                             last_modified,
                             networks: Vec::new(),
@@ -351,15 +430,8 @@ pub fn load(
             }
         }
     };
-    fetched.networks =
-        parse::parse_body_with(&body, settings.jdcloud).map_err(|cause| SourceError::Parse {
-            source_name: source.to_string(),
-            cause,
-        })?;
-    if let Some(cache) = fetched.cache.as_mut() {
-        cache.networks = fetched.networks.clone();
-    }
-    Ok(fetched)
+    answer.body = Body::Bytes(body);
+    Ok(answer)
 }
 
 /// How many whole days old the builtin list is at `now`.

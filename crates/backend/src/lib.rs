@@ -24,6 +24,7 @@ pub use options::{BackendOptions, HostPlace};
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -85,9 +86,23 @@ impl fmt::Display for Family {
 
 /// A set of networks, ordered (IPv4 before IPv6, then by address and prefix) and free of exact
 /// duplicates.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Ranges(BTreeSet<IpNet>);
+///
+/// Shared, and copied on the first write: a plan holds the same 100,000 ranges several times
+/// (the target, each backend's change), and a copy is then a reference count, not a tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Ranges(Arc<BTreeSet<IpNet>>);
+
+impl Serialize for Ranges {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ranges {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Ranges, D::Error> {
+        BTreeSet::deserialize(deserializer).map(|set| Ranges(Arc::new(set)))
+    }
+}
 
 impl Ranges {
     /// An empty set.
@@ -97,7 +112,7 @@ impl Ranges {
 
     /// Adds a network; returns false if it was already there.
     pub fn insert(&mut self, net: IpNet) -> bool {
-        self.0.insert(net)
+        Arc::make_mut(&mut self.0).insert(net)
     }
 
     /// Whether the network is in the set (exactly, not by containment).
@@ -115,9 +130,25 @@ impl Ranges {
         self.0.iter().filter(move |net| Family::of(net) == family)
     }
 
-    /// How many networks of one family the set holds.
+    /// How many networks of one family the set holds. IPv4 sorts before IPv6: the boundary is
+    /// looked for from both ends at once, so the cost is the smaller family's size.
     pub fn count(&self, family: Family) -> usize {
-        self.family(family).count()
+        let (mut front, mut back) = (self.0.iter(), self.0.iter().rev());
+        let (mut v4, mut v6) = (0, 0);
+        let v4 = loop {
+            match front.next() {
+                Some(IpNet::V4(_)) => v4 += 1,
+                _ => break v4,
+            }
+            match back.next() {
+                Some(IpNet::V6(_)) => v6 += 1,
+                _ => break self.0.len() - v6,
+            }
+        };
+        match family {
+            Family::V4 => v4,
+            Family::V6 => self.0.len() - v4,
+        }
     }
 
     /// How many networks the set holds.
@@ -132,12 +163,12 @@ impl Ranges {
 
     /// The networks in `self` that are not in `other`.
     pub fn difference(&self, other: &Ranges) -> Ranges {
-        Ranges(self.0.difference(&other.0).copied().collect())
+        self.0.difference(&other.0).copied().collect()
     }
 
     /// The networks in both sets.
     pub fn intersection(&self, other: &Ranges) -> Ranges {
-        Ranges(self.0.intersection(&other.0).copied().collect())
+        self.0.intersection(&other.0).copied().collect()
     }
 
     /// The networks as strings, in order (for messages and JSON).
@@ -148,7 +179,7 @@ impl Ranges {
 
 impl FromIterator<IpNet> for Ranges {
     fn from_iter<I: IntoIterator<Item = IpNet>>(iter: I) -> Ranges {
-        Ranges(iter.into_iter().collect())
+        Ranges(Arc::new(iter.into_iter().collect()))
     }
 }
 
@@ -400,6 +431,40 @@ pub trait Backend {
 
 impl Extend<IpNet> for Ranges {
     fn extend<I: IntoIterator<Item = IpNet>>(&mut self, iter: I) {
-        self.0.extend(iter);
+        Arc::make_mut(&mut self.0).extend(iter);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_family_is_counted_whatever_the_mix() {
+        for (v4, v6) in [(0, 0), (3, 0), (0, 3), (1, 5), (5, 1), (4, 4), (1, 1), (7, 2)] {
+            let ranges: Ranges = (0..v4)
+                .map(|index| format!("198.51.100.{index}/32"))
+                .chain((0..v6).map(|index| format!("2001:db8:{index:x}::/48")))
+                .map(|text| text.parse::<IpNet>().unwrap())
+                .collect();
+            assert_eq!(
+                (ranges.count(Family::V4), ranges.count(Family::V6)),
+                (v4, v6),
+                "{v4} IPv4, {v6} IPv6"
+            );
+        }
+    }
+
+    #[test]
+    fn a_copy_is_its_own_set() {
+        let first: Ranges = ["192.0.2.0/24".parse::<IpNet>().unwrap()]
+            .into_iter()
+            .collect();
+        let mut second = first.clone();
+        second.insert("2001:db8::/32".parse().unwrap());
+        second.extend(["198.51.100.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(first.len(), 1);
+        assert_eq!(second.len(), 3);
+        assert_ne!(first, second);
     }
 }
