@@ -112,7 +112,8 @@ impl Host {
     fn run(&self, args: &[&str]) -> Ran {
         let cli = Cli::try_parse_from(self.argv(&[], args)).unwrap();
         let printer = Printer::new(OutputFormat::Json, Verbosity::Quiet);
-        let outcome: Outcome = super::execute(&cli, &printer);
+        let config = super::read_config(&cli).unwrap();
+        let outcome: Outcome = super::execute(&cli, &config, None, &printer);
         let json = outcome.to_json(&printer.warnings());
         assert_valid(&json);
         Ran { json }

@@ -294,8 +294,13 @@ fn summary_and_cuts(
         }
         (summary, cut)
     };
-    let threads = crate::parallel::cores(4);
-    let parts: Vec<(Summary, Vec<Cut>)> = if threads < 2 || ranges.len() < 10_000 {
+    // (The core count is read only for a long list: std reads cgroup files to find it.)
+    let threads = if ranges.len() < 10_000 {
+        1
+    } else {
+        crate::parallel::cores(4)
+    };
+    let parts: Vec<(Summary, Vec<Cut>)> = if threads < 2 {
         vec![judge_part(ranges)]
     } else {
         let parts: Vec<&[IpNet]> = ranges.chunks(ranges.len().div_ceil(threads)).collect();

@@ -61,8 +61,14 @@ where
     if let Some(status) = commands::completions::run(&cli.command, &printer) {
         return status;
     }
-    let outcome = execute(&cli, &printer);
-    if let Some(path) = metrics_target(&cli)
+    // The config is read once: the command, the metrics file and the hook use it (a run that
+    // failed on its config still writes the `--metrics-file` it was given).
+    let (config, config_error) = match read_config(&cli) {
+        Ok(config) => (config, None),
+        Err(error) => (settings::ConfigFile::default(), Some(error)),
+    };
+    let outcome = execute(&cli, &config, config_error, &printer);
+    if let Some(path) = metrics_target(&cli, &config)
         && let Err(error) = metrics::write(&path, &outcome, started)
     {
         printer.warn(format!(
@@ -70,14 +76,14 @@ where
             path.display()
         ));
     }
-    run_hook(&cli, &outcome, &printer);
+    run_hook(&cli, &config, &outcome, &printer);
     printer.finish(&outcome);
     outcome.exit_status()
 }
 
 /// Runs the `on_change` hook after a run that applied (not a dry run) and changed a firewall
 /// or saw the upstream list change. Its failure is a warning: the run already happened.
-fn run_hook(cli: &Cli, outcome: &Outcome, printer: &Printer) {
+fn run_hook(cli: &Cli, config: &settings::ConfigFile, outcome: &Outcome, printer: &Printer) {
     let applies = match &cli.command {
         Command::Sync(args) => !args.dry_run,
         Command::Rollback(_) | Command::Restore(_) => true,
@@ -87,8 +93,7 @@ fn run_hook(cli: &Cli, outcome: &Outcome, printer: &Printer) {
     if !applies || !(news || outcome.changed()) {
         return;
     }
-    let config = settings::read_config(cli.config.as_deref()).unwrap_or_default();
-    let Ok(Some(hook)) = settings::on_change(cli, &config) else {
+    let Ok(Some(hook)) = settings::on_change(cli, config) else {
         return;
     };
     let report = outcome.to_json(&printer.warnings());
@@ -103,9 +108,8 @@ fn run_hook(cli: &Cli, outcome: &Outcome, printer: &Printer) {
 }
 
 /// The metrics file to write after this command, if any: only runs that apply (`sync`
-/// without `--dry-run`, `rollback`, `restore`) write it. The config is read again here
-/// because a run that failed on its config still writes the `--metrics-file` it was given.
-fn metrics_target(cli: &Cli) -> Option<std::path::PathBuf> {
+/// without `--dry-run`, `rollback`, `restore`) write it.
+fn metrics_target(cli: &Cli, config: &settings::ConfigFile) -> Option<std::path::PathBuf> {
     let applies = match &cli.command {
         Command::Sync(args) => !args.dry_run,
         Command::Rollback(_) | Command::Restore(_) => true,
@@ -114,8 +118,16 @@ fn metrics_target(cli: &Cli) -> Option<std::path::PathBuf> {
     if !applies {
         return None;
     }
-    let config = settings::read_config(cli.config.as_deref()).unwrap_or_default();
-    settings::metrics_file(cli, &config)
+    settings::metrics_file(cli, config)
+}
+
+/// The `--config` file (or the default one), except for `config`, which reads its own.
+fn read_config(cli: &Cli) -> Result<settings::ConfigFile, Error> {
+    match &cli.command {
+        // `config check FILE` reads its own file, which may not be the --config one.
+        Command::Config(_) => Ok(settings::ConfigFile::default()),
+        _ => settings::read_config(cli.config.as_deref()),
+    }
 }
 
 /// Prints clap's message (help, version or a usage error); with `--output json`, a usage
@@ -186,9 +198,18 @@ fn last_sync_settings(
     Ok(settings)
 }
 
-fn execute(cli: &Cli, printer: &Printer) -> Outcome {
+fn execute(
+    cli: &Cli,
+    config: &settings::ConfigFile,
+    config_error: Option<Error>,
+    printer: &Printer,
+) -> Outcome {
     let command = cli.command.name();
-    let (report, error) = match run_command(cli, printer) {
+    let ran = match config_error {
+        Some(error) => Err(error),
+        None => run_command(cli, config, printer),
+    };
+    let (report, error) = match ran {
         Ok(report) => {
             // A refused sync has a plan to show and an error to report.
             let error = match &report {
@@ -221,12 +242,11 @@ fn force(names: Option<&[String]>) -> Result<guards::Force, Error> {
     guards::Force::parse(names).map_err(|message| Error::Setting(format!("--force: {message}")))
 }
 
-fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
-    // `config check FILE` reads its own file, which may not be the --config one.
-    let config = match &cli.command {
-        Command::Config(_) => settings::ConfigFile::default(),
-        _ => settings::read_config(cli.config.as_deref())?,
-    };
+fn run_command(
+    cli: &Cli,
+    config: &settings::ConfigFile,
+    printer: &Printer,
+) -> Result<Report, Error> {
     let no_overrides = BackendOverrides::default();
     Ok(match &cli.command {
         Command::Sync(args) => {
@@ -236,7 +256,7 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
                 ports: args.ports.as_deref(),
                 restrict: args.restrict_override(),
             };
-            let settings = settings::resolve(cli, &config, &overrides)?;
+            let settings = settings::resolve(cli, config, &overrides)?;
             settings.notes.iter().for_each(|note| printer.note(note));
             let options = commands::sync::SyncOptions {
                 dry_run: args.dry_run,
@@ -250,7 +270,7 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
                 kinds: &args.backends,
                 ..BackendOverrides::default()
             };
-            let settings = settings::resolve(cli, &config, &overrides)?;
+            let settings = settings::resolve(cli, config, &overrides)?;
             let chosen = (!args.backends.is_empty()).then(|| settings.backends.clone());
             Report::Status(commands::status::run(
                 &StateDir::new(&settings.state_dir),
@@ -259,18 +279,18 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
             )?)
         }
         Command::History => {
-            let settings = settings::resolve(cli, &config, &no_overrides)?;
+            let settings = settings::resolve(cli, config, &no_overrides)?;
             Report::History(commands::history::run(
                 &StateDir::new(&settings.state_dir),
                 printer,
             )?)
         }
         Command::Restore(args) => Report::Sync(commands::rollback::restore(
-            &last_sync_settings(cli, &config, args)?,
+            &last_sync_settings(cli, config, args)?,
             printer,
         )?),
         Command::Rollback(args) => {
-            let settings = settings::resolve(cli, &config, &no_overrides)?;
+            let settings = settings::resolve(cli, config, &no_overrides)?;
             // Rollback acts on the backends of the last sync, not on the config's.
             let settings = settings::Settings {
                 backends: Vec::new(),
@@ -284,11 +304,11 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
             )?)
         }
         Command::Unpin => {
-            let settings = settings::resolve(cli, &config, &no_overrides)?;
+            let settings = settings::resolve(cli, config, &no_overrides)?;
             Report::Unpin(commands::rollback::unpin(&settings, printer)?)
         }
         Command::Purge(args) => Report::Purge(commands::purge::run(
-            &last_sync_settings(cli, &config, args)?,
+            &last_sync_settings(cli, config, args)?,
             printer,
         )?),
         Command::Doctor(args) => {
@@ -296,8 +316,8 @@ fn run_command(cli: &Cli, printer: &Printer) -> Result<Report, Error> {
                 kinds: &args.backends,
                 ..BackendOverrides::default()
             };
-            let settings = settings::resolve(cli, &config, &overrides)?;
-            let doctor = settings::resolve_doctor(cli, args, &config)?;
+            let settings = settings::resolve(cli, config, &overrides)?;
+            let doctor = settings::resolve_doctor(cli, args, config)?;
             let chosen = (!args.backends.is_empty()).then(|| settings.backends.clone());
             Report::Doctor(commands::doctor::run(&settings, &doctor, chosen, printer)?)
         }

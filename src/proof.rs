@@ -62,11 +62,16 @@ impl Moment {
         if legacy_tables_exist() {
             return None;
         }
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        // The boot cannot change while the process runs: read once.
+        static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let boot_id = BOOT_ID.get_or_init(|| {
+            let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            Some(text.trim().to_owned())
+        });
         let namespace = std::fs::metadata("/proc/thread-self/ns/net").ok()?.ino();
         let generation = cf_allowlist_netfilter::netlink::generation().ok()?;
         Some(Moment {
-            boot_id: boot_id.trim().to_owned(),
+            boot_id: boot_id.clone()?,
             namespace,
             generation,
         })

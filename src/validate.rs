@@ -177,8 +177,12 @@ fn sort(networks: &mut Vec<IpNet>) {
     if networks.is_sorted_by_key(key) {
         return;
     }
-    let cores = crate::parallel::cores(8);
-    if networks.len() < 20_000 || cores < 2 {
+    let cores = if networks.len() < 20_000 {
+        1
+    } else {
+        crate::parallel::cores(8)
+    };
+    if cores < 2 {
         networks.sort_unstable_by_key(key);
         return;
     }

@@ -61,17 +61,14 @@ pub fn fetch_all(
     memo: Option<Memo>,
     printer: &Printer,
 ) -> Result<Listed, Error> {
-    let rules = memo::rules(&settings.limits, settings.fetch.jdcloud);
     let mut memo = memo.filter(|memo| {
-        memo.listing.rules == rules && memo.listing.answers.len() == settings.sources.len()
+        memo.listing.answers.len() == settings.sources.len()
+            && memo.rules == memo::rules(&settings.limits, settings.fetch.jdcloud)
     });
     let mut listed = Listed {
         ranges: Ranges::new(),
         cache: BTreeMap::new(),
-        listing: Listing {
-            rules,
-            ..Listing::default()
-        },
+        listing: Listing::default(),
         bytes: 0,
         digest: None,
     };
@@ -689,7 +686,10 @@ fn record_proof(
     );
     let held = proof::held(&digest, &settings.backends, recorded, snapshot);
     // The memo is written (or an older one removed) before the proof it serves.
-    let list_memo = list_memo.map(|listing| memo::write(listing, &plan.target, &digest));
+    let list_memo = list_memo.map(|listing| {
+        let rules = memo::rules(&settings.limits, settings.fetch.jdcloud);
+        memo::write(rules, listing, &plan.target, &digest)
+    });
     if state_dir.write_list_memo(list_memo.as_deref()).is_err() {
         return;
     }

@@ -29,8 +29,6 @@ pub const WORTH_BYTES: usize = 256 * 1024;
 /// fetch compares, answer by answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listing {
-    /// A digest of the rules the answers were read by ([`rules`]).
-    pub rules: String,
     /// Each source's answer, in the configured order.
     pub answers: Vec<Answered>,
     /// The ranges dropped because another range covers them, each with that range.
@@ -66,6 +64,8 @@ pub fn rules(limits: &Limits, jdcloud: bool) -> String {
 /// The file's header, before the ranges.
 #[derive(Serialize, Deserialize)]
 struct Header {
+    /// A digest of the rules the answers were read by ([`rules`]).
+    rules: String,
     listing: Listing,
     /// How many ranges follow.
     count: usize,
@@ -77,6 +77,8 @@ struct Header {
 /// matches the fetch: a changed list costs no decoding).
 #[derive(Debug)]
 pub struct Memo {
+    /// A digest of the rules the answers were read by ([`rules`]).
+    pub rules: String,
     /// What the recorded fetch answered and found.
     pub listing: Listing,
     count: usize,
@@ -93,6 +95,7 @@ impl Memo {
         let start = MAGIC.len() + end + 1;
         bytes.drain(..start);
         Some(Memo {
+            rules: header.rules,
             listing: header.listing,
             count: header.count,
             digest: header.ranges,
@@ -143,10 +146,11 @@ impl Memo {
     }
 }
 
-/// A memo file's bytes: the listing, and `ranges` (the validated list it read to, whose
-/// [`crate::proof::ranges_digest`] is `digest`).
-pub fn write(listing: &Listing, ranges: &Ranges, digest: &str) -> Vec<u8> {
+/// A memo file's bytes: the rules' digest ([`rules`]), the listing, and `ranges` (the
+/// validated list it read to, whose [`crate::proof::ranges_digest`] is `digest`).
+pub fn write(rules: String, listing: &Listing, ranges: &Ranges, digest: &str) -> Vec<u8> {
     let header = Header {
+        rules,
         listing: listing.clone(),
         count: ranges.len(),
         ranges: digest.to_owned(),
@@ -177,7 +181,6 @@ mod tests {
 
     fn listing() -> Listing {
         Listing {
-            rules: rules(&Limits::default(), false),
             answers: vec![Answered {
                 source: "/etc/list".to_owned(),
                 digest: "ab".repeat(32),
@@ -202,14 +205,20 @@ mod tests {
         .collect()
     }
 
+    /// A memo of `ranges` under [`listing`], read by the default rules.
+    fn bytes_of(ranges: &Ranges) -> Vec<u8> {
+        let digest = crate::proof::ranges_digest(ranges);
+        write(
+            rules(&Limits::default(), false),
+            &listing(),
+            ranges,
+            &digest,
+        )
+    }
+
     #[test]
     fn a_memo_reads_back_as_written() {
-        let memo = Memo::read(write(
-            &listing(),
-            &ranges(),
-            &crate::proof::ranges_digest(&ranges()),
-        ))
-        .unwrap();
+        let memo = Memo::read(bytes_of(&ranges())).unwrap();
         assert_eq!(memo.listing, listing());
         let (read, digest) = memo.ranges().unwrap();
         assert_eq!(read, ranges());
@@ -218,11 +227,7 @@ mod tests {
 
     #[test]
     fn a_torn_or_edited_memo_gives_no_ranges() {
-        let bytes = write(
-            &listing(),
-            &ranges(),
-            &crate::proof::ranges_digest(&ranges()),
-        );
+        let bytes = bytes_of(&ranges());
         // Torn anywhere: no memo, or no ranges.
         for cut in 0..bytes.len() {
             let torn = Memo::read(bytes[..cut].to_vec());
@@ -241,16 +246,10 @@ mod tests {
         let other: Ranges = ["192.0.2.0/24".parse::<IpNet>().unwrap()]
             .into_iter()
             .collect();
-        let mut swapped = write(
-            &listing(),
-            &ranges(),
-            &crate::proof::ranges_digest(&ranges()),
-        );
+        let mut swapped = bytes_of(&ranges());
         let header_end = swapped.len() - 2 * 6 - 2 * 18;
         swapped.truncate(header_end);
-        swapped.extend_from_slice(
-            &write(&listing(), &other, &crate::proof::ranges_digest(&other))[header_end..],
-        );
+        swapped.extend_from_slice(&bytes_of(&other)[header_end..]);
         assert_eq!(Memo::read(swapped).unwrap().ranges(), None);
         assert!(Memo::read(b"{}".to_vec()).is_none());
     }

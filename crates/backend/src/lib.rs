@@ -441,7 +441,16 @@ mod tests {
 
     #[test]
     fn each_family_is_counted_whatever_the_mix() {
-        for (v4, v6) in [(0, 0), (3, 0), (0, 3), (1, 5), (5, 1), (4, 4), (1, 1), (7, 2)] {
+        for (v4, v6) in [
+            (0, 0),
+            (3, 0),
+            (0, 3),
+            (1, 5),
+            (5, 1),
+            (4, 4),
+            (1, 1),
+            (7, 2),
+        ] {
             let ranges: Ranges = (0..v4)
                 .map(|index| format!("198.51.100.{index}/32"))
                 .chain((0..v6).map(|index| format!("2001:db8:{index:x}::/48")))

@@ -431,10 +431,7 @@ impl Ruleset {
     }
 
     fn render(&self, anonymous: &BTreeMap<(usize, String), Vec<Vec<u8>>>) -> Rendered<Value> {
-        // Read once a process: nft itself reads the file at every run, but it changes only
-        // with the netbase package.
-        static PROTOCOLS: std::sync::OnceLock<Protocols> = std::sync::OnceLock::new();
-        let protocols = PROTOCOLS.get_or_init(Protocols::read);
+        let protocols = &Protocols;
         let mut items = vec![json!({"metainfo": {
             "version": "1.0.6",
             "release_name": "Lester Gooch #5",
@@ -790,10 +787,17 @@ fn by_type(data: &[u8]) -> Rendered<BTreeMap<u16, &[u8]>> {
 
 /// The protocol names nft prints (glibc's `getprotobynumber` on /etc/protocols), for the
 /// numbers rendered: a protocol missing or named otherwise there is not rendered.
-struct Protocols(BTreeMap<u8, String>);
+/// The protocol names of `/etc/protocols`, read when a rule first needs one, once a process
+/// (nft itself reads the file at every run, but it changes only with the netbase package).
+struct Protocols;
 
 impl Protocols {
-    fn read() -> Protocols {
+    fn names() -> &'static BTreeMap<u8, String> {
+        static NAMES: std::sync::OnceLock<BTreeMap<u8, String>> = std::sync::OnceLock::new();
+        NAMES.get_or_init(Protocols::read)
+    }
+
+    fn read() -> BTreeMap<u8, String> {
         let mut names = BTreeMap::new();
         let text = std::fs::read_to_string("/etc/protocols").unwrap_or_default();
         for line in text.lines() {
@@ -803,7 +807,7 @@ impl Protocols {
                 names.entry(number).or_insert_with(|| name.to_owned());
             }
         }
-        Protocols(names)
+        names
     }
 
     fn name(&self, number: u8) -> Rendered<Value> {
@@ -814,7 +818,7 @@ impl Protocols {
             58 => "ipv6-icmp",
             _ => return Err(unrendered(line!())),
         };
-        if self.0.get(&number).map(String::as_str) != Some(expected) {
+        if Protocols::names().get(&number).map(String::as_str) != Some(expected) {
             return Err(unrendered(line!()));
         }
         Ok(json!(expected))
