@@ -217,7 +217,7 @@ fn placements(plans: &[BackendPlan], host: &Host) -> Vec<(usize, Placement)> {
 /// Every (range, port) pair the reach guard watches: the listed ranges on every managed port
 /// of a backend that filters this host's input, retired ones included.
 fn watched(judged: &Judged) -> (Vec<IpNet>, Vec<u16>) {
-    let mut ranges = BTreeSet::new();
+    let mut ranges = Vec::new();
     let mut ports = BTreeSet::new();
     for plan in judged
         .backends
@@ -227,6 +227,9 @@ fn watched(judged: &Judged) -> (Vec<IpNet>, Vec<u16>) {
         ranges.extend(plan.change.target.iter().copied());
         ports.extend(plan.spec.policy().ports.iter().copied());
     }
+    // Each target is in order already: one backend's list is only checked, several merged.
+    ranges.sort_unstable();
+    ranges.dedup();
     for spec in judged
         .retired
         .iter()
@@ -234,7 +237,7 @@ fn watched(judged: &Judged) -> (Vec<IpNet>, Vec<u16>) {
     {
         ports.extend(spec.policy().ports.iter().copied());
     }
-    (ranges.into_iter().collect(), ports.into_iter().collect())
+    (ranges, ports.into_iter().collect())
 }
 
 /// A listed range and port that reach the host now and are blocked afterwards, with what

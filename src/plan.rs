@@ -240,15 +240,14 @@ fn push_ranges(out: &mut String, marker: char, ranges: &Ranges) {
 /// would lose more than half of its ranges or become empty. `what` names the comparison.
 pub fn shrink_refusals(what: &str, before: &Ranges, after: &Ranges) -> Vec<Refusal> {
     let mut reasons = Vec::new();
+    // One walk of both sets in order (not a search of `after` for each range).
+    let gone = before.difference(after);
     for family in Family::ALL {
         let had = before.count(family);
         if had == 0 {
             continue;
         }
-        let removed = before
-            .family(family)
-            .filter(|net| !after.contains(net))
-            .count();
+        let removed = gone.count(family);
         if after.count(family) == 0 {
             reasons.push(Refusal::new(
                 Guard::Shrink,

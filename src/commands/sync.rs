@@ -409,9 +409,8 @@ pub fn run(
     // changed (or while pinned), else the next number.
     let generation = match (&state.pinned, &current) {
         (Some(pin), _) => pin.generation,
-        (None, Some(current)) if current.sha256 == crate::state::digest(&plan.target) => {
-            current.generation
-        }
+        // (The current generation's ranges were checked against its digest when loaded.)
+        (None, Some(current)) if current.ranges == plan.target => current.generation,
         (None, _) => state_dir.generations()?.last().copied().unwrap_or(0) + 1,
     };
     let pending = Pending {

@@ -1037,17 +1037,20 @@ impl Backend for NftablesBackend {
         let (live, _) = self
             .read(false)
             .map_err(|error| error.at("read the ruleset"))?;
-        let mut ranges = Ranges::new();
-        for family in Family::ALL {
-            if let Some(set) = live.sets.get(names::set_name(family)) {
-                ranges.extend(
+        // Collected in one go (each set is in order already), not inserted one by one.
+        let ranges: Ranges = Family::ALL
+            .into_iter()
+            .filter_map(|family| {
+                let set = live.sets.get(names::set_name(family))?;
+                Some(
                     set.elements
                         .iter()
                         .copied()
-                        .filter(|net| Family::of(net) == family),
-                );
-            }
-        }
+                        .filter(move |net| Family::of(net) == family),
+                )
+            })
+            .flatten()
+            .collect();
         let mut warnings = Vec::new();
         if live.chain_exists && !live.chain_is_input_base && !live.chain_is_jumped_to {
             warnings.push(format!(

@@ -100,7 +100,9 @@ impl Serialize for Ranges {
 
 impl<'de> Deserialize<'de> for Ranges {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Ranges, D::Error> {
-        BTreeSet::deserialize(deserializer).map(|set| Ranges(Arc::new(set)))
+        // Read as a list and built in one go (sorted, then bulk-loaded): a set deserialised
+        // element by element searches the tree for each of 100,000 ranges.
+        Vec::<IpNet>::deserialize(deserializer).map(|list| list.into_iter().collect())
     }
 }
 
