@@ -219,7 +219,7 @@ fn sha256_hex(value: &serde_json::Value) -> String {
 
 /// A digest of `ranges` from their bytes (family, address, prefix length), not their text:
 /// formatting 100,000 ranges would cost the no-op more than everything else it does.
-pub(crate) fn ranges_digest<'a>(ranges: impl IntoIterator<Item = &'a ipnet::IpNet>) -> String {
+pub fn ranges_digest<'a>(ranges: impl IntoIterator<Item = &'a ipnet::IpNet>) -> String {
     let mut hasher = Sha256::new();
     for range in ranges {
         match range {
@@ -238,12 +238,12 @@ pub(crate) fn ranges_digest<'a>(ranges: impl IntoIterator<Item = &'a ipnet::IpNe
 }
 
 /// The sha256 of `bytes`, in hex.
-pub(crate) fn sha256_bytes_hex(bytes: &[u8]) -> String {
+pub fn sha256_bytes_hex(bytes: &[u8]) -> String {
     hex(Sha256::digest(bytes).as_slice())
 }
 
 /// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()
