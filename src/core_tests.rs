@@ -814,6 +814,22 @@ fn metrics_keep_the_last_success_through_a_refusal_and_a_failure() {
 }
 
 #[test]
+fn a_sync_whose_config_does_not_parse_still_writes_its_metrics_file() {
+    // The config is read once per run; a failed read still reaches the metrics file given
+    // on the command line.
+    let host = Host::new(&["a"]);
+    let metrics = host.dir.path().join("cf-allowlist.prom");
+    let flag = metrics.display().to_string();
+    assert_eq!(run_whole(&host, &["sync", "--metrics-file", &flag]), 0);
+    std::fs::write(host.dir.path().join("config.toml"), "[[backend]\n").unwrap();
+    assert_ne!(run_whole(&host, &["sync", "--metrics-file", &flag]), 0);
+    assert_metrics(
+        &crate::metrics::read_values(&metrics),
+        &[("cf_allowlist_last_run_success", 0.0)],
+    );
+}
+
+#[test]
 fn doctor_with_fetch_checks_against_the_live_list() {
     let host = Host::synced();
     host.serve(&WITH_A_FOURTH_RANGE);

@@ -227,7 +227,7 @@ fn watched(judged: &Judged) -> (Vec<IpNet>, Vec<u16>) {
         ranges.extend(plan.change.target.iter().copied());
         ports.extend(plan.spec.policy().ports.iter().copied());
     }
-    // Each target is in order already: one backend's list is only checked, several merged.
+    // Each target is in order already: with one backend the sort only checks it.
     ranges.sort_unstable();
     ranges.dedup();
     for spec in judged

@@ -218,23 +218,36 @@ fn sha256_hex(value: &serde_json::Value) -> String {
 }
 
 /// A digest of `ranges` from their bytes (family, address, prefix length), not their text:
-/// formatting 100,000 ranges would cost the no-op more than everything else it does.
+/// formatting 100,000 ranges would cost the no-op more than everything else it does. The
+/// sha256 of the ranges' [`range_record`]s one after the other.
 pub fn ranges_digest<'a>(ranges: impl IntoIterator<Item = &'a ipnet::IpNet>) -> String {
     let mut hasher = Sha256::new();
     for range in ranges {
-        match range {
-            ipnet::IpNet::V4(net) => {
-                hasher.update([4]);
-                hasher.update(net.addr().octets());
-            }
-            ipnet::IpNet::V6(net) => {
-                hasher.update([6]);
-                hasher.update(net.addr().octets());
-            }
-        }
-        hasher.update([range.prefix_len()]);
+        let (record, length) = range_record(range);
+        hasher.update(&record[..length]);
     }
     hex(hasher.finalize().as_slice())
+}
+
+/// One range as bytes: its family (4 or 6), its address, its prefix length; the record and
+/// how many of its bytes are used (6 for IPv4, 18 for IPv6). What [`ranges_digest`] hashes and
+/// what the list memo stores ([`crate::sources::memo`]).
+pub fn range_record(range: &ipnet::IpNet) -> ([u8; 18], usize) {
+    let mut record = [0; 18];
+    let address_end = match range {
+        ipnet::IpNet::V4(net) => {
+            record[0] = 4;
+            record[1..5].copy_from_slice(&net.addr().octets());
+            5
+        }
+        ipnet::IpNet::V6(net) => {
+            record[0] = 6;
+            record[1..17].copy_from_slice(&net.addr().octets());
+            17
+        }
+    };
+    record[address_end] = range.prefix_len();
+    (record, address_end + 1)
 }
 
 /// The sha256 of `bytes`, in hex.

@@ -106,6 +106,18 @@ impl Memo {
     /// The validated ranges and their digest ([`crate::proof::ranges_digest`]); `None` if the
     /// file does not decode to exactly the ranges its digest names (torn, or edited).
     pub fn ranges(&self) -> Option<(Ranges, String)> {
+        // The records are what the digest hashes ([`crate::proof::range_record`]): checked on
+        // another core while they are decoded and the set is built.
+        std::thread::scope(|scope| {
+            let intact =
+                scope.spawn(|| crate::proof::sha256_bytes_hex(&self.encoded) == self.digest);
+            self.decode(intact)
+        })
+    }
+
+    /// The records decoded and checked (in order, as many as the header says) into the set,
+    /// given only if `intact` says their digest matches.
+    fn decode(&self, intact: std::thread::ScopedJoinHandle<'_, bool>) -> Option<(Ranges, String)> {
         let mut ranges = Vec::with_capacity(self.count);
         let mut rest = self.encoded.as_slice();
         while let Some((&family, tail)) = rest.split_first() {
@@ -136,13 +148,8 @@ impl Memo {
         if !ordered || ranges.len() != self.count {
             return None;
         }
-        // The digest is checked on another core while the set is built.
-        let (intact, set) = std::thread::scope(|scope| {
-            let check = scope.spawn(|| crate::proof::ranges_digest(&ranges) == self.digest);
-            let set: Ranges = ranges.iter().copied().collect();
-            (check.join().unwrap_or(false), set)
-        });
-        intact.then(|| (set, self.digest.clone()))
+        let set: Ranges = ranges.into_iter().collect();
+        (intact.join().unwrap_or(false)).then(|| (set, self.digest.clone()))
     }
 }
 
@@ -160,17 +167,8 @@ pub fn write(rules: String, listing: &Listing, ranges: &Ranges, digest: &str) ->
     bytes.push(b'\n');
     bytes.reserve(ranges.len() * 18);
     for range in ranges {
-        match range {
-            IpNet::V4(net) => {
-                bytes.push(4);
-                bytes.extend_from_slice(&net.addr().octets());
-            }
-            IpNet::V6(net) => {
-                bytes.push(6);
-                bytes.extend_from_slice(&net.addr().octets());
-            }
-        }
-        bytes.push(range.prefix_len());
+        let (record, length) = crate::proof::range_record(range);
+        bytes.extend_from_slice(&record[..length]);
     }
     bytes
 }
