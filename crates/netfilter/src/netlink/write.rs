@@ -28,8 +28,8 @@ use rustix::net::{RecvFlags, SendFlags};
 use super::{
     NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFT_SET_ELEM_INTERVAL_END, NFTA_DATA_VALUE, NFTA_LIST_ELEM,
     NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET,
-    NFTA_SET_ELEM_LIST_TABLE, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NetlinkError, Socket,
-    messages, nul_terminated, push_attribute,
+    NFTA_SET_ELEM_LIST_TABLE, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NetlinkError, ReceiveBuffer,
+    Socket, messages, nul_terminated, push_attribute,
 };
 
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -114,22 +114,16 @@ pub(super) type Answers = (Vec<(u32, i32)>, Vec<(u32, u16, Vec<u8>)>);
 fn receive_answers(socket: &Socket) -> Result<Answers, NetlinkError> {
     let mut answers = Vec::new();
     let mut echoes = Vec::new();
-    // An error echoes the refused message (up to 64 KiB of elements).
-    let mut buffer = vec![0u8; 1 << 18];
+    let mut buffer = ReceiveBuffer::take();
     loop {
-        let received = match rustix::net::recv(
-            &socket.fd,
-            &mut buffer[..],
-            RecvFlags::DONTWAIT | RecvFlags::TRUNC,
-        ) {
-            Ok((_, received)) => received,
-            Err(rustix::io::Errno::AGAIN) => return Ok((answers, echoes)),
-            Err(errno) => return Err(errno.into()),
+        let received = match buffer.receive(&socket.fd, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
+            Ok(received) => received,
+            Err(NetlinkError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                return Ok((answers, echoes));
+            }
+            Err(error) => return Err(error),
         };
-        if received > buffer.len() {
-            return Err(NetlinkError::Malformed("a message larger than the buffer"));
-        }
-        for message in messages(&buffer[..received]) {
+        for message in messages(received) {
             let message = message?;
             if message.kind == NLMSG_ERROR {
                 let code = message
