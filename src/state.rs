@@ -745,40 +745,56 @@ impl StateDir {
 
     /// Puts a staged generation in place, then deletes all but the newest
     /// [`KEEP_GENERATIONS`].
+    /// Also deletes the temporary files a killed run left in the generations folder: only a
+    /// sync holding the lock writes there, so while this one holds it, any other is a leftover.
     pub fn commit_generation(&self, staged: StagedFile) -> Result<(), StateError> {
         staged.commit()?;
-        let numbers = self.generations()?;
+        let (numbers, leftovers) = self.generation_files()?;
         if numbers.len() > KEEP_GENERATIONS {
             for old in &numbers[..numbers.len() - KEEP_GENERATIONS] {
                 let path = self.generation_path(*old);
                 fs::remove_file(&path).map_err(Self::io("remove", &path))?;
             }
         }
+        for leftover in leftovers {
+            let path = self.path.join(GENERATIONS_DIR).join(leftover);
+            fs::remove_file(&path).map_err(Self::io("remove", &path))?;
+        }
         Ok(())
     }
 
     /// The numbers of the saved generations, oldest first.
     pub fn generations(&self) -> Result<Vec<u64>, StateError> {
+        Ok(self.generation_files()?.0)
+    }
+
+    /// The numbers of the saved generations, oldest first, and the names of the temporary
+    /// files beside them.
+    fn generation_files(&self) -> Result<(Vec<u64>, Vec<std::ffi::OsString>), StateError> {
         let dir = self.path.join(GENERATIONS_DIR);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), Vec::new()));
+            }
             Err(error) => return Err(Self::io("read", &dir)(error)),
         };
-        let mut numbers = Vec::new();
+        let (mut numbers, mut temporary) = (Vec::new(), Vec::new());
         for entry in entries {
             let entry = entry.map_err(Self::io("read", &dir))?;
             let name = entry.file_name();
-            if let Some(number) = name
-                .to_str()
+            let text = name.to_str();
+            if let Some(number) = text
                 .and_then(|name| name.strip_suffix(".json"))
                 .and_then(|stem| stem.parse::<u64>().ok())
             {
                 numbers.push(number);
+            } else if text.is_some_and(|name| name.starts_with(STATE_FILES.prefix)) {
+                temporary.push(name);
             }
         }
         numbers.sort_unstable();
-        Ok(numbers)
+        Ok((numbers, temporary))
     }
 }
 
@@ -787,9 +803,7 @@ impl StateDir {
 /// `restore` opens.
 fn check_secure(path: &Path, metadata: &fs::Metadata) -> Result<(), StateError> {
     use std::os::unix::fs::MetadataExt;
-    let us = fs::metadata("/proc/self")
-        .map(|meta| meta.uid())
-        .map_err(StateDir::io("read", Path::new("/proc/self")))?;
+    let us = our_uid()?;
     let problem = if metadata.uid() != us {
         Some(format!(
             "owned by uid {}, not by the user running cf-allowlist (uid {us})",
@@ -815,6 +829,20 @@ fn check_secure(path: &Path, metadata: &fs::Metadata) -> Result<(), StateError> 
         }),
         None => Ok(()),
     }
+}
+
+/// The user we run as (the owner of `/proc/self`), read once per process: a run checks a
+/// dozen state files, and the user does not change during one.
+fn our_uid() -> Result<u32, StateError> {
+    use std::os::unix::fs::MetadataExt;
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(uid) = UID.get() {
+        return Ok(*uid);
+    }
+    let uid = fs::metadata("/proc/self")
+        .map(|meta| meta.uid())
+        .map_err(StateDir::io("read", Path::new("/proc/self")))?;
+    Ok(*UID.get_or_init(|| uid))
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
@@ -1057,6 +1085,25 @@ mod tests {
         assert_eq!(loaded.state.current_generation, Some(1));
         assert_eq!(loaded.current.unwrap().ranges.len(), 22);
         assert_eq!(loaded.state.last_sync.unwrap().backends.len(), 2);
+    }
+
+    #[test]
+    fn writing_a_generation_deletes_what_a_killed_run_left_beside_them_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path().join("state"));
+        let _lock = state_dir.lock(Duration::from_secs(1)).unwrap();
+        let generations = dir.path().join("state").join(GENERATIONS_DIR);
+        fs::write(generations.join(".cf-allowlist.Ab12Cd"), "{").unwrap();
+        fs::write(generations.join("notes.txt"), "kept").unwrap();
+        state_dir
+            .write_generation(&Generation::new(1, vec![], ranges(&["192.0.2.0/24"])))
+            .unwrap();
+        let mut names: Vec<_> = fs::read_dir(&generations)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["00000001.json", "notes.txt"]);
     }
 
     #[test]
