@@ -625,6 +625,53 @@ fn sigkill_at_every_step_never_closes_a_listed_range_and_the_next_run_converges(
     );
 }
 
+/// The temporary files in the state directory's generations folder.
+fn temporary_generation_files(lab: &Lab) -> Vec<String> {
+    std::fs::read_dir(lab.state_dir().join("generations"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(".cf-allowlist."))
+        .collect()
+}
+
+#[test]
+fn a_generation_a_killed_run_was_staging_is_deleted_by_the_next_run_that_writes_one() {
+    let (lab, config) = synced_lab();
+    lab.fixture.set("/ips-v4", Reply::ok(SECOND_V4));
+    // A new generation's file is written beside its place while the run reads and judges:
+    // kill the run once it is there, before the firewall write.
+    let mut child = sync_command(&lab, &config)
+        .env(cf_allowlist::failpoint::PAUSE_VARIABLE, "before-apply")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("paused at before-apply") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the sync ended");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while temporary_generation_files(&lab).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no generation was being staged"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = temporary_generation_files(&lab);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
+
+    sync(&lab, &config, &[])
+        .code(0)
+        .stdout_has("applied generation 2");
+    assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+    assert_eq!(temporary_generation_files(&lab), Vec::<String>::new());
+}
+
 #[test]
 fn ten_syncs_at_once_apply_once_and_the_others_say_they_waited() {
     let (lab, config) = synced_lab();

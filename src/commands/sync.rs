@@ -18,7 +18,9 @@ use crate::report::{SyncCommand, SyncOutcome, SyncReport};
 use crate::settings::Settings;
 use crate::sources::memo::{self, Answered, Listing, Memo};
 use crate::sources::{self, CachedSource, SourceError};
-use crate::state::{Generation, LastSync, StateDir, Unrecorded, now_rfc3339};
+use crate::state::{
+    Generation, LastSync, StagedFile, StateDir, StateError, Unrecorded, now_rfc3339,
+};
 use crate::validate::{self, counts};
 
 /// Flags of `sync` that are not settings.
@@ -330,6 +332,18 @@ pub fn run(
         }
     };
     printer.note(&format!("{} ranges ({})", target.len(), counts(&target)));
+    // The generation this run brings the backends to (a preview brings them nowhere). A new
+    // one's file is written and fsynced beside its place from now on, on another core, while
+    // the run reads, judges and writes the firewall; unless the run is already refused (then
+    // only if `--force` overrides that, before the write).
+    let next = if options.dry_run {
+        None
+    } else {
+        let (generation, is_new) = next_generation(&state, current.as_ref(), &target, &state_dir)?;
+        let staging = (is_new && refusals.is_empty())
+            .then(|| Staging::start(&state_dir, generation, &sources, &target));
+        Some((generation, is_new, staging))
+    };
 
     let owner = state.owner.clone();
     // Backends written before and no longer configured (another kind now): their parts go once
@@ -405,14 +419,11 @@ pub fn run(
         ));
     }
 
-    // The generation this run brings the backends to: the current one when the list has not
-    // changed (or while pinned), else the next number.
-    let generation = match (&state.pinned, &current) {
-        (Some(pin), _) => pin.generation,
-        // (The current generation's ranges were checked against its digest when loaded.)
-        (None, Some(current)) if current.ranges == plan.target => current.generation,
-        (None, _) => state_dir.generations()?.last().copied().unwrap_or(0) + 1,
-    };
+    let (generation, is_new, staging) =
+        next.expect("a run that is not a preview has its generation");
+    let staging = staging.or_else(|| {
+        is_new.then(|| Staging::start(&state_dir, generation, &plan.sources, &plan.target))
+    });
     let pending = Pending {
         generation,
         ranges: counts(&plan.target),
@@ -421,27 +432,10 @@ pub fn run(
         lock.settle()?;
     }
     failpoint::pause_point("before-apply");
-    let is_new = state.pinned.is_none()
-        && current
-            .as_ref()
-            .is_none_or(|current| current.generation != generation);
-    // The new generation's file is serialised (a digest and JSON of every range: tens of
-    // milliseconds at 100,000), written and fsynced beside its place on another core while
-    // the backends write; it is put in place only once they all hold the target (dropped,
-    // and so deleted, if they do not).
-    let (applied, prepared) = std::thread::scope(|scope| {
-        let prepared = is_new.then(|| {
-            let (sources, target, state_dir) = (&plan.sources, &plan.target, &state_dir);
-            scope.spawn(move || {
-                state_dir.stage_generation(
-                    &Generation::new(generation, sources.clone(), target.clone()).prepare(),
-                )
-            })
-        });
-        let applied = apply_plans(&mut plan.backends, &instances.configured, &pending, printer);
-        let prepared = prepared.map(|handle| handle.join().expect("serialising the generation"));
-        (applied, prepared)
-    });
+    let applied = apply_plans(&mut plan.backends, &instances.configured, &pending, printer);
+    // The new generation's file is put in place only once every backend holds the target
+    // (dropped, and so deleted, if they do not).
+    let prepared = staging.map(Staging::finish);
     if let Err(error) = applied {
         if let Error::Partial { applied, .. } = &error {
             // Best effort: if even this cannot be written, the error still says it all.
@@ -542,6 +536,61 @@ pub fn run(
         ));
     }
     Ok(report(plan, SyncOutcome::Applied { generation }))
+}
+
+/// The generation a sync that is not a preview brings the backends to, and whether it is a
+/// new one: the current one when the list has not changed (or the pinned one while pinned),
+/// else the next number.
+fn next_generation(
+    state: &crate::state::State,
+    current: Option<&Generation>,
+    target: &Ranges,
+    state_dir: &StateDir,
+) -> Result<(u64, bool), Error> {
+    Ok(match (&state.pinned, current) {
+        (Some(pin), _) => (pin.generation, false),
+        // (The current generation's ranges were checked against its digest when loaded.)
+        (None, Some(current)) if current.ranges == *target => (current.generation, false),
+        (None, _) => (
+            state_dir.generations()?.last().copied().unwrap_or(0) + 1,
+            true,
+        ),
+    })
+}
+
+/// A new generation's file being serialised (a digest and JSON of every range: tens of
+/// milliseconds at 100,000), written and fsynced beside its place on another thread. Dropped
+/// unfinished (a refusal, an error), it waits for the thread and deletes the file, so that no
+/// run leaves one behind.
+struct Staging(Option<std::thread::JoinHandle<Result<StagedFile, StateError>>>);
+
+impl Staging {
+    fn start(
+        state_dir: &StateDir,
+        generation: u64,
+        sources: &[String],
+        target: &Ranges,
+    ) -> Staging {
+        let (state_dir, sources, target) = (state_dir.clone(), sources.to_vec(), target.clone());
+        Staging(Some(std::thread::spawn(move || {
+            state_dir.stage_generation(&Generation::new(generation, sources, target).prepare())
+        })))
+    }
+
+    /// The staged file, once it is written and fsynced.
+    fn finish(mut self) -> Result<StagedFile, StateError> {
+        let thread = self.0.take().expect("a staging is finished once");
+        thread.join().expect("staging the generation")
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            // The staged file, if any, is deleted when its result is dropped.
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What the proof path found before the full one.
