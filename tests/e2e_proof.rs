@@ -204,15 +204,21 @@ fn long_v6_list(without_cf: bool) -> String {
     list
 }
 
-#[test]
-fn a_long_list_taken_from_its_memo_is_always_the_served_one() {
+/// A lab whose sources serve a long IPv6 list, synced once with the nftables backend: the lab,
+/// its config and where the sync recorded the list's memo.
+fn synced_long_list_lab() -> (Lab, String, std::path::PathBuf) {
     let lab = Lab::new();
     lab.load_nft_ruleset();
     lab.fixture.set("/ips-v6", Reply::ok(long_v6_list(false)));
     let config = lab.write_config("[[backend]]\nkind = \"nftables\"\n");
     let memo = lab.state_dir().join("proof-list");
-
     counted(&lab, &config, &[]).0.code(0);
+    (lab, config, memo)
+}
+
+#[test]
+fn a_long_list_taken_from_its_memo_is_always_the_served_one() {
+    let (lab, config, memo) = synced_long_list_lab();
     assert!(
         memo.exists(),
         "a proven sync of a long list records its memo"
@@ -282,4 +288,26 @@ fn a_long_list_taken_from_its_memo_is_always_the_served_one() {
     let (read, _) = counted(&lab, &config, &[]);
     read.code(0).stdout_lacks("+ ").stdout_lacks("- ");
     assert_eq!(lab.open(), expect_open(&IN_SECOND_LIST));
+}
+
+#[test]
+fn a_damaged_memo_is_written_again_by_the_proven_no_op_that_read_the_list_in_full() {
+    let (lab, config, memo) = synced_long_list_lab();
+    let recorded = std::fs::read(&memo).unwrap();
+
+    // Torn in the middle of its ranges: the no-op reads the list in full, and its proof holds.
+    std::fs::write(&memo, &recorded[..recorded.len() / 2]).unwrap();
+    let (noop, runs) = counted(&lab, &config, &[]);
+    noop.code(0).stdout_lacks("+ ").stdout_lacks("- ");
+    assert_eq!(runs, Vec::<String>::new(), "a proven no-op lists nothing");
+    assert!(
+        std::fs::read(&memo).unwrap() == recorded,
+        "the no-op did not write the memo again"
+    );
+
+    // A dry run writes nothing, the memo included.
+    std::fs::remove_file(&memo).unwrap();
+    counted(&lab, &config, &["--dry-run"]).0.code(0);
+    assert!(!memo.exists(), "a dry run wrote the memo");
+    assert_eq!(lab.open(), expect_open(&IN_FIRST_LIST));
 }
