@@ -686,6 +686,15 @@ impl StateDir {
         }
     }
 
+    /// [`StateDir::write_list_memo`] of `memo`, unless the file holds exactly it already (a
+    /// no-op that had to read its list in full only mends a memo, it does not rewrite one).
+    pub fn mend_list_memo(&self, memo: &[u8]) -> Result<(), StateError> {
+        if fs::read(self.path.join(LIST_MEMO_FILE)).is_ok_and(|held| held == memo) {
+            return Ok(());
+        }
+        self.write_list_memo(Some(memo))
+    }
+
     /// The time in `last-run`, if it reads as one of ours (a torn write reads as nothing).
     fn read_last_run(&self) -> Option<String> {
         let text = fs::read_to_string(self.path.join(LAST_RUN_FILE)).ok()?;
@@ -1104,6 +1113,23 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["00000001.json", "notes.txt"]);
+    }
+
+    #[test]
+    fn a_list_memo_is_mended_only_when_it_differs() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        let path = dir.path().join(LIST_MEMO_FILE);
+        let inode = || fs::metadata(&path).unwrap().ino();
+        state_dir.mend_list_memo(b"memo").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"memo");
+        let first = inode();
+        state_dir.mend_list_memo(b"memo").unwrap();
+        assert_eq!(inode(), first, "the same memo was written again");
+        fs::write(&path, b"me").unwrap();
+        state_dir.mend_list_memo(b"memo").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"memo");
     }
 
     #[test]

@@ -652,12 +652,12 @@ fn proven(
     // again, so that the next no-op does not read it once more; best effort, as in a sync.
     if !dry_run && listed.digest.is_none() && listed.bytes >= memo::WORTH_BYTES {
         let rules = memo::rules(&settings.limits, settings.fetch.jdcloud);
-        let _ = state_dir.write_list_memo(Some(&memo::write(
+        let _ = state_dir.mend_list_memo(&memo::write(
             rules,
             &listed.listing,
             &listed.ranges,
             &digest,
-        )));
+        ));
     }
     let (target, cache) = (listed.ranges, listed.cache);
     printer.note(&format!("{} ranges ({})", target.len(), counts(&target)));
