@@ -337,13 +337,21 @@ pub fn run(
     // the run reads, judges and writes the firewall; unless the run is already refused (then
     // only if `--force` overrides that, before the write). A long list's is started at the
     // write instead: its serialised file (megabytes) would sit beside the judgement's peak.
+    // (A failure to find the number is reported only after the refusals, as a dry run would
+    // report them.)
     let next = if options.dry_run {
         None
     } else {
-        let (generation, is_new) = next_generation(&state, current.as_ref(), &target, &state_dir)?;
-        let staging = (is_new && refusals.is_empty() && target.len() < Staging::EARLY_BELOW)
-            .then(|| Staging::start(&state_dir, generation, &sources, &target));
-        Some((generation, is_new, staging))
+        let next = next_generation(&state, current.as_ref(), &target, &state_dir);
+        let staging = match &next {
+            Ok((generation, true))
+                if refusals.is_empty() && target.len() < Staging::EARLY_BELOW =>
+            {
+                Some(Staging::start(&state_dir, *generation, &sources, &target))
+            }
+            _ => None,
+        };
+        Some((next, staging))
     };
 
     let owner = state.owner.clone();
@@ -420,8 +428,8 @@ pub fn run(
         ));
     }
 
-    let (generation, is_new, staging) =
-        next.expect("a run that is not a preview has its generation");
+    let (next, staging) = next.expect("a run that is not a preview has its generation");
+    let (generation, is_new) = next?;
     let staging = staging.or_else(|| {
         is_new.then(|| Staging::start(&state_dir, generation, &plan.sources, &plan.target))
     });
